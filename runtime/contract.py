@@ -1,0 +1,341 @@
+"""The edgernn ONNX contract: tensor names, dtypes, state layout and the metadata schema.
+
+This module is the single source of truth; the exporter writes what it describes and the stepper reads it.
+
+A model is a **single-step graph with explicit state**:
+
+====================  ==========================  ========  =======================================
+tensor                shape                       dtype     meaning
+====================  ==========================  ========  =======================================
+input  ``x``          ``(batch,)``                int64     token ids (``input.kind == "tokens"``)
+input  ``x``          ``(batch, input_size)``     float32   raw feature values (``"features"``)
+input  ``h``          ``(batch, layers, hidden)`` float32   hidden state before the step
+input  ``c``          ``(batch, layers, hidden)`` float32   LSTM cell state before the step
+output ``y``          ``(batch, output_size)``    float32   logits or values for this step
+output ``h_next``     ``(batch, layers, hidden)`` float32   hidden state after the step
+output ``c_next``     ``(batch, layers, hidden)`` float32   LSTM cell state after the step
+====================  ==========================  ========  =======================================
+
+``batch`` is the only dynamic axis and it is always the **first** axis of every tensor, states included.
+PyTorch and the ONNX RNN ops keep state as ``(layers, batch, hidden)``; edgernn does not, because
+serving systems (Triton's sequence batcher with implicit state, any dynamic batcher) batch along the first
+axis, and a batch-first state lets independent streams be stacked and split with one index.
+
+The metadata is one JSON document stored in the model's ``metadata_props`` under the key ``edgernn``.
+Its ``states`` list pairs every state input with its state output explicitly; nothing relies on naming.
+Normalisation of features (and de-normalisation of regression outputs) is computed inside the graph and
+recorded in the metadata, so any runtime that feeds raw values gets values in the user's units back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgernn.runtime.errors import ContractError
+
+SCHEMA_VERSION = 1
+KNOWN_SCHEMA_VERSIONS = (1,)
+METADATA_KEY = "edgernn"
+
+INPUT_NAME = "x"
+OUTPUT_NAME = "y"
+BATCH_AXIS_NAME = "batch"
+
+CELLS = ("gru", "lstm", "rnn_tanh", "rnn_relu")
+INPUT_KINDS = ("tokens", "features")
+OUTPUT_KINDS = ("logits", "values")
+
+# Edge runtimes lag behind desktop onnxruntime: keep the opset and IR version low.
+OPSET = 17
+IR_VERSION = 8
+
+# Parity tolerances every export is held to (float32 model against float32 PyTorch).
+ONE_STEP_ATOL = 1e-5
+ONE_STEP_RTOL = 1e-4
+CLOSED_LOOP_ATOL = 1e-4
+CLOSED_LOOP_RTOL = 1e-3
+CLOSED_LOOP_STEPS = 1000
+
+
+def state_names(cell: str) -> tuple[tuple[str, str], ...]:
+    """(input name, output name) for each state tensor of ``cell``, in graph order."""
+    if cell == "lstm":
+        return (("h", "h_next"), ("c", "c_next"))
+    return (("h", "h_next"),)
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One state tensor: fed in as ``input``, read back as ``output``; shape excludes the batch axis."""
+
+    input: str
+    output: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    initial: float = 0.0
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What ``x`` carries. ``size`` is the vocabulary size for tokens, the feature count for features."""
+
+    kind: str
+    size: int
+    dtype: str
+    vocabulary: tuple[str, ...] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What ``y`` carries: ``logits`` over the vocabulary or classes, or regression ``values``."""
+
+    kind: str
+    size: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The parsed, validated ``edgernn`` metadata document of a model."""
+
+    cell: str
+    num_layers: int
+    hidden_size: int
+    input: InputSpec
+    output: OutputSpec
+    states: tuple[StateSpec, ...]
+    opset: int = OPSET
+    edgernn_version: str = "unknown"
+    schema_version: int = SCHEMA_VERSION
+    steps_per_call: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        doc = asdict(self)
+        doc.update(doc.pop("extra"))
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def input_name(self) -> str:
+        return INPUT_NAME
+
+    @property
+    def output_name(self) -> str:
+        return OUTPUT_NAME
+
+    @property
+    def state_map(self) -> dict[str, str]:
+        """State input name -> state output name."""
+        return {s.input: s.output for s in self.states}
+
+
+def make_info(
+    *,
+    cell: str,
+    num_layers: int,
+    hidden_size: int,
+    input: InputSpec,
+    output: OutputSpec,
+    edgernn_version: str,
+    extra: dict[str, Any] | None = None,
+) -> ModelInfo:
+    """Build the metadata for a model of this shape, with the contract's state names and layout."""
+    states = tuple(
+        StateSpec(input=i, output=o, shape=(num_layers, hidden_size)) for i, o in state_names(cell)
+    )
+    info = ModelInfo(
+        cell=cell,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        input=input,
+        output=output,
+        states=states,
+        edgernn_version=edgernn_version,
+        extra=dict(extra or {}),
+    )
+    return parse_info(info.to_json())  # the writer is held to the reader's rules
+
+
+# --- parsing untrusted metadata -------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads fields out of an untrusted JSON object, collecting every problem instead of stopping."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+    def get(self, obj: Any, key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
+        if not isinstance(obj, dict):
+            self.problems.append(f"{where}: expected an object, got {type(obj).__name__}")
+            return None
+        if key not in obj:
+            if default is ...:
+                self.problems.append(f"{where}.{key}: missing")
+            return None if default is ... else default
+        value = obj[key]
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            self.problems.append(f"{where}.{key}: expected {_kind_name(kind)}, got {value!r:.60}")
+            return None
+        return value
+
+    def positive_int(self, obj: Any, key: str, where: str) -> int | None:
+        value = self.get(obj, key, int, where)
+        if value is not None and value < 1:
+            self.problems.append(f"{where}.{key}: expected a positive integer, got {value}")
+            return None
+        return value
+
+    def choice(self, obj: Any, key: str, choices: tuple[str, ...], where: str) -> str | None:
+        value = self.get(obj, key, str, where)
+        if value is not None and value not in choices:
+            self.problems.append(f"{where}.{key}: expected one of {', '.join(choices)}, got {value!r}")
+            return None
+        return value
+
+    def floats(self, obj: Any, key: str, length: int | None, where: str) -> tuple[float, ...] | None:
+        value = self.get(obj, key, list, where, default=None)
+        if value is None:
+            return None
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            self.problems.append(f"{where}.{key}: expected a list of numbers")
+            return None
+        if not all(math.isfinite(v) for v in value):
+            self.problems.append(f"{where}.{key}: expected finite numbers")
+            return None
+        if length is not None and len(value) != length:
+            self.problems.append(f"{where}.{key}: expected {length} values, got {len(value)}")
+            return None
+        return tuple(float(v) for v in value)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", str: "a string", list: "a list", dict: "an object", float: "a number"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def parse_info(text: str) -> ModelInfo:
+    """Parse and validate an ``edgernn`` metadata document (JSON text from an untrusted file).
+
+    Raises ContractError listing every problem found; unknown schema versions are refused.
+    """
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ContractError(f"edgernn metadata is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ContractError(f"edgernn metadata: expected a JSON object, got {type(doc).__name__}")
+    version = doc.get("schema_version")
+    if version not in KNOWN_SCHEMA_VERSIONS:
+        known = ", ".join(str(v) for v in KNOWN_SCHEMA_VERSIONS)
+        raise ContractError(
+            f"edgernn metadata schema_version {version!r} is not supported; this edgernn reads version(s) {known}"
+        )
+    problems: list[str] = []
+    info = _read_info(doc, _Reader(problems))
+    if problems:
+        raise ContractError("invalid edgernn metadata:\n  - " + "\n  - ".join(problems))
+    assert info is not None
+    return info
+
+
+_KNOWN_KEYS = {
+    "schema_version", "edgernn_version", "opset", "cell", "num_layers", "hidden_size",
+    "input", "output", "states", "steps_per_call",
+}  # fmt: skip
+
+
+def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
+    cell = r.choice(doc, "cell", CELLS, "metadata")
+    num_layers = r.positive_int(doc, "num_layers", "metadata")
+    hidden_size = r.positive_int(doc, "hidden_size", "metadata")
+    opset = r.positive_int(doc, "opset", "metadata")
+    steps = r.positive_int(doc, "steps_per_call", "metadata")
+    version = r.get(doc, "edgernn_version", str, "metadata")
+    input_spec = _read_input(r.get(doc, "input", dict, "metadata"), r)
+    output_spec = _read_output(r.get(doc, "output", dict, "metadata"), r)
+    states = _read_states(r.get(doc, "states", list, "metadata"), r)
+    if cell and num_layers and hidden_size and states is not None:
+        _check_states(cell, num_layers, hidden_size, states, r)
+    if r.problems:
+        return None
+    extra = {k: v for k, v in doc.items() if k not in _KNOWN_KEYS}
+    return ModelInfo(
+        cell=cell,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        input=input_spec,
+        output=output_spec,
+        states=states,
+        opset=opset,
+        edgernn_version=version,
+        schema_version=doc["schema_version"],
+        steps_per_call=steps,
+        extra=extra,
+    )
+
+
+def _read_input(obj: dict | None, r: _Reader) -> InputSpec | None:
+    if obj is None:
+        return None
+    kind = r.choice(obj, "kind", INPUT_KINDS, "input")
+    size = r.positive_int(obj, "size", "input")
+    dtype = r.choice(obj, "dtype", ("int64",) if kind == "tokens" else ("float32",), "input")
+    vocabulary = r.get(obj, "vocabulary", list, "input", default=None)
+    if vocabulary is not None:
+        if not all(isinstance(t, str) for t in vocabulary):
+            r.problems.append("input.vocabulary: expected a list of strings")
+        elif size is not None and len(vocabulary) != size:
+            r.problems.append(f"input.vocabulary: expected {size} entries, got {len(vocabulary)}")
+        vocabulary = tuple(vocabulary)
+    mean = r.floats(obj, "mean", size, "input")
+    std = r.floats(obj, "std", size, "input")
+    if std is not None and any(s <= 0 for s in std):
+        r.problems.append("input.std: expected positive numbers")
+    return InputSpec(kind=kind, size=size, dtype=dtype, vocabulary=vocabulary, mean=mean, std=std)
+
+
+def _read_output(obj: dict | None, r: _Reader) -> OutputSpec | None:
+    if obj is None:
+        return None
+    kind = r.choice(obj, "kind", OUTPUT_KINDS, "output")
+    size = r.positive_int(obj, "size", "output")
+    mean = r.floats(obj, "mean", size, "output")
+    std = r.floats(obj, "std", size, "output")
+    return OutputSpec(kind=kind, size=size, mean=mean, std=std)
+
+
+def _read_states(items: list | None, r: _Reader) -> tuple[StateSpec, ...] | None:
+    if items is None:
+        return None
+    states = []
+    for i, item in enumerate(items):
+        where = f"states[{i}]"
+        name_in = r.get(item, "input", str, where)
+        name_out = r.get(item, "output", str, where)
+        shape = r.get(item, "shape", list, where)
+        dtype = r.choice(item, "dtype", ("float32",), where)
+        initial = r.get(item, "initial", (int, float), where)
+        if shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            r.problems.append(f"{where}.shape: expected positive integers, got {shape!r:.60}")
+        if initial is not None and not math.isfinite(initial):
+            r.problems.append(f"{where}.initial: expected a finite number, got {initial}")
+        if None not in (name_in, name_out, shape, dtype, initial):
+            states.append(StateSpec(name_in, name_out, tuple(shape), dtype, float(initial)))
+    return tuple(states)
+
+
+def _check_states(cell: str, layers: int, hidden: int, states: tuple[StateSpec, ...], r: _Reader) -> None:
+    expected = [(i, o, (layers, hidden)) for i, o in state_names(cell)]
+    given = [(s.input, s.output, s.shape) for s in states]
+    if given != expected:
+        r.problems.append(f"states: a {cell} model with {layers} layer(s) of {hidden} expects {expected}, got {given}")

@@ -1,0 +1,25 @@
+"""The small family of errors every part of edgernn raises.
+
+Messages say what was expected and what was given. The CLI turns these into one-line messages.
+"""
+
+
+class EdgeRNNError(Exception):
+    """Base class for every error edgernn raises on purpose."""
+
+
+class ContractError(EdgeRNNError):
+    """An ONNX file or its metadata does not follow a contract edgernn can run (or is not a model at all)."""
+
+
+class InputError(EdgeRNNError):
+    """An input (tensor, state, argument or file) has the wrong shape, dtype, range or content."""
+
+
+class ParityError(EdgeRNNError):
+    """An exported model disagrees with the PyTorch model it came from."""
+
+    def __init__(self, mismatches: list[str]):
+        self.mismatches = list(mismatches)
+        lines = "\n  - ".join(self.mismatches)
+        super().__init__(f"export failed {len(self.mismatches)} parity check(s):\n  - {lines}")
