@@ -54,9 +54,9 @@ IR_VERSION = 8
 
 # Parity tolerances every export is held to (float32 model against float32 PyTorch).
 ONE_STEP_ATOL = 1e-5
-ONE_STEP_RTOL = 1e-4
+ONE_STEP_RTOL = 1e-5
 CLOSED_LOOP_ATOL = 1e-4
-CLOSED_LOOP_RTOL = 1e-3
+CLOSED_LOOP_RTOL = 1e-4
 CLOSED_LOOP_STEPS = 1000
 
 

@@ -1,0 +1,39 @@
+# The two commands: `make demo` (train, export, generate, bench on the bundled Shakespeare) and `make test`.
+# Both set everything up from nothing: a virtual environment in .venv, torch==2.13.0 first (the CPU
+# build; any looser spec lets pip pull a CUDA build), then edgernn with its train and dev extras.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgernn-installed
+DEMO_MINUTES ?= 2
+
+.PHONY: setup demo test lint results clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgernn train examples/data/tinyshakespeare.txt -o runs/shakespeare --minutes $(DEMO_MINUTES)
+	$(BIN)/edgernn export runs/shakespeare -o out/shakespeare.onnx
+	$(BIN)/edgernn inspect out/shakespeare.onnx
+	$(BIN)/edgernn generate out/shakespeare.onnx --prompt "ROMEO:" -n 400 --seed 7
+	$(BIN)/edgernn bench out/shakespeare.onnx --steps 5000
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+results: $(STAMP)
+	$(BIN)/python benchmarks/foundation_results.py runs/shakespeare out/shakespeare.onnx
+
+clean:
+	rm -rf $(VENV) runs out .pytest_cache .ruff_cache

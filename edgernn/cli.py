@@ -1,0 +1,247 @@
+"""The ``edgernn`` command line: a thin click layer over the library.
+
+Each command parses, calls one library function and echoes. Heavy modules (torch, onnx) are imported
+inside the commands that need them, so ``edgernn bench`` and ``edgernn generate`` start fast on a device.
+Results go to stdout; progress and diagnostics to stderr. Bad input: one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgernn import __version__
+from edgernn.runtime.errors import EdgeRNNError, ParityError
+
+
+class _Group(click.Group):
+    """Turns every error into one line on stderr: exit 2 for bad input, 1 for a failed export or run."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except ParityError as exc:
+            _fail(str(exc), 1)
+        except EdgeRNNError as exc:
+            _fail(" ".join(str(exc).split()), 2)
+        except click.Abort:
+            _fail("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON to stdout.")(
+        func
+    )
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgernn")
+def cli() -> None:
+    """Train compact recurrent models, export them to ONNX with explicit state, and step them.
+
+    \b
+    Example:
+      edgernn train examples/data/tinyshakespeare.txt -o runs/shakespeare --minutes 2
+      edgernn export runs/shakespeare -o shakespeare.onnx
+      edgernn generate shakespeare.onnx --prompt "ROMEO:" -n 300
+      edgernn bench shakespeare.onnx
+    """
+
+
+@cli.command()
+@click.argument("text", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory to write.",
+)
+@click.option(
+    "--task", type=click.Choice(["charlm"]), default="charlm", show_default=True, help="What to learn."
+)
+@click.option(
+    "--cell", type=click.Choice(["gru", "lstm", "rnn_tanh", "rnn_relu"]), default="gru", show_default=True
+)
+@click.option("--hidden-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--num-layers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--embedding-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True)
+@click.option(
+    "--minutes",
+    "budget_minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Time budget (default 2 unless --steps is given).",
+)
+@click.option("--steps", "max_steps", type=click.IntRange(min=1), default=None, help="Step budget.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--seq-len", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option(
+    "--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True
+)
+@click.option(
+    "--eval-every", type=click.IntRange(min=1), default=200, show_default=True, help="Validate every N steps."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(text, run_dir, task, budget_minutes, max_steps, quiet, **settings) -> None:
+    """Train a character-level language model on TEXT (UTF-8) and write a run directory.
+
+    The first 90% of the text trains, the last 10% validates; the model with the best validation
+    loss is kept. Example: edgernn train examples/data/tinyshakespeare.txt -o runs/shakespeare --minutes 2
+    """
+    from edgernn.models import ModelConfig
+    from edgernn.train import TrainConfig, train_charlm
+
+    model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
+    model_config = ModelConfig(**{k: settings.pop(k) for k in model_keys})
+    if budget_minutes is None and max_steps is None:
+        budget_minutes = 2.0
+    train_config = TrainConfig(budget_minutes=budget_minutes, max_steps=max_steps, **settings)
+    result = train_charlm(text, run_dir, model_config, train_config, progress=not quiet)
+    metrics = result.metrics
+    click.echo(
+        f"{run_dir}: {metrics['parameters']:,} parameters, {metrics['steps']} steps in {metrics['minutes']:.1f} min, "
+        f"best validation loss {metrics['best_val_loss']:.4f} nats/char"
+    )
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="ONNX file to write.",
+)
+@_json_option
+def export(run_dir, path, as_json) -> None:
+    """Export a run directory to a single-step ONNX model with explicit state, verified against PyTorch.
+
+    Example: edgernn export runs/shakespeare -o shakespeare.onnx
+    """
+    from edgernn.export import export_run
+
+    report = export_run(run_dir, path)
+    parity = report.parity
+    if as_json:
+        doc = {
+            "path": str(report.path),
+            "size_bytes": report.size_bytes,
+            "parity": parity.errors,
+            "tolerances": parity.tolerances,
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"wrote {report.path} ({report.size_bytes:,} bytes), verified against PyTorch:")
+    for check, errors in parity.errors.items():
+        atol, rtol = parity.tolerances[check]
+        worst = ", ".join(f"{name} {err:.2e}" for name, err in errors.items())
+        click.echo(f"  {check:<12} max |error|: {worst}  (atol {atol:g}, rtol {rtol:g})")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_json_option
+def inspect(model, as_json) -> None:
+    """Show the contract, metadata and sizes of an ONNX model.
+
+    Example: edgernn inspect shakespeare.onnx
+    """
+    from edgernn.report import describe_model, format_description
+
+    doc = describe_model(model)
+    click.echo(json.dumps(doc, indent=2) if as_json else format_description(doc))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--prompt", default="\n", show_default=True, help="Text to start from.")
+@click.option(
+    "-n",
+    "--length",
+    "max_new_tokens",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Characters to write.",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0),
+    default=0.8,
+    show_default=True,
+    help="0 picks the likeliest.",
+)
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample from the k likeliest only.")
+@click.option("--seed", type=int, default=None, help="Seed for repeatable text.")
+def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
+    """Write text with a character model through the stepper (no torch needed).
+
+    Example: edgernn generate shakespeare.onnx --prompt "ROMEO:" -n 300 --seed 1
+    """
+    from edgernn.runtime import Stepper
+    from edgernn.runtime import generate as generate_text
+
+    stepper = Stepper(model)
+    text = generate_text(
+        stepper, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed
+    )
+    click.echo(prompt + text)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--steps", type=click.IntRange(min=1), default=5000, show_default=True, help="Timed steps.")
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=500, show_default=True, help="Untimed steps first."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Streams per step."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="onnxruntime intra-op threads.",
+)
+@_json_option
+def bench(model, steps, warmup, batch_size, threads, as_json) -> None:
+    """Measure per-step latency of the stepper: warm-up, then p50/p90/p99/max and steps/s.
+
+    Example: edgernn bench shakespeare.onnx --steps 5000 --json
+    """
+    from edgernn.runtime import Stepper, bench_stepper
+
+    stats = bench_stepper(Stepper(model, threads=threads), steps=steps, warmup=warmup, batch_size=batch_size)
+    doc = {"model": str(model), "batch_size": batch_size, "threads": threads, "stepper": stats.to_dict()}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"{model}: {steps} steps after {warmup} warm-up, batch {batch_size}, {threads} thread(s)")
+    click.echo(f"{'path':<10}{'p50 us':>10}{'p90 us':>10}{'p99 us':>10}{'max us':>10}{'steps/s':>12}")
+    click.echo(
+        f"{'stepper':<10}{stats.p50_us:>10.1f}{stats.p90_us:>10.1f}{stats.p99_us:>10.1f}{stats.max_us:>10.1f}{stats.steps_per_s:>12,.0f}"
+    )
+
+
+def main() -> None:
+    cli(prog_name="edgernn")

@@ -1,0 +1,161 @@
+"""Every export verifies itself: onnx.checker, then onnxruntime against PyTorch.
+
+Checks (float32 against float32, |ort - torch| <= atol + rtol * |torch| elementwise):
+
+- ``one_step``: batch 1, a random non-zero state, one step; y and every next state.
+- ``closed_loop``: batch 3 (not the export's batch 1), ``CLOSED_LOOP_STEPS`` steps from the initial
+  state with onnxruntime's own state fed back, compared at every step with PyTorch running the whole
+  sequence through nn.GRU/nn.LSTM/nn.RNN (an independent implementation of the same math).
+- ``after_reset``: the state put back to its initial value after the closed loop, then 64 new steps.
+
+Every mismatch is collected; one ParityError lists them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from edgernn.models import RecurrentModel
+from edgernn.runtime import contract
+from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.errors import ParityError
+
+BATCH_FOR_LOOP = 3
+STEPS_AFTER_RESET = 64
+
+
+@dataclass
+class ParityReport:
+    """Largest absolute error of each check, per compared tensor, and the tolerances used."""
+
+    errors: dict[str, dict[str, float]] = field(default_factory=dict)
+    closed_loop_steps: int = contract.CLOSED_LOOP_STEPS
+    tolerances: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: {
+            "one_step": (contract.ONE_STEP_ATOL, contract.ONE_STEP_RTOL),
+            "closed_loop": (contract.CLOSED_LOOP_ATOL, contract.CLOSED_LOOP_RTOL),
+            "after_reset": (contract.CLOSED_LOOP_ATOL, contract.CLOSED_LOOP_RTOL),
+        }
+    )
+
+    def max_error(self) -> float:
+        return max((e for check in self.errors.values() for e in check.values()), default=0.0)
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.mismatches: list[str] = []
+        self.report = ParityReport()
+
+    def compare(
+        self, check: str, tensor: str, got: np.ndarray, want: np.ndarray, time_axis: int | None = None
+    ) -> None:
+        atol, rtol = self.report.tolerances[check]
+        if got.shape != want.shape:
+            self.mismatches.append(f"{check}: {tensor} has shape {got.shape}, PyTorch gives {want.shape}")
+            return
+        error = np.abs(got.astype(np.float64) - want)
+        worst = float(error.max()) if error.size else 0.0
+        if not np.isfinite(worst):
+            worst = float("inf")
+        errors = self.report.errors.setdefault(check, {})
+        errors[tensor] = max(errors.get(tensor, 0.0), worst)
+        bad = ~(error <= atol + rtol * np.abs(want))
+        if bad.any():
+            where = ""
+            if time_axis is not None:
+                step = int(
+                    np.argmax(np.moveaxis(bad, time_axis, 0).reshape(bad.shape[time_axis], -1).any(axis=1))
+                )
+                where = f" (first at step {step})"
+            self.mismatches.append(
+                f"{check}: {tensor}{where} differs from PyTorch by {worst:.3g} (atol {atol:g}, rtol {rtol:g})"
+            )
+
+
+def _random_inputs(model: RecurrentModel, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    config = model.config
+    if config.input_kind == "tokens":
+        return rng.integers(0, config.input_size, size=(batch, steps), dtype=np.int64)
+    x = rng.standard_normal((batch, steps, config.input_size)).astype(np.float32)
+    if config.input_mean is not None:  # raw values on the scale the model was trained on
+        x = x * np.float32(config.input_std) + np.float32(config.input_mean)
+    return x.astype(np.float32)
+
+
+def _torch_run(model: RecurrentModel, xs: np.ndarray, state: tuple[np.ndarray, ...] | None):
+    with torch.no_grad():
+        torch_state = None if state is None else tuple(torch.from_numpy(s) for s in state)
+        y, next_state = model(torch.from_numpy(xs), torch_state)
+    return y.numpy().astype(np.float64), tuple(s.numpy().astype(np.float64) for s in next_state)
+
+
+class _OrtStream:
+    """A plain onnxruntime loop over the contract's names: independent of edgernn's stepper."""
+
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo, batch: int):
+        self.session, self.info, self.batch = session, info, batch
+        self.output_names = [contract.OUTPUT_NAME, *(s.output for s in info.states)]
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = {
+            s.input: np.full((self.batch, *s.shape), s.initial, np.float32) for s in self.info.states
+        }
+
+    def step(self, x: np.ndarray) -> list[np.ndarray]:
+        outputs = self.session.run(self.output_names, {contract.INPUT_NAME: x, **self.state})
+        self.state = {s.input: out for s, out in zip(self.info.states, outputs[1:], strict=True)}
+        return outputs
+
+
+def verify_export(
+    model: RecurrentModel, proto: onnx.ModelProto, info: ModelInfo, seed: int = 0
+) -> ParityReport:
+    """Run every check; raise ParityError listing all mismatches, else return the measured errors."""
+    checker = _Checker()
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ParityError([f"onnx.checker: {exc}"]) from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    model = model.eval()
+    _check_one_step(checker, model, session, info, rng)
+    _check_closed_loop(checker, model, session, info, rng)
+    if checker.mismatches:
+        raise ParityError(checker.mismatches)
+    return checker.report
+
+
+def _check_one_step(checker: _Checker, model, session, info: ModelInfo, rng: np.random.Generator) -> None:
+    stream = _OrtStream(session, info, batch=1)
+    stream.state = {
+        s.input: (0.5 * rng.standard_normal((1, *s.shape))).astype(np.float32) for s in info.states
+    }
+    start = tuple(stream.state[s.input] for s in info.states)
+    xs = _random_inputs(model, 1, 1, rng)
+    y_want, state_want = _torch_run(model, xs, start)
+    y, *states = stream.step(xs[:, 0])
+    checker.compare("one_step", contract.OUTPUT_NAME, y, y_want[:, 0])
+    for spec, got, want in zip(info.states, states, state_want, strict=True):
+        checker.compare("one_step", spec.output, got, want)
+
+
+def _check_closed_loop(checker: _Checker, model, session, info: ModelInfo, rng: np.random.Generator) -> None:
+    stream = _OrtStream(session, info, batch=BATCH_FOR_LOOP)
+    for check, steps in (("closed_loop", contract.CLOSED_LOOP_STEPS), ("after_reset", STEPS_AFTER_RESET)):
+        stream.reset()
+        xs = _random_inputs(model, BATCH_FOR_LOOP, steps, rng)
+        ys_want, state_want = _torch_run(model, xs, None)
+        ys = np.stack([stream.step(xs[:, t])[0] for t in range(steps)], axis=1)  # (B, T, O)
+        checker.compare(check, contract.OUTPUT_NAME, ys, ys_want, time_axis=1)
+        for spec, want in zip(info.states, state_want, strict=True):
+            checker.compare(check, f"{spec.output} (final)", stream.state[spec.input], want)
