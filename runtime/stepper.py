@@ -154,19 +154,14 @@ def _convert_floats(array: np.ndarray, dtype: np.dtype, label: str) -> np.ndarra
 
 
 def _convert_integers(array: np.ndarray, dtype: np.dtype, vocab_size: int | None, label: str) -> np.ndarray:
+    what = "token ids" if vocab_size else "integers"
     if array.dtype.kind not in "iu":
-        what = "token ids" if vocab_size else "integers"
         raise InputError(f"{label}: expected integer {what} ({dtype}), got dtype {array.dtype}")
-    info = np.iinfo(dtype)
-    low, high = (0, vocab_size - 1) if vocab_size else (info.min, info.max)
+    low, high = (0, vocab_size - 1) if vocab_size else (np.iinfo(dtype).min, np.iinfo(dtype).max)
     if array.size and (array.min() < low or array.max() > high):
         bad = np.unique(array[(array < low) | (array > high)])[:5].tolist()
-        expected = (
-            f"token ids in [0, {vocab_size}) (the vocabulary size)"
-            if vocab_size
-            else f"values in [{low}, {high}]"
-        )
-        raise InputError(f"{label}: expected {expected}, got {bad}")
+        expected = f"[0, {vocab_size}) (the vocabulary size)" if vocab_size else f"[{low}, {high}]"
+        raise InputError(f"{label}: expected {what} in {expected}, got {bad}")
     return np.ascontiguousarray(array, dtype=dtype)
 
 
@@ -452,18 +447,14 @@ def _override_shape(name: str, shape: Sequence[int | str | None]) -> tuple[int |
 
 
 def _constant(arg: Any, value: Any) -> np.ndarray:
+    label = f"constants[{arg.name!r}]"
     dtype = onnx_dtype(arg.type)
-    array = _as_array(value, f"constants[{arg.name!r}]")
-    if (
-        dtype is None
-        or (dtype.kind in "iub" and array.dtype.kind not in "iub")
-        or array.dtype.kind not in "iubf"
-    ):
-        raise InputError(
-            f"constants[{arg.name!r}]: expected a value of type {arg.type}, got dtype {array.dtype}"
-        )
+    array = _as_array(value, label)
+    accepted = "iufb" if dtype is not None and dtype.kind == "f" else "iub"  # never float -> int silently
+    if dtype is None or array.dtype.kind not in accepted:
+        raise InputError(f"{label}: expected a value of type {arg.type}, got dtype {array.dtype}")
     if arg.shape and array.ndim != len(arg.shape):
-        raise InputError(f"constants[{arg.name!r}]: expected shape {arg.shape}, got {array.shape}")
+        raise InputError(f"{label}: expected shape {arg.shape}, got {array.shape}")
     return np.ascontiguousarray(array, dtype=dtype)
 
 
@@ -475,26 +466,30 @@ def _load_graph(
 ) -> _Graph:
     info = read_info(session)
     if info is not None:
-        given = [
-            n
-            for n, v in (("state_map", state_map), ("constants", constants), ("state_shapes", state_shapes))
-            if v
-        ]
-        if given:
-            raise InputError(
-                f"{', '.join(given)}: only for models without edgernn metadata; this one describes itself"
-            )
+        _refuse_foreign_arguments(state_map=state_map, constants=constants, state_shapes=state_shapes)
         return _edgernn_graph(session, info)
     if not state_map:
-        inputs = [arg.name for arg in session.get_inputs()]
-        outputs = [arg.name for arg in session.get_outputs()]
-        raise ContractError(
-            "this model has no edgernn metadata, so edgernn cannot tell which inputs carry state; pass "
-            "state_map={state input: state output} (and constants={input: value} for other fixed inputs), "
-            f"e.g. Stepper(path, state_map={{'state': 'stateN'}}, constants={{'sr': 16000}}). "
-            f"Inputs: {inputs}; outputs: {outputs}"
-        )
+        raise _state_map_needed(session)
     return _foreign_graph(session, state_map, constants or {}, state_shapes or {})
+
+
+def _refuse_foreign_arguments(**arguments: object) -> None:
+    given = [name for name, value in arguments.items() if value]
+    if given:
+        raise InputError(
+            f"{', '.join(given)}: only for models without edgernn metadata; this one describes itself"
+        )
+
+
+def _state_map_needed(session: ort.InferenceSession) -> ContractError:
+    inputs = [arg.name for arg in session.get_inputs()]
+    outputs = [arg.name for arg in session.get_outputs()]
+    return ContractError(
+        "this model has no edgernn metadata, so edgernn cannot tell which inputs carry state; pass "
+        "state_map={state input: state output} (and constants={input: value} for other fixed inputs), "
+        f"e.g. Stepper(path, state_map={{'state': 'stateN'}}, constants={{'sr': 16000}}). "
+        f"Inputs: {inputs}; outputs: {outputs}"
+    )
 
 
 # --- streams -----------------------------------------------------------------------------------------

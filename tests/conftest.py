@@ -255,6 +255,33 @@ def build_foreign_model(seed: int = 1) -> ForeignModel:
     return ForeignModel(weights=weights, proto=proto)
 
 
+def build_two_output_model() -> onnx.ModelProto:
+    """A foreign accumulator: inputs ``x``, ``total`` (B, 3); outputs ``double`` = 2 * total', ``total_next``
+    = x + total, ``negative`` = -total' (two results around one state output, in that graph order).
+    """
+    nodes = [
+        helper.make_node("Add", ["x", "total"], ["total_next"]),
+        helper.make_node("Add", ["total_next", "total_next"], ["double"]),
+        helper.make_node("Neg", ["total_next"], ["negative"]),
+    ]
+    vector = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 3]) for n in ("x", "total")]
+    outputs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 3])
+        for n in ("double", "total_next", "negative")
+    ]
+    graph = helper.make_graph(nodes, "accumulator", vector, outputs)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", contract.OPSET)])
+    proto.ir_version = contract.IR_VERSION
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+@pytest.fixture
+def tiny_model_builder():
+    """``build_tiny_model`` itself, for tests that need a variant (other sizes, other metadata)."""
+    return build_tiny_model
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("runtime_models")
@@ -282,6 +309,13 @@ def foreign_model(models_dir: Path) -> ForeignModel:
     model.path = models_dir / "foreign.onnx"
     model.path.write_bytes(model.proto.SerializeToString())
     return model
+
+
+@pytest.fixture(scope="session")
+def two_output_model_path(models_dir: Path) -> Path:
+    path = models_dir / "accumulator.onnx"
+    path.write_bytes(build_two_output_model().SerializeToString())
+    return path
 
 
 # --- end of runtime fixtures ------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import build_tiny_model
 
 from edgernn.runtime import Stepper, contract
 from edgernn.runtime.bench import LatencyStats, bench_stepper, measure
@@ -176,6 +175,7 @@ def test_session_defaults_for_tiny_models(token_model):
     assert stepper.session.get_providers() == ["CPUExecutionProvider"]
     assert stepper.info.cell == "gru" and stepper.batch_size == 1
     assert stepper.new_stream().info is stepper.info
+    assert Stepper(token_model.path, threads=2).session.get_session_options().intra_op_num_threads == 2
 
 
 # --- models edgernn did not write ---------------------------------------------------------------------
@@ -233,7 +233,10 @@ def test_foreign_model_without_its_constant_names_the_extra_input(foreign_model)
         ({"state_map": {"hidden": "stateN"}}, "state_map: 'hidden' is not an input of the model"),
         ({"state_map": {"state": "next"}}, "state_map: 'next' is not an output of the model"),
         ({"constants": {"sr": 16000, "rate": 1}}, "constants: 'rate' is not an input of the model"),
-        ({"constants": {"sr": "16k"}}, "constants['sr']: expected a value of type tensor(int64), got dtype <U3"),
+        (
+            {"constants": {"sr": "16k"}},
+            "constants['sr']: expected a value of type tensor(int64), got dtype <U3",
+        ),
         ({"constants": {"sr": 16000}, "state_shapes": {"st": (2, 1, 16)}}, "state_shapes: 'st' is not in"),
         ({"constants": {"sr": 16000}, "state_shapes": {"state": (2, -1, 16)}}, "expected positive integers"),
     ],
@@ -243,6 +246,17 @@ def test_foreign_model_bad_arguments(foreign_model, kwargs, message):
     with pytest.raises(InputError) as err:
         Stepper(foreign_model.path, **kwargs)
     assert message in str(err.value)
+
+
+def test_foreign_model_with_several_results_returns_a_tuple_in_graph_order(two_output_model_path):
+    stepper = Stepper(two_output_model_path, state_map={"total": "total_next"})
+    double, negative = stepper.step([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(double, [2.0, 4.0, 6.0])
+    np.testing.assert_array_equal(negative, [-1.0, -2.0, -3.0])
+    doubles, negatives = stepper.new_stream(batch_size=2).run(np.ones((2, 4, 3)))
+    assert doubles.shape == negatives.shape == (2, 4, 3)
+    np.testing.assert_array_equal(negatives[:, :, 0], [[-1, -2, -3, -4]] * 2)
+    np.testing.assert_array_equal(stepper.state["total"], [[1.0, 2.0, 3.0]])
 
 
 def test_edgernn_model_refuses_foreign_arguments(token_model):
@@ -297,7 +311,10 @@ def test_bad_token_inputs_are_refused_and_state_kept(token_model, x, message):
     [
         (np.zeros(3), "x: expected features of shape (2, 4) (this stream's batch size is 2), got shape (3,)"),
         (np.zeros(4), "x: expected features of shape (2, 4) (this stream's batch size is 2), got shape (4,)"),
-        (np.zeros((3, 4)), "x: expected features of shape (2, 4) (this stream's batch size is 2), got shape (3, 4)"),
+        (
+            np.zeros((3, 4)),
+            "x: expected features of shape (2, 4) (this stream's batch size is 2), got shape (3, 4)",
+        ),
         (np.zeros((2, 4), np.int64), "x: expected floating-point values (float32), got dtype int64"),
         (np.zeros((2, 4), bool), "x: expected floating-point values (float32), got dtype bool"),
         (np.full((2, 4), "1.0"), "x: expected floating-point values (float32), got dtype <U3"),
@@ -344,7 +361,9 @@ def test_nan_late_in_a_sequence_refuses_the_whole_run(feature_model):
 
 def test_unbatched_input_is_refused_for_a_larger_batch(token_model):
     stream = Stepper(token_model.path).new_stream(batch_size=3)
-    with pytest.raises(InputError, match=r"expected token ids of shape \(3,\) \(this stream's batch size is 3\)"):
+    with pytest.raises(
+        InputError, match=r"expected token ids of shape \(3,\) \(this stream's batch size is 3\)"
+    ):
         stream.step(4)
 
 
@@ -356,7 +375,10 @@ def test_unbatched_input_is_refused_for_a_larger_batch(token_model):
             {"h": np.zeros((1, 2, 5)), "c": np.zeros((1, 2, 5)), "z": 0},
             "expected names ['h', 'c'], got ['c', 'h', 'z']",
         ),
-        ({"h": np.zeros((1, 2, 5)), "c": np.zeros((2, 5))}, "c: expected shape (1, 2, 5) (float32), got (2, 5)"),
+        (
+            {"h": np.zeros((1, 2, 5)), "c": np.zeros((2, 5))},
+            "c: expected shape (1, 2, 5) (float32), got (2, 5)",
+        ),
         (
             {"h": np.zeros((1, 2, 5), np.int64), "c": np.zeros((1, 2, 5))},
             "h: expected floating-point values (float32), got dtype int64",
@@ -428,27 +450,25 @@ def test_model_argument_of_the_wrong_type(token_model):
         Stepper(42)
 
 
-def write_tiny(tmp_path, metadata: str, **kwargs):
-    model = build_tiny_model(metadata=metadata, **kwargs)
-    return model.save(tmp_path)
-
-
-def test_unknown_schema_version_in_a_file_is_refused(tmp_path):
-    doc = json.loads(build_tiny_model().info.to_json())
+def test_unknown_schema_version_in_a_file_is_refused(tmp_path, tiny_model_builder):
+    doc = json.loads(tiny_model_builder().info.to_json())
     doc["schema_version"] = 99
+    path = tiny_model_builder(metadata=json.dumps(doc)).save(tmp_path)
     with pytest.raises(ContractError, match=r"schema_version 99 is not supported; .* reads version\(s\) 1"):
-        Stepper(write_tiny(tmp_path, json.dumps(doc)))
+        Stepper(path)
 
 
-def test_corrupt_metadata_in_a_file_is_refused(tmp_path):
+def test_corrupt_metadata_in_a_file_is_refused(tmp_path, tiny_model_builder):
+    path = tiny_model_builder(metadata="{cell: gru").save(tmp_path)
     with pytest.raises(ContractError, match="edgernn metadata is not valid JSON"):
-        Stepper(write_tiny(tmp_path, "{cell: gru"))
+        Stepper(path)
 
 
-def test_metadata_that_does_not_match_the_graph_names_expected_and_found(tmp_path):
-    lstm_info = build_tiny_model("lstm", "features", input_size=5, hidden_size=6).info
+def test_metadata_that_does_not_match_the_graph_names_expected_and_found(tmp_path, tiny_model_builder):
+    lstm_info = tiny_model_builder("lstm", "features", input_size=5, hidden_size=6).info
+    path = tiny_model_builder("gru", "features", input_size=4, metadata=lstm_info.to_json()).save(tmp_path)
     with pytest.raises(ContractError) as err:
-        Stepper(write_tiny(tmp_path, lstm_info.to_json(), cell="gru", input_kind="features", input_size=4))
+        Stepper(path)
     message = str(err.value)
     assert "the graph does not match its edgernn metadata" in message
     assert "inputs: expected ['c', 'h', 'x'], found ['h', 'x']" in message
@@ -457,10 +477,11 @@ def test_metadata_that_does_not_match_the_graph_names_expected_and_found(tmp_pat
     assert "output 'y': expected shape (batch, 5), found ['batch', 4]" in message
 
 
-def test_token_metadata_on_a_feature_graph_names_the_dtype(tmp_path):
-    token_info = build_tiny_model("gru", "tokens", input_size=4).info
+def test_token_metadata_on_a_feature_graph_names_the_dtype(tmp_path, tiny_model_builder):
+    token_info = tiny_model_builder("gru", "tokens", input_size=4).info
+    path = tiny_model_builder("gru", "features", input_size=4, metadata=token_info.to_json()).save(tmp_path)
     with pytest.raises(ContractError) as err:
-        Stepper(write_tiny(tmp_path, token_info.to_json(), input_kind="features", input_size=4))
+        Stepper(path)
     message = str(err.value)
     assert "input 'x': expected dtype int64, found tensor(float)" in message
     assert "input 'x': expected shape (batch,), found ['batch', 4]" in message
