@@ -325,7 +325,9 @@ def _read_states(items: list | None, r: _Reader) -> tuple[StateSpec, ...] | None
         shape = r.get(item, "shape", list, where)
         dtype = r.choice(item, "dtype", ("float32",), where)
         initial = r.get(item, "initial", (int, float), where)
-        if shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        if shape is not None and not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+        ):
             r.problems.append(f"{where}.shape: expected positive integers, got {shape!r:.60}")
         if initial is not None and not math.isfinite(initial):
             r.problems.append(f"{where}.initial: expected a finite number, got {initial}")
@@ -338,4 +340,6 @@ def _check_states(cell: str, layers: int, hidden: int, states: tuple[StateSpec, 
     expected = [(i, o, (layers, hidden)) for i, o in state_names(cell)]
     given = [(s.input, s.output, s.shape) for s in states]
     if given != expected:
-        r.problems.append(f"states: a {cell} model with {layers} layer(s) of {hidden} expects {expected}, got {given}")
+        r.problems.append(
+            f"states: a {cell} model with {layers} layer(s) of {hidden} expects {expected}, got {given}"
+        )

@@ -16,9 +16,13 @@ ROOT = Path(__file__).parents[1]
 
 
 def test_keyboard_streams_example(tmp_path):
-    vocabulary = build_vocabulary((ROOT / "examples" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8"))
+    vocabulary = build_vocabulary(
+        (ROOT / "examples" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    )
     torch.manual_seed(0)
-    config = ModelConfig(input_size=len(vocabulary), output_size=len(vocabulary), hidden_size=16, embedding_size=8)
+    config = ModelConfig(
+        input_size=len(vocabulary), output_size=len(vocabulary), hidden_size=16, embedding_size=8
+    )
     model_path = tmp_path / "chars.onnx"
     export_model(RecurrentModel(config), model_path, vocabulary=vocabulary)
     done = subprocess.run(
