@@ -61,63 +61,129 @@ def cli() -> None:
     """
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
 @cli.command()
-@click.argument("text", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "-o",
-    "--out",
-    "run_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Run directory to write.",
+    "-o", "--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory to write."
 )
 @click.option(
-    "--task", type=click.Choice(["charlm"]), default="charlm", show_default=True, help="What to learn."
+    "--task",
+    type=click.Choice(["charlm", "forecast", "anomaly", "classify", "steplabels"]),
+    default="charlm",
+    show_default=True,
+)
+@click.option(
+    "--columns",
+    help="Comma-separated input columns of a CSV (default: numeric columns except timestamps and labels).",
+)
+@click.option("--targets", help="Comma-separated columns to forecast (default: the first input column).")
+@click.option(
+    "--label-column", help="Label column: per row (steplabels) or per sequence (classify from CSV)."
 )
 @click.option(
     "--cell", type=click.Choice(["gru", "lstm", "rnn_tanh", "rnn_relu"]), default="gru", show_default=True
 )
-@click.option("--hidden-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--hidden-size", type=click.IntRange(min=1), help="Default: 256 for charlm, 64 otherwise.")
 @click.option("--num-layers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--embedding-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True)
+@click.option("--embedding-size", type=click.IntRange(min=1), help="Token embedding size (charlm).")
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Between layers.",
+)
 @click.option(
     "--minutes",
     "budget_minutes",
     type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Time budget (default 2 unless --steps is given).",
+    help="Time budget (default 2 unless --steps).",
 )
-@click.option("--steps", "max_steps", type=click.IntRange(min=1), default=None, help="Step budget.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--seq-len", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--steps", "max_steps", type=click.IntRange(min=1), help="Step budget.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Streams (series) or sequences per step.")
+@click.option("--seq-len", type=click.IntRange(min=2), help="Truncated-BPTT chunk length (series tasks).")
 @click.option(
     "--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True
 )
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=1), help="Validate every N steps.")
+@click.option("--patience", type=click.IntRange(min=1), help="Stop after N validations without improvement.")
 @click.option(
-    "--eval-every", type=click.IntRange(min=1), default=200, show_default=True, help="Validate every N steps."
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Steps between resume checkpoints.",
+)
+@click.option(
+    "--reset-state-per-chunk", is_flag=True, help="Start every chunk from zero state instead of carrying it."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Continue this run directory exactly.",
+)
+@click.option(
+    "--tensorboard", type=click.Path(file_okay=False, path_type=Path), help="Write TensorBoard logs here."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(text, run_dir, task, budget_minutes, max_steps, quiet, **settings) -> None:
-    """Train a character-level language model on TEXT (UTF-8) and write a run directory.
+def train(
+    data, run_dir, task, columns, targets, label_column, resume, tensorboard, quiet, **settings
+) -> None:
+    """Train a model on DATA and write a run directory (best weights, metrics, loss curves, resume state).
 
-    The first 90% of the text trains, the last 10% validates; the model with the best validation
-    loss is kept. Example: edgernn train examples/data/tinyshakespeare.txt -o runs/shakespeare --minutes 2
+    \b
+    Examples:
+      edgernn train examples/data/tinyshakespeare.txt -o runs/shakespeare --minutes 2
+      edgernn train examples/data/japanese_vowels_train.ts --task classify -o runs/vowels --steps 600
+      edgernn train examples/data/ucr_internalbleeding16_train.csv --task anomaly -o runs/bleeding --steps 400
+      edgernn train --resume runs/shakespeare --minutes 4
+      torchrun --nproc_per_node=2 -m edgernn train data.txt -o runs/ddp --steps 500
     """
-    from edgernn.models import ModelConfig
-    from edgernn.train import TrainConfig, train_charlm
+    from edgernn.train import configs_for, resume_training, train_task
 
-    model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
-    model_config = ModelConfig(**{k: settings.pop(k) for k in model_keys})
-    if budget_minutes is None and max_steps is None:
-        budget_minutes = 2.0
-    train_config = TrainConfig(budget_minutes=budget_minutes, max_steps=max_steps, **settings)
-    result = train_charlm(text, run_dir, model_config, train_config, progress=not quiet)
-    metrics = result.metrics
-    click.echo(
-        f"{run_dir}: {metrics['parameters']:,} parameters, {metrics['steps']} steps in {metrics['minutes']:.1f} min, "
-        f"best validation loss {metrics['best_val_loss']:.4f} nats/char"
+    progress = not quiet
+    if resume:
+        result = resume_training(
+            resume,
+            max_steps=settings["max_steps"],
+            budget_minutes=settings["budget_minutes"],
+            progress=progress,
+            tensorboard=tensorboard,
+        )
+    else:
+        if data is None or run_dir is None:
+            raise click.UsageError("give DATA and -o RUN_DIR (or --resume RUN_DIR)")
+        model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
+        model_config, train_config = configs_for(task, {k: settings.pop(k) for k in model_keys}, settings)
+        options = {"columns": _names(columns), "targets": _names(targets), "label_column": label_column}
+        options = {k: v for k, v in options.items() if v}
+        result = train_task(
+            task,
+            data,
+            run_dir,
+            model_config,
+            train_config,
+            data_options=options,
+            progress=progress,
+            tensorboard=tensorboard,
+        )
+    click.echo(_summary(result))
+
+
+def _summary(result) -> str:
+    m = result.metrics
+    accuracy = (
+        f", validation accuracy {m['best_val_accuracy']:.4f}" if m["best_val_accuracy"] is not None else ""
+    )
+    return (
+        f"{result.run_dir}: {m['task']}, {m['parameters']:,} parameters, {m['steps']} steps in {m['minutes']:.1f} min, "
+        f"best validation loss {m['best_val_loss']:.4f}{accuracy}"
     )
 
 

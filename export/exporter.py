@@ -54,7 +54,8 @@ def export_model(
 def export_run(run_dir: str | os.PathLike, path: str | os.PathLike, *, verify: bool = True) -> ExportReport:
     """Export the model of a run directory written by ``edgernn train``."""
     checkpoint = load_checkpoint(run_dir)
-    extra = {"task": checkpoint.task} if checkpoint.task else None
+    extra = {"task": checkpoint.task} if checkpoint.task else {}
+    extra.update(checkpoint.train_config.get("metadata") or {})  # classes, columns, targets, anomaly
     return export_model(
         checkpoint.model, path, vocabulary=checkpoint.vocabulary, verify=verify, extra_metadata=extra
     )

@@ -47,6 +47,7 @@ BATCH_AXIS_NAME = "batch"
 CELLS = ("gru", "lstm", "rnn_tanh", "rnn_relu")
 INPUT_KINDS = ("tokens", "features")
 OUTPUT_KINDS = ("logits", "values")
+QUANTIZATION_MODES = ("int8", "fp16", "int4")
 
 # Edge runtimes lag behind desktop onnxruntime: keep the opset and IR version low.
 OPSET = 17
@@ -114,11 +115,14 @@ class ModelInfo:
     edgernn_version: str = "unknown"
     schema_version: int = SCHEMA_VERSION
     steps_per_call: int = 1
+    quantization: dict[str, Any] | None = None  # absent for float32 models; see _read_quantization
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         doc = asdict(self)
         doc.update(doc.pop("extra"))
+        if doc["quantization"] is None:
+            del doc["quantization"]  # float32 models write exactly what they always wrote
         return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -145,7 +149,13 @@ def make_info(
     edgernn_version: str,
     extra: dict[str, Any] | None = None,
 ) -> ModelInfo:
-    """Build the metadata for a model of this shape, with the contract's state names and layout."""
+    """Build the metadata for a model of this shape, with the contract's state names and layout.
+
+    ``extra`` adds task fields (``task``, ``classes``, ``columns``...); it may not replace contract fields.
+    """
+    clash = sorted(set(extra or {}) & _KNOWN_KEYS)
+    if clash:
+        raise ContractError(f"extra metadata may not replace contract fields: {clash}")
     states = tuple(
         StateSpec(input=i, output=o, shape=(num_layers, hidden_size)) for i, o in state_names(cell)
     )
@@ -250,7 +260,7 @@ def parse_info(text: str) -> ModelInfo:
 
 _KNOWN_KEYS = {
     "schema_version", "edgernn_version", "opset", "cell", "num_layers", "hidden_size",
-    "input", "output", "states", "steps_per_call",
+    "input", "output", "states", "steps_per_call", "quantization",
 }  # fmt: skip
 
 
@@ -264,6 +274,7 @@ def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
     input_spec = _read_input(r.get(doc, "input", dict, "metadata"), r)
     output_spec = _read_output(r.get(doc, "output", dict, "metadata"), r)
     states = _read_states(r.get(doc, "states", list, "metadata"), r)
+    quantization = _read_quantization(r.get(doc, "quantization", dict, "metadata", default=None), r)
     if cell and num_layers and hidden_size and states is not None:
         _check_states(cell, num_layers, hidden_size, states, r)
     if r.problems:
@@ -280,6 +291,7 @@ def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
         edgernn_version=version,
         schema_version=doc["schema_version"],
         steps_per_call=steps,
+        quantization=quantization,
         extra=extra,
     )
 
@@ -312,6 +324,15 @@ def _read_output(obj: dict | None, r: _Reader) -> OutputSpec | None:
     mean = r.floats(obj, "mean", size, "output")
     std = r.floats(obj, "std", size, "output")
     return OutputSpec(kind=kind, size=size, mean=mean, std=std)
+
+
+def _read_quantization(obj: dict | None, r: _Reader) -> dict[str, Any] | None:
+    """Optional: how the weights were quantized. State inputs and outputs stay float32 whatever the mode."""
+    if obj is None:
+        return None
+    r.choice(obj, "mode", QUANTIZATION_MODES, "quantization")
+    r.choice(obj, "state_dtype", ("float32",), "quantization")
+    return dict(obj)
 
 
 def _read_states(items: list | None, r: _Reader) -> tuple[StateSpec, ...] | None:

@@ -23,3 +23,15 @@ class ParityError(EdgeRNNError):
         self.mismatches = list(mismatches)
         lines = "\n  - ".join(self.mismatches)
         super().__init__(f"export failed {len(self.mismatches)} parity check(s):\n  - {lines}")
+
+
+class QuantizationError(ParityError):
+    """A quantized export was refused: it drifts from its float32 original, loses too much on the task
+    metric, or did not really quantize."""
+
+    def __init__(self, failures: list[str]):
+        self.mismatches = list(failures)
+        lines = "\n  - ".join(self.mismatches)
+        EdgeRNNError.__init__(
+            self, f"quantized export refused, {len(self.mismatches)} check(s) failed:\n  - {lines}"
+        )

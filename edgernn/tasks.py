@@ -1,0 +1,363 @@
+"""Tasks: turn a data file into what the trainer needs and what the ONNX metadata must record.
+
+Two shapes of data:
+
+- **series**: one long stream (text, a sensor CSV) cut into contiguous streams and consecutive chunks for
+  stateful truncated BPTT. Tasks: ``charlm``, ``forecast``, ``anomaly``, ``steplabels``.
+- **sequences**: many short variable-length sequences, one label each (``classify``). The class is read
+  after the last step; the loss also teaches every step, so early decisions are possible.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgernn.data import build_vocabulary, encode, read_text, split_train_validation
+from edgernn.runtime.errors import InputError
+
+TASKS = ("charlm", "forecast", "anomaly", "classify", "steplabels")
+_SKIPPED_COLUMNS = {"timestamp", "time", "date", "datetime", "index"}
+_LABEL_COLUMNS = {"is_anomaly", "label", "labels", "class", "target_label"}
+
+
+@dataclass
+class TaskData:
+    """Training data plus what the model config and the metadata need to know about it."""
+
+    task: str
+    loss: str  # "cross_entropy" or "mse"
+    model_fields: dict[str, Any]  # input_kind, input_size, output_kind, output_size, normalisation
+    train: Any  # series: (inputs, targets); sequences: list of (inputs (T, F), label)
+    validation: Any
+    metadata: dict[str, Any] = field(default_factory=dict)  # extra metadata for the ONNX file
+    vocabulary: list[str] | None = None
+    class_weights: torch.Tensor | None = None
+
+    @property
+    def is_series(self) -> bool:
+        return self.task != "classify"
+
+
+# --- text --------------------------------------------------------------------------------------------
+
+
+def charlm_task(path: str | os.PathLike, validation_fraction: float = 0.1) -> TaskData:
+    """Next character of a UTF-8 text: first 90% trains, last 10% validates."""
+    text = read_text(path)
+    vocabulary = build_vocabulary(text)
+    train_ids, val_ids = (
+        torch.from_numpy(a) for a in split_train_validation(encode(text, vocabulary), validation_fraction)
+    )
+    fields = {
+        "input_kind": "tokens",
+        "input_size": len(vocabulary),
+        "output_kind": "logits",
+        "output_size": len(vocabulary),
+    }
+    return TaskData(
+        "charlm", "cross_entropy", fields,
+        train=(train_ids[:-1], train_ids[1:]), validation=(val_ids[:-1], val_ids[1:]),
+        vocabulary=vocabulary,
+    )  # fmt: skip
+
+
+# --- CSV -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """Numeric columns of a CSV file, by name."""
+
+    path: Path
+    columns: dict[str, np.ndarray]
+
+    def pick(self, names: list[str]) -> np.ndarray:
+        missing = [n for n in names if n not in self.columns]
+        if missing:
+            raise InputError(
+                f"{self.path}: no numeric column(s) {missing}; numeric columns are {sorted(self.columns)}"
+            )
+        return np.stack([self.columns[n] for n in names], axis=1).astype(np.float32)  # (N, len(names))
+
+
+def read_csv(path: str | os.PathLike) -> Table:
+    """Read a CSV with a header; keep the columns whose every value is a finite number."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file; expected a CSV file with a header row") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: expected a UTF-8 CSV file, found undecodable bytes") from None
+    if len(rows) < 3:
+        raise InputError(f"{path}: expected a header row and at least 2 data rows, found {len(rows)} row(s)")
+    header, body = rows[0], rows[1:]
+    bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
+    if bad:
+        raise InputError(f"{path}: expected {len(header)} fields per row, rows {bad[:5]} differ")
+    columns = {}
+    for j, name in enumerate(header):
+        try:
+            values = np.array([float(row[j]) for row in body], dtype=np.float64)
+        except ValueError:
+            continue  # text column (a date, an id): not a feature
+        if np.isfinite(values).all():
+            columns[name.strip()] = values
+    return Table(path, columns)
+
+
+def _default_inputs(table: Table, exclude: set[str]) -> list[str]:
+    names = [
+        n for n in table.columns if n.lower() not in _SKIPPED_COLUMNS | _LABEL_COLUMNS and n not in exclude
+    ]
+    if not names:
+        raise InputError(f"{table.path}: no numeric feature columns found (columns: {sorted(table.columns)})")
+    return names
+
+
+def _stats(array: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = array.mean(axis=0)
+    std = array.std(axis=0)
+    std = np.where(std > 1e-8 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # a constant column stays as is
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def _split_series(n: int, validation_fraction: float) -> int:
+    cut = int(n * (1.0 - validation_fraction))
+    if cut < 16 or n - cut < 16:
+        raise InputError(f"a series of {n} rows is too short to split into training and validation")
+    return cut
+
+
+def forecast_task(
+    path: str | os.PathLike,
+    columns: list[str] | None = None,
+    targets: list[str] | None = None,
+    validation_fraction: float = 0.1,
+    task: str = "forecast",
+) -> TaskData:
+    """One step ahead: the columns at time t predict the target columns at t + 1.
+
+    Normalisation statistics come from the training split only; the model applies them in its graph, so
+    users feed raw values and get predictions in their own units.
+    """
+    table = read_csv(path)
+    targets = targets or (columns[:1] if columns else _default_inputs(table, set())[:1])
+    columns = columns or _default_inputs(table, set())
+    features, target_values = table.pick(columns), table.pick(targets)
+    cut = _split_series(len(features), validation_fraction)
+    input_mean, input_std = _stats(features[:cut])
+    output_mean, output_std = _stats(target_values[:cut])
+    x, y = torch.from_numpy(features[:-1]), torch.from_numpy(target_values[1:])
+    fields = {
+        "input_kind": "features", "input_size": len(columns), "output_kind": "values", "output_size": len(targets),
+        "input_mean": input_mean, "input_std": input_std, "output_mean": output_mean, "output_std": output_std,
+    }  # fmt: skip
+    metadata = {"columns": columns, "targets": targets}
+    return TaskData(
+        task,
+        "mse",
+        fields,
+        train=(x[: cut - 1], y[: cut - 1]),
+        validation=(x[cut - 1 :], y[cut - 1 :]),
+        metadata=metadata,
+    )
+
+
+def anomaly_task(
+    path: str | os.PathLike, columns: list[str] | None = None, validation_fraction: float = 0.1
+) -> TaskData:
+    """A forecaster of its own inputs whose normalised prediction error is the anomaly score."""
+    table = read_csv(path)
+    columns = columns or _default_inputs(table, set())
+    return forecast_task(path, columns, columns, validation_fraction, task="anomaly")
+
+
+def steplabels_task(
+    path: str | os.PathLike,
+    label_column: str,
+    columns: list[str] | None = None,
+    validation_fraction: float = 0.1,
+) -> TaskData:
+    """A label per row: a streaming classifier that emits class logits at every step."""
+    table = read_csv(path)
+    if label_column not in table.columns:
+        raise InputError(
+            f"{table.path}: no numeric label column {label_column!r}; numeric columns are {sorted(table.columns)}"
+        )
+    columns = columns or _default_inputs(table, {label_column})
+    raw_labels = table.columns[label_column]
+    classes = sorted({int(v) for v in raw_labels}) if np.all(raw_labels == np.round(raw_labels)) else None
+    if classes is None or len(classes) < 2:
+        raise InputError(f"{table.path}: label column {label_column!r} must hold at least 2 integer classes")
+    labels = torch.from_numpy(np.searchsorted(classes, raw_labels.astype(np.int64)))
+    features = table.pick(columns)
+    cut = _split_series(len(features), validation_fraction)
+    mean, std = _stats(features[:cut])
+    x = torch.from_numpy(features)
+    counts = torch.bincount(labels[:cut], minlength=len(classes)).clamp(min=1).float()
+    fields = {
+        "input_kind": "features",
+        "input_size": len(columns),
+        "output_kind": "logits",
+        "output_size": len(classes),
+        "input_mean": mean,
+        "input_std": std,
+    }
+    metadata = {"columns": columns, "label_column": label_column, "classes": [str(c) for c in classes]}
+    return TaskData(
+        "steplabels", "cross_entropy", fields, train=(x[:cut], labels[:cut]), validation=(x[cut:], labels[cut:]),
+        metadata=metadata, class_weights=(counts.sum() / counts) / len(classes),
+    )  # fmt: skip
+
+
+# --- sequence classification ---------------------------------------------------------------------------
+
+
+def read_ts(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
+    """A UEA/UCR ``.ts`` file: ``@`` header lines, then one case per line, dimensions split by ``:``,
+    values by ``,``, the class label last. Returns sequences ``(T_i, dims)`` float32 and labels."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file; expected a UEA/UCR .ts file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: expected a UTF-8 .ts file") from None
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip().lower() == "@data") + 1
+    except StopIteration:
+        raise InputError(f"{path}: no @data line; expected a UEA/UCR .ts file") from None
+    sequences, labels = [], []
+    for number, line in enumerate(lines[start:], start=start + 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        *dims, label = line.strip().split(":")
+        try:
+            channels = [np.array([float(v) for v in d.split(",")], dtype=np.float32) for d in dims]
+        except ValueError:
+            raise InputError(
+                f"{path}:{number}: expected comma-separated numbers in every dimension"
+            ) from None
+        if not dims or len({len(c) for c in channels}) != 1:
+            raise InputError(f"{path}:{number}: expected dimensions of equal length")
+        sequences.append(np.stack(channels, axis=1))  # (T, dims)
+        labels.append(label.strip())
+    if not sequences:
+        raise InputError(f"{path}: no cases after @data")
+    if len({s.shape[1] for s in sequences}) != 1:
+        raise InputError(f"{path}: cases have different numbers of dimensions")
+    return sequences, labels
+
+
+def read_sequences_csv(path: str | os.PathLike, id_column: str, label_column: str, columns: list[str] | None):
+    """A CSV with one row per step: a sequence id column, feature columns and a label per sequence."""
+    table = read_csv(path)
+    for name in (id_column, label_column):
+        if name not in table.columns:
+            raise InputError(
+                f"{table.path}: no numeric column {name!r}; numeric columns are {sorted(table.columns)}"
+            )
+    columns = columns or _default_inputs(table, {id_column, label_column})
+    features, ids, labels = table.pick(columns), table.columns[id_column], table.columns[label_column]
+    sequences, sequence_labels = [], []
+    for sid in dict.fromkeys(ids.tolist()):  # in order of first appearance
+        rows = ids == sid
+        sequences.append(features[rows])
+        sequence_labels.append(
+            str(int(labels[rows][-1])) if labels[rows][-1] == int(labels[rows][-1]) else str(labels[rows][-1])
+        )
+    return sequences, sequence_labels, columns
+
+
+def classify_task(
+    path: str | os.PathLike,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    id_column: str = "series_id",
+    label_column: str = "label",
+    columns: list[str] | None = None,
+) -> TaskData:
+    """Sequence classification from a ``.ts`` file or a CSV (id column, features, label column)."""
+    if str(path).endswith(".ts"):
+        sequences, labels = read_ts(path)
+        columns = [f"dim_{i}" for i in range(sequences[0].shape[1])]
+    else:
+        sequences, labels, columns = read_sequences_csv(path, id_column, label_column, columns)
+    classes = sorted(set(labels), key=_natural_key)
+    if len(classes) < 2:
+        raise InputError(f"{path}: expected at least 2 classes, found {classes}")
+    index = {c: i for i, c in enumerate(classes)}
+    order = np.random.default_rng(seed).permutation(len(sequences))
+    n_val = max(1, math.ceil(len(sequences) * validation_fraction))
+    cases = [(torch.from_numpy(sequences[i]), index[labels[i]]) for i in order]
+    mean, std = _stats(np.concatenate([s for s, _ in cases[n_val:]]))
+    fields = {
+        "input_kind": "features",
+        "input_size": len(columns),
+        "output_kind": "logits",
+        "output_size": len(classes),
+        "input_mean": mean,
+        "input_std": std,
+    }
+    metadata = {"columns": columns, "classes": classes}
+    return TaskData(
+        "classify", "cross_entropy", fields, train=cases[n_val:], validation=cases[:n_val], metadata=metadata
+    )
+
+
+def read_labelled_sequences(
+    path: str | os.PathLike, classes: list[str], **csv_options
+) -> list[tuple[torch.Tensor, int]]:
+    """Test cases for a trained classifier, labels mapped to its classes."""
+    if str(path).endswith(".ts"):
+        sequences, labels = read_ts(path)
+    else:
+        sequences, labels, _ = read_sequences_csv(path, **csv_options)
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        raise InputError(f"{path}: labels {unknown} were not in the training classes {classes}")
+    return [(torch.from_numpy(s), classes.index(label)) for s, label in zip(sequences, labels, strict=True)]
+
+
+def _natural_key(label: str) -> tuple:
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def load_task(
+    task: str,
+    path: str | os.PathLike,
+    *,
+    columns=None,
+    targets=None,
+    label_column=None,
+    seed=0,
+    validation_fraction=0.1,
+) -> TaskData:
+    """Dispatch on the task name."""
+    if task == "charlm":
+        return charlm_task(path, validation_fraction)
+    if task == "forecast":
+        return forecast_task(path, columns, targets, validation_fraction)
+    if task == "anomaly":
+        return anomaly_task(path, columns, validation_fraction)
+    if task == "steplabels":
+        if not label_column:
+            raise InputError("the steplabels task needs a label column (--label-column NAME)")
+        return steplabels_task(path, label_column, columns, validation_fraction)
+    if task == "classify":
+        options = {"label_column": label_column} if label_column else {}
+        return classify_task(path, validation_fraction, seed, columns=columns, **options)
+    raise InputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
