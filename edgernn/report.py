@@ -9,20 +9,62 @@ from edgernn.runtime import describe
 
 
 def weight_table(path: str | os.PathLike) -> list[dict[str, Any]] | None:
-    """Name, dtype, shape and bytes of every initializer; None where onnx is not installed."""
+    """Every initializer: name, stored dtype, shape, bytes, and what it is.
+
+    ``role`` is ``weight``, ``scale`` or ``zero point`` (quantization parameters) or ``constant`` (indices,
+    shapes); ``precision`` is how a weight's numbers are held (``int4`` for 4-bit weights packed two to a
+    uint8 byte, with their block size); ``parameters`` counts a weight's numbers (packed ones unpacked).
+    None where onnx is not installed.
+    """
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:
         return None
     proto = onnx.load(os.fspath(path), load_external_data=False)
-    rows = []
-    for init in proto.graph.initializer:
-        array = numpy_helper.to_array(init)
-        rows.append(
-            {"name": init.name, "dtype": str(array.dtype), "shape": list(array.shape), "bytes": array.nbytes}
-        )
-    return rows
+    packed = _packed_weights(proto)
+    return [_weight_row(init, packed.get(init.name)) for init in proto.graph.initializer]
+
+
+def _packed_weights(proto: Any) -> dict[str, tuple[str, int]]:
+    """Initializers holding n-bit blocks (MatMulNBits input B): name -> (precision, parameter count)."""
+    packed = {}
+    for node in proto.graph.node:
+        if node.op_type == "MatMulNBits" and len(node.input) > 1:
+            attrs = {a.name: a.i for a in node.attribute}
+            precision = f"int{attrs.get('bits', 4)} (packed, blocks of {attrs.get('block_size', '?')})"
+            packed[node.input[1]] = (precision, attrs.get("K", 0) * attrs.get("N", 0))
+    return packed
+
+
+def _weight_row(init: Any, packed: tuple[str, int] | None) -> dict[str, Any]:
+    from onnx import helper
+
+    dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
+    shape = list(init.dims)
+    count = _count(shape)
+    nbytes = len(init.raw_data) if init.HasField("raw_data") else count * dtype.itemsize
+    role = _role(init.name, dtype)
+    precision = str(dtype) if role == "weight" else f"{dtype} {role}"
+    if packed is not None:
+        precision, count = packed
+    return {
+        "name": init.name,
+        "dtype": str(dtype),
+        "shape": shape,
+        "bytes": nbytes,
+        "role": role,
+        "precision": precision,
+        "parameters": count if role == "weight" else 0,
+    }
+
+
+def _role(name: str, dtype: Any) -> str:
+    # onnxruntime's quantizers name the parameters they add after the tensor they belong to.
+    if name.endswith(("_scale", "_scales")):
+        return "scale"
+    if name.endswith(("_zero_point", "_zero_points")):
+        return "zero point"
+    return "constant" if dtype.kind in "iu" and dtype.itemsize == 8 else "weight"
 
 
 def describe_model(path: str | os.PathLike) -> dict[str, Any]:
@@ -31,7 +73,7 @@ def describe_model(path: str | os.PathLike) -> dict[str, Any]:
     weights = weight_table(path)
     doc["weights"] = weights
     if weights is not None:
-        doc["parameters"] = sum(_count(w["shape"]) for w in weights if w["dtype"].startswith("float"))
+        doc["parameters"] = sum(w["parameters"] for w in weights)
         doc["weight_bytes"] = sum(w["bytes"] for w in weights)
     return doc
 
@@ -67,6 +109,8 @@ def format_description(doc: dict[str, Any]) -> str:
         )
         pairs = ", ".join(f"{s['input']} -> {s['output']} (initial {s['initial']:g})" for s in meta["states"])
         lines.append(f"state: {pairs}")
+        if meta.get("quantization"):
+            lines += _quantization_lines(meta["quantization"])
     lines.append("inputs:")
     lines += [_tensor_line(a) for a in doc["inputs"]]
     lines.append("outputs:")
@@ -75,5 +119,73 @@ def format_description(doc: dict[str, Any]) -> str:
         lines.append(f"weights: {doc['parameters']:,} parameters, {doc['weight_bytes']:,} bytes")
         for w in doc["weights"]:
             shape = "x".join(str(d) for d in w["shape"]) or "scalar"
-            lines.append(f"  {w['name']:<22} {w['dtype']:<8} {shape:<12} {w['bytes']:>10,} B")
+            lines.append(f"  {w['name']:<28} {w['precision']:<30} {shape:<12} {w['bytes']:>10,} B")
+    return "\n".join(lines)
+
+
+def _quantization_lines(q: dict[str, Any]) -> list[str]:
+    """What ``inspect`` and ``export`` say about a quantized model's metadata."""
+    lines = [f"quantized: {q['mode']} ({q.get('method', '?')}): weights {q.get('weights', '?')}"]
+    lines.append(f"  activations: {q.get('activations', '?')}; state inputs/outputs float32")
+    if q.get("cell_state"):
+        lines.append(f"  LSTM cell state: {q['cell_state']}")
+    kept = ", ".join(q.get("float32", [])) or "none"
+    lines.append(f"  quantized: {', '.join(q.get('quantized', []))}; kept float32: {kept}")
+    calibration = q.get("calibration")
+    if calibration:
+        lines.append(
+            f"  calibration: {calibration['samples']:,} samples ({calibration['streams']} streams x "
+            f"{calibration['steps']} steps), {calibration['states']}"
+        )
+    checks = q.get("checks") or {}
+    lines += _check_lines(checks)
+    return lines
+
+
+def _check_lines(checks: dict[str, Any]) -> list[str]:
+    if not checks:
+        return []
+    one, loop, m = checks["one_step"], checks["closed_loop"], checks["metric"]
+    drift = ", ".join(f"{k} {v[0]:.3g} -> {v[1]:.3g}" for k, v in loop.items() if isinstance(v, list))
+    others = ", ".join(f"{k} {v:.3g}" for k, v in one.items() if k not in ("y", "y_relative"))
+    lines = [
+        f"  one step vs float32: max |error| y {one['y']:.3g} ({100 * one['y_relative']:.2g}% of max |y|), {others}",
+        f"  closed loop, {loop['steps']} steps, RMS error first -> last {loop['window']} steps: {drift}",
+        f"  {m['name']}: {m['float32']:.4f} float32 -> {m['quantized']:.4f} "
+        f"({m['quantized'] - m['float32']:+.4f} {m['unit']}, tolerance {m['tolerance']:+.4f}) on {m['data']}",
+    ]
+    if checks.get("forced"):
+        lines.append("  FORCED past: " + "; ".join(checks["failures"]))
+    return lines
+
+
+def export_document(report: Any) -> dict[str, Any]:
+    """``edgernn export --json``: what was written, its parity with PyTorch, and its quantization."""
+    parity = report.parity
+    doc = {
+        "path": str(report.path),
+        "size_bytes": report.size_bytes,
+        "parity": parity.errors,
+        "tolerances": parity.tolerances,
+    }
+    if report.quantization is not None:
+        doc["float32_size_bytes"] = report.float32_size_bytes
+        doc["quantization"] = report.quantization
+    return doc
+
+
+def format_export(report: Any) -> str:
+    """``edgernn export``'s text: the file, the float32 graph's parity with PyTorch, the quantization."""
+    parity = report.parity
+    lines = [
+        f"wrote {report.path} ({report.size_bytes:,} bytes); the float32 graph verified against PyTorch:"
+    ]
+    for check, errors in parity.errors.items():
+        atol, rtol = parity.tolerances[check]
+        worst = ", ".join(f"{name} {err:.2e}" for name, err in errors.items())
+        lines.append(f"  {check:<12} max |error|: {worst}  (atol {atol:g}, rtol {rtol:g})")
+    if report.quantization is not None:
+        ratio = report.float32_size_bytes / report.size_bytes
+        lines.append(f"{ratio:.2f}x smaller than float32 ({report.float32_size_bytes:,} bytes)")
+        lines += _quantization_lines(report.quantization)
     return "\n".join(lines)

@@ -12,6 +12,7 @@ stepper will carry it. Validation streams the whole validation split the same wa
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -55,6 +56,10 @@ class TrainConfig:
     patience: int | None = None
     checkpoint_every: int = 200
     reset_state_per_chunk: bool = False
+    every_step_weight: float = 0.5  # classify: weight of the loss at every earlier step (early decisions)
+    input_noise: float = (
+        0.0  # feature inputs: Gaussian noise added in training, in units of each feature's std
+    )
     validation_fraction: float = 0.1
     eval_batch_size: int = 32
     seed: int = 0
@@ -448,6 +453,8 @@ class Trainer:
         inputs, targets, fresh = self.batches.next()
         if fresh or self.config.reset_state_per_chunk or not self.data.is_series:
             self.carried = None
+        if self.config.input_noise and self.model.input_std is not None:
+            inputs = inputs + self.config.input_noise * self.model.input_std * torch.randn_like(inputs)
         y, state = self.network(inputs, self.carried)
         if self.data.is_series:
             self.carried = tuple(s.detach() for s in state)
@@ -470,7 +477,10 @@ class Trainer:
             every = nn.functional.cross_entropy(
                 y[mask], labels[:, None].expand_as(mask)[mask], reduction=reduction
             )
-            return nn.functional.cross_entropy(last, labels, reduction=reduction) + 0.5 * every
+            return (
+                nn.functional.cross_entropy(last, labels, reduction=reduction)
+                + self.config.every_step_weight * every
+            )
         if self.data.loss == "mse":
             scale, shift = self.model.output_std, self.model.output_mean
             return nn.functional.mse_loss((y - shift) / scale, (targets - shift) / scale, reduction=reduction)
@@ -561,6 +571,7 @@ class Trainer:
             "best_val_loss": history["val_loss"][best_index],
             "best_val_accuracy": history["val_metric"][best_index],
             "final_val_loss": history["val_loss"][-1],
+            "rank_parameter_digests": self._parameter_digests(),
             "history": history,
         }
         if self.dist.is_main:
@@ -570,6 +581,12 @@ class Trainer:
                 self.writer.close()
         self.dist.barrier()
         return metrics
+
+    def _parameter_digests(self) -> list[str]:
+        """SHA-256 of the parameters on every rank: equal digests prove the ranks stayed in sync."""
+        data = b"".join(p.detach().cpu().numpy().tobytes() for p in self.model.parameters())
+        digest = torch.frombuffer(bytearray(hashlib.sha256(data).digest()), dtype=torch.uint8)
+        return [bytes(d.tolist()).hex() for d in self.dist.gather(digest)]
 
     # -- resume --
 
