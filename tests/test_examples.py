@@ -35,3 +35,22 @@ def test_keyboard_streams_example(tmp_path):
     assert "keystrokes, median" in done.stdout
     generated = done.stdout.split("--- generated ---\n", 1)[1]
     assert generated.startswith("ROMEO:") and len(generated) > 200
+
+
+def run_example(name: str, *args: str, cwd: Path) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_anomaly_stream_example(tmp_path):
+    out = run_example("anomaly_stream.py", "--steps", "300", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert "streamed 7501 samples" in out and "inside the window" in out
+    assert (tmp_path / "run" / "anomaly.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_vowels_stream_example(tmp_path):
+    out = run_example("vowels_stream.py", "--steps", "60", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert "370 test utterances streamed frame by frame" in out
+    accuracy = float(out.split("accuracy after the last frame: ")[1].split()[0])
+    assert accuracy > 0.5  # 60 steps already separates most speakers; the full run is in the README
