@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import helper
 
 from edgernn.checkpoint import load_checkpoint
 from edgernn.export.graph import build_info, build_step_model
+from edgernn.export.quality import EvaluationData, check_quality, evaluation_data
+from edgernn.export.quantize import QuantizeConfig, quantize_step_model
 from edgernn.export.verify import ParityReport, verify_export
 from edgernn.models import RecurrentModel
+from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
-from edgernn.runtime.errors import InputError
+from edgernn.runtime.errors import InputError, QuantizationError
 from edgernn.runtime.files import atomic_write_bytes
 
 
@@ -23,6 +30,12 @@ class ExportReport:
     size_bytes: int
     info: ModelInfo
     parity: ParityReport | None
+    float32_size_bytes: int | None = None  # set for a quantized export; its metadata has the rest
+
+    @property
+    def quantization(self) -> dict[str, Any] | None:
+        """The ``quantization`` metadata: mode, what was quantized, calibration, checks; None for float32."""
+        return self.info.quantization
 
 
 def export_model(
@@ -32,11 +45,15 @@ def export_model(
     vocabulary: list[str] | None = None,
     verify: bool = True,
     extra_metadata: dict | None = None,
+    quantize: QuantizeConfig | None = None,
+    data: EvaluationData | None = None,
 ) -> ExportReport:
     """Write ``model`` as a single-step ONNX graph with explicit state, verified against PyTorch first.
 
-    The file is written atomically and only after every check passed: a failed check raises
-    ParityError and leaves ``path`` as it was.
+    With ``quantize`` (mode other than none) the verified float32 graph is quantized and checked against
+    itself on ``data`` (real data: needed for quantized exports): one step, a 3000-step closed loop, the
+    task metric. The file is written atomically and only after every check passed: a failed check raises
+    ParityError (QuantizationError for the quantized checks) and leaves ``path`` as it was.
     """
     if vocabulary is not None and len(vocabulary) != model.config.input_size:
         raise InputError(
@@ -46,16 +63,73 @@ def export_model(
     info = build_info(model, vocabulary, extra_metadata)
     proto = build_step_model(model, info)
     parity = verify_export(model, proto, info) if verify else None
-    data = proto.SerializeToString()
-    written = atomic_write_bytes(path, data)
-    return ExportReport(path=written, size_bytes=len(data), info=info, parity=parity)
+    float32_size = None
+    if quantize is not None and quantize.mode != "none":
+        float32_size = proto.ByteSize()
+        proto, info = _quantized(proto, info, quantize, data)
+    content = proto.SerializeToString()
+    written = atomic_write_bytes(path, content)
+    return ExportReport(written, len(content), info, parity, float32_size)
 
 
-def export_run(run_dir: str | os.PathLike, path: str | os.PathLike, *, verify: bool = True) -> ExportReport:
-    """Export the model of a run directory written by ``edgernn train``."""
+def _quantized(
+    proto: onnx.ModelProto, info: ModelInfo, config: QuantizeConfig, data: EvaluationData | None
+) -> tuple[onnx.ModelProto, ModelInfo]:
+    """Quantize, check against the float32 graph, and record it all in the metadata; or refuse."""
+    if data is None:
+        raise InputError("a quantized export is checked on real data: pass data=EvaluationData(...)")
+    quantized, summary = quantize_step_model(proto, info, config, data.calibration)
+    _set_info(quantized, info := replace(info, quantization=summary))
+    report = check_quality(
+        proto.SerializeToString(), quantized.SerializeToString(), info, data, config.tolerance
+    )
+    if report.fatal or (report.failures and not config.force):
+        raise QuantizationError([*report.fatal, *report.failures], forceable=not report.fatal)
+    summary["checks"] = _rounded(report.summary())
+    _set_info(quantized, info := replace(info, quantization=summary))
+    return quantized, info
+
+
+def _rounded(value: Any) -> Any:
+    """Five significant digits: the metadata records the checks, not every bit of them."""
+    if isinstance(value, float):
+        return float(f"{value:.5g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _set_info(proto: onnx.ModelProto, info: ModelInfo) -> None:
+    del proto.metadata_props[:]
+    helper.set_model_props(proto, {contract.METADATA_KEY: contract.parse_info(info.to_json()).to_json()})
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    verify: bool = True,
+    quantize: QuantizeConfig | None = None,
+    data_path: str | os.PathLike | None = None,
+) -> ExportReport:
+    """Export the model of a run directory written by ``edgernn train``.
+
+    A quantized export is checked on the run's own data (its validation split; ``data_path`` replaces the
+    file it was trained on).
+    """
     checkpoint = load_checkpoint(run_dir)
     extra = {"task": checkpoint.task} if checkpoint.task else {}
     extra.update(checkpoint.train_config.get("metadata") or {})  # classes, columns, targets, anomaly
+    quantized = quantize is not None and quantize.mode != "none"
+    data = evaluation_data(checkpoint, data_path) if quantized else None
     return export_model(
-        checkpoint.model, path, vocabulary=checkpoint.vocabulary, verify=verify, extra_metadata=extra
+        checkpoint.model,
+        path,
+        vocabulary=checkpoint.vocabulary,
+        verify=verify,
+        extra_metadata=extra,
+        quantize=quantize,
+        data=data,
     )

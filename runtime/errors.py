@@ -27,11 +27,13 @@ class ParityError(EdgeRNNError):
 
 class QuantizationError(ParityError):
     """A quantized export was refused: it drifts from its float32 original, loses too much on the task
-    metric, or did not really quantize."""
+    metric, or did not really quantize. ``forceable``: forcing would write it (metric and drift only)."""
 
-    def __init__(self, failures: list[str]):
+    def __init__(self, failures: list[str], *, forceable: bool = False):
         self.mismatches = list(failures)
+        self.forceable = forceable
         lines = "\n  - ".join(self.mismatches)
+        hint = "\nforce=True (edgernn export --force) writes it anyway" if forceable else ""
         EdgeRNNError.__init__(
-            self, f"quantized export refused, {len(self.mismatches)} check(s) failed:\n  - {lines}"
+            self, f"quantized export refused, {len(self.mismatches)} check(s) failed:\n  - {lines}{hint}"
         )

@@ -1,0 +1,337 @@
+"""Quantize a verified float32 step graph with onnxruntime's own tools, then prove it really shrank.
+
+Modes (the graph's inputs and outputs, states included, stay float32 in every mode):
+
+- ``int8``: ``quantize_dynamic`` (default): every weight matrix, the recurrent ``W_hh`` included, as int8
+  (embedding table uint8); each MatMul's input is quantized to uint8 at every step from its own range
+  (``DynamicQuantizeLinear`` + ``MatMulInteger``, standard ONNX ops). ``int8_method="static"``:
+  ``quantize_static`` in QDQ format, activation ranges calibrated on the states the float32 model reaches
+  on real inputs (zero states calibrate the recurrent input far too narrowly).
+- ``fp16``: ``onnxruntime.transformers.float16``: weights stored as float16, computed in float32 (the CPU
+  provider has no fast float16 kernels on x86; half the file, same speed and nearly the same numbers).
+- ``int4``: ``MatMulNBitsQuantizer``: MatMul weights as 4-bit blocks (``MatMulNBits``, an onnxruntime
+  contrib op; ``accuracy_level`` 4 computes with int8 activations), the embedding table as uint8.
+
+The LSTM cell state is unbounded: it never passes through a quantizer (MatMul inputs only are quantized)
+and this is checked on the graph, not assumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnx import numpy_helper
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from edgernn.runtime import Stepper, contract
+from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.errors import InputError, QuantizationError
+
+MODES = ("none", *contract.QUANTIZATION_MODES)
+INT8_METHODS = ("dynamic", "static")
+MAX_IR_VERSION = 10
+MAX_OPSET = 18
+_QUANTIZE_OPS = {"QuantizeLinear", "DynamicQuantizeLinear"}
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How to quantize an export, and how strictly to judge it (see ``edgernn.export.quality``).
+
+    ``tolerance``: the metric change allowed, signed (None = the metric's default: +0.02 nats for a loss,
+    -1 point of accuracy); ``force`` writes a model that fails the metric or drift check anyway.
+    """
+
+    mode: str = "int8"
+    int8_method: str = "dynamic"
+    per_channel: bool = False
+    int4_block_size: int = 32
+    tolerance: float | None = None
+    force: bool = False
+    calibration_streams: int = 16
+    calibration_steps: int = 128
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.int8_method not in INT8_METHODS:
+            problems.append(f"int8_method must be one of {', '.join(INT8_METHODS)}, got {self.int8_method!r}")
+        if self.int4_block_size not in (16, 32, 64, 128):
+            problems.append(f"int4_block_size must be 16, 32, 64 or 128, got {self.int4_block_size!r}")
+        if self.calibration_streams < 1 or self.calibration_steps < 1:
+            problems.append("calibration_streams and calibration_steps must be positive")
+        if problems:
+            raise InputError("invalid quantization config: " + "; ".join(problems))
+
+
+def quantize_step_model(
+    proto: onnx.ModelProto, info: ModelInfo, config: QuantizeConfig, calibration: np.ndarray
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Quantize a float32 step graph; returns the new graph and its ``quantization`` metadata (no checks).
+
+    calibration: real inputs in time order, ``(N,)`` int64 tokens or ``(N, F)`` float32 features; only
+    static int8 reads them. Raises QuantizationError when a weight matrix stayed float32, the LSTM cell
+    state reaches a quantizer, or the file did not shrink.
+    """
+    quantizers = {"int8": _int8, "fp16": _fp16, "int4": _int4}
+    quantized, described = quantizers[config.mode](_copy(proto), info, config, calibration)
+    summary = {
+        "mode": config.mode,
+        **described,
+        **_weights_summary(proto, quantized),
+        "state_dtype": "float32",
+        "onnxruntime": onnxruntime.__version__,
+    }
+    if info.cell == "lstm":
+        summary["cell_state"] = "float32, never quantized (unbounded)"
+    _check_structure(proto, quantized, info)
+    return quantized, summary
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    # onnxruntime's quantizers modify the model they are given (quantize_static even moves its weights
+    # to external data): each gets its own copy.
+    return onnx.ModelProto.FromString(proto.SerializeToString())
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """The quantizers log advice ("consider pre-processing") at WARNING on the root logger."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def _through_file(quantize, proto: onnx.ModelProto, **kwargs) -> onnx.ModelProto:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_logs():
+        out = Path(tmp) / "quantized.onnx"
+        quantize(proto, out, **kwargs)
+        return onnx.load(str(out))
+
+
+# --- modes ---------------------------------------------------------------------------------------------
+
+
+def _int8(proto, info, config, calibration) -> tuple[onnx.ModelProto, dict]:
+    channels = "per output channel" if config.per_channel else "per tensor"
+    common = {
+        "op_types_to_quantize": ["MatMul", "Gather"],
+        "per_channel": config.per_channel,
+        "weight_type": QuantType.QInt8,
+        "extra_options": {"MatMulConstBOnly": True},
+    }
+    if config.int8_method == "dynamic":
+        quantized = _through_file(quantize_dynamic, proto, **common)
+        return quantized, {
+            "method": "dynamic",
+            "tool": "quantize_dynamic",
+            "weights": f"int8 {channels}, embedding uint8",
+            "activations": "uint8, range measured every step",
+            "calibration": None,
+        }
+    reader = StateAwareReader(proto, info, calibration, config.calibration_streams, config.calibration_steps)
+    quantized = _through_file(
+        quantize_static,
+        proto,
+        calibration_data_reader=reader,
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        **common,
+    )
+    return quantized, {
+        "method": "static",
+        "tool": "quantize_static (QDQ)",
+        "weights": f"int8 {channels}, embedding uint8",
+        "activations": "uint8, calibrated range",
+        "calibration": reader.summary,
+    }
+
+
+def _fp16(proto, info, config, calibration) -> tuple[onnx.ModelProto, dict]:
+    # Every op blocked: weights are stored as float16 and Cast to float32 once at load (onnxruntime folds
+    # the Casts), so all arithmetic, and every state, stays float32. Shape inference off keeps the
+    # converter from casting between blocked ops.
+    ops = sorted({node.op_type for node in proto.graph.node})
+    quantized = convert_float_to_float16(
+        proto,
+        keep_io_types=True,
+        disable_shape_infer=True,
+        op_block_list=ops,
+        force_fp16_initializers=True,
+    )
+    return quantized, {
+        "method": "weights",
+        "tool": "convert_float_to_float16",
+        "weights": "float16, cast to float32 at load",
+        "activations": "float32",
+        "calibration": None,
+    }
+
+
+def _int4(proto, info, config, calibration) -> tuple[onnx.ModelProto, dict]:
+    # MatMulNBits quantizes MatMul weights only; the embedding table (a Gather) goes to uint8 through
+    # quantize_dynamic first: 4-bit Gather needs opset 21, past what edge runtimes take.
+    embedded = _through_file(quantize_dynamic, proto, op_types_to_quantize=["Gather"])
+    quantizer = _matmul_nbits_quantizer()(
+        embedded,
+        bits=4,
+        block_size=config.int4_block_size,
+        is_symmetric=False,
+        accuracy_level=4,
+        op_types_to_quantize=("MatMul",),
+    )
+    with _quiet_logs():
+        quantizer.process()
+    return quantizer.model.model, {
+        "method": "matmul_nbits",
+        "tool": "MatMulNBitsQuantizer",
+        "weights": f"int4 blocks of {config.int4_block_size}, embedding uint8",
+        "activations": "int8 inside MatMulNBits (an onnxruntime contrib op)",
+        "calibration": None,
+    }
+
+
+def _matmul_nbits_quantizer():
+    """The class, imported without the ``logging.basicConfig(level=INFO)`` its module runs on import."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return MatMulNBitsQuantizer
+
+
+# --- calibration ---------------------------------------------------------------------------------------
+
+
+class StateAwareReader(CalibrationDataReader):
+    """Calibration feeds ``{x, h[, c]}`` whose states are the ones the float32 model reaches on real inputs.
+
+    ``streams`` contiguous slices of ``inputs`` run through the float32 model for ``steps`` steps each,
+    state carried; every step's input and the state before it become one calibration batch.
+    """
+
+    def __init__(self, proto: onnx.ModelProto, info: ModelInfo, inputs: np.ndarray, streams: int, steps: int):
+        xs = _contiguous_streams(inputs, streams, steps)  # (S, T[, F])
+        stream = Stepper(proto.SerializeToString()).new_stream(batch_size=xs.shape[0])
+        self.feeds = []
+        for t in range(xs.shape[1]):
+            self.feeds.append({contract.INPUT_NAME: xs[:, t], **stream.state})
+            stream.step(xs[:, t])
+        self.summary = _calibration_summary(self.feeds, info, xs.shape)
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iterator, None)
+
+    def rewind(self) -> None:
+        self._iterator = iter(self.feeds)
+
+
+def _contiguous_streams(inputs: np.ndarray, streams: int, steps: int) -> np.ndarray:
+    """``streams`` evenly spaced slices of ``steps`` consecutive inputs: ``(S, T)`` or ``(S, T, F)``."""
+    steps = min(steps, len(inputs))
+    starts = np.linspace(0, len(inputs) - steps, num=streams).astype(int)
+    return np.stack([inputs[s : s + steps] for s in starts])
+
+
+def _calibration_summary(feeds: list[dict], info: ModelInfo, shape: tuple[int, ...]) -> dict[str, Any]:
+    ranges = {}
+    for spec in info.states:
+        values = np.stack([feed[spec.input] for feed in feeds])
+        ranges[spec.input] = [round(float(values.min()), 4), round(float(values.max()), 4)]
+    return {
+        "inputs": "training split",
+        "streams": int(shape[0]),
+        "steps": int(shape[1]),
+        "samples": int(shape[0] * shape[1]),
+        "states": "float32 model rolled forward on them (not zeros)",
+        "state_ranges": ranges,
+    }
+
+
+# --- structure checks ----------------------------------------------------------------------------------
+
+
+def _initializers(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
+
+
+def _still_float32(fp32: onnx.ModelProto, quantized: onnx.ModelProto, min_ndim: int) -> list[str]:
+    """Float32 tensors of the original (with ``min_ndim`` dims or more) left as they were.
+
+    The quantizers replace a weight they quantize with new tensors under new names (``..._quantized``,
+    ``..._Q4``) or change its dtype (fp16), so an original name still holding float32 was left alone.
+    """
+    left = {name for name, a in _initializers(quantized).items() if a.dtype == np.float32}
+    return [
+        name for name, a in _initializers(fp32).items() if a.ndim >= min_ndim and a.size > 1 and name in left
+    ]
+
+
+def _weights_summary(fp32: onnx.ModelProto, quantized: onnx.ModelProto) -> dict[str, Any]:
+    """Which weight matrices were quantized, and which tensors (biases) stayed float32."""
+    matrices = [name for name, a in _initializers(fp32).items() if a.ndim == 2]
+    return {"quantized": matrices, "float32": _still_float32(fp32, quantized, min_ndim=1)}
+
+
+def _check_structure(fp32: onnx.ModelProto, quantized: onnx.ModelProto, info: ModelInfo) -> None:
+    problems = [f"weight matrix {name!r} is still float32" for name in _still_float32(fp32, quantized, 2)]
+    fp32_bytes, quantized_bytes = fp32.ByteSize(), quantized.ByteSize()
+    if quantized_bytes >= fp32_bytes:
+        problems.append(f"the file did not shrink: {quantized_bytes:,} bytes, float32 {fp32_bytes:,}")
+    problems += [
+        f"the LSTM cell state {name!r} reaches a quantizer" for name in _quantized_cell_state(quantized, info)
+    ]
+    problems += _version_problems(quantized)
+    if problems:
+        raise QuantizationError(problems)
+
+
+def _quantized_cell_state(proto: onnx.ModelProto, info: ModelInfo) -> list[str]:
+    """Tensors of the cell-state path (``c`` through Gather/Mul/Add to ``c_next``) fed to a quantizer."""
+    if info.cell != "lstm":
+        return []
+    path, grew = {"c"}, True
+    while grew:  # the path ends at Tanh: tanh(c) belongs to h
+        before = len(path)
+        for node in proto.graph.node:
+            if node.op_type in {"Gather", "Mul", "Add", "Unsqueeze", "Concat"} and path & set(node.input):
+                path.update(node.output)
+        grew = len(path) > before
+    return sorted(
+        {name for node in proto.graph.node if node.op_type in _QUANTIZE_OPS for name in node.input} & path
+    )
+
+
+def _version_problems(proto: onnx.ModelProto) -> list[str]:
+    problems = []
+    if proto.ir_version > MAX_IR_VERSION:
+        problems.append(f"IR version {proto.ir_version} is past {MAX_IR_VERSION}")
+    default = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    if any(v > MAX_OPSET for v in default):
+        problems.append(f"opset {default} is past {MAX_OPSET}")
+    return problems
