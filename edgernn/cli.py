@@ -303,7 +303,9 @@ def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
 
 
 @cli.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--steps", type=click.IntRange(min=1), default=5000, show_default=True, help="Timed steps.")
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=500, show_default=True, help="Untimed steps first."
@@ -319,23 +321,57 @@ def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
     help="onnxruntime intra-op threads.",
 )
 @_json_option
-def bench(model, steps, warmup, batch_size, threads, as_json) -> None:
+def bench(models, steps, warmup, batch_size, threads, as_json) -> None:
     """Measure per-step latency of the stepper: warm-up, then p50/p90/p99/max and steps/s.
 
-    Example: edgernn bench shakespeare.onnx --steps 5000 --json
-    """
-    from edgernn.runtime import Stepper, bench_stepper
+    Several models are measured side by side (interleaved rounds), with their file sizes: e.g. a
+    float32 export next to its int8 one.
 
-    stats = bench_stepper(Stepper(model, threads=threads), steps=steps, warmup=warmup, batch_size=batch_size)
-    doc = {"model": str(model), "batch_size": batch_size, "threads": threads, "stepper": stats.to_dict()}
+    \b
+    Examples:
+      edgernn bench shakespeare.onnx --steps 5000 --json
+      edgernn bench shakespeare.onnx shakespeare-int8.onnx
+    """
+    from edgernn.runtime import Stepper, bench_side_by_side
+
+    steppers = [Stepper(model, threads=threads) for model in models]
+    all_stats = bench_side_by_side(steppers, steps=steps, warmup=warmup, batch_size=batch_size)
+    docs = [
+        {"model": str(m), "size_bytes": m.stat().st_size, "stepper": s.to_dict()}
+        for m, s in zip(models, all_stats, strict=True)
+    ]
+    settings = {"batch_size": batch_size, "threads": threads}
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(
+            json.dumps({**docs[0], **settings} if len(docs) == 1 else {**settings, "models": docs}, indent=2)
+        )
         return
-    click.echo(f"{model}: {steps} steps after {warmup} warm-up, batch {batch_size}, {threads} thread(s)")
-    click.echo(f"{'path':<10}{'p50 us':>10}{'p90 us':>10}{'p99 us':>10}{'max us':>10}{'steps/s':>12}")
     click.echo(
-        f"{'stepper':<10}{stats.p50_us:>10.1f}{stats.p90_us:>10.1f}{stats.p99_us:>10.1f}{stats.max_us:>10.1f}{stats.steps_per_s:>12,.0f}"
+        f"{', '.join(map(str, models))}: {steps} steps after {warmup} warm-up, batch {batch_size}, {threads} thread(s)"
     )
+    click.echo(_bench_table(docs))
+
+
+def _bench_table(docs: list[dict]) -> str:
+    """One row per model; with several, the file size and p50 against the first model too."""
+    several = len(docs) > 1
+    name = max(len(Path(d["model"]).name) for d in docs) + 2 if several else 10
+    head = f"{'model' if several else 'path':<{name}}" + ("" if not several else f"{'KiB':>9}")
+    lines = [
+        head
+        + f"{'p50 us':>10}{'p90 us':>10}{'p99 us':>10}{'max us':>10}{'steps/s':>12}"
+        + ("  p50 vs first" if several else "")
+    ]
+    first = docs[0]["stepper"]["p50_us"]
+    for d in docs:
+        s = d["stepper"]
+        label = Path(d["model"]).name if several else "stepper"
+        size = f"{d['size_bytes'] / 1024:>9.0f}" if several else ""
+        tail = f"  {s['p50_us'] / first:.2f}x" if several else ""
+        lines.append(
+            f"{label:<{name}}{size}{s['p50_us']:>10.1f}{s['p90_us']:>10.1f}{s['p99_us']:>10.1f}{s['max_us']:>10.1f}{s['steps_per_s']:>12,.0f}{tail}"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@
 Importing this package only defines things: no session is created and nothing is read until you ask.
 """
 
-from edgernn.runtime.bench import LatencyStats, bench_stepper
+from edgernn.runtime.bench import LatencyStats, bench_side_by_side, bench_stepper
 from edgernn.runtime.contract import SCHEMA_VERSION, ModelInfo, parse_info
 from edgernn.runtime.describe import describe
 from edgernn.runtime.errors import ContractError, EdgeRNNError, InputError, ParityError
@@ -25,6 +25,7 @@ __all__ = [
     "ParityError",
     "Stepper",
     "Stream",
+    "bench_side_by_side",
     "bench_stepper",
     "decode",
     "describe",

@@ -316,3 +316,18 @@ def test_cli_bad_quantize_arguments_are_one_line_usage_errors(run_dir, tmp_path,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0]
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_cli_bench_measures_float32_and_int8_side_by_side(run_dir, tmp_path):
+    for args in ([], ["--quantize", "int8"]):
+        result = run_cli("export", run_dir, "-o", tmp_path / f"m{len(args)}.onnx", *args)
+        assert result.exit_code == 0, result.output
+    result = run_cli("bench", tmp_path / "m0.onnx", tmp_path / "m2.onnx", "--steps", "100", "--warmup", "10")
+    assert result.exit_code == 0, result.output
+    rows = result.stdout.splitlines()[2:]
+    assert [row.split()[0] for row in rows] == ["m0.onnx", "m2.onnx"] and rows[0].endswith("1.00x")
+    doc = json.loads(
+        run_cli("bench", tmp_path / "m0.onnx", tmp_path / "m2.onnx", "--steps", "50", "--json").stdout
+    )
+    sizes = [m["size_bytes"] for m in doc["models"]]
+    assert sizes[1] * 3 < sizes[0] and all(m["stepper"]["steps"] == 50 for m in doc["models"])
