@@ -1,4 +1,5 @@
-# The two commands: `make demo` (train, export, generate, bench on the bundled Shakespeare) and `make test`.
+# The two commands: `make demo` (train, export float32 and int8, generate, bench on the bundled Shakespeare)
+# and `make test`.
 # Both set everything up from nothing: a virtual environment in .venv, torch==2.13.0 first (the CPU
 # build; any looser spec lets pip pull a CUDA build), then edgernn with its train and dev extras.
 
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgernn-installed
 DEMO_MINUTES ?= 2
 
-.PHONY: setup demo test lint results clean
+.PHONY: setup demo test lint results quant-results clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +24,9 @@ demo: $(STAMP)
 	$(BIN)/edgernn export runs/shakespeare -o out/shakespeare.onnx
 	$(BIN)/edgernn inspect out/shakespeare.onnx
 	$(BIN)/edgernn generate out/shakespeare.onnx --prompt "ROMEO:" -n 400 --seed 7
-	$(BIN)/edgernn bench out/shakespeare.onnx --steps 5000
+	$(BIN)/edgernn export runs/shakespeare -o out/shakespeare-int8.onnx --quantize int8
+	$(BIN)/edgernn generate out/shakespeare-int8.onnx --prompt "ROMEO:" -n 200 --seed 7
+	$(BIN)/edgernn bench out/shakespeare.onnx out/shakespeare-int8.onnx --steps 5000
 
 test: $(STAMP)
 	$(BIN)/pytest -q
@@ -34,6 +37,9 @@ lint: $(STAMP)
 
 results: $(STAMP)
 	$(BIN)/python benchmarks/foundation_results.py runs/shakespeare out/shakespeare.onnx
+
+quant-results: $(STAMP)  # trains 11 small char models on first use (cached in runs/quant-bench), ~30 min
+	$(BIN)/python benchmarks/quantization.py
 
 clean:
 	rm -rf $(VENV) runs out .pytest_cache .ruff_cache
