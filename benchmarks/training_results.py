@@ -53,8 +53,16 @@ RUNS = {
     "classify": (
         "JapaneseVowels",
         DATA / "japanese_vowels_train.ts",
-        ModelConfig(hidden_size=64),
-        steps(800, batch_size=16, eval_every=100, learning_rate=1e-2, every_step_weight=0.2, input_noise=0.2),
+        ModelConfig(hidden_size=64, num_layers=2, dropout=0.2),
+        steps(
+            1000,
+            batch_size=16,
+            eval_every=100,
+            learning_rate=5e-3,
+            weight_decay=0.05,
+            every_step_weight=0.2,
+            input_noise=0.2,
+        ),
         {},
     ),
     "steplabels": (
