@@ -4,7 +4,7 @@ Trains a small GRU classifier on the training utterances, exports it, then strea
 through the torch-free stepper one frame at a time. The class is available after every frame, so the
 example reports both the final accuracy and how accurate an early decision is after k frames.
 
-Run:  python examples/vowels_stream.py [--steps 800] [--out out/vowels]
+Run:  python examples/vowels_stream.py [--steps 1000] [--out out/vowels]
 """
 
 from __future__ import annotations
@@ -29,18 +29,13 @@ def main(steps: int, out: Path) -> None:
         max_steps=steps,
         batch_size=16,
         eval_every=100,
-        learning_rate=1e-2,
+        learning_rate=5e-3,
+        weight_decay=0.05,
         every_step_weight=0.2,
         input_noise=0.2,
     )
-    train_task(
-        "classify",
-        DATA / "japanese_vowels_train.ts",
-        out,
-        ModelConfig(hidden_size=64),
-        config,
-        progress=False,
-    )
+    model = ModelConfig(hidden_size=64, num_layers=2, dropout=0.2)
+    train_task("classify", DATA / "japanese_vowels_train.ts", out, model, config, progress=False)
     export_run(out, out / "model.onnx")
 
     classifier = StreamingClassifier(Stepper(out / "model.onnx"))
@@ -62,7 +57,7 @@ def main(steps: int, out: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=800, help="training steps")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps")
     parser.add_argument("--out", type=Path, default=Path("out/vowels"), help="run directory")
     args = parser.parse_args()
     main(args.steps, args.out)
