@@ -303,9 +303,7 @@ def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
 
 
 @cli.command()
-@click.argument(
-    "models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("models", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--steps", type=click.IntRange(min=1), default=5000, show_default=True, help="Timed steps.")
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=500, show_default=True, help="Untimed steps first."
@@ -320,18 +318,48 @@ def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
     show_default=True,
     help="onnxruntime intra-op threads.",
 )
+@click.option(
+    "--baselines/--no-baselines",
+    default=True,
+    show_default=True,
+    help="Compare one model with PyTorch, its plain ONNX export and the floor.",
+)
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="MODEL's run directory: the baselines take their weights from it.",
+)
+@click.option("--paced", "paced_hz", type=click.FloatRange(min=0, min_open=True), help="Also step at HZ.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write a latency plot (PNG).")
 @_json_option
-def bench(models, steps, warmup, batch_size, threads, as_json) -> None:
-    """Measure per-step latency of the stepper: warm-up, then p50/p90/p99/max and steps/s.
+def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_hz, plot, as_json) -> None:
+    """Measure per-step latency: p50/p90/p99/max and steps/s, measured side by side in one run.
 
-    Several models are measured side by side (interleaved rounds), with their file sizes: e.g. a
-    float32 export next to its int8 one.
+    With no MODEL, or one: the stepper against PyTorch eager, a plain ONNX export of the same weights run
+    with session.run, and the floor (a model that does nothing, same call path); then run() through the
+    chunk graph, a pool of 256 streams, steps after 10,000 silent steps, and the cold start. No MODEL
+    means the reference GRU and LSTM (2x128, 32 features). Several models, --no-baselines or a batch
+    size above 1: the steppers side by side, with file sizes (e.g. float32 next to int8).
 
     \b
     Examples:
-      edgernn bench shakespeare.onnx --steps 5000 --json
+      edgernn bench --plot latency.png
+      edgernn bench shakespeare.onnx --run runs/shakespeare --paced 1000 --json
       edgernn bench shakespeare.onnx shakespeare-int8.onnx
     """
+    if len(models) > 1 or batch_size > 1 or not baselines:
+        if not models or run_dir or paced_hz or plot:
+            raise click.UsageError("--run, --paced and --plot compare one model (or the reference models)")
+        _bench_steppers(models, steps, warmup, batch_size, threads, as_json)
+        return
+    from edgernn.benchmark import BenchSettings, compare
+
+    settings = BenchSettings(steps=steps, warmup=warmup, threads=threads, paced_hz=paced_hz)
+    click.echo(compare(models[0] if models else None, settings, run_dir=run_dir, plot=plot, as_json=as_json))
+
+
+def _bench_steppers(models, steps, warmup, batch_size, threads, as_json) -> None:
     from edgernn.runtime import Stepper, bench_side_by_side
 
     steppers = [Stepper(model, threads=threads) for model in models]

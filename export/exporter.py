@@ -11,12 +11,14 @@ import onnx
 from onnx import helper
 
 from edgernn.checkpoint import load_checkpoint
+from edgernn.export.chunk import CHUNK_STEPS, build_chunk_model, verify_chunk
 from edgernn.export.graph import build_info, build_step_model
 from edgernn.export.quality import EvaluationData, check_quality, evaluation_data
 from edgernn.export.quantize import QuantizeConfig, quantize_step_model
 from edgernn.export.verify import ParityReport, verify_export
 from edgernn.models import RecurrentModel
 from edgernn.runtime import contract
+from edgernn.runtime.chunk import chunk_path
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import InputError, QuantizationError
 from edgernn.runtime.files import atomic_write_bytes
@@ -31,6 +33,8 @@ class ExportReport:
     info: ModelInfo
     parity: ParityReport | None
     float32_size_bytes: int | None = None  # set for a quantized export; its metadata has the rest
+    chunk_path: Path | None = None  # the chunk graph written next to it (float32 exports)
+    chunk_parity: ParityReport | None = None
 
     @property
     def quantization(self) -> dict[str, Any] | None:
@@ -47,8 +51,13 @@ def export_model(
     extra_metadata: dict | None = None,
     quantize: QuantizeConfig | None = None,
     data: EvaluationData | None = None,
+    chunk_steps: int | None = CHUNK_STEPS,
 ) -> ExportReport:
     """Write ``model`` as a single-step ONNX graph with explicit state, verified against PyTorch first.
+
+    A float32 export also writes its chunk graph (``chunk_steps`` steps per call, verified the same way)
+    next to it as ``<name>.chunk.onnx``, which ``Stepper.run`` uses; ``chunk_steps=None`` writes none.
+    Either way a chunk graph left there by an earlier export is replaced or removed.
 
     With ``quantize`` (mode other than none) the verified float32 graph is quantized and checked against
     itself on ``data`` (real data: needed for quantized exports): one step, a 3000-step closed loop, the
@@ -64,12 +73,25 @@ def export_model(
     proto = build_step_model(model, info)
     parity = verify_export(model, proto, info) if verify else None
     float32_size = None
-    if quantize is not None and quantize.mode != "none":
+    quantized = quantize is not None and quantize.mode != "none"
+    chunk = None if quantized or not chunk_steps else build_chunk_model(model, info, chunk_steps)
+    chunk_parity = verify_chunk(model, chunk) if chunk is not None and verify else None
+    if quantized:
         float32_size = proto.ByteSize()
         proto, info = _quantized(proto, info, quantize, data)
     content = proto.SerializeToString()
+    written_chunk = _write_chunk(path, chunk)
     written = atomic_write_bytes(path, content)
-    return ExportReport(written, len(content), info, parity, float32_size)
+    return ExportReport(written, len(content), info, parity, float32_size, written_chunk, chunk_parity)
+
+
+def _write_chunk(path: str | os.PathLike, chunk: onnx.ModelProto | None) -> Path | None:
+    """Write the chunk graph next to ``path``, or remove one an earlier export left there."""
+    target = chunk_path(path)
+    if chunk is None:
+        target.unlink(missing_ok=True)
+        return None
+    return atomic_write_bytes(target, chunk.SerializeToString())
 
 
 def _quantized(

@@ -18,6 +18,14 @@ from edgernn.models import RecurrentModel
 from edgernn.runtime import contract
 from edgernn.runtime.contract import InputSpec, ModelInfo, OutputSpec
 
+# A state that decays (silence, zero input) ends in denormal floats, where every step can run 15-18x
+# slower; onnxruntime's denormal setting only covers its pool threads, not the caller's thread that runs a
+# 1-thread session. So each state output goes through Where(|v| < FLUSH_BELOW, 0, v): tiny values become
+# exactly 0, every other value (NaN and inf too) passes unchanged. Three vectorised elementwise ops per
+# state tensor; see benchmarks/STEPPER_NOTES.md for Shrink (one op, but a scalar loop: 300 us for 256
+# streams) and (v + C) - C (two ops, but it rounds small values onto a grid where a decaying state sticks).
+FLUSH_BELOW = 1e-30
+
 
 class _Graph:
     """Collects nodes and initializers with unique, readable names."""
@@ -126,38 +134,43 @@ def _cell(g: _Graph, x: str, states: list[str], model: RecurrentModel, layer: in
     return _rnn_cell(g, x, states[0], model, layer)
 
 
-def _input(g: _Graph, model: RecurrentModel) -> str:
+def _input(g: _Graph, model: RecurrentModel, x: str = contract.INPUT_NAME) -> str:
     """x -> the first layer's input, (B, E) or (B, F)."""
     config = model.config
     if config.input_kind == "tokens":
         table = g.const("embedding.weight", _np(model.embedding.weight))
-        return g.op("Gather", table, contract.INPUT_NAME, axis=0, name="embedding")
+        return g.op("Gather", table, x, axis=0, name="embedding")
     if model.input_mean is None:
-        return contract.INPUT_NAME
-    centred = g.op(
-        "Sub", contract.INPUT_NAME, g.const("input.mean", _np(model.input_mean)), name="input_centred"
-    )
+        return x
+    centred = g.op("Sub", x, g.const("input.mean", _np(model.input_mean)), name="input_centred")
     return g.op("Div", centred, g.const("input.std", _np(model.input_std)), name="input_normalised")
 
 
-def _output(g: _Graph, model: RecurrentModel, top: str) -> None:
+def _output(g: _Graph, model: RecurrentModel, top: str, y: str = contract.OUTPUT_NAME) -> None:
     head = model.head
     if model.output_mean is None:
-        g.linear(top, head.weight, _np(head.bias), "head", out=contract.OUTPUT_NAME)
+        g.linear(top, head.weight, _np(head.bias), "head", out=y)
         return
-    y = g.linear(top, head.weight, _np(head.bias), "head")
-    scaled = g.op("Mul", y, g.const("output.std", _np(model.output_std)), name="output_scaled")
-    g.op("Add", scaled, g.const("output.mean", _np(model.output_mean)), name=contract.OUTPUT_NAME)
+    out = g.linear(top, head.weight, _np(head.bias), "head")
+    scaled = g.op("Mul", out, g.const("output.std", _np(model.output_std)), name="output_scaled")
+    g.op("Add", scaled, g.const("output.mean", _np(model.output_mean)), name=y)
 
 
-def _stack_layers(g: _Graph, per_layer: list[str], output_name: str) -> None:
-    """Per-layer (B, H) tensors -> the (B, L, H) state output."""
-    axes = g.const(f"{output_name}.axes", np.array([1], dtype=np.int64))
-    if len(per_layer) == 1:
-        g.op("Unsqueeze", per_layer[0], axes, name=output_name)
-        return
-    parts = [g.op("Unsqueeze", t, axes) for t in per_layer]
-    g.op("Concat", *parts, axis=1, name=output_name)
+def _flush_tiny(g: _Graph, value: str, name: str) -> str:
+    """``value`` with every |v| < FLUSH_BELOW set to exactly 0 (see FLUSH_BELOW)."""
+    # Constant nodes, not initializers: the two scalars are no weights (inspect counts initializers)
+    limit = g.op("Constant", value=numpy_helper.from_array(np.array(FLUSH_BELOW, np.float32)))
+    zero = g.op("Constant", value=numpy_helper.from_array(np.array(0.0, np.float32)))
+    tiny = g.op("Less", g.op("Abs", value), limit)
+    return g.op("Where", tiny, zero, value, name=f"{name}_flushed")
+
+
+def _stack_layers(g: _Graph, per_layer: list[str], output_name: str, hidden_size: int) -> None:
+    """Per-layer (B, H) tensors -> the (B, L, H) state output, tiny values flushed to zero."""
+    flat = per_layer[0] if len(per_layer) == 1 else g.op("Concat", *per_layer, axis=1)  # (B, L*H)
+    flushed = _flush_tiny(g, flat, output_name)
+    shape = np.array([-1, len(per_layer), hidden_size], dtype=np.int64)
+    g.op("Reshape", flushed, g.const(f"{output_name}.shape", shape), name=output_name)
 
 
 def build_info(
@@ -206,7 +219,7 @@ def build_step_model(model: RecurrentModel, info: ModelInfo) -> onnx.ModelProto:
         x = outs[0]  # the next layer (or the head) reads this layer's h
     _output(g, model, x)
     for spec, per_layer in zip(info.states, next_states, strict=True):
-        _stack_layers(g, per_layer, spec.output)
+        _stack_layers(g, per_layer, spec.output, config.hidden_size)
     return _make_model(g, info)
 
 

@@ -12,6 +12,7 @@ from edgernn.runtime.contract import SCHEMA_VERSION, ModelInfo, parse_info
 from edgernn.runtime.describe import describe
 from edgernn.runtime.errors import ContractError, EdgeRNNError, InputError, ParityError
 from edgernn.runtime.generate import decode, encode, generate
+from edgernn.runtime.pool import StreamPool
 from edgernn.runtime.stepper import DataInput, Stepper, Stream
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ParityError",
     "Stepper",
     "Stream",
+    "StreamPool",
     "bench_side_by_side",
     "bench_stepper",
     "decode",

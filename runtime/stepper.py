@@ -19,18 +19,23 @@ Every input is checked before the session runs; on any error the state is left e
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from edgernn.runtime import contract
+from edgernn.runtime.chunk import ChunkGraph, find_chunk, load_chunk, try_load_chunk
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, InputError
+
+if TYPE_CHECKING:
+    from edgernn.runtime.pool import StreamPool
 
 # onnxruntime raises its own exception classes (not RuntimeError); which exist depends on the version.
 _ORT_ERROR_NAMES = (
@@ -196,22 +201,51 @@ class _Graph:
     ):
         self.session, self.info, self.data, self.states = session, info, data, states
         self.constants = constants
+        self.result_names = result_names
         self.output_names = [*result_names, *(s.output for s in states)]
         self.result_count = len(result_names)
+        self._chunk: ChunkGraph | None = None
+        self._chunk_loader: Callable[[], ChunkGraph | None] | None = None
+
+    def offer_chunk(self, source: ModelSource, explicit: bool, opener: Callable[[ModelSource], Any]) -> None:
+        """A chunk graph to load and check on first use (``chunk()``); for edgernn models only."""
+        if self.info is None:
+            if explicit:
+                raise InputError("chunk_model: only for edgernn models (chunk graphs come from the exporter)")
+            return
+        self._chunk_loader = partial(
+            try_load_chunk,
+            source,
+            explicit,
+            partial(load_chunk, opener, step_info=self.info, step=self._steps),
+        )
+
+    def chunk(self) -> ChunkGraph | None:
+        """The checked chunk graph ``Stream.run`` feeds long sequences through; None if there is none."""
+        if self._chunk_loader is not None:
+            loader, self._chunk_loader = self._chunk_loader, None
+            self._chunk = loader()
+        return self._chunk
+
+    def _steps(self, xs: np.ndarray) -> list[np.ndarray]:
+        """xs ``(1, T, ...)`` one step at a time from the initial state: ``[ys (1, T, O), *final states]``."""
+        binding = _Binding(self, 1)
+        for slot, buffer in zip(self.states, binding.state, strict=True):
+            buffer.fill(slot.initial)
+        ys = []
+        for t in range(xs.shape[1]):
+            binding.write_x(xs[:, t])
+            ys.append(binding.run()[0].copy())
+        return [np.stack(ys, axis=1), *(a.copy() for a in binding.state)]
 
     def initial_state(self, batch_size: int) -> dict[str, np.ndarray]:
         return {s.input: np.full(s.shape_for(batch_size), s.initial, s.dtype) for s in self.states}
 
-    def advance(self, feed: dict[str, np.ndarray], x: np.ndarray) -> list[np.ndarray]:
-        """One step with ``feed`` (state and constants) plus ``x``; writes the next state into ``feed``."""
-        feed[self.data.name] = x
-        try:
-            outputs = self.session.run(self.output_names, feed)
-        except ORT_ERRORS as exc:
-            raise InputError(f"onnxruntime could not run a step with x of shape {x.shape}: {exc}") from None
-        for slot, value in zip(self.states, outputs[self.result_count :], strict=True):
-            feed[slot.input] = value
-        return outputs[: self.result_count]
+    def result_shapes(self, batch_size: int) -> list[tuple[int, ...]] | None:
+        """Shapes of the results for a batch, when the contract fixes them (edgernn models); else None."""
+        if self.info is None:
+            return None  # a foreign graph's declared output shapes may not hold: let onnxruntime allocate
+        return [(batch_size, self.info.output.size)]
 
     def check_state(self, state: Any, batch_size: int) -> dict[str, np.ndarray]:
         """Validated copies of ``state`` (name -> array); raises InputError listing every problem."""
@@ -492,6 +526,148 @@ def _state_map_needed(session: ort.InferenceSession) -> ContractError:
     )
 
 
+# --- the fast path: one pre-bound call per stream ----------------------------------------------------
+
+
+def _ort_value(array: np.ndarray) -> ort.OrtValue:
+    return ort.OrtValue.ortvalue_from_numpy(array)  # on CPU it wraps the array's memory: no copy
+
+
+class _Binding:
+    """One stream's step, bound once: why a step costs little more than the graph itself.
+
+    x, y and the state live in numpy buffers bound to the session with IOBinding, so a step copies x in,
+    runs, and copies y out: no feed dict, no output allocation, no name lookup. The state has two buffer
+    sets (ping-pong): a step reads one and writes the other, then they swap; a step that fails swaps
+    nothing, so the state is exactly as it was. Buffers are allocated here, never in the hot path.
+    """
+
+    def __init__(self, graph: _Graph, batch_size: int):
+        self.graph, self.batch_size = graph, batch_size
+        self.x = _data_buffer(graph.data, batch_size)  # None: the data input has axes of unknown size
+        self.x_unbatched_shape = self.x.shape[1:] if self.x is not None and batch_size == 1 else None
+        shapes = graph.result_shapes(batch_size)
+        self.results = None if shapes is None else [np.zeros(s, np.float32) for s in shapes]
+        self.state_sets = [[np.zeros(s.shape_for(batch_size), s.dtype) for s in graph.states] for _ in "ab"]
+        self.current = 0  # the state lives in state_sets[current]
+        self._finite_probe = _FiniteProbe(self.x) if self.x is not None and self.x.dtype.kind == "f" else None
+        self._bindings = [self._bind(k) for k in (0, 1)]
+        self._run_options = ort.RunOptions()
+        session = graph.session
+        # The pybind session's own call skips the Python wrapper's per-call checks; keep the public call
+        # as the fallback should a future onnxruntime rename its internals.
+        inner = getattr(session, "_sess", None)
+        if inner is not None and all(hasattr(b, "_iobinding") for b in self._bindings):
+            self._calls = [
+                partial(inner.run_with_iobinding, b._iobinding, self._run_options) for b in self._bindings
+            ]
+        else:
+            self._calls = [partial(session.run_with_iobinding, b, self._run_options) for b in self._bindings]
+
+    @property
+    def state(self) -> list[np.ndarray]:
+        """The current state buffers, one per state slot (the live arrays: copy before handing out)."""
+        return self.state_sets[self.current]
+
+    def _bind(self, parity: int) -> ort.IOBinding:
+        graph = self.graph
+        binding = graph.session.io_binding()
+        for name, value in graph.constants.items():
+            binding.bind_ortvalue_input(name, _ort_value(value))
+        if self.x is not None:
+            binding.bind_ortvalue_input(graph.data.name, _ort_value(self.x))
+        for index, name in enumerate(graph.result_names):
+            if self.results is None:
+                binding.bind_output(name, "cpu")
+            else:
+                binding.bind_ortvalue_output(name, _ort_value(self.results[index]))
+        for slot, read, write in zip(
+            graph.states, self.state_sets[parity], self.state_sets[1 - parity], strict=True
+        ):
+            binding.bind_ortvalue_input(slot.input, _ort_value(read))
+            binding.bind_ortvalue_output(slot.output, _ort_value(write))
+        return binding
+
+    def write_x(self, x: Any) -> bool:
+        """Check one step's x and copy it into the bound buffer; returns whether x came unbatched.
+
+        The common cases (an array of the right dtype and shape, a Python int token) take a short path;
+        anything else, and anything that fails the short path's checks, goes through ``DataInput.validate``
+        for the full conversion rules and the error message.
+        """
+        buffer = self.x
+        if buffer is None:
+            array, unbatched = self.graph.data.validate(x, self.batch_size)
+            self._bindings[self.current].bind_cpu_input(self.graph.data.name, array)
+            return unbatched
+        if type(x) is np.ndarray and x.dtype == buffer.dtype:
+            if x.shape == buffer.shape:
+                buffer[...] = x
+                if self._acceptable():
+                    return False
+            elif x.shape == self.x_unbatched_shape:
+                buffer[0] = x
+                if self._acceptable():
+                    return True
+        elif type(x) is int and self.x_unbatched_shape == () and self._token_ok(x):
+            buffer[0] = x
+            return True
+        array, unbatched = self.graph.data.validate(x, self.batch_size)
+        buffer[...] = array
+        return unbatched
+
+    def _token_ok(self, token: int) -> bool:
+        vocab_size = self.graph.data.vocab_size
+        return vocab_size is not None and 0 <= token < vocab_size
+
+    def _acceptable(self) -> bool:
+        """Whether the buffer, already in the right dtype, holds values the full checks would accept."""
+        if self._finite_probe is not None:
+            return self._finite_probe.all_finite()
+        vocab_size = self.graph.data.vocab_size
+        if vocab_size is None:
+            return True  # any value of an integer or boolean dtype is a valid value for a foreign model
+        flat = self.x.reshape(-1)
+        return bool(flat.min() >= 0 and flat.max() < vocab_size)
+
+    def run(self) -> list[np.ndarray]:
+        """One step from the current state; returns the results (live buffers for edgernn models)."""
+        try:
+            self._calls[self.current]()
+        except (*ORT_ERRORS, RuntimeError) as exc:  # run_with_iobinding reports failures as RuntimeError
+            shape = None if self.x is None else self.x.shape
+            raise InputError(f"onnxruntime could not run a step with x of shape {shape}: {exc}") from None
+        binding = self._bindings[self.current]
+        self.current ^= 1
+        if self.results is not None:
+            return self.results
+        return [np.array(v.numpy()) for v in binding.get_outputs()[: self.graph.result_count]]
+
+    def load_state(self, arrays: Sequence[np.ndarray]) -> None:
+        """Copy validated arrays (one per state slot, right shapes and dtypes) into the current state."""
+        for buffer, array in zip(self.state, arrays, strict=True):
+            np.copyto(buffer, array)
+
+
+def _data_buffer(data: DataInput, batch_size: int) -> np.ndarray | None:
+    if any(d is None for d in data.shape[1:]):
+        return None
+    return np.zeros((batch_size, *data.shape[1:]), data.dtype)
+
+
+class _FiniteProbe:
+    """Tells whether a float buffer is all finite with one dot product: 0 * x is 0 for every finite x and
+    NaN for NaN and +-inf, and a NaN makes the sum NaN (one BLAS call, about half of ``isfinite().all()``).
+    """
+
+    def __init__(self, buffer: np.ndarray):
+        self.flat = buffer.reshape(-1)  # a view: always sees the buffer's current values
+        self.zeros = np.zeros_like(self.flat)
+
+    def all_finite(self) -> bool:
+        return self.flat.dot(self.zeros) == 0
+
+
 # --- streams -----------------------------------------------------------------------------------------
 
 
@@ -512,7 +688,7 @@ class Stream:
         _check_positive_int("batch_size", batch_size)
         self._graph = graph
         self.batch_size = batch_size
-        self._feed: dict[str, np.ndarray] = dict(graph.constants)
+        self._binding = _Binding(graph, batch_size)
         self.reset()
 
     @property
@@ -524,36 +700,69 @@ class Stream:
 
         x: token ids ``(B,)`` int or features ``(B, F)`` float (converted to float32); with batch size 1
         also an unbatched int / ``(F,)``. Returns y ``(B, output_size)`` float32, ``(output_size,)`` for an
-        unbatched x (for foreign models with several outputs, a tuple in graph order).
+        unbatched x (for foreign models with several outputs, a tuple in graph order). y is a new array.
         """
-        x, unbatched = self._graph.data.validate(x, self.batch_size)
-        return _format(self._graph.advance(self._feed, x), unbatched)
+        binding = self._binding
+        unbatched = binding.write_x(x)
+        results = binding.run()
+        if binding.results is not None and len(results) == 1:  # the common case, kept short
+            return results[0][0].copy() if unbatched else results[0].copy()
+        return _format([r.copy() for r in results], unbatched)
 
     def run(self, xs: Any) -> Results:
-        """Feed a sequence, carrying state: exactly the same as calling ``step`` on each element in turn.
+        """Feed a sequence, carrying state: the same as calling ``step`` on each element in turn.
 
         xs: ``(B, T)`` tokens or ``(B, T, F)`` features; with batch size 1 also ``(T,)`` / ``(T, F)``.
         Returns ys ``(B, T, output_size)`` or ``(T, output_size)``. The state only moves if every step ran.
         """
         xs, unbatched = self._graph.data.validate(xs, self.batch_size, sequence=True)
-        feed = dict(self._feed)
-        time_major = np.ascontiguousarray(np.moveaxis(xs, 1, 0))  # (T, B, ...): each step contiguous
-        steps = [self._graph.advance(feed, x) for x in time_major]
-        self._feed = feed
-        return _format([np.stack(outputs, axis=1) for outputs in zip(*steps, strict=True)], unbatched)
+        before = [a.copy() for a in self._binding.state]
+        try:
+            outputs = self._run_chunks(xs) if xs.shape[1] > 1 else self._run_steps(xs)
+        except InputError:
+            self._binding.load_state(before)
+            raise
+        return _format(outputs, unbatched)
+
+    def _run_chunks(self, xs: np.ndarray) -> list[np.ndarray]:
+        """Whole chunks through the chunk graph (if the model has one), the remaining steps one by one."""
+        chunk = self._graph.chunk()
+        whole = 0 if chunk is None else xs.shape[1] // chunk.steps * chunk.steps
+        if whole == 0:
+            return self._run_steps(xs)
+        try:
+            ys = chunk.run(xs[:, :whole], self._binding.state)
+        except ORT_ERRORS as exc:
+            raise InputError(
+                f"onnxruntime could not run a chunk with xs of shape {xs.shape}: {exc}"
+            ) from None
+        if whole == xs.shape[1]:
+            return [ys]
+        return [np.concatenate([ys, self._run_steps(xs[:, whole:])[0]], axis=1)]
+
+    def _run_steps(self, xs: np.ndarray) -> list[np.ndarray]:
+        binding = self._binding
+        steps = xs.shape[1]
+        collected: list[list[np.ndarray]] = []
+        for t in range(steps):
+            binding.write_x(xs[:, t])
+            collected.append([r.copy() for r in binding.run()])
+        return [np.stack(outputs, axis=1) for outputs in zip(*collected, strict=True)]
 
     def reset(self) -> None:
         """Set every state tensor to its initial value (zeros unless the metadata says otherwise)."""
-        self._feed.update(self._graph.initial_state(self.batch_size))
+        for slot, buffer in zip(self._graph.states, self._binding.state, strict=True):
+            buffer.fill(slot.initial)
 
     @property
     def state(self) -> dict[str, np.ndarray]:
         """A copy of the current state, name -> array. Assigning a dict validates it and copies it in."""
-        return {slot.input: self._feed[slot.input].copy() for slot in self._graph.states}
+        return {slot.input: a.copy() for slot, a in zip(self._graph.states, self._binding.state, strict=True)}
 
     @state.setter
     def state(self, value: Mapping[str, Any]) -> None:
-        self._feed.update(self._graph.check_state(value, self.batch_size))
+        checked = self._graph.check_state(value, self.batch_size)
+        self._binding.load_state([checked[slot.input] for slot in self._graph.states])
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """A copy of the state to ``restore`` later (into this stream or another of the same batch size)."""
@@ -568,7 +777,9 @@ class Stepper:
     """A loaded model (one onnxruntime session) plus a default stream; ``new_stream`` makes more.
 
     model: path to an .onnx file, or its bytes. ``state_map``/``constants``/``state_shapes`` are for models
-    edgernn did not write (see the module docstring). Raises InputError for a missing file or bad
+    edgernn did not write (see the module docstring). ``chunk_model``: the chunk graph ``run`` feeds long
+    sequences through (path or bytes; by default ``model.chunk.onnx`` next to a model path if there is
+    one; False for none; see ``edgernn.runtime.chunk``). Raises InputError for a missing file or bad
     argument, ContractError for a file that is not a model edgernn can run.
     """
 
@@ -583,10 +794,14 @@ class Stepper:
         constants: Mapping[str, Any] | None = None,
         state_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
         session_options: ort.SessionOptions | None = None,
+        chunk_model: ModelSource | bool | None = None,
     ):
         _check_positive_int("batch_size", batch_size)
-        session = open_session(model, providers=providers, threads=threads, session_options=session_options)
-        self._graph = _load_graph(session, state_map, constants, state_shapes)
+        opener = partial(open_session, providers=providers, threads=threads, session_options=session_options)
+        self._graph = _load_graph(opener(model), state_map, constants, state_shapes)
+        chunk = find_chunk(chunk_model, model)
+        if chunk is not None:
+            self._graph.offer_chunk(chunk, explicit=chunk_model not in (None, True), opener=opener)
         self._stream = Stream(self._graph, batch_size)
 
     @property
@@ -607,6 +822,18 @@ class Stepper:
     @property
     def batch_size(self) -> int:
         return self._stream.batch_size
+
+    def new_pool(self, capacity: int) -> StreamPool:
+        """A pool of up to ``capacity`` streams stepped together in one batched call (see ``StreamPool``)."""
+        from edgernn.runtime.pool import StreamPool  # the pool builds on this module
+
+        return StreamPool(self._graph, capacity)
+
+    @property
+    def chunk_steps(self) -> int | None:
+        """Steps per call of the chunk graph ``run`` uses (loaded and checked now if not yet), or None."""
+        chunk = self._graph.chunk()
+        return None if chunk is None else chunk.steps
 
     def new_stream(self, batch_size: int = 1) -> Stream:
         """A new stream with its own state, starting from the initial state; shares this model's session."""

@@ -128,13 +128,13 @@ def test_failed_parity_raises_every_mismatch_and_writes_nothing(tmp_path, monkey
 
 def test_failed_export_leaves_an_existing_file_as_it_was(tmp_path, monkeypatch):
     path = tmp_path / "model.onnx"
-    export_model(make_model("gru", 1, "features"), path)
-    before = path.read_bytes()
+    report = export_model(make_model("gru", 1, "features"), path)
+    before, chunk_before = path.read_bytes(), report.chunk_path.read_bytes()
     monkeypatch.setattr(exporter, "build_step_model", _corrupting(exporter.build_step_model))
     with pytest.raises(ParityError):
         export_model(make_model("gru", 1, "features", seed=5), path)
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    assert path.read_bytes() == before and report.chunk_path.read_bytes() == chunk_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.chunk.onnx", "model.onnx"]
 
 
 def test_checker_failure_is_a_parity_error(monkeypatch, tmp_path):
