@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgernn-installed
 DEMO_MINUTES ?= 2
 
-.PHONY: setup demo test lint results quant-results clean
+.PHONY: setup demo test lint results quant-results stepper-results clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ results: $(STAMP)
 
 quant-results: $(STAMP)  # trains 11 small char models on first use (cached in runs/quant-bench), ~30 min
 	$(BIN)/python benchmarks/quantization.py
+
+stepper-results: $(STAMP)  # the stepper against PyTorch and a plain ONNX export, side by side (~30 s)
+	mkdir -p out && $(BIN)/python benchmarks/stepper_bench.py --plot out/stepper-latency.png
 
 clean:
 	rm -rf $(VENV) runs out .pytest_cache .ruff_cache

@@ -48,7 +48,7 @@ from edgernn.runtime.bench import (
     step_call,
     time_calls,
 )
-from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.contract import METADATA_KEY, ModelInfo, parse_info
 from edgernn.runtime.errors import InputError
 
 PATHS = ("baseline_onnx", "baseline_torch", "floor", "stepper")
@@ -80,6 +80,7 @@ class ModelBench:
     path: Path
     size_bytes: int
     pool_streams: int
+    silence_steps: int
     paths: dict[str, LatencyStats] = field(default_factory=dict)
     timings_us: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     step_beside: LatencyStats | None = None  # plain steps, interleaved with run and pool
@@ -119,6 +120,7 @@ class ModelBench:
         doc["pool"] = None if self.pool is None else {**self.pool.to_dict(), "streams": self.pool_streams}
         doc["step_beside_fast_paths"] = None if self.step_beside is None else self.step_beside.to_dict()
         doc["silence"] = self.silence or None
+        doc["silence_steps"] = self.silence_steps
         doc["paced"] = None if self.paced is None else self.paced.to_dict()
         doc["cold_start"] = None if self.cold_start is None else self.cold_start.to_dict()
         doc["notes"] = self.notes
@@ -149,11 +151,10 @@ def torch_model_from_onnx(path: str | os.PathLike):
     from onnx import numpy_helper
 
     from edgernn.models import ModelConfig, RecurrentModel
-    from edgernn.runtime.contract import parse_info
 
     proto = onnx.load(str(path))
     weights = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
-    info = parse_info({p.key: p.value for p in proto.metadata_props}["edgernn"])
+    info = _read_info(proto)
     config = _config_from(info, weights, ModelConfig)
     model = RecurrentModel(config).eval()
     state = {name: torch.from_numpy(np.array(value)) for name, value in _torch_weights(info, weights).items()}
@@ -300,9 +301,8 @@ def floor_model(path: str | os.PathLike) -> bytes:
 
 
 def _read_info(proto) -> ModelInfo:
-    from edgernn.runtime.contract import parse_info
-
-    return parse_info({p.key: p.value for p in proto.metadata_props}["edgernn"])
+    """The edgernn metadata of an onnx ModelProto; KeyError if it has none."""
+    return parse_info({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
 
 
 def _inputs(stepper: Stepper, seed: int) -> Iterator[np.ndarray]:
@@ -320,7 +320,9 @@ def bench_model(
     docstring). ``torch_model``: the RecurrentModel with the same weights, when the caller has it (else it
     is read back from the file)."""
     path = Path(path)
-    result = ModelBench(label or str(path), path, path.stat().st_size, settings.pool_streams)
+    result = ModelBench(
+        label or str(path), path, path.stat().st_size, settings.pool_streams, settings.silence_steps
+    )
     stepper = Stepper(path, threads=settings.threads)
     calls = {"stepper": step_call(stepper, 1, settings.seed)}
     calls.update(_comparisons(path, stepper, settings, torch_model, result.notes))
@@ -496,6 +498,10 @@ def bench_reference(
         for label, path, model in reference_models(root, settings.seed, shape):
             result = bench_model(path, settings, label=label, torch_model=model)
             result.silence = _silence_with_baselines(root, path.stem, model, settings)
+            result.notes.append(
+                "silence: on a decaying copy (biases 0 but the keep gate's 2, weights halved), whose state "
+                "sinks into denormals in PyTorch; the baselines never flush theirs"
+            )
             results.append(result)
         return results
 
@@ -588,7 +594,7 @@ def _format_fast_paths(result: ModelBench) -> list[str]:
         )
     for name, doc in result.silence.items():
         lines.append(
-            f"after silence, {name}: p99 {doc['silent_p99_us']:.1f} us against {doc['normal_p99_us']:.1f} us "
+            f"after {result.silence_steps:,} silent steps, {name}: p99 {doc['silent_p99_us']:.1f} us against {doc['normal_p99_us']:.1f} us "
             f"fresh = {doc['silent_p99_us'] / doc['normal_p99_us']:.2f}x (p50 {doc['silent_p50_us']:.1f} / "
             f"{doc['normal_p50_us']:.1f} us)"
         )
