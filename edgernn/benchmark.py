@@ -70,6 +70,7 @@ class BenchSettings:
     paced_hz: float | None = None
     cold_start: bool = True
     seed: int = 0
+    stepper_options: dict[str, Any] = field(default_factory=dict)  # for models edgernn did not write
 
 
 @dataclass
@@ -323,7 +324,7 @@ def bench_model(
     result = ModelBench(
         label or str(path), path, path.stat().st_size, settings.pool_streams, settings.silence_steps
     )
-    stepper = Stepper(path, threads=settings.threads)
+    stepper = Stepper(path, threads=settings.threads, **settings.stepper_options)
     calls = {"stepper": step_call(stepper, 1, settings.seed)}
     calls.update(_comparisons(path, stepper, settings, torch_model, result.notes))
     with _maybe_torch_threads(settings.threads, "baseline_torch" in calls):
@@ -337,7 +338,7 @@ def bench_model(
     if settings.paced_hz:
         result.paced = bench_paced(stepper, settings.paced_hz, steps=settings.steps, seed=settings.seed)
     if settings.cold_start:
-        result.cold_start = measure_cold_start(path)
+        result.cold_start = measure_cold_start(path, stepper_options=settings.stepper_options)
     return result
 
 

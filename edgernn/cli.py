@@ -332,8 +332,11 @@ def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
 )
 @click.option("--paced", "paced_hz", type=click.FloatRange(min=0, min_open=True), help="Also step at HZ.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write a latency plot (PNG).")
+@click.option("--state", "state_map", multiple=True, help="Foreign models: STATE_IN=STATE_OUT (repeat).")
+@click.option("--constant", "constants", multiple=True, help="Foreign models: INPUT=NUMBER (repeat).")
+@click.option("--state-shape", "state_shapes", multiple=True, help="Foreign models: STATE=2,batch,128.")
 @_json_option
-def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_hz, plot, as_json) -> None:
+def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_hz, plot, as_json, **foreign):
     """Measure per-step latency: p50/p90/p99/max and steps/s, measured side by side in one run.
 
     With no MODEL, or one: the stepper against PyTorch eager, a plain ONNX export of the same weights run
@@ -347,22 +350,53 @@ def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_
       edgernn bench --plot latency.png
       edgernn bench shakespeare.onnx --run runs/shakespeare --paced 1000 --json
       edgernn bench shakespeare.onnx shakespeare-int8.onnx
+      edgernn bench silero_vad.onnx --state state=stateN --constant sr=16000
     """
+    options = _stepper_options(**foreign)
     if len(models) > 1 or batch_size > 1 or not baselines:
         if not models or run_dir or paced_hz or plot:
             raise click.UsageError("--run, --paced and --plot compare one model (or the reference models)")
-        _bench_steppers(models, steps, warmup, batch_size, threads, as_json)
+        _bench_steppers(models, steps, warmup, batch_size, threads, as_json, options)
         return
     from edgernn.benchmark import BenchSettings, compare
 
     settings = BenchSettings(steps=steps, warmup=warmup, threads=threads, paced_hz=paced_hz)
+    settings.stepper_options = options
     click.echo(compare(models[0] if models else None, settings, run_dir=run_dir, plot=plot, as_json=as_json))
 
 
-def _bench_steppers(models, steps, warmup, batch_size, threads, as_json) -> None:
+def _stepper_options(state_map, constants, state_shapes) -> dict:
+    """--state/--constant/--state-shape as Stepper's keyword arguments (only those given)."""
+    options = {
+        "state_map": dict(_pair(item, "--state", str) for item in state_map),
+        "constants": dict(_pair(item, "--constant", _number) for item in constants),
+        "state_shapes": dict(_pair(item, "--state-shape", _dims) for item in state_shapes),
+    }
+    return {key: value for key, value in options.items() if value}
+
+
+def _pair(item: str, option: str, parse) -> tuple[str, object]:
+    name, sep, value = item.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError("no NAME=")
+        return name, parse(value)
+    except ValueError:
+        raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=option) from None
+
+
+def _number(text: str) -> int | float:
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _dims(text: str) -> list[int | str]:
+    return [d if d == "batch" else int(d) for d in text.split(",")]
+
+
+def _bench_steppers(models, steps, warmup, batch_size, threads, as_json, options) -> None:
     from edgernn.runtime import Stepper, bench_side_by_side
 
-    steppers = [Stepper(model, threads=threads) for model in models]
+    steppers = [Stepper(model, threads=threads, **options) for model in models]
     all_stats = bench_side_by_side(steppers, steps=steps, warmup=warmup, batch_size=batch_size)
     docs = [
         {"model": str(m), "size_bytes": m.stat().st_size, "stepper": s.to_dict()}

@@ -271,7 +271,7 @@ start = time.perf_counter()
 import numpy as np
 from edgernn.runtime import Stepper
 imported = time.perf_counter()
-stepper = Stepper(sys.argv[1])
+stepper = Stepper(sys.argv[1], **json.loads(sys.argv[2]))
 loaded = time.perf_counter()
 data = stepper.data_input
 stepper.step(np.zeros((1, *data.shape[1:]), data.dtype))
@@ -289,13 +289,17 @@ print(json.dumps({
 """
 
 
-def measure_cold_start(model: str | os.PathLike, runs: int = 3) -> ColdStart:
+def measure_cold_start(
+    model: str | os.PathLike, runs: int = 3, stepper_options: dict[str, Any] | None = None
+) -> ColdStart:
     """Cold start of the runtime in ``runs`` fresh interpreters: the median of each figure, the peak resident
-    memory from /proc (Linux; elsewhere the child's ru_maxrss read as KB). Raises InputError if a child fails."""
+    memory from /proc (Linux; elsewhere the child's ru_maxrss read as KB). ``stepper_options``: keyword
+    arguments for ``Stepper`` (JSON-able: ``state_map``, ``constants``...). Raises InputError if a child fails."""
     results = []
+    options = json.dumps(stepper_options or {})
     for _ in range(runs):
         done = subprocess.run(
-            [sys.executable, "-c", _COLD_START, str(model)],
+            [sys.executable, "-c", _COLD_START, str(model), options],
             capture_output=True,
             text=True,
             timeout=120,

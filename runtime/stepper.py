@@ -344,6 +344,11 @@ def read_info(session: ort.InferenceSession) -> ModelInfo | None:
 
 
 def _edgernn_graph(session: ort.InferenceSession, info: ModelInfo) -> _Graph:
+    if info.steps_per_call != 1:
+        raise ContractError(
+            f"this is a chunk graph ({info.steps_per_call} steps per call), which Stepper.run uses; "
+            "open the step model it was exported with (model.onnx for model.chunk.onnx)"
+        )
     expected_inputs, expected_outputs = _contract_io(info)
     problems = _io_problems("input", expected_inputs, session.get_inputs())
     problems += _io_problems("output", expected_outputs, session.get_outputs())
@@ -628,6 +633,8 @@ class _Binding:
         if vocab_size is None:
             return True  # any value of an integer or boolean dtype is a valid value for a foreign model
         flat = self.x.reshape(-1)
+        if flat.size == 1:  # one token: a Python comparison beats two numpy reductions
+            return 0 <= int(flat[0]) < vocab_size
         return bool(flat.min() >= 0 and flat.max() < vocab_size)
 
     def run(self) -> list[np.ndarray]:

@@ -134,6 +134,12 @@ def test_a_chunk_graph_of_another_model_shape_is_refused(exported):
         _ = Stepper(gru.path, chunk_model=lstm.chunk_path).chunk_steps
 
 
+def test_a_chunk_graph_is_not_a_step_model(exported):
+    _, report = exported["gru"]
+    with pytest.raises(ContractError, match="this is a chunk graph .32 steps per call."):
+        Stepper(report.chunk_path)
+
+
 def test_exporting_without_a_chunk_graph_removes_a_stale_one(exported, tmp_path):
     _, report = exported["gru"]
     path = tmp_path / "model.onnx"
@@ -376,3 +382,15 @@ def test_runtime_bench_helpers_without_torch(token_model):
     assert cold.runs == 1 and not cold.torch_imported and cold.first_step_s > 0
     with pytest.raises(InputError, match="rate_hz"):
         bench_paced(Stepper(token_model.path), rate_hz=0)
+
+
+def test_bench_a_foreign_model_given_its_state_by_flags(foreign_model):
+    args = ["bench", foreign_model.path, "--state", "state=stateN", "--constant", "sr=16000"]
+    result = run_cli(*args, "--steps", "30", "--warmup", "3", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["stepper"]["steps"] == 30 and "baseline_onnx" not in doc
+    assert doc["notes"] == ["no floor or baselines: the model has no edgernn metadata"]
+    assert doc["cold_start"]["torch_imported"] is False
+    result = run_cli("bench", foreign_model.path, "--constant", "sr")
+    assert result.exit_code == 2 and "--constant" in result.output
