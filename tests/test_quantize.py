@@ -152,7 +152,7 @@ def test_fp16_and_int4_export_and_step(tmp_path, cell, mode, data):
     )  # small: graph weighs
     weights = initializers(report.path)
     if mode == "fp16":
-        assert weights["l0.hh.weight_t"].dtype == np.float16
+        assert weights["l0.hh.weight_t_fp16"].dtype == np.float16 and "l0.hh.weight_t" not in weights
     else:
         assert consumers(report.path, "l0.hh.weight_t_Q4") == ["MatMulNBits"]
     stepper = Stepper(report.path)
@@ -255,7 +255,7 @@ def test_quantization_metadata_is_validated_and_float32_models_do_not_carry_it()
 
 
 def test_inspect_shows_the_precision_of_every_weight(tmp_path, data):
-    for mode, precision in (("int8", "int8"), ("int4", "int4 (packed, blocks of 32)")):
+    for mode, precision in (("int8", "int8"), ("int4", "int4 (packed, blocks of 16)")):
         report = export(tmp_path, "gru", mode, data, force=True)
         doc = describe_model(report.path)
         rows = {w["name"]: w for w in doc["weights"]}
