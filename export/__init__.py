@@ -1,5 +1,6 @@
 """torch -> ONNX export with explicit state, verified against PyTorch (needs the ``train`` extra)."""
 
+from edgernn.export.byo import UnsupportedModuleError, export_module
 from edgernn.export.exporter import ExportReport, export_model, export_run
 from edgernn.export.graph import build_info, build_step_model
 from edgernn.export.quality import EvaluationData, QualityReport, check_quality, evaluation_data
@@ -12,11 +13,13 @@ __all__ = [
     "ParityReport",
     "QualityReport",
     "QuantizeConfig",
+    "UnsupportedModuleError",
     "build_info",
     "build_step_model",
     "check_quality",
     "evaluation_data",
     "export_model",
+    "export_module",
     "export_run",
     "quantize_step_model",
     "verify_export",

@@ -8,12 +8,15 @@ Checks (float32 against float32, |ort - torch| <= atol + rtol * |torch| elementw
   sequence through nn.GRU/nn.LSTM/nn.RNN (an independent implementation of the same math).
 - ``after_reset``: the state put back to its initial value after the closed loop, then 64 new steps.
 
-Every mismatch is collected; one ParityError lists them all.
+Every mismatch is collected; one ParityError lists them all. ``verify_export`` checks a RecurrentModel;
+``verify_against`` checks any step graph against a ``Reference`` (how ``export_module`` checks your own).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import onnx
@@ -27,6 +30,15 @@ from edgernn.runtime.errors import ParityError
 
 BATCH_FOR_LOOP = 3
 STEPS_AFTER_RESET = 64
+
+States = tuple[np.ndarray, ...]
+Reference = Callable[[np.ndarray, States | None], tuple[np.ndarray, States]]
+"""The PyTorch side of the checks: ``(xs, state) -> (ys, final state)`` over a whole sequence.
+
+xs: ``(B, T)`` int64 tokens or ``(B, T, F)`` float32 features; state: one array per contract state,
+``(B, num_layers, hidden_size)`` float32, or None for the model's own initial state. Returns ys
+``(B, T, output_size)`` and the final state in the same layout, float64.
+"""
 
 
 @dataclass
@@ -78,17 +90,17 @@ class _Checker:
             )
 
 
-def _random_inputs(model: RecurrentModel, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
-    config = model.config
-    if config.input_kind == "tokens":
-        return rng.integers(0, config.input_size, size=(batch, steps), dtype=np.int64)
-    x = rng.standard_normal((batch, steps, config.input_size)).astype(np.float32)
-    if config.input_mean is not None:  # raw values on the scale the model was trained on
-        x = x * np.float32(config.input_std) + np.float32(config.input_mean)
+def _random_inputs(info: ModelInfo, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    spec = info.input
+    if spec.kind == "tokens":
+        return rng.integers(0, spec.size, size=(batch, steps), dtype=np.int64)
+    x = rng.standard_normal((batch, steps, spec.size)).astype(np.float32)
+    if spec.mean is not None:  # raw values on the scale the model was trained on
+        x = x * np.float32(spec.std) + np.float32(spec.mean)
     return x.astype(np.float32)
 
 
-def _torch_run(model: RecurrentModel, xs: np.ndarray, state: tuple[np.ndarray, ...] | None):
+def _torch_run(model: RecurrentModel, xs: np.ndarray, state: States | None) -> tuple[np.ndarray, States]:
     with torch.no_grad():
         torch_state = None if state is None else tuple(torch.from_numpy(s) for s in state)
         y, next_state = model(torch.from_numpy(xs), torch_state)
@@ -118,6 +130,13 @@ def verify_export(
     model: RecurrentModel, proto: onnx.ModelProto, info: ModelInfo, seed: int = 0
 ) -> ParityReport:
     """Run every check; raise ParityError listing all mismatches, else return the measured errors."""
+    return verify_against(partial(_torch_run, model.eval()), proto, info, seed)
+
+
+def verify_against(
+    reference: Reference, proto: onnx.ModelProto, info: ModelInfo, seed: int = 0
+) -> ParityReport:
+    """Check the step graph ``proto`` against ``reference``; raise ParityError listing all mismatches."""
     checker = _Checker()
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -127,34 +146,37 @@ def verify_export(
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
-    model = model.eval()
-    _check_one_step(checker, model, session, info, rng)
-    _check_closed_loop(checker, model, session, info, rng)
+    _check_one_step(checker, reference, session, info, rng)
+    _check_closed_loop(checker, reference, session, info, rng)
     if checker.mismatches:
         raise ParityError(checker.mismatches)
     return checker.report
 
 
-def _check_one_step(checker: _Checker, model, session, info: ModelInfo, rng: np.random.Generator) -> None:
+def _check_one_step(
+    checker: _Checker, reference: Reference, session, info: ModelInfo, rng: np.random.Generator
+) -> None:
     stream = _OrtStream(session, info, batch=1)
     stream.state = {
         s.input: (0.5 * rng.standard_normal((1, *s.shape))).astype(np.float32) for s in info.states
     }
     start = tuple(stream.state[s.input] for s in info.states)
-    xs = _random_inputs(model, 1, 1, rng)
-    y_want, state_want = _torch_run(model, xs, start)
+    xs = _random_inputs(info, 1, 1, rng)
+    y_want, state_want = reference(xs, start)
     y, *states = stream.step(xs[:, 0])
     checker.compare("one_step", contract.OUTPUT_NAME, y, y_want[:, 0])
     for spec, got, want in zip(info.states, states, state_want, strict=True):
         checker.compare("one_step", spec.output, got, want)
 
 
-def _check_closed_loop(checker: _Checker, model, session, info: ModelInfo, rng: np.random.Generator) -> None:
+def _check_closed_loop(
+    checker: _Checker, reference: Reference, session, info: ModelInfo, rng: np.random.Generator
+) -> None:
     stream = _OrtStream(session, info, batch=BATCH_FOR_LOOP)
     for check, steps in (("closed_loop", contract.CLOSED_LOOP_STEPS), ("after_reset", STEPS_AFTER_RESET)):
         stream.reset()
-        xs = _random_inputs(model, BATCH_FOR_LOOP, steps, rng)
-        ys_want, state_want = _torch_run(model, xs, None)
+        xs = _random_inputs(info, BATCH_FOR_LOOP, steps, rng)
+        ys_want, state_want = reference(xs, None)
         ys = np.stack([stream.step(xs[:, t])[0] for t in range(steps)], axis=1)  # (B, T, O)
         checker.compare(check, contract.OUTPUT_NAME, ys, ys_want, time_axis=1)
         for spec, want in zip(info.states, state_want, strict=True):

@@ -61,11 +61,14 @@ CLOSED_LOOP_RTOL = 1e-4
 CLOSED_LOOP_STEPS = 1000
 
 
-def state_names(cell: str) -> tuple[tuple[str, str], ...]:
-    """(input name, output name) for each state tensor of ``cell``, in graph order."""
-    if cell == "lstm":
-        return (("h", "h_next"), ("c", "c_next"))
-    return (("h", "h_next"),)
+def state_names(cell: str, stack: int | None = None) -> tuple[tuple[str, str], ...]:
+    """(input name, output name) for each state tensor of ``cell``, in graph order.
+
+    ``stack`` numbers the recurrent stacks of a model that has several: ``h0``/``h0_next``, ``c0``...
+    """
+    tag = "" if stack is None else str(stack)
+    kinds = ("h", "c") if cell == "lstm" else ("h",)
+    return tuple((f"{kind}{tag}", f"{kind}{tag}_next") for kind in kinds)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,15 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class StackSpec:
+    """One recurrent stack of a model that has several (a model exported with ``export_module``)."""
+
+    cell: str
+    num_layers: int
+    hidden_size: int
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """The parsed, validated ``edgernn`` metadata document of a model."""
 
@@ -116,6 +128,7 @@ class ModelInfo:
     schema_version: int = SCHEMA_VERSION
     steps_per_call: int = 1
     quantization: dict[str, Any] | None = None  # absent for float32 models; see _read_quantization
+    stacks: tuple[StackSpec, ...] = ()  # absent for one recurrent stack; see _read_stacks
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -123,6 +136,8 @@ class ModelInfo:
         doc.update(doc.pop("extra"))
         if doc["quantization"] is None:
             del doc["quantization"]  # float32 models write exactly what they always wrote
+        if not doc["stacks"]:
+            del doc["stacks"]
         return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -148,16 +163,20 @@ def make_info(
     output: OutputSpec,
     edgernn_version: str,
     extra: dict[str, Any] | None = None,
+    stacks: tuple[StackSpec, ...] = (),
 ) -> ModelInfo:
     """Build the metadata for a model of this shape, with the contract's state names and layout.
 
     ``extra`` adds task fields (``task``, ``classes``, ``columns``...); it may not replace contract fields.
+    ``stacks`` lists every recurrent stack of a model with two or more (the first is ``cell``,
+    ``num_layers``, ``hidden_size``); each stack then has its own numbered states.
     """
     clash = sorted(set(extra or {}) & _KNOWN_KEYS)
     if clash:
         raise ContractError(f"extra metadata may not replace contract fields: {clash}")
     states = tuple(
-        StateSpec(input=i, output=o, shape=(num_layers, hidden_size)) for i, o in state_names(cell)
+        StateSpec(input=i, output=o, shape=shape)
+        for i, o, shape in _expected_states(cell, num_layers, hidden_size, stacks)
     )
     info = ModelInfo(
         cell=cell,
@@ -167,6 +186,7 @@ def make_info(
         output=output,
         states=states,
         edgernn_version=edgernn_version,
+        stacks=tuple(stacks),
         extra=dict(extra or {}),
     )
     return parse_info(info.to_json())  # the writer is held to the reader's rules
@@ -260,7 +280,7 @@ def parse_info(text: str) -> ModelInfo:
 
 _KNOWN_KEYS = {
     "schema_version", "edgernn_version", "opset", "cell", "num_layers", "hidden_size",
-    "input", "output", "states", "steps_per_call", "quantization",
+    "input", "output", "states", "steps_per_call", "quantization", "stacks",
 }  # fmt: skip
 
 
@@ -275,8 +295,10 @@ def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
     output_spec = _read_output(r.get(doc, "output", dict, "metadata"), r)
     states = _read_states(r.get(doc, "states", list, "metadata"), r)
     quantization = _read_quantization(r.get(doc, "quantization", dict, "metadata", default=None), r)
-    if cell and num_layers and hidden_size and states is not None:
-        _check_states(cell, num_layers, hidden_size, states, r)
+    stacks = _read_stacks(r.get(doc, "stacks", list, "metadata", default=None), r)
+    if cell and num_layers and hidden_size and states is not None and stacks is not None:
+        _check_stacks(StackSpec(cell, num_layers, hidden_size), stacks, r)
+        _check_states(cell, num_layers, hidden_size, stacks, states, r)
     if r.problems:
         return None
     extra = {k: v for k, v in doc.items() if k not in _KNOWN_KEYS}
@@ -292,6 +314,7 @@ def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
         schema_version=doc["schema_version"],
         steps_per_call=steps,
         quantization=quantization,
+        stacks=stacks,
         extra=extra,
     )
 
@@ -357,10 +380,57 @@ def _read_states(items: list | None, r: _Reader) -> tuple[StateSpec, ...] | None
     return tuple(states)
 
 
-def _check_states(cell: str, layers: int, hidden: int, states: tuple[StateSpec, ...], r: _Reader) -> None:
-    expected = [(i, o, (layers, hidden)) for i, o in state_names(cell)]
+def _read_stacks(items: list | None, r: _Reader) -> tuple[StackSpec, ...] | None:
+    """Optional: the recurrent stacks of a model with several; None if any entry is invalid."""
+    stacks = []
+    for i, item in enumerate(items or ()):
+        where = f"stacks[{i}]"
+        fields = (
+            r.choice(item, "cell", CELLS, where),
+            r.positive_int(item, "num_layers", where),
+            r.positive_int(item, "hidden_size", where),
+        )
+        if None in fields:
+            return None
+        stacks.append(StackSpec(*fields))
+    return tuple(stacks)
+
+
+def _check_stacks(first: StackSpec, stacks: tuple[StackSpec, ...], r: _Reader) -> None:
+    if len(stacks) == 1:
+        r.problems.append("stacks: expected two or more (one stack is described by cell alone), got 1")
+    elif stacks and stacks[0] != first:
+        r.problems.append(
+            f"stacks[0]: expected the model's own cell, layers and size {first}, got {stacks[0]}"
+        )
+
+
+def _expected_states(
+    cell: str, layers: int, hidden: int, stacks: tuple[StackSpec, ...]
+) -> list[tuple[str, str, tuple[int, int]]]:
+    if not stacks:
+        return [(i, o, (layers, hidden)) for i, o in state_names(cell)]
+    return [
+        (i, o, (s.num_layers, s.hidden_size))
+        for index, s in enumerate(stacks)
+        for i, o in state_names(s.cell, index)
+    ]
+
+
+def _check_states(
+    cell: str,
+    layers: int,
+    hidden: int,
+    stacks: tuple[StackSpec, ...],
+    states: tuple[StateSpec, ...],
+    r: _Reader,
+) -> None:
+    expected = _expected_states(cell, layers, hidden, stacks)
     given = [(s.input, s.output, s.shape) for s in states]
     if given != expected:
-        r.problems.append(
-            f"states: a {cell} model with {layers} layer(s) of {hidden} expects {expected}, got {given}"
+        model = (
+            f"a model with {len(stacks)} recurrent stacks"
+            if stacks
+            else f"a {cell} model with {layers} layer(s) of {hidden}"
         )
+        r.problems.append(f"states: {model} expects {expected}, got {given}")
