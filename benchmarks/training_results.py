@@ -33,7 +33,7 @@ def steps(n: int, **settings) -> TrainConfig:
     return TrainConfig(budget_minutes=None, max_steps=n, **settings)
 
 
-SERIES = {"batch_size": 8, "seq_len": 32, "eval_every": 100, "eval_batch_size": 4}
+SERIES = {"batch_size": 8, "seq_len": 32, "eval_every": 100, "eval_batch_size": 4, "threads": 1}
 RUNS = {
     "charlm": (
         "tinyshakespeare",

@@ -98,13 +98,15 @@ class TrainConfig:
         return cls(**{k: v for k, v in doc.items() if k in known})
 
 
-_SERIES_DEFAULTS = {"batch_size": 8, "seq_len": 32, "eval_every": 100, "eval_batch_size": 4}
+# Small models get one thread: nothing to parallelise, and a second OpenMP thread spin-waiting on a busy
+# machine makes each step many times slower.
+_SERIES_DEFAULTS = {"batch_size": 8, "seq_len": 32, "eval_every": 100, "eval_batch_size": 4, "threads": 1}
 TASK_DEFAULTS: dict[str, dict[str, dict]] = {
     "charlm": {
         "model": {"hidden_size": 256, "embedding_size": 64},
         "train": {"batch_size": 32, "seq_len": 128},
     },
-    "classify": {"model": {"hidden_size": 64}, "train": {"batch_size": 16, "eval_every": 100}},
+    "classify": {"model": {"hidden_size": 64}, "train": {"batch_size": 16, "eval_every": 100, "threads": 1}},
     "forecast": {"model": {"hidden_size": 64}, "train": _SERIES_DEFAULTS},
     "anomaly": {"model": {"hidden_size": 32}, "train": _SERIES_DEFAULTS},
     "steplabels": {"model": {"hidden_size": 64}, "train": _SERIES_DEFAULTS},
