@@ -92,7 +92,8 @@ def row(cell: str, hidden: int, results: dict[str, dict], labels: list[str]) -> 
         metric = results[k]["checks"]["metric"]
         refused = " refused" if results[k]["checks"]["forced"] else ""
         deltas.append(f"{metric['quantized'] - metric['float32']:+.4f}{refused}")
-    cells = [f"{cell.upper()} {hidden}", f"{fp32['loss']:.4f}", *sizes, *times, *deltas]
+    name = {"gru": "GRU", "lstm": "LSTM", "rnn_tanh": "RNN tanh", "rnn_relu": "RNN relu"}[cell]
+    cells = [f"{name} {hidden}", f"{fp32['loss']:.4f}", *sizes, *times, *deltas]
     return "| " + " | ".join(cells) + " |"
 
 
