@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgernn-installed
 DEMO_MINUTES ?= 2
 
-.PHONY: setup demo test lint results quant-results stepper-results clean
+.PHONY: setup demo test lint results training-results quant-results stepper-results clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ lint: $(STAMP)
 
 results: $(STAMP)
 	$(BIN)/python benchmarks/foundation_results.py runs/shakespeare out/shakespeare.onnx
+
+training-results: $(STAMP)  # every task on its bundled data set, PyTorch vs the exported stepper (~13 min)
+	$(BIN)/python benchmarks/training_results.py --out runs/results
 
 quant-results: $(STAMP)  # trains 11 small char models on first use (cached in runs/quant-bench), ~30 min
 	$(BIN)/python benchmarks/quantization.py
