@@ -38,7 +38,7 @@ RUNS = {
     "charlm": (
         "tinyshakespeare",
         DATA / "tinyshakespeare.txt",
-        ModelConfig(cell="gru", hidden_size=256, embedding_size=64),
+        ModelConfig(cell="gru", hidden_size=256, num_layers=2, dropout=0.25, embedding_size=64),
         None,
         {},
     ),
@@ -147,7 +147,7 @@ def main(out: Path, charlm_minutes: float, only: list[str]) -> None:
             continue
         if train_config is None:
             train_config = TrainConfig(
-                budget_minutes=charlm_minutes, batch_size=32, seq_len=128, eval_every=500, threads=1
+                budget_minutes=charlm_minutes, batch_size=32, seq_len=128, eval_every=500
             )
         started = time.monotonic()
         result = train_task(

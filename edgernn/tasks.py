@@ -131,6 +131,13 @@ def _stats(array: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
+def _classifier_fields(inputs: int, classes: int, mean: tuple, std: tuple) -> dict[str, Any]:
+    return {
+        "input_kind": "features", "input_size": inputs, "output_kind": "logits", "output_size": classes,
+        "input_mean": mean, "input_std": std,
+    }  # fmt: skip
+
+
 def _split_series(n: int, validation_fraction: float) -> int:
     cut = int(n * (1.0 - validation_fraction))
     if cut < 16 or n - cut < 16:
@@ -205,14 +212,7 @@ def steplabels_task(
     mean, std = _stats(features[:cut])
     x = torch.from_numpy(features)
     counts = torch.bincount(labels[:cut], minlength=len(classes)).clamp(min=1).float()
-    fields = {
-        "input_kind": "features",
-        "input_size": len(columns),
-        "output_kind": "logits",
-        "output_size": len(classes),
-        "input_mean": mean,
-        "input_std": std,
-    }
+    fields = _classifier_fields(len(columns), len(classes), mean, std)
     metadata = {"columns": columns, "label_column": label_column, "classes": [str(c) for c in classes]}
     return TaskData(
         "steplabels", "cross_entropy", fields, train=(x[:cut], labels[:cut]), validation=(x[cut:], labels[cut:]),
@@ -301,14 +301,7 @@ def classify_task(
     n_val = max(1, math.ceil(len(sequences) * validation_fraction))
     cases = [(torch.from_numpy(sequences[i]), index[labels[i]]) for i in order]
     mean, std = _stats(np.concatenate([s for s, _ in cases[n_val:]]))
-    fields = {
-        "input_kind": "features",
-        "input_size": len(columns),
-        "output_kind": "logits",
-        "output_size": len(classes),
-        "input_mean": mean,
-        "input_std": std,
-    }
+    fields = _classifier_fields(len(columns), len(classes), mean, std)
     metadata = {"columns": columns, "classes": classes}
     return TaskData(
         "classify", "cross_entropy", fields, train=cases[n_val:], validation=cases[:n_val], metadata=metadata

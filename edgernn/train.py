@@ -528,17 +528,20 @@ class Trainer:
         if val_loss < self.best:
             self.best, self.bad_evals = val_loss, 0
             self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if self.dist.is_main:
-                save_checkpoint(
-                    self.run_dir,
-                    self.model,
-                    task=self.data.task,
-                    vocabulary=self.data.vocabulary,
-                    train_config=self._saved_config(),
-                )
+            self._save_best()
         else:
             self.bad_evals += 1
         return self.config.patience is not None and self.bad_evals >= self.config.patience
+
+    def _save_best(self) -> None:
+        if self.dist.is_main:
+            save_checkpoint(
+                self.run_dir,
+                self.model,
+                task=self.data.task,
+                vocabulary=self.data.vocabulary,
+                train_config=self._saved_config(),
+            )
 
     def _saved_config(self) -> dict:
         return {
@@ -552,14 +555,7 @@ class Trainer:
         self.model.load_state_dict(self.best_weights)  # hand back the model that was saved
         if self.data.task == "anomaly":
             self.data.metadata["anomaly"] = {"residual_std": residual_std(self.model, *self.data.validation)}
-            if self.dist.is_main:
-                save_checkpoint(
-                    self.run_dir,
-                    self.model,
-                    task=self.data.task,
-                    vocabulary=self.data.vocabulary,
-                    train_config=self._saved_config(),
-                )
+            self._save_best()
         history = self.history
         best_index = history["val_loss"].index(min(history["val_loss"]))
         metrics = {

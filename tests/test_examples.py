@@ -38,7 +38,13 @@ def test_keyboard_streams_example(tmp_path):
 
 
 def run_example(name: str, *args: str, cwd: Path) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -74,7 +74,9 @@ def test_forecast_normalises_with_training_statistics_and_streams_in_user_units(
     with torch.no_grad():
         want, _ = result.model(torch.from_numpy(raw)[None])
     np.testing.assert_allclose(predictions, want[0].numpy(), rtol=1e-4, atol=1e-3)
-    assert abs(float(np.median(predictions[50:-1, 0] - raw[51:, 0]))) < 0.2 * values.std()  # tracks the signal
+    assert (
+        abs(float(np.median(predictions[50:-1, 0] - raw[51:, 0]))) < 0.2 * values.std()
+    )  # tracks the signal
 
 
 def test_anomaly_top_score_falls_in_the_labelled_window(anomaly_run):
