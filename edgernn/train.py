@@ -707,6 +707,9 @@ def plot_curves(history: dict, task: str) -> bytes:
 
 
 def _summary_writer(log_dir: str | os.PathLike) -> Any:
-    from torch.utils.tensorboard import SummaryWriter
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ModuleNotFoundError:
+        raise InputError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
 
     return SummaryWriter(log_dir=str(log_dir))
