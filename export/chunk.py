@@ -35,7 +35,7 @@ import torch
 from onnx import TensorProto, helper
 
 from edgernn.export.graph import _Graph, _input, _layer_weights, _np, _output, _stack_layers
-from edgernn.export.verify import ParityReport, _Checker, _torch_run
+from edgernn.export.verify import ParityReport, _Checker, _random_inputs, _torch_run
 from edgernn.models import RecurrentModel
 from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
@@ -258,11 +258,11 @@ def verify_chunk(model: RecurrentModel, proto: onnx.ModelProto, seed: int = 0) -
     rng = np.random.default_rng(seed)
     steps = info.steps_per_call
     start = tuple((0.5 * rng.standard_normal((1, *s.shape))).astype(np.float32) for s in info.states)
-    _check_chunks(checker, "chunk_one_call", model, session, info, _chunk_inputs(model, 1, steps, rng), start)
+    _check_chunks(checker, "chunk_one_call", model, session, info, _random_inputs(info, 1, steps, rng), start)
     calls = -(-contract.CLOSED_LOOP_STEPS // steps)
-    loop_xs = _chunk_inputs(model, CHUNK_BATCH_FOR_LOOP, calls * steps, rng)
+    loop_xs = _random_inputs(info, CHUNK_BATCH_FOR_LOOP, calls * steps, rng)
     _check_chunks(checker, "chunk_closed_loop", model, session, info, loop_xs, None)
-    reset_xs = _chunk_inputs(model, CHUNK_BATCH_FOR_LOOP, 2 * steps, rng)
+    reset_xs = _random_inputs(info, CHUNK_BATCH_FOR_LOOP, 2 * steps, rng)
     _check_chunks(checker, "chunk_after_reset", model, session, info, reset_xs, None)
     if checker.mismatches:
         raise ParityError(checker.mismatches)
@@ -285,16 +285,6 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def _chunk_inputs(model: RecurrentModel, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
-    config = model.config
-    if config.input_kind == "tokens":
-        return rng.integers(0, config.input_size, size=(batch, steps), dtype=np.int64)
-    xs = rng.standard_normal((batch, steps, config.input_size)).astype(np.float32)
-    if config.input_mean is not None:  # raw values on the scale the model was trained on
-        xs = xs * np.float32(config.input_std) + np.float32(config.input_mean)
-    return xs.astype(np.float32)
 
 
 def _check_chunks(
