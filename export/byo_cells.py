@@ -63,18 +63,19 @@ class _Step(nn.Module):
         batch = input.shape[0 if self.batch_first else 1]
         return input.new_zeros(self.num_layers, batch, self.hidden_size)
 
+    def forward(
+        self, input: torch.Tensor, hx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one-state signature of nn.GRU / nn.RNN; LSTMStep overrides it for (h, c)."""
+        output, (h_n,) = self.run(input, [self.initial(input) if hx is None else hx])
+        return output, h_n
+
     def cell(self, x: torch.Tensor, state: list[torch.Tensor], layer: int) -> list[torch.Tensor]:
         raise NotImplementedError
 
 
 class GRUStep(_Step):
     """nn.GRU as plain ops: forward(input, hx=None) -> (output, h_n)."""
-
-    def forward(
-        self, input: torch.Tensor, hx: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        output, (h_n,) = self.run(input, [self.initial(input) if hx is None else hx])
-        return output, h_n
 
     def cell(self, x: torch.Tensor, state: list[torch.Tensor], layer: int) -> list[torch.Tensor]:
         (h,) = state
@@ -114,12 +115,6 @@ class RNNStep(_Step):
     def __init__(self, layer: nn.RNN):
         super().__init__(layer)
         self.activation = torch.tanh if layer.nonlinearity == "tanh" else torch.relu
-
-    def forward(
-        self, input: torch.Tensor, hx: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        output, (h_n,) = self.run(input, [self.initial(input) if hx is None else hx])
-        return output, h_n
 
     def cell(self, x: torch.Tensor, state: list[torch.Tensor], layer: int) -> list[torch.Tensor]:
         w_ih, w_hh, b_ih, b_hh = self.weights(layer)
