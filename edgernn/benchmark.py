@@ -109,7 +109,7 @@ class ModelBench:
             ratios["pool_stream_step_vs_step"] = self.pool.p50_us / beside
         if "stepper" in self.silence:
             ratios["silent_p99_vs_normal_p99"] = (
-                self.silence["stepper"]["silent_p99_us"] / self.paths["stepper"].p99_us
+                self.silence["stepper"]["silent_p99_us"] / self.silence["stepper"]["normal_p99_us"]
             )
         return ratios
 

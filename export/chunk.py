@@ -1,8 +1,6 @@
 """The chunk graph: ``T`` steps in one call, with the step graph's state contract.
 
-``Stepper.run`` feeds whole chunks through it: one onnxruntime call per ``T`` steps instead of ``T``, and
-the input projection of every layer (and the head) done for all ``T`` steps as one matrix product; only
-the recurrence itself runs step by step, unrolled (no Loop, no Scan, no RNN op).
+``Stepper.run`` feeds whole chunks through it: one onnxruntime call per ``T`` steps instead of ``T``.
 
 ==============================  ==================================  ==================================
 tensor                          shape                               meaning
@@ -16,17 +14,20 @@ output ``h_next`` (``c_next``)  ``(batch, layers, hidden)``         state after 
 Its metadata is the step model's with ``steps_per_call = T``; the exporter writes it next to the step
 model (``edgernn.runtime.chunk.chunk_path``) after ``verify_chunk`` checked it against PyTorch.
 
-Inside, time runs major: x becomes ``(T*B, ...)``, each layer's input projection is one MatMul over all
-steps, split into T ``(B, ...)`` blocks. Each gate group has its own weight slice, so a step's recurrent
-MatMul adds the precomputed block and feeds its activation directly (onnxruntime fuses the three into one
-Gemm node) and no step splits a gate tensor it does not need to.
+Inside, each layer is one ONNX ``GRU`` / ``LSTM`` / ``RNN`` node over all T steps (time major, the
+weights reordered from PyTorch's gate order to ONNX's), and the head one MatMul over all steps.
+onnxruntime runs such a node as one kernel: the input projection of all T steps as one matrix product,
+then the recurrence in a C++ loop, with no per-step node dispatch. That makes a chunk step about half
+the cost of the same cell unrolled into T x ~9 nodes (benchmarks/STEPPER_NOTES.md, section 6). The step
+graph keeps the unrolled cell: quantizers, C generators and older runtimes need it; this file is only a
+float32 fast path for ``run``, and every state output still goes through the denormal flush.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -46,105 +47,63 @@ CHUNK_STEPS = 32
 
 CHUNK_BATCH_FOR_LOOP = 3
 
-
-@dataclass(frozen=True)
-class _GateGroup:
-    """Gates computed by one MatMul pair: PyTorch rows of W_ih/W_hh, and the activation they share."""
-
-    name: str
-    rows: tuple[slice, ...]
-    activation: str  # "Sigmoid", "Tanh", "Relu", or "candidate" (GRU's n, built by hand)
+# PyTorch stores gate blocks as GRU r, z, n and LSTM i, f, g, o; the ONNX ops want z, r, h and i, o, f, c.
+_ONNX_GATE_ORDER = {"gru": (1, 0, 2), "lstm": (0, 3, 1, 2), "rnn_tanh": (0,), "rnn_relu": (0,)}
 
 
-def _gate_groups(cell: str, hidden: int) -> tuple[_GateGroup, ...]:
-    h = hidden
-    if cell == "gru":  # PyTorch order r, z, n
-        return (
-            _GateGroup("r", (slice(0, h),), "Sigmoid"),
-            _GateGroup("z", (slice(h, 2 * h),), "Sigmoid"),
-            _GateGroup("n", (slice(2 * h, 3 * h),), "candidate"),
+def _onnx_gates(array: np.ndarray, cell: str, hidden: int) -> np.ndarray:
+    """PyTorch's stacked gate blocks (rows) in the ONNX op's order."""
+    return np.concatenate([array[k * hidden : (k + 1) * hidden] for k in _ONNX_GATE_ORDER[cell]], axis=0)
+
+
+def _recurrent_layer(
+    g: _Graph, model: RecurrentModel, layer: int, sequence: str, states: list[str]
+) -> tuple[str, list[str]]:
+    """One ONNX RNN-op node over the whole chunk: (T, B, I) sequence and (1, B, H) states in;
+    returns the (T, B, H) outputs and the final (B, H) states."""
+    config = model.config
+    cell, hidden, name = config.cell, config.hidden_size, f"l{layer}"
+    w_ih, w_hh, b_ih, b_hh = (_onnx_gates(_np(t), cell, hidden) for t in _layer_weights(model, layer))
+    weights = [
+        g.const(f"{name}.W", w_ih[None]),
+        g.const(f"{name}.R", w_hh[None]),
+        g.const(f"{name}.B", np.concatenate([b_ih, b_hh])[None]),
+        "",  # sequence_lens: every sequence is T long
+    ]
+    if cell == "gru":  # linear_before_reset=1 is PyTorch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        y, h = g.op(
+            "GRU",
+            sequence,
+            *weights,
+            *states,
+            hidden_size=hidden,
+            linear_before_reset=1,
+            outputs=2,
+            name=name,
         )
-    if cell == "lstm":  # PyTorch order i, f, g, o: the three sigmoid gates together, then g
-        return (
-            _GateGroup("ifo", (slice(0, 2 * h), slice(3 * h, 4 * h)), "Sigmoid"),
-            _GateGroup("g", (slice(2 * h, 3 * h),), "Tanh"),
+        finals = [h]
+    elif cell == "lstm":
+        y, h, c = g.op("LSTM", sequence, *weights, *states, hidden_size=hidden, outputs=3, name=name)
+        finals = [h, c]
+    else:
+        activation = "Tanh" if cell == "rnn_tanh" else "Relu"
+        y, h = g.op(
+            "RNN",
+            sequence,
+            *weights,
+            *states,
+            hidden_size=hidden,
+            activations=[activation],
+            outputs=2,
+            name=name,
         )
-    return (_GateGroup("a", (slice(0, h),), "Tanh" if cell == "rnn_tanh" else "Relu"),)
-
-
-class _ChunkGraph(_Graph):
-    """A ``_Graph`` that also declares the shapes of the per-step blocks.
-
-    Shape inference cannot tell that a Split of ``(T*B, n)`` into T parts gives ``(B, n)`` parts; left
-    alone, every part gets its own unknown size and onnxruntime's session setup grows about cubically
-    with T (0.8 s at T = 32 for a 2-layer GRU, 0.05 s once declared).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.value_info: list[onnx.ValueInfoProto] = []
-
-    def declare_batch_rows(self, names: list[str], width: int) -> None:
-        for name in names:
-            shape = [contract.BATCH_AXIS_NAME, width]
-            self.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
-
-
-def _rows(array: np.ndarray, group: _GateGroup) -> np.ndarray:
-    return np.concatenate([array[r] for r in group.rows], axis=0)
-
-
-class _Layer:
-    """One layer's weights, split by gate group, as graph constants."""
-
-    def __init__(self, g: _Graph, model: RecurrentModel, layer: int):
-        w_ih, w_hh, b_ih, b_hh = (_np(t) for t in _layer_weights(model, layer))
-        self.hidden = model.config.hidden_size
-        self.groups = _gate_groups(model.config.cell, self.hidden)
-        self.name = f"l{layer}"
-        self.w_ih, self.w_hh, self.bias = {}, {}, {}
-        for group in self.groups:
-            prefix = f"{self.name}.{group.name}"
-            self.w_ih[group.name] = g.const(f"{prefix}.ih.weight_t", _rows(w_ih, group).T)
-            self.w_hh[group.name] = g.const(f"{prefix}.hh.weight_t", _rows(w_hh, group).T)
-            # b_hh joins the input-side bias, except GRU's n, where r scales it with W_hn h
-            both = _rows(b_ih, group) + (0 if group.activation == "candidate" else _rows(b_hh, group))
-            self.bias[group.name] = g.const(f"{prefix}.bias", both)
-            if group.activation == "candidate":
-                self.bias["n_hh"] = g.const(f"{prefix}.hh.bias", _rows(b_hh, group))
-        if model.config.cell == "lstm":
-            self.split_ifo = g.const(f"{self.name}.split_ifo", np.full(3, self.hidden, dtype=np.int64))
-
-    def project(self, g: _ChunkGraph, sequence: str, steps: int) -> dict[str, list[str]]:
-        """(T*B, I) layer input -> per gate group, T blocks (B, gates) of x @ W_ih^T + bias."""
-        blocks = {}
-        for group in self.groups:
-            name = f"{self.name}.{group.name}"
-            projected = g.op("Add", g.op("MatMul", sequence, self.w_ih[group.name]), self.bias[group.name])
-            parts = g.op("Split", projected, axis=0, outputs=steps, name=f"{name}_steps")
-            blocks[group.name] = [parts] if steps == 1 else parts
-            g.declare_batch_rows(blocks[group.name], sum(r.stop - r.start for r in group.rows))
-        return blocks
-
-    def step(self, g: _Graph, blocks: dict[str, str], states: list[str]) -> list[str]:
-        """One step from this step's input blocks and the state [h] or [h, c]; returns the next state."""
-        h = states[0]
-        gates = {
-            group.name: g.op(
-                group.activation, g.op("Add", g.op("MatMul", h, self.w_hh[group.name]), blocks[group.name])
-            )
-            for group in self.groups
-            if group.activation != "candidate"
-        }
-        if "n" in blocks:  # GRU: n = tanh(x W_in + b_in + r * (h W_hn + b_hn)); h' = n + z * (h - n)
-            recurrent = g.op("Add", g.op("MatMul", h, self.w_hh["n"]), self.bias["n_hh"])
-            n = g.op("Tanh", g.op("Add", blocks["n"], g.op("Mul", gates["r"], recurrent)))
-            return [g.op("Add", n, g.op("Mul", gates["z"], g.op("Sub", h, n)))]
-        if "ifo" in gates:  # LSTM: c' = f * c + i * g; h' = o * tanh(c')
-            i, f, o = g.op("Split", gates["ifo"], self.split_ifo, axis=1, outputs=3)
-            c_next = g.op("Add", g.op("Mul", f, states[1]), g.op("Mul", i, gates["g"]))
-            return [g.op("Mul", o, g.op("Tanh", c_next)), c_next]
-        return [gates["a"]]
+        finals = [h]
+    axis0, axis1 = (
+        g.const(f"{name}.axis0", np.array([0], np.int64)),
+        g.const(f"{name}.axis1", np.array([1], np.int64)),
+    )
+    outputs = g.op("Squeeze", y, axis1, name=f"{name}_outputs")  # (T, 1, B, H) -> (T, B, H)
+    return outputs, [g.op("Squeeze", f, axis0, name=f"{f}_final") for f in finals]
 
 
 def build_chunk_model(
@@ -152,51 +111,30 @@ def build_chunk_model(
 ) -> onnx.ModelProto:
     """The ``steps``-step ONNX model of ``model``: same states as the step model, x and y with a time axis."""
     config = model.config
-    g = _ChunkGraph()
-    sequence = _input(g, model, _time_major(g, config.input_kind == "tokens", config.input_size))
-    layer_states = _split_states(g, step_info, config.num_layers)
+    g = _Graph()
+    sequence = g.op("Transpose", _input(g, model), perm=[1, 0, 2], name="x_time_major")  # (T, B, F or E)
     finals: list[list[str]] = []
     for layer in range(config.num_layers):
-        cell = _Layer(g, model, layer)
-        blocks = cell.project(g, sequence, steps)
-        states, tops = layer_states[layer], []
-        for t in range(steps):
-            states = cell.step(g, {name: parts[t] for name, parts in blocks.items()}, states)
-            tops.append(states[0])
-        finals.append(states)
-        sequence = tops[0] if steps == 1 else g.op("Concat", *tops, axis=0)  # (T*B, H)
-    _output(g, model, sequence, "y_time_major")
-    _batch_major_output(g, steps, config.output_size)
+        index = g.const(f"layer{layer}", np.array([layer], dtype=np.int64))
+        states = [  # (B, L, H) -> (1, B, H): the ONNX ops put num_directions first
+            g.op(
+                "Transpose",
+                g.op("Gather", s.input, index, axis=1),
+                perm=[1, 0, 2],
+                name=f"l{layer}_{s.input}",
+            )
+            for s in step_info.states
+        ]
+        sequence, layer_finals = _recurrent_layer(g, model, layer, sequence, states)
+        finals.append(layer_finals)
+    _output(g, model, sequence, "y_time_major")  # (T, B, O)
+    g.op("Transpose", "y_time_major", perm=[1, 0, 2], name=contract.OUTPUT_NAME)
     for index, spec in enumerate(step_info.states):
         _stack_layers(g, [states[index] for states in finals], spec.output, config.hidden_size)
     return _make_chunk_model(g, replace(step_info, steps_per_call=steps))
 
 
-def _time_major(g: _Graph, tokens: bool, input_size: int) -> str:
-    """x (B, T[, F]) -> (T*B[, F]): step t's rows are the t-th block of B."""
-    perm = [1, 0] if tokens else [1, 0, 2]
-    transposed = g.op("Transpose", contract.INPUT_NAME, perm=perm, name="x_time_major")
-    shape = np.array([-1] if tokens else [-1, input_size], dtype=np.int64)
-    return g.op("Reshape", transposed, g.const("x_steps.shape", shape), name="x_steps")
-
-
-def _split_states(g: _Graph, info: ModelInfo, num_layers: int) -> list[list[str]]:
-    """State inputs (B, L, H) -> per layer, [h] or [h, c] as (B, H)."""
-    per_layer: list[list[str]] = [[] for _ in range(num_layers)]
-    for spec in info.states:
-        for layer in range(num_layers):
-            index = g.const(f"{spec.input}.layer{layer}", np.array(layer, dtype=np.int64))
-            per_layer[layer].append(g.op("Gather", spec.input, index, axis=1, name=f"l{layer}_{spec.input}"))
-    return per_layer
-
-
-def _batch_major_output(g: _Graph, steps: int, output_size: int) -> None:
-    shape = g.const("y.shape", np.array([steps, -1, output_size], dtype=np.int64))
-    by_step = g.op("Reshape", "y_time_major", shape, name="y_by_step")  # (T, B, O)
-    g.op("Transpose", by_step, perm=[1, 0, 2], name=contract.OUTPUT_NAME)  # (B, T, O)
-
-
-def _make_chunk_model(g: _ChunkGraph, info: ModelInfo) -> onnx.ModelProto:
+def _make_chunk_model(g: _Graph, info: ModelInfo) -> onnx.ModelProto:
     batch, steps = contract.BATCH_AXIS_NAME, info.steps_per_call
     if info.input.kind == "tokens":
         x = helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.INT64, [batch, steps])
@@ -214,12 +152,7 @@ def _make_chunk_model(g: _ChunkGraph, info: ModelInfo) -> onnx.ModelProto:
         helper.make_tensor_value_info(s.output, TensorProto.FLOAT, [batch, *s.shape]) for s in info.states
     ]
     graph = helper.make_graph(
-        g.nodes,
-        f"edgernn_{info.cell}_chunk{steps}",
-        [x, *states_in],
-        [y, *states_out],
-        g.initializers,
-        value_info=g.value_info,
+        g.nodes, f"edgernn_{info.cell}_chunk{steps}", [x, *states_in], [y, *states_out], g.initializers
     )
     model = helper.make_model(
         graph,

@@ -70,7 +70,13 @@ def features(batch: int, steps: int, seed: int = 1) -> np.ndarray:
 def exported(tmp_path_factory) -> dict:
     """A GRU and an LSTM feature model and a GRU token model, exported with their chunk graphs."""
     root = tmp_path_factory.mktemp("fast_paths")
-    models = {"gru": feature_model("gru"), "lstm": feature_model("lstm", seed=1), "tokens": token_model()}
+    models = {
+        "gru": feature_model("gru"),
+        "lstm": feature_model("lstm", seed=1),
+        "tokens": token_model(),
+        "rnn_tanh": feature_model("rnn_tanh", seed=2),
+        "rnn_relu": feature_model("rnn_relu", seed=3, num_layers=1),
+    }
     reports = {name: export_model(m, root / f"{name}.onnx") for name, m in models.items()}
     return {name: (models[name], reports[name]) for name in models}
 
@@ -78,20 +84,23 @@ def exported(tmp_path_factory) -> dict:
 # --- chunk graphs ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["gru", "lstm", "tokens"])
+@pytest.mark.parametrize("name", ["gru", "lstm", "tokens", "rnn_tanh", "rnn_relu"])
 def test_the_exporter_writes_a_verified_chunk_graph_next_to_the_model(exported, name):
     model, report = exported[name]
     assert report.chunk_path == chunk_path(report.path) and report.chunk_path.is_file()
     assert set(report.chunk_parity.errors) == {"chunk_one_call", "chunk_closed_loop", "chunk_after_reset"}
     assert report.chunk_parity.max_error() < 1e-4
     proto = onnx.load(str(report.chunk_path))
-    assert not {node.op_type for node in proto.graph.node} & {"GRU", "LSTM", "RNN", "If", "Loop", "Scan"}
+    ops = [node.op_type for node in proto.graph.node]
+    recurrent = [op for op in ops if op in {"GRU", "LSTM", "RNN"}]  # one ONNX RNN op per layer, in PyTorch's gates
+    assert recurrent == [{"gru": "GRU", "lstm": "LSTM"}.get(model.config.cell, "RNN")] * model.config.num_layers
+    assert not set(ops) & {"If", "Loop", "Scan"}
     assert proto.ir_version <= 10 and all(o.version <= 18 for o in proto.opset_import)
     x = proto.graph.input[0].type.tensor_type.shape.dim
     assert x[0].dim_param == "batch" and x[1].dim_value == 32
 
 
-@pytest.mark.parametrize("name", ["gru", "lstm", "tokens"])
+@pytest.mark.parametrize("name", ["gru", "lstm", "tokens", "rnn_tanh", "rnn_relu"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_run_through_the_chunk_graph_equals_stepping_and_pytorch(exported, name, batch):
     model, report = exported[name]
