@@ -207,10 +207,12 @@ def _summary(result) -> str:
 )
 @click.option(
     "--int8-method",
-    type=click.Choice(["dynamic", "static"]),
-    default="dynamic",
+    type=click.Choice(["auto", "weights", "dynamic", "static"]),
+    default="auto",
     show_default=True,
-    help="int8: activation ranges measured every step, or calibrated on real states (QDQ).",
+    help="int8: weights stored int8, float32 arithmetic after load (weights); int8 arithmetic with "
+    "activation ranges measured every step (dynamic) or calibrated on real states (static, QDQ); auto: "
+    "weights below 512 KiB of float32 weights, dynamic above.",
 )
 @click.option(
     "--tolerance",

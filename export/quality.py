@@ -101,9 +101,12 @@ class EvaluationData:
         return np.concatenate([np.asarray(x) for x, _ in self.sequences])
 
     def describe(self) -> str:
+        """What the metric was measured on, for the metadata: the file's name (a shipped model carries no
+        local paths), the split and its length."""
+        source = Path(self.source).name or self.source
         if self.inputs is not None:
-            return f"{self.source}: validation split, {len(self.inputs):,} steps"
-        return f"{self.source}: validation split, {len(self.sequences):,} sequences"
+            return f"{source}: validation split, {len(self.inputs):,} steps"
+        return f"{source}: validation split, {len(self.sequences):,} sequences"
 
 
 @dataclass

@@ -2,11 +2,20 @@
 
 Modes (the graph's inputs and outputs, states included, stay float32 in every mode):
 
-- ``int8``: ``quantize_dynamic`` (default): every weight matrix, the recurrent ``W_hh`` included, as int8
-  (embedding table uint8); each MatMul's input is quantized to uint8 at every step from its own range
-  (``DynamicQuantizeLinear`` + ``MatMulInteger``, standard ONNX ops). ``int8_method="static"``:
-  ``quantize_static`` in QDQ format, activation ranges calibrated on the states the float32 model reaches
-  on real inputs (zero states calibrate the recurrent input far too narrowly).
+- ``int8``: every weight matrix, the recurrent ``W_hh`` included, stored as int8 (embedding table uint8).
+  How the step computes depends on ``int8_method``:
+
+  - ``"weights"``: each matrix is ``DequantizeLinear(int8, scale, zero point)`` feeding the float MatMul.
+    The stepper opens such a file with ``session.disable_quant_qdq=1``, so onnxruntime folds every
+    DequantizeLinear into a float32 constant once, at load: the step runs at float32 speed with float32
+    arithmetic (only the weights are rounded). Weights quantized by onnxruntime's ``quantize_data``.
+  - ``"dynamic"``: ``quantize_dynamic``: each MatMul's input is quantized to uint8 at every step from its
+    own range (``DynamicQuantizeLinear`` + ``MatMulInteger``, standard ONNX ops): int8 arithmetic, faster
+    than float32 once the weights no longer fit in the cache, slower below (more nodes per step).
+  - ``"auto"`` (default): ``"weights"`` when the float32 weights total less than ``AUTO_DYNAMIC_BYTES``
+    (a step is then bound by node dispatch, not by reading weights), else ``"dynamic"``.
+  - ``"static"``: ``quantize_static`` in QDQ format, activation ranges calibrated on the states the
+    float32 model reaches on real inputs (zero states calibrate the recurrent input far too narrowly).
 - ``fp16``: ``onnxruntime.transformers.float16``: weights stored as float16, computed in float32 (the CPU
   provider has no fast float16 kernels on x86): half the file, float32's speed and nearly its numbers.
 - ``int4``: ``MatMulNBitsQuantizer``: MatMul weights as 4-bit blocks of 16 (``MatMulNBits``, an
@@ -39,6 +48,7 @@ from onnxruntime.quantization import (
     quantize_dynamic,
     quantize_static,
 )
+from onnxruntime.quantization.quant_utils import quantize_data
 from onnxruntime.transformers.float16 import convert_tensor_float_to_float16
 
 from edgernn.runtime import Stepper, contract
@@ -46,7 +56,10 @@ from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import InputError, QuantizationError
 
 MODES = ("none", *contract.QUANTIZATION_MODES)
-INT8_METHODS = ("dynamic", "static")
+INT8_METHODS = ("auto", "weights", "dynamic", "static")
+AUTO_DYNAMIC_BYTES = 512 * 1024
+"""``int8_method="auto"`` computes in int8 (``"dynamic"``) from this many bytes of float32 weights on; below,
+it stores int8 weights and computes in float32 (``"weights"``). See benchmarks/QUANTIZATION_NOTES.md."""
 MAX_IR_VERSION = 10
 MAX_OPSET = 18
 _QUANTIZE_OPS = {"QuantizeLinear", "DynamicQuantizeLinear"}
@@ -61,7 +74,7 @@ class QuantizeConfig:
     """
 
     mode: str = "int8"
-    int8_method: str = "dynamic"
+    int8_method: str = "auto"
     per_channel: bool = False
     int4_block_size: int = 16
     tolerance: float | None = None
@@ -94,6 +107,7 @@ def quantize_step_model(
     """
     quantizers = {"int8": _int8, "fp16": _fp16, "int4": _int4}
     quantized, described = quantizers[config.mode](_copy(proto), info, config, calibration)
+    _compact(quantized.graph)
     summary = {
         "mode": config.mode,
         **described,
@@ -105,6 +119,24 @@ def quantize_step_model(
         summary["cell_state"] = "float32, never quantized (unbounded)"
     _check_structure(proto, quantized, info)
     return quantized, summary
+
+
+def _compact(graph: onnx.GraphProto) -> None:
+    """Drop what only labels the graph: node names, inferred shapes, long intermediate tensor names.
+
+    Inputs, outputs and weights keep their names (the contract and ``edgernn inspect`` read them); the
+    tensors passed between nodes become ``t0``, ``t1``... At hidden 64 this is ~3% of an int8 file.
+    """
+    keep = {v.name for v in (*graph.input, *graph.output)} | {init.name for init in graph.initializer}
+    short: dict[str, str] = {}
+    for node in graph.node:
+        node.name = ""
+        for index, name in enumerate(node.output):
+            if name and name not in keep:
+                node.output[index] = short.setdefault(name, f"t{len(short)}")
+        for index, name in enumerate(node.input):
+            node.input[index] = short.get(name, name)
+    del graph.value_info[:]  # onnxruntime infers the shapes at load
 
 
 def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -136,13 +168,25 @@ def _through_file(quantize, proto: onnx.ModelProto, **kwargs) -> onnx.ModelProto
 
 def _int8(proto, info, config, calibration) -> tuple[onnx.ModelProto, dict]:
     channels = "per output channel" if config.per_channel else "per tensor"
+    method = config.int8_method
+    if method == "auto":
+        weight_bytes = sum(a.nbytes for a in _initializers(proto).values() if a.ndim == 2)
+        method = "weights" if weight_bytes < AUTO_DYNAMIC_BYTES else "dynamic"
+    if method == "weights":
+        return _int8_weights(proto, config.per_channel), {
+            "method": "weights",
+            "tool": "quantize_data",
+            "weights": f"int8 {channels} (embedding uint8), biases int8, float32 after load",
+            "activations": "float32",
+            "calibration": None,
+        }
     common = {
         "op_types_to_quantize": ["MatMul", "Gather"],
         "per_channel": config.per_channel,
         "weight_type": QuantType.QInt8,
         "extra_options": {"MatMulConstBOnly": True},
     }
-    if config.int8_method == "dynamic":
+    if method == "dynamic":
         quantized = _through_file(quantize_dynamic, proto, **common)
         return quantized, {
             "method": "dynamic",
@@ -168,6 +212,48 @@ def _int8(proto, info, config, calibration) -> tuple[onnx.ModelProto, dict]:
         "activations": "uint8, calibrated range",
         "calibration": reader.summary,
     }
+
+
+def _int8_weights(proto: onnx.ModelProto, per_channel: bool) -> onnx.ModelProto:
+    """Every weight matrix (2-D float32 initializer) and bias as int8 (embedding uint8) behind a
+    DequantizeLinear whose output keeps the tensor's name, so the rest of the graph is untouched.
+
+    Biases are quantized too (per tensor, symmetric): they are folded back to float32 at load like the
+    matrices, so only their rounding is kept, and the task-metric check sees it.
+    """
+    graph, dequantize = proto.graph, []
+    for init in list(graph.initializer):
+        value = numpy_helper.to_array(init)
+        matrix = value.ndim == 2
+        if value.dtype != np.float32 or not (matrix or init.name.endswith(".bias")):
+            continue
+        embedding = init.name == "embedding.weight"  # (vocabulary, E): per channel, one scale per token
+        qtype = onnx.TensorProto.UINT8 if embedding else onnx.TensorProto.INT8
+        axis = 0 if embedding else 1  # weight_t is (in, out): one scale per output column
+        if per_channel and matrix:
+            columns = [quantize_data(np.take(value, i, axis=axis), qtype, symmetric=not embedding)
+                       for i in range(value.shape[axis])]  # fmt: skip
+            zero = np.array([c[0] for c in columns]).reshape(-1)
+            scale = np.array([c[1] for c in columns], dtype=np.float32).reshape(-1)
+            values = np.stack([c[2] for c in columns], axis=axis)
+            attrs = {"axis": axis}
+        else:
+            zero, scale, values = quantize_data(value.ravel(), qtype, symmetric=not embedding)
+            zero, scale = np.asarray(zero).reshape(()), np.asarray(scale, dtype=np.float32).reshape(())
+            values, attrs = np.asarray(values).reshape(value.shape), {}
+        name, inputs = init.name, [f"{init.name}_quantized", f"{init.name}_scale"]
+        graph.initializer.remove(init)
+        graph.initializer.extend(
+            [numpy_helper.from_array(values, inputs[0]), numpy_helper.from_array(scale, inputs[1])]
+        )
+        if np.any(zero):  # a zero point of 0 (symmetric int8) is DequantizeLinear's default: not stored
+            inputs.append(f"{name}_zero_point")
+            graph.initializer.append(numpy_helper.from_array(zero.astype(values.dtype), inputs[2]))
+        dequantize.append(helper.make_node("DequantizeLinear", inputs, [name], **attrs))
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(dequantize + nodes)
+    return proto
 
 
 def _fp16(proto, info, config, calibration) -> tuple[onnx.ModelProto, dict]:
@@ -299,14 +385,19 @@ def _still_float32(fp32: onnx.ModelProto, quantized: onnx.ModelProto, min_ndim: 
 
 
 def _weights_summary(fp32: onnx.ModelProto, quantized: onnx.ModelProto) -> dict[str, Any]:
-    """Which weight matrices were quantized, and which tensors (biases) stayed float32."""
-    matrices = [name for name, a in _initializers(fp32).items() if a.ndim == 2]
-    return {"quantized": matrices, "float32": _still_float32(fp32, quantized, min_ndim=1)}
+    """Which weights were quantized (every matrix, and the biases in some modes), which stayed float32."""
+    left = _still_float32(fp32, quantized, min_ndim=1)
+    weights = [
+        n for n, a in _initializers(fp32).items() if a.dtype == np.float32 and a.ndim >= 1 and a.size > 1
+    ]
+    return {"quantized": [n for n in weights if n not in left], "float32": left}
 
 
 def _check_structure(fp32: onnx.ModelProto, quantized: onnx.ModelProto, info: ModelInfo) -> None:
     problems = [f"weight matrix {name!r} is still float32" for name in _still_float32(fp32, quantized, 2)]
-    fp32_bytes, quantized_bytes = fp32.ByteSize(), quantized.ByteSize()
+    compacted = _copy(fp32)
+    _compact(compacted.graph)  # a quantizer that did nothing must not pass for the names it shortened
+    fp32_bytes, quantized_bytes = compacted.ByteSize(), quantized.ByteSize()
     if quantized_bytes >= fp32_bytes:
         problems.append(f"the file did not shrink: {quantized_bytes:,} bytes, float32 {fp32_bytes:,}")
     problems += [

@@ -332,6 +332,22 @@ def _default_session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+def folds_weights(info: ModelInfo | None) -> bool:
+    """True for a model whose weights are stored int8 behind DequantizeLinear (``int8_method="weights"``).
+
+    Such a model is opened with ``session.disable_quant_qdq=1``: onnxruntime then folds each constant
+    DequantizeLinear into a float32 weight once, at load, instead of dequantizing at every step (which
+    its QDQ handling otherwise keeps, to fuse quantized kernels that a weight-only model does not use).
+    """
+    return info is not None and (info.quantization or {}).get("method") == "weights"
+
+
+def _folding_options(threads: int) -> ort.SessionOptions:
+    options = _default_session_options(threads)
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    return options
+
+
 def _check_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InputError(f"{name}: expected a positive integer, got {value!r}")
@@ -805,7 +821,10 @@ class Stepper:
     ):
         _check_positive_int("batch_size", batch_size)
         opener = partial(open_session, providers=providers, threads=threads, session_options=session_options)
-        self._graph = _load_graph(opener(model), state_map, constants, state_shapes)
+        session = opener(model)
+        if session_options is None and folds_weights(read_info(session)):
+            session = open_session(model, providers=providers, session_options=_folding_options(threads))
+        self._graph = _load_graph(session, state_map, constants, state_shapes)
         chunk = find_chunk(chunk_model, model)
         if chunk is not None:
             self._graph.offer_chunk(chunk, explicit=chunk_model not in (None, True), opener=opener)

@@ -66,9 +66,25 @@ def consumers(path: Path, tensor: str) -> list[str]:
 # --- int8: smaller, really quantized, bounded, described, steppable ------------------------------------
 
 
+def folds_dequantize(stepper: Stepper) -> bool:
+    try:
+        return (
+            stepper.session.get_session_options().get_session_config_entry("session.disable_quant_qdq") == "1"
+        )
+    except RuntimeError:  # the key was never set
+        return False
+
+
+def state_consumers(path: Path, state: str = "h") -> list[str]:
+    """What reads layer 0's slice of a state input (a quantized file renames the tensors in between)."""
+    nodes = onnx.load(str(path)).graph.node
+    sliced = next(n.output[0] for n in nodes if n.op_type == "Gather" and state in n.input)
+    return [node.op_type for node in nodes if sliced in node.input]
+
+
 @pytest.mark.parametrize("cell", CELLS)
-def test_int8_quantizes_the_recurrence_and_shrinks_the_file(tmp_path, cell, data):
-    report = export(tmp_path, cell, "int8", data, hidden_size=128)
+def test_dynamic_int8_quantizes_the_recurrence_and_computes_in_int8(tmp_path, cell, data):
+    report = export(tmp_path, cell, "int8", data, hidden_size=128, int8_method="dynamic")
     assert report.float32_size_bytes / report.size_bytes >= 3.0, (
         report.float32_size_bytes,
         report.size_bytes,
@@ -78,20 +94,59 @@ def test_int8_quantizes_the_recurrence_and_shrinks_the_file(tmp_path, cell, data
     assert weights["l0.hh.weight_t_quantized"].dtype == np.int8  # ... replaced by int8
     assert weights["l0.hh.weight_t_quantized"].shape == (128, 128 * {"gru": 3, "lstm": 4}.get(cell, 1))
     assert consumers(report.path, "l0.hh.weight_t_quantized") == ["MatMulInteger"]
-    assert consumers(report.path, "l0_h") == ["DynamicQuantizeLinear"] + (["Sub"] if cell == "gru" else [])
+    assert state_consumers(report.path) == ["DynamicQuantizeLinear"] + (["Sub"] if cell == "gru" else [])
     assert (
         weights["embedding.weight_quantized"].dtype == np.uint8
         and weights["head.weight_t_quantized"].dtype == np.int8
     )
     assert not [n for n, a in weights.items() if a.dtype == np.float32 and a.ndim == 2]
+    assert report.quantization["method"] == "dynamic"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_weight_int8_stores_every_weight_as_int8_and_the_stepper_folds_it_at_load(tmp_path, cell, data):
+    report = export(tmp_path, cell, "int8", data, hidden_size=128, int8_method="weights")
+    assert report.float32_size_bytes / report.size_bytes >= 3.5
+    weights = initializers(report.path)
+    assert not [n for n, a in weights.items() if a.dtype == np.float32 and a.size > 1]  # biases too
+    assert weights["l0.hh.weight_t_quantized"].dtype == np.int8
+    assert consumers(report.path, "l0.hh.weight_t_quantized") == ["DequantizeLinear"]
+    assert "l0.hh.weight_t_zero_point" not in weights  # symmetric: DequantizeLinear's default zero point
+    assert weights["embedding.weight_zero_point"].dtype == np.uint8
+    graph = onnx.load(str(report.path)).graph
+    assert not {"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear"} & {n.op_type for n in graph.node}
+    assert all(not n.name for n in graph.node)  # a quantized file carries no node names
+    assert report.quantization["method"] == "weights" and report.quantization["float32"] == []
+    stepper = Stepper(report.path)
+    assert folds_dequantize(stepper)  # onnxruntime folds the weights to float32 once, at load
+    model = char_model(cell, 128)
+    float32 = Stepper(build_step_model(model, build_info(model, VOCAB)).SerializeToString())
+    assert not folds_dequantize(float32)
+    tokens = encode(TEXT[:200], VOCAB)
+    ys, ys_float = stepper.run(tokens), float32.run(tokens)
+    assert np.abs(ys - ys_float).max() < 0.1 * np.abs(ys_float).max()  # int8 weights, float arithmetic
+
+
+def test_auto_int8_stores_small_models_and_computes_large_ones_in_int8(data):
+    chosen = {}
+    for hidden in (64, 256):  # 0.1 MB and 1.6 MB of float32 weights, on either side of AUTO_DYNAMIC_BYTES
+        model = char_model("gru", hidden)
+        info = build_info(model, VOCAB)
+        _, summary = quantize.quantize_step_model(
+            build_step_model(model, info), info, QuantizeConfig("int8"), data.calibration
+        )
+        chosen[hidden] = summary["method"]
+    assert chosen == {64: "weights", 256: "dynamic"}
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_int8_checks_are_recorded_and_the_stepper_runs_it_unchanged(tmp_path, cell, data):
     report = export(tmp_path, cell, "int8", data)
     q = Stepper(report.path).info.quantization
-    assert q["mode"] == "int8" and q["method"] == "dynamic" and q["state_dtype"] == "float32"
-    assert {"embedding.weight", "l0.ih.weight_t", "l0.hh.weight_t", "head.weight_t"} == set(q["quantized"])
+    assert q["mode"] == "int8" and q["method"] == "weights" and q["state_dtype"] == "float32"
+    matrices = {"embedding.weight", "l0.ih.weight_t", "l0.hh.weight_t", "head.weight_t"}
+    biases = {"l0.ih.bias", "head.bias"} | ({"l0.hh.bias"} if cell == "gru" else set())
+    assert set(q["quantized"]) == matrices | biases and q["float32"] == []
     assert ("cell_state" in q) == (cell == "lstm")
     loop = q["checks"]["closed_loop"]
     assert loop["steps"] >= 3000
