@@ -9,7 +9,9 @@ stepper, batch 1, 1 thread, state fed back, every precision of a model measured 
 interleaved rounds (``bench_side_by_side``).
 
 Run: python benchmarks/quantization.py [--train-steps 400] [--options] [--json FILE]   (or `make quant-results`)
-``--options`` adds the variants QUANTIZATION_NOTES.md compares: per-channel int8, static int8, int4 blocks of 32.
+``int8`` is the default ``--int8-method auto`` (the table says which method it chose). ``--options`` adds the
+variants QUANTIZATION_NOTES.md compares: int8 weights and dynamic side by side, per-channel int8, static
+int8, int4 blocks of 32.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ OUT = Path("out/quant-bench")
 PRECISIONS = {"int8": QuantizeConfig("int8", force=True), "fp16": QuantizeConfig("fp16", force=True),
               "int4": QuantizeConfig("int4", force=True)}  # fmt: skip
 OPTIONS = {
+    "int8 weights": QuantizeConfig("int8", int8_method="weights", force=True),
+    "int8 dynamic": QuantizeConfig("int8", int8_method="dynamic", force=True),
     "int8 per-channel": QuantizeConfig("int8", per_channel=True, force=True),
     "int8 static": QuantizeConfig("int8", int8_method="static", force=True),
     "int4 block 32": QuantizeConfig("int4", int4_block_size=32, force=True),
@@ -67,6 +71,7 @@ def export_all(run_dir: Path, name: str, variants: dict[str, QuantizeConfig]) ->
         results[label] = {
             "path": report.path,
             "size": report.size_bytes,
+            "method": report.quantization["method"],
             "checks": report.quantization["checks"],
         }
     results["fp32"]["loss"] = results["int8"]["checks"]["metric"]["float32"]
@@ -93,7 +98,7 @@ def row(cell: str, hidden: int, results: dict[str, dict], labels: list[str]) -> 
         refused = " refused" if results[k]["checks"]["forced"] else ""
         deltas.append(f"{metric['quantized'] - metric['float32']:+.4f}{refused}")
     name = {"gru": "GRU", "lstm": "LSTM", "rnn_tanh": "RNN tanh", "rnn_relu": "RNN relu"}[cell]
-    cells = [f"{name} {hidden}", f"{fp32['loss']:.4f}", *sizes, *times, *deltas]
+    cells = [f"{name} {hidden}", results["int8"]["method"], f"{fp32['loss']:.4f}", *sizes, *times, *deltas]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -105,7 +110,7 @@ def goals(table: dict[tuple[str, int], dict]) -> list[str]:
         speed = results["int8"]["p50_us"] / results["fp32"]["p50_us"]
         limit = 1.1 if hidden <= 128 else (0.3 if hidden == 512 else None)
         lines.append(
-            f"{cell} {hidden}: int8 {size:.2f}x smaller (goal >= 3.5x: {'met' if size >= 3.5 else 'NOT met'}); "
+            f"{cell} {hidden}: int8 ({results['int8']['method']}) {size:.2f}x smaller (goal >= 3.5x: {'met' if size >= 3.5 else 'NOT met'}); "
             f"latency {speed:.2f}x fp32"
             + (f" (goal <= {limit}x: {'met' if speed <= limit else 'NOT met'})" if limit else " (no goal)")
         )
@@ -133,7 +138,7 @@ def main() -> None:
             measure_side_by_side(results, args.rounds, args.steps)
             table[(cell, hidden)] = results
             print(f"done {cell} {hidden}", file=sys.stderr)
-    header = ["model", "val loss fp32", "fp32 KiB", *(f"{k} KiB" for k in labels), "fp32 p50 us"]
+    header = ["model", "int8 method", "val loss fp32", "fp32 KiB", *(f"{k} KiB" for k in labels), "fp32 p50 us"]
     header += [f"{k} p50 us" for k in labels] + [f"{k} loss change" for k in labels]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

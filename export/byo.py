@@ -47,8 +47,10 @@ from edgernn.export.byo_probe import (
     find_recurrent_layers,
     probe_module,
 )
-from edgernn.export.exporter import ExportReport
+from edgernn.export.exporter import ExportReport, quantize_checked
 from edgernn.export.graph import FLUSH_BELOW
+from edgernn.export.quality import EvaluationData
+from edgernn.export.quantize import QuantizeConfig
 from edgernn.export.verify import States, verify_against
 from edgernn.runtime import contract
 from edgernn.runtime.chunk import chunk_path
@@ -80,6 +82,8 @@ def export_module(
     vocabulary: Sequence[str] | None = None,
     output_kind: str | None = None,
     extra_metadata: dict | None = None,
+    quantize: QuantizeConfig | None = None,
+    data: EvaluationData | None = None,
 ) -> ExportReport:
     """Write one step of ``module`` as a verified single-step ONNX graph with explicit state.
 
@@ -96,9 +100,11 @@ def export_module(
         that of the module's one nn.Embedding).
     output_kind: ``"logits"`` or ``"values"``; defaults to logits for token models, values otherwise.
     extra_metadata: more fields for the metadata (``task``, ``classes``...), as ``export_model`` takes.
+    quantize, data: as ``export_model`` takes them: the verified float32 graph is quantized and checked
+        against itself on ``data`` (real inputs and targets: one step, a 3000-step closed loop, the metric).
 
     Returns an ExportReport; the file is written atomically and only after every parity check passed
-    (ParityError otherwise). A module that cannot be exported raises UnsupportedModuleError saying why.
+    (ParityError otherwise; QuantizationError for a quantized export that fails its checks). A module that cannot be exported raises UnsupportedModuleError saying why.
     No chunk graph is written (``Stepper.run`` steps one at a time); one an earlier export left is removed.
     """
     check_forward_signature(module)
@@ -114,9 +120,14 @@ def export_module(
         proto = _finish(_trace(step, info), info)
         reference = partial(_run_reference, module, probe.layout, batch_first, initial_state)
         parity = verify_against(reference, proto, info)
-    data = proto.SerializeToString()
+    float32_size = None
+    if quantize is not None and quantize.mode != "none":
+        float32_size = proto.ByteSize()
+        proto, info = quantize_checked(proto, info, quantize, data)
+    content = proto.SerializeToString()
     chunk_path(path).unlink(missing_ok=True)  # an earlier export's chunk graph: Stepper.run would use it
-    return ExportReport(path=atomic_write_bytes(path, data), size_bytes=len(data), info=info, parity=parity)
+    written = atomic_write_bytes(path, content)
+    return ExportReport(written, len(content), info, parity, float32_size)
 
 
 # --- arguments ---------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def export_model(
     chunk_parity = verify_chunk(model, chunk) if chunk is not None and verify else None
     if quantized:
         float32_size = proto.ByteSize()
-        proto, info = _quantized(proto, info, quantize, data)
+        proto, info = quantize_checked(proto, info, quantize, data)
     content = proto.SerializeToString()
     written_chunk = _write_chunk(path, chunk)
     written = atomic_write_bytes(path, content)
@@ -94,10 +94,11 @@ def _write_chunk(path: str | os.PathLike, chunk: onnx.ModelProto | None) -> Path
     return atomic_write_bytes(target, chunk.SerializeToString())
 
 
-def _quantized(
+def quantize_checked(
     proto: onnx.ModelProto, info: ModelInfo, config: QuantizeConfig, data: EvaluationData | None
 ) -> tuple[onnx.ModelProto, ModelInfo]:
-    """Quantize, check against the float32 graph, and record it all in the metadata; or refuse."""
+    """Quantize a verified float32 step graph, check it against that graph on ``data`` (one step, the
+    closed loop, the task metric) and record it all in the metadata; or refuse (QuantizationError)."""
     if data is None:
         raise InputError("a quantized export is checked on real data: pass data=EvaluationData(...)")
     quantized, summary = quantize_step_model(proto, info, config, data.calibration)

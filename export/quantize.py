@@ -409,13 +409,21 @@ def _check_structure(fp32: onnx.ModelProto, quantized: onnx.ModelProto, info: Mo
 
 
 def _quantized_cell_state(proto: onnx.ModelProto, info: ModelInfo) -> list[str]:
-    """Tensors of the cell-state path (``c`` through Gather/Mul/Add to ``c_next``) fed to a quantizer."""
+    """Tensors of the cell-state path (``c`` through Reshape/Split/Mul/Add to ``c_next``) fed to a quantizer."""
     path = {s.input for s in info.states if s.input.rstrip("0123456789") == "c"}  # c, or c0, c1... per stack
     grew = bool(path)
     while grew:  # the path ends at Tanh: tanh(c) belongs to h
         before = len(path)
         for node in proto.graph.node:
-            if node.op_type in {"Gather", "Mul", "Add", "Unsqueeze", "Concat"} and path & set(node.input):
+            if node.op_type in {
+                "Gather",
+                "Reshape",
+                "Split",
+                "Mul",
+                "Add",
+                "Unsqueeze",
+                "Concat",
+            } and path & set(node.input):
                 path.update(node.output)
         grew = len(path) > before
     fed = {name for node in proto.graph.node if node.op_type in _QUANTIZE_OPS for name in node.input}

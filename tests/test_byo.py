@@ -293,6 +293,51 @@ def test_exported_file_quantizes_like_any_edgernn_model(tmp_path):
     )
 
 
+class CharGRU(nn.Module):
+    """Embedding -> GRU (batch_first) -> Linear, for a real vocabulary."""
+
+    def __init__(self, vocabulary_size: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary_size, 16)
+        self.gru = nn.GRU(16, 64, batch_first=True)
+        self.head = nn.Linear(64, vocabulary_size)
+
+    def forward(self, tokens, state=None):
+        out, state = self.gru(self.embedding(tokens), state)
+        return self.head(out), state
+
+
+def test_export_module_quantizes_and_checks_on_real_data(tmp_path):
+    from edgernn.data import build_vocabulary, encode, split_train_validation
+    from edgernn.export import EvaluationData
+
+    text = (ROOT / "examples" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
+    vocabulary = build_vocabulary(text)
+    train, validation = split_train_validation(encode(text, vocabulary))
+    data = EvaluationData(
+        train, "loss", "tinyshakespeare.txt", inputs=validation[:-1], targets=validation[1:]
+    )
+    torch.manual_seed(0)
+    module = CharGRU(len(vocabulary)).eval()
+    example = torch.zeros(1, 4, dtype=torch.long)
+    float32 = export_module(module, tmp_path / "f32.onnx", example_input=example, vocabulary=vocabulary)
+    report = export_module(
+        module, tmp_path / "int8.onnx", example_input=example, vocabulary=vocabulary,
+        quantize=QuantizeConfig("int8"), data=data,
+    )  # fmt: skip
+    q = report.quantization
+    assert q["mode"] == "int8" and q["method"] == "weights" and q["checks"]["forced"] is False
+    assert abs(q["checks"]["metric"]["quantized"] - q["checks"]["metric"]["float32"]) < 0.02
+    assert report.float32_size_bytes == float32.size_bytes
+    assert report.float32_size_bytes / report.size_bytes > 3.0
+    assert Stepper(report.path).info.quantization == q
+    tokens = encode(text[:100], vocabulary)
+    np.testing.assert_allclose(Stepper(report.path).run(tokens), Stepper(float32.path).run(tokens), atol=0.05)
+    with pytest.raises(InputError, match="real data"):
+        export_module(module, tmp_path / "x.onnx", example_input=example, quantize=QuantizeConfig("int8"))
+    assert not (tmp_path / "x.onnx").exists()
+
+
 # --- refused, clearly, before anything is traced or written ------------------------------------------
 
 

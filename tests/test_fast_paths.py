@@ -92,8 +92,12 @@ def test_the_exporter_writes_a_verified_chunk_graph_next_to_the_model(exported, 
     assert report.chunk_parity.max_error() < 1e-4
     proto = onnx.load(str(report.chunk_path))
     ops = [node.op_type for node in proto.graph.node]
-    recurrent = [op for op in ops if op in {"GRU", "LSTM", "RNN"}]  # one ONNX RNN op per layer, in PyTorch's gates
-    assert recurrent == [{"gru": "GRU", "lstm": "LSTM"}.get(model.config.cell, "RNN")] * model.config.num_layers
+    recurrent = [
+        op for op in ops if op in {"GRU", "LSTM", "RNN"}
+    ]  # one ONNX RNN op per layer, in PyTorch's gates
+    assert (
+        recurrent == [{"gru": "GRU", "lstm": "LSTM"}.get(model.config.cell, "RNN")] * model.config.num_layers
+    )
     assert not set(ops) & {"If", "Loop", "Scan"}
     assert proto.ir_version <= 10 and all(o.version <= 18 for o in proto.opset_import)
     x = proto.graph.input[0].type.tensor_type.shape.dim

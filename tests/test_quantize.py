@@ -78,7 +78,8 @@ def folds_dequantize(stepper: Stepper) -> bool:
 def state_consumers(path: Path, state: str = "h") -> list[str]:
     """What reads layer 0's slice of a state input (a quantized file renames the tensors in between)."""
     nodes = onnx.load(str(path)).graph.node
-    sliced = next(n.output[0] for n in nodes if n.op_type == "Gather" and state in n.input)
+    flat = next(n.output[0] for n in nodes if n.op_type == "Reshape" and state in n.input)
+    sliced = next((n.output[0] for n in nodes if n.op_type == "Split" and flat in n.input), flat)
     return [node.op_type for node in nodes if sliced in node.input]
 
 
@@ -344,7 +345,7 @@ def test_cli_quantize_int8(run_dir, tmp_path):
     doc = json.loads(result.stdout)
     assert doc["quantization"]["mode"] == "int8" and doc["size_bytes"] * 3 < doc["float32_size_bytes"]
     text = run_cli("inspect", tmp_path / "q.onnx").stdout
-    assert "quantized: int8 (dynamic)" in text and "int8 " in text
+    assert "quantized: int8 (weights)" in text and "int8 " in text
 
 
 def test_cli_refuses_past_the_tolerance_then_force_writes_it(run_dir, tmp_path):
