@@ -138,7 +138,14 @@ def main() -> None:
             measure_side_by_side(results, args.rounds, args.steps)
             table[(cell, hidden)] = results
             print(f"done {cell} {hidden}", file=sys.stderr)
-    header = ["model", "int8 method", "val loss fp32", "fp32 KiB", *(f"{k} KiB" for k in labels), "fp32 p50 us"]
+    header = [
+        "model",
+        "int8 method",
+        "val loss fp32",
+        "fp32 KiB",
+        *(f"{k} KiB" for k in labels),
+        "fp32 p50 us",
+    ]
     header += [f"{k} p50 us" for k in labels] + [f"{k} loss change" for k in labels]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
