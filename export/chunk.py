@@ -33,9 +33,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnx import TensorProto, helper
 
-from edgernn.export.graph import _Graph, _input, _layer_weights, _np, _output, _stack_layers
+from edgernn.export.graph import _Graph, _input, _layer_weights, _make_model, _np, _output, _stack_layers
 from edgernn.export.verify import ParityReport, _Checker, _random_inputs, _torch_run
 from edgernn.models import RecurrentModel
 from edgernn.runtime import contract
@@ -131,38 +130,7 @@ def build_chunk_model(
     g.op("Transpose", "y_time_major", perm=[1, 0, 2], name=contract.OUTPUT_NAME)
     for index, spec in enumerate(step_info.states):
         _stack_layers(g, [states[index] for states in finals], spec.output, config.hidden_size)
-    return _make_chunk_model(g, replace(step_info, steps_per_call=steps))
-
-
-def _make_chunk_model(g: _Graph, info: ModelInfo) -> onnx.ModelProto:
-    batch, steps = contract.BATCH_AXIS_NAME, info.steps_per_call
-    if info.input.kind == "tokens":
-        x = helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.INT64, [batch, steps])
-    else:
-        x = helper.make_tensor_value_info(
-            contract.INPUT_NAME, TensorProto.FLOAT, [batch, steps, info.input.size]
-        )
-    y = helper.make_tensor_value_info(
-        contract.OUTPUT_NAME, TensorProto.FLOAT, [batch, steps, info.output.size]
-    )
-    states_in = [
-        helper.make_tensor_value_info(s.input, TensorProto.FLOAT, [batch, *s.shape]) for s in info.states
-    ]
-    states_out = [
-        helper.make_tensor_value_info(s.output, TensorProto.FLOAT, [batch, *s.shape]) for s in info.states
-    ]
-    graph = helper.make_graph(
-        g.nodes, f"edgernn_{info.cell}_chunk{steps}", [x, *states_in], [y, *states_out], g.initializers
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", info.opset)],
-        ir_version=contract.IR_VERSION,
-        producer_name="edgernn",
-        producer_version=info.edgernn_version,
-    )
-    helper.set_model_props(model, {contract.METADATA_KEY: info.to_json()})
-    return model
+    return _make_model(g, replace(step_info, steps_per_call=steps), steps)
 
 
 # --- verification ------------------------------------------------------------------------------------

@@ -231,28 +231,33 @@ def build_step_model(model: RecurrentModel, info: ModelInfo) -> onnx.ModelProto:
     return _make_model(g, info)
 
 
-def _make_model(g: _Graph, info: ModelInfo) -> onnx.ModelProto:
-    batch = contract.BATCH_AXIS_NAME
+def _make_model(g: _Graph, info: ModelInfo, steps: int | None = None) -> onnx.ModelProto:
+    """The model of ``g``'s nodes with the contract's inputs, outputs and metadata; ``steps``: x and y get a
+    time axis of that length after the batch axis (the chunk graph)."""
+    batch, time = contract.BATCH_AXIS_NAME, [] if steps is None else [steps]
     if info.input.kind == "tokens":
-        x = helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.INT64, [batch])
+        x = helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.INT64, [batch, *time])
     else:
-        x = helper.make_tensor_value_info(contract.INPUT_NAME, TensorProto.FLOAT, [batch, info.input.size])
+        x = helper.make_tensor_value_info(
+            contract.INPUT_NAME, TensorProto.FLOAT, [batch, *time, info.input.size]
+        )
     states_in = [
         helper.make_tensor_value_info(s.input, TensorProto.FLOAT, [batch, *s.shape]) for s in info.states
     ]
     states_out = [
         helper.make_tensor_value_info(s.output, TensorProto.FLOAT, [batch, *s.shape]) for s in info.states
     ]
-    y = helper.make_tensor_value_info(contract.OUTPUT_NAME, TensorProto.FLOAT, [batch, info.output.size])
-    graph = helper.make_graph(
-        g.nodes, f"edgernn_{info.cell}_step", [x, *states_in], [y, *states_out], g.initializers
+    y = helper.make_tensor_value_info(
+        contract.OUTPUT_NAME, TensorProto.FLOAT, [batch, *time, info.output.size]
     )
+    name = f"edgernn_{info.cell}_step" if steps is None else f"edgernn_{info.cell}_chunk{steps}"
+    graph = helper.make_graph(g.nodes, name, [x, *states_in], [y, *states_out], g.initializers)
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", info.opset)],
         ir_version=contract.IR_VERSION,
         producer_name="edgernn",
-        producer_version=__version__,
+        producer_version=info.edgernn_version,
     )
     helper.set_model_props(model, {contract.METADATA_KEY: info.to_json()})
     return model
