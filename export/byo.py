@@ -104,7 +104,8 @@ def export_module(
         against itself on ``data`` (real inputs and targets: one step, a 3000-step closed loop, the metric).
 
     Returns an ExportReport; the file is written atomically and only after every parity check passed
-    (ParityError otherwise; QuantizationError for a quantized export that fails its checks). A module that cannot be exported raises UnsupportedModuleError saying why.
+    (ParityError otherwise; QuantizationError for a quantized export that fails its checks). A module
+    that cannot be exported raises UnsupportedModuleError saying why.
     No chunk graph is written (``Stepper.run`` steps one at a time); one an earlier export left is removed.
     """
     check_forward_signature(module)

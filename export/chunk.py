@@ -34,7 +34,16 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from edgernn.export.graph import _Graph, _input, _layer_weights, _make_model, _np, _output, _stack_layers
+from edgernn.export.graph import (
+    _Graph,
+    _input,
+    _layer_weights,
+    _make_model,
+    _np,
+    _output,
+    _split_layers,
+    _stack_layers,
+)
 from edgernn.export.verify import ParityReport, _Checker, _random_inputs, _torch_run
 from edgernn.models import RecurrentModel
 from edgernn.runtime import contract
@@ -69,34 +78,13 @@ def _recurrent_layer(
         g.const(f"{name}.B", np.concatenate([b_ih, b_hh])[None]),
         "",  # sequence_lens: every sequence is T long
     ]
-    if cell == "gru":  # linear_before_reset=1 is PyTorch's n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-        y, h = g.op(
-            "GRU",
-            sequence,
-            *weights,
-            *states,
-            hidden_size=hidden,
-            linear_before_reset=1,
-            outputs=2,
-            name=name,
-        )
-        finals = [h]
-    elif cell == "lstm":
-        y, h, c = g.op("LSTM", sequence, *weights, *states, hidden_size=hidden, outputs=3, name=name)
-        finals = [h, c]
-    else:
-        activation = "Tanh" if cell == "rnn_tanh" else "Relu"
-        y, h = g.op(
-            "RNN",
-            sequence,
-            *weights,
-            *states,
-            hidden_size=hidden,
-            activations=[activation],
-            outputs=2,
-            name=name,
-        )
-        finals = [h]
+    # linear_before_reset=1 is PyTorch's GRU: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    op, attrs = {"gru": ("GRU", {"linear_before_reset": 1}), "lstm": ("LSTM", {})}.get(
+        cell, ("RNN", {"activations": ["Tanh" if cell == "rnn_tanh" else "Relu"]})
+    )
+    y, *finals = g.op(  # Y, then Y_h (and Y_c): one final output per state
+        op, sequence, *weights, *states, hidden_size=hidden, outputs=1 + len(states), name=name, **attrs
+    )
     axis0, axis1 = (
         g.const(f"{name}.axis0", np.array([0], np.int64)),
         g.const(f"{name}.axis1", np.array([1], np.int64)),
@@ -112,18 +100,12 @@ def build_chunk_model(
     config = model.config
     g = _Graph()
     sequence = g.op("Transpose", _input(g, model), perm=[1, 0, 2], name="x_time_major")  # (T, B, F or E)
+    per_state = [_split_layers(g, s.input, config.num_layers, config.hidden_size) for s in step_info.states]
+    axis0 = g.const("states.axis0", np.array([0], np.int64))
     finals: list[list[str]] = []
     for layer in range(config.num_layers):
-        index = g.const(f"layer{layer}", np.array([layer], dtype=np.int64))
-        states = [  # (B, L, H) -> (1, B, H): the ONNX ops put num_directions first
-            g.op(
-                "Transpose",
-                g.op("Gather", s.input, index, axis=1),
-                perm=[1, 0, 2],
-                name=f"l{layer}_{s.input}",
-            )
-            for s in step_info.states
-        ]
+        # (B, H) -> (1, B, H): the ONNX ops put num_directions first
+        states = [g.op("Unsqueeze", layers[layer], axis0) for layers in per_state]
         sequence, layer_finals = _recurrent_layer(g, model, layer, sequence, states)
         finals.append(layer_finals)
     _output(g, model, sequence, "y_time_major")  # (T, B, O)

@@ -63,6 +63,7 @@ it stores int8 weights and computes in float32 (``"weights"``). See benchmarks/Q
 MAX_IR_VERSION = 10
 MAX_OPSET = 18
 _QUANTIZE_OPS = {"QuantizeLinear", "DynamicQuantizeLinear"}
+_CELL_STATE_PATH_OPS = {"Gather", "Reshape", "Split", "Unsqueeze", "Concat", "Mul", "Add"}  # c to c_next
 
 
 @dataclass(frozen=True)
@@ -415,15 +416,7 @@ def _quantized_cell_state(proto: onnx.ModelProto, info: ModelInfo) -> list[str]:
     while grew:  # the path ends at Tanh: tanh(c) belongs to h
         before = len(path)
         for node in proto.graph.node:
-            if node.op_type in {
-                "Gather",
-                "Reshape",
-                "Split",
-                "Mul",
-                "Add",
-                "Unsqueeze",
-                "Concat",
-            } and path & set(node.input):
+            if node.op_type in _CELL_STATE_PATH_OPS and path & set(node.input):
                 path.update(node.output)
         grew = len(path) > before
     fed = {name for node in proto.graph.node if node.op_type in _QUANTIZE_OPS for name in node.input}

@@ -2,8 +2,9 @@
 
 The exporter writes ``model.chunk.onnx`` next to ``model.onnx`` (``chunk_path``): the same model over
 ``steps_per_call`` steps (one ONNX GRU/LSTM/RNN node per layer), x ``(batch, T, ...)`` in,
-y ``(batch, T, output_size)`` out, the states as in the step graph. A ``Stepper`` opened from a path finds it there (or is given one: ``chunk_model=``)
-and uses it only when all of this holds, checked on first use:
+y ``(batch, T, output_size)`` out, the states as in the step graph. A ``Stepper`` opened from a path
+finds it there (or is given one: ``chunk_model=``) and uses it only when all of this holds, checked on
+first use:
 
 - its metadata is the step model's apart from ``steps_per_call`` (> 1), and the model is not quantized;
 - its inputs and outputs follow the contract with a time axis of that length;

@@ -822,7 +822,7 @@ class Stepper:
         _check_positive_int("batch_size", batch_size)
         opener = partial(open_session, providers=providers, threads=threads, session_options=session_options)
         session = opener(model)
-        if session_options is None and folds_weights(read_info(session)):
+        if session_options is None and folds_weights(read_info(session)):  # only then is it opened twice
             session = open_session(model, providers=providers, session_options=_folding_options(threads))
         self._graph = _load_graph(session, state_map, constants, state_shapes)
         chunk = find_chunk(chunk_model, model)
