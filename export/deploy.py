@@ -1,0 +1,183 @@
+"""``edgernn deploy``: one verified ONNX file to the artefacts of a deployment target.
+
+Every target is a writer ``write(model, stage, **options) -> DeployReport`` in its own module:
+
+=========  ===============================  ==============================================
+target     module                           writes
+=========  ===============================  ==============================================
+``ort``    ``edgernn.export.ort_format``    ORT format files and a reduced-build config
+``c``      ``edgernn.export.c``             C99 source for microcontrollers and C apps
+``triton`` ``edgernn.export.triton``        a Triton model repository
+=========  ===============================  ==============================================
+
+The writer fills ``stage``, an empty directory beside the destination, and verifies what it wrote;
+:func:`deploy` then publishes the stage as ``out_dir`` in one rename. A writer that raises leaves nothing
+behind, and an earlier deployment in ``out_dir`` stays as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgernn.runtime.errors import InputError
+
+TARGETS = {
+    "ort": "edgernn.export.ort_format",
+    "c": "edgernn.export.c",
+    "triton": "edgernn.export.triton",
+}
+MANIFEST = "deploy.json"
+
+
+@dataclass
+class DeployReport:
+    """What a target wrote and how it was checked.
+
+    ``checks``: one line per verification run, with its numbers ("1000 steps against the stepper: largest
+    error 2.1e-07"). ``notes``: what the user does next (a build command, flash and RAM). ``details``:
+    the same numbers, machine-readable, for ``--json``. ``files`` (path relative to ``out_dir``, bytes) is
+    filled by :func:`deploy` from what the stage holds.
+    """
+
+    target: str
+    out_dir: Path
+    checks: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    files: list[tuple[str, int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "out_dir": str(self.out_dir),
+            "files": [{"path": p, "bytes": n} for p, n in self.files],
+            "checks": list(self.checks),
+            "notes": list(self.notes),
+            "details": self.details,
+        }
+
+    def format(self) -> str:
+        lines = [f"{self.out_dir}: {self.target} target"]
+        lines += [f"  wrote {p} ({n:,} bytes)" for p, n in self.files]
+        lines += [f"  check: {c}" for c in self.checks]
+        lines += [f"  {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def deploy(model: str | os.PathLike, target: str, out_dir: str | os.PathLike, **options: Any) -> DeployReport:
+    """Write and verify the artefacts of ``target`` for ``model`` into ``out_dir``.
+
+    ``options`` are the target writer's keyword arguments; one the target does not take is refused by
+    name. ``out_dir`` may be new, empty, or an earlier deployment (it holds ``deploy.json``); it is
+    replaced only once everything is written and verified.
+    """
+    model = Path(model)
+    out_dir = Path(out_dir)
+    writer = _writer(target)
+    _check_options(writer, target, options)
+    if not model.is_file():
+        raise InputError(f"model {str(model)!r}: expected an ONNX file, found none")
+    _check_destination(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".stage", dir=out_dir.parent))
+    try:
+        report = writer(model, stage, **options)
+        report.out_dir = out_dir
+        report.files = _listing(stage)
+        _write_manifest(stage, model, report)
+        report.files = _listing(stage)
+        _publish(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return report
+
+
+def _writer(target: str) -> Callable[..., DeployReport]:
+    if target not in TARGETS:
+        raise InputError(f"target {target!r}: expected one of {', '.join(TARGETS)}")
+    return importlib.import_module(TARGETS[target]).write
+
+
+def _check_options(writer: Callable[..., DeployReport], target: str, options: dict[str, Any]) -> None:
+    accepted = set(inspect.signature(writer).parameters) - {"model", "stage"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
+        raise InputError(f"{flags}: not an option of --target {target} (it takes {_flags(accepted)})")
+
+
+def _flags(names: set[str]) -> str:
+    return ", ".join("--" + n.replace("_", "-") for n in sorted(names)) or "no options"
+
+
+def _check_destination(out_dir: Path) -> None:
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise InputError(f"-o {str(out_dir)!r}: expected a directory, found a file or link")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+        raise InputError(
+            f"-o {str(out_dir)!r}: expected a new or empty directory or an earlier deployment "
+            f"(with {MANIFEST}); it holds other files"
+        )
+    for parent in out_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"-o {str(out_dir)!r}: {str(parent)!r} is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(f"-o {str(out_dir)!r}: {str(parent)!r} is not writable")
+            break
+
+
+def _listing(stage: Path) -> list[tuple[str, int]]:
+    return sorted(
+        (p.relative_to(stage).as_posix(), p.stat().st_size) for p in stage.rglob("*") if p.is_file()
+    )
+
+
+def _write_manifest(stage: Path, model: Path, report: DeployReport) -> None:
+    doc = {
+        "target": report.target,
+        "model": model.name,
+        "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "files": [{"path": p, "bytes": n} for p, n in report.files],
+        "checks": report.checks,
+        "details": report.details,
+    }
+    (stage / MANIFEST).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    """Move the stage to ``out_dir`` in one rename; an earlier deployment goes only after that."""
+    for path in [stage, *stage.rglob("*")]:
+        _fsync(path)
+    if not out_dir.exists():
+        os.replace(stage, out_dir)
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        old.rmdir()
+        os.replace(out_dir, old)
+        try:
+            os.replace(stage, out_dir)
+        except BaseException:
+            os.replace(old, out_dir)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync(out_dir.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
