@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -184,41 +185,39 @@ def train(
     train_module = _train_extra("edgernn.train", "train")
     from edgernn.report import format_training
 
-    progress = not quiet
-    if resume:
-        if data is not None or run_dir is not None:
-            raise click.UsageError("--resume RUN_DIR continues that run: give no DATA or -o")
-        result = train_module.resume_training(
-            resume,
-            more_steps=settings["max_steps"],
-            more_minutes=settings["budget_minutes"],
-            threads=settings["threads"],
-            progress=progress,
-            tensorboard=tensorboard,
-        )
-    else:
-        if data is None or run_dir is None:
-            raise click.UsageError("give DATA and -o RUN_DIR (or --resume RUN_DIR)")
-        options = {"columns": _names(columns), "targets": _names(targets), "label_column": label_column}
-        options = {k: v for k, v in options.items() if v}
-        given_task = task  # None: train_task infers it again and says which it chose
-        task = task or train_module.infer_task(data, **options)[0]
-        model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
-        model_config, train_config = train_module.configs_for(
-            task, {k: settings.pop(k) for k in model_keys}, settings
-        )
-        result = train_module.train_task(
-            given_task,
-            data,
-            run_dir,
-            model_config,
-            train_config,
-            data_options=options,
-            progress=progress,
-            tensorboard=tensorboard,
-            overwrite=overwrite,
-        )
+    if resume and (data is not None or run_dir is not None):
+        raise click.UsageError("--resume RUN_DIR continues that run: give no DATA or -o")
+    if not resume and (data is None or run_dir is None):
+        raise click.UsageError("give DATA and -o RUN_DIR (or --resume RUN_DIR)")
+    with warnings.catch_warnings():
+        if quiet:  # the summary carries the warning
+            warnings.simplefilter("ignore", train_module.FewStepsWarning)
+        if resume:
+            result = train_module.resume_training(
+                resume,
+                more_steps=settings["max_steps"],
+                more_minutes=settings["budget_minutes"],
+                threads=settings["threads"],
+                progress=not quiet,
+                tensorboard=tensorboard,
+            )
+        else:
+            options = {"columns": _names(columns), "targets": _names(targets), "label_column": label_column}
+            result = _train_new(train_module, task, data, run_dir, {k: v for k, v in options.items() if v},
+                                settings, progress=not quiet, tensorboard=tensorboard, overwrite=overwrite)  # fmt: skip
     click.echo(format_training(result.run_dir, result.metrics))
+
+
+def _train_new(train_module, task, data, run_dir, options, settings, **keywords):
+    """Defaults for the task (inferred when not given: train_task infers it again and says so)."""
+    inferred = task or train_module.infer_task(data, **options)[0]
+    model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
+    model_config, train_config = train_module.configs_for(
+        inferred, {k: settings.pop(k) for k in model_keys}, settings
+    )
+    return train_module.train_task(
+        task, data, run_dir, model_config, train_config, data_options=options, **keywords
+    )
 
 
 _TRAIN_EXTRA = {"torch", "onnx", "onnxscript", "onnx_ir", "safetensors", "tqdm", "matplotlib"}

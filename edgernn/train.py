@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,10 @@ RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, RESUME_FILE)
 DEFAULT_THREADS = 1
 FEW_STEPS = 100  # a time budget that yields fewer steps than this trains a model barely past its warmup
 SMALL_VALIDATION = 50  # fewer validation cases than this: the kept model is picked on a smoothed loss
+
+
+class FewStepsWarning(UserWarning):
+    """A time budget gave (or will give) too few steps to train the model."""
 
 
 @dataclass(frozen=True)
@@ -485,8 +490,9 @@ class Progress:
             now = time.monotonic()
             if fraction >= self.next_fraction or now - self.last_line >= self.LINE_SECONDS:
                 total = f"/{self.total}" if self.total else ""
+                best_text = f"{best:.4f}" if math.isfinite(best) else "none yet"
                 self.write(
-                    f"train: step {step}{total} ({fraction:.0%}), loss {loss:.4f}, best val {best:.4f}, "
+                    f"train: step {step}{total} ({fraction:.0%}), loss {loss:.4f}, best val {best_text}, "
                     f"{rate:,.0f} timesteps/s (mean since the start)"
                 )
                 self.next_fraction = (math.floor(fraction / self.LINE_FRACTION) + 1) * self.LINE_FRACTION
@@ -609,7 +615,10 @@ class Trainer:
             "or a smaller model (--hidden-size)"
         )
         self.warnings.append(message)
-        self.progress.warn(message)
+        if self.progress.mode:
+            self.progress.warn(message)
+        else:  # progress=False from Python: a warning the caller sees (and can filter)
+            warnings.warn(message, FewStepsWarning, stacklevel=2)
 
     def _budget_spent(self, started: float) -> bool:
         if self.config.max_steps is not None and self.step >= self.config.max_steps:

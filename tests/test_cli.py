@@ -88,6 +88,7 @@ def test_generate_writes_text_from_the_vocabulary(trained):
     assert len(written) >= 79 and set(written) <= vocabulary
     again = run_cli("generate", model, "--prompt", "ROMEO:", "-n", "80", "--seed", "3")
     assert again.stdout == result.stdout
+    assert result.stdout.endswith("\n")  # a shell prompt after it starts on its own line
 
 
 def test_bench_json(trained):
@@ -263,3 +264,22 @@ def test_help_texts_are_plain(tmp_path):
         "[default: 1; x>=1]",
     ):
         assert text in " ".join(train_help.split()), text
+
+
+def test_quantization_check_lines_speak_points_for_a_change_of_a_percentage():
+    from edgernn.report import _check_lines
+
+    checks = {
+        "one_step": {"y": 1e-3, "y_relative": 1e-3, "h_next": 2e-3},
+        "closed_loop": {"steps": 3000, "window": 300, "h_next": [1e-3, 1e-3]},
+        "metric": {
+            "name": "accuracy",
+            "unit": "%",
+            "float32": 97.84,
+            "quantized": 97.57,
+            "tolerance": -1.0,
+            "data": "v.ts",
+        },
+    }
+    line = _check_lines(checks)[2]
+    assert "97.8400 % float32 -> 97.5700 % (-0.2700 points, tolerance -1.0000 points)" in line

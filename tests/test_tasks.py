@@ -353,9 +353,10 @@ def test_small_validation_sets_pick_the_model_on_a_smoothed_loss(tmp_path, monke
 
 def test_a_time_budget_of_a_handful_of_steps_warns(tmp_path):
     config = TrainConfig(budget_minutes=0.002, batch_size=8, seq_len=32, eval_every=100, eval_batch_size=4)
-    result = train_task(
-        "anomaly", BLEEDING_TRAIN, tmp_path, ModelConfig(hidden_size=8), config, progress=False
-    )
+    with pytest.warns(train_module.FewStepsWarning, match="fewer than 100"):
+        result = train_task(
+            "anomaly", BLEEDING_TRAIN, tmp_path, ModelConfig(hidden_size=8), config, progress=False
+        )
     assert result.metrics["steps"] < 100
     assert result.metrics["warnings"] and "fewer than 100" in result.metrics["warnings"][-1]
     assert "--steps budget" in result.metrics["warnings"][-1]
