@@ -161,7 +161,7 @@ def spread(task: str, values: list[float]) -> str:
     if task == "anomaly":
         window = anomaly_window()
         hits = sum(window[0] - 100 <= v <= window[1] + 100 for v in values)
-        where = f"sample {values[0]}" if len(values) == 1 else f"samples {min(values)}-{max(values)}"
+        where = f"sample {values[0]}" if len(set(values)) == 1 else f"samples {min(values)}-{max(values)}"
         return f"{where} ({hits}/{len(values)} hit)"
     a = np.array(values)
     text = (lambda x: f"{x:.2%}") if task.startswith("classify") else (lambda x: f"{x:.4f}")

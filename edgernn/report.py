@@ -178,10 +178,6 @@ def format_training(run_dir: Any, m: dict[str, Any]) -> str:
         lines.append(f"  targets: {_names_text(m['targets'])}")
     if m.get("classes"):
         lines.append(f"  classes: {_names_text(m['classes'])}")
-    if m.get("selection_window", 1) > 1:
-        lines.append(
-            f"  model kept: best mean validation loss over {m['selection_window']} evaluations in a row"
-        )
     lines += [f"warning: {w}" for w in m.get("warnings", [])[-1:]]
     return "\n".join(lines)
 

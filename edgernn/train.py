@@ -51,7 +51,6 @@ RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, RESUME_FILE)
 # torch's default (a spinning worker per core) makes every step several times slower.
 DEFAULT_THREADS = 1
 FEW_STEPS = 100  # a time budget that yields fewer steps than this trains a model barely past its warmup
-SMALL_VALIDATION = 50  # fewer validation cases than this: the kept model is picked on a smoothed loss
 
 
 class FewStepsWarning(UserWarning):
@@ -81,7 +80,6 @@ class TrainConfig:
     )
     validation_fraction: float = 0.1
     min_validation_cases: int = 20  # classify: a small data set validates on more than its 10% (see tasks)
-    selection_window: int | None = None  # evaluations averaged to pick the model kept; None: auto
     eval_batch_size: int = 32
     seed: int = 0
     threads: int | None = DEFAULT_THREADS  # torch intra-op threads; None: torch's default (every core)
@@ -100,7 +98,6 @@ class TrainConfig:
             "eval_batch_size",
             "checkpoint_every",
             "patience",
-            "selection_window",
         ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -711,38 +708,20 @@ class Trainer:
         history["grad_norm"].append(grad_norm)
         history["lr"].append(self.optimizer.param_groups[0]["lr"])
         self.running = []
-        score = self._selection_score()
         if self.dist.is_main:
             metric = f"  val accuracy {val_metric:.4f}" if val_metric is not None else ""
-            smoothed = f"  (selection score {score:.4f})" if score != val_loss else ""
             self.progress.write(
-                f"step {self.step}: train {history['train_loss'][-1]:.4f}  val {val_loss:.4f}{metric}{smoothed}"
+                f"step {self.step}: train {history['train_loss'][-1]:.4f}  val {val_loss:.4f}{metric}"
             )
             if self.writer:
                 self.writer.add_scalar("val/loss", val_loss, self.step)
-        if score < self.best:
-            self.best, self.bad_evals = score, 0
+        if val_loss < self.best:
+            self.best, self.bad_evals = val_loss, 0
             self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self._save_best()
         else:
             self.bad_evals += 1
         return self.config.patience is not None and self.bad_evals >= self.config.patience
-
-    def selection_window(self) -> int:
-        """Evaluations averaged into the selection score: 3 for a small validation set of sequences
-        (a handful of cases makes one evaluation's loss noisy), else 1 (the loss itself)."""
-        if self.config.selection_window is not None:
-            return self.config.selection_window
-        small = not self.data.is_series and len(self.data.validation) < SMALL_VALIDATION
-        return 3 if small else 1
-
-    def _selection_score(self, upto: int | None = None) -> float:
-        """What the kept model is picked on: the mean validation loss of the last ``selection_window``
-        evaluations (up to evaluation ``upto``), so that a checkpoint wins by being in a good stretch, not
-        by one lucky evaluation."""
-        losses = self.history["val_loss"][: None if upto is None else upto + 1]
-        recent = losses[-self.selection_window() :]
-        return sum(recent) / len(recent)
 
     def _save_best(self) -> None:
         if self.dist.is_main:
@@ -768,8 +747,7 @@ class Trainer:
             self.data.metadata["anomaly"] = {"residual_std": residual_std(self.model, *self.data.validation)}
             self._save_best()
         history = self.history
-        scores = [self._selection_score(i) for i in range(len(history["val_loss"]))]
-        best_index = scores.index(min(scores))
+        best_index = history["val_loss"].index(min(history["val_loss"]))
         train_size, validation_size = self.data.split_sizes
         metrics = {
             "task": self.data.task,
@@ -783,7 +761,6 @@ class Trainer:
             "train_size": train_size,
             "validation_size": validation_size,
             "loss": self.data.loss_description,
-            "selection_window": self.selection_window(),
             "threads": torch.get_num_threads(),
             "warnings": self.warnings,
             "steps": self.step,
