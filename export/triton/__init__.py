@@ -30,9 +30,15 @@ from edgernn.export.triton.config import Settings
 from edgernn.runtime import Stepper
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import InputError
+from edgernn.runtime.stepper import open_session, read_info
 
 BACKENDS = ("onnxruntime", "python")
-DEFAULTS = {"max_batch_size": 64, "max_candidate_sequences": 1024, "idle_timeout_us": 60_000_000, "instances": 1}
+DEFAULTS = {
+    "max_batch_size": 64,
+    "max_candidate_sequences": 1024,
+    "idle_timeout_us": 60_000_000,
+    "instances": 1,
+}
 MODEL_FILE = "model.onnx"
 VERSION = "1"
 CHECK_STEPS = 50
@@ -57,7 +63,9 @@ def write(
     sequences (oldest strategy), sequences idle for 60 s freed, 1 CPU instance. Raises InputError for a
     bad option, a model without edgernn metadata, or (onnxruntime) state pairs Triton would mismatch.
     """
-    settings = _settings(model, backend, model_name, max_batch_size, max_candidate_sequences, idle_timeout_us, instances)
+    settings = _settings(
+        model, backend, model_name, max_batch_size, max_candidate_sequences, idle_timeout_us, instances
+    )
     info = _model_info(model)
     if settings.backend == "onnxruntime":
         triton_config.check_state_pairing(info)
@@ -71,7 +79,9 @@ def write(
         shutil.copyfile(Path(__file__).with_name("python_model.py"), folder / VERSION / "model.py")
     else:
         _write_initial_states(folder, info)
-    report = DeployReport(target="triton", out_dir=stage, details={"backend": settings.backend, "model_name": settings.name})
+    report = DeployReport(
+        target="triton", out_dir=stage, details={"backend": settings.backend, "model_name": settings.name}
+    )
     report.checks += _verify(folder, text, info, settings)
     report.notes += _notes(settings)
     return report
@@ -101,12 +111,13 @@ def _settings(model, backend, name, max_batch_size, candidates, idle_us, instanc
 
 
 def _model_info(model: Path) -> ModelInfo:
-    info = Stepper(model, chunk_model=False).info
+    info = read_info(open_session(model))
     if info is None:
         raise InputError(
             f"model {str(model)!r}: expected an edgernn model (with edgernn metadata); Triton needs its "
             "state pairs, shapes and initial fill, which only the metadata gives"
         )
+    Stepper(model, chunk_model=False)  # the graph matches its metadata
     return info
 
 
@@ -167,7 +178,9 @@ def _implicit_state_check(folder: Path, info: ModelInfo) -> str:
         ys.append(named["y"])
     error = float(np.max(np.abs(np.stack(ys, axis=1) - _reference(path, xs))))
     if error > 1e-5:
-        raise InputError(f"the implicit-state replay differs from the stepper by {error:.3g} (expected <= 1e-5)")
+        raise InputError(
+            f"the implicit-state replay differs from the stepper by {error:.3g} (expected <= 1e-5)"
+        )
     return (
         f"{CHECK_SEQUENCES} sequences x {CHECK_STEPS} steps with state fed back as Triton pairs it "
         f"(sorted names, initial state from the config): largest difference from the stepper {error:.2g}"
@@ -205,4 +218,7 @@ def _notes(settings: Settings) -> list[str]:
         serve = "python -m edgernn.export.triton.server REPO  (pip install 'edgernn[serve]')"
     else:
         serve = "tritonserver --model-repository REPO  (a server with the onnxruntime backend, e.g. NGC's)"
-    return [f"serve: {serve}", "clients: gRPC sequence requests (sequence_id, sequence_start, sequence_end); docs/triton.md"]
+    return [
+        f"serve: {serve}",
+        "clients: gRPC sequence requests (sequence_id, sequence_start, sequence_end); docs/triton.md",
+    ]

@@ -36,7 +36,9 @@ class _Request:
         self.corrid = _control(request, "CORRID")
         self.start, self.end, self.ready = (_control(request, n) for n in ("START", "END", "READY"))
         x = pb_utils.get_input_tensor_by_name(request, x_name).as_numpy()
-        self.error = None if x.shape[0] == 1 else f"{x_name}: expected a batch of 1 per request, got {x.shape}"
+        self.error = (
+            None if x.shape[0] == 1 else f"{x_name}: expected a batch of 1 per request, got {x.shape}"
+        )
         self.x = x.reshape(x_shape) if self.error is None else None
         self.requested: list[str] = request.requested_output_names()
         self.stream: int | None = None
@@ -110,6 +112,7 @@ class TritonPythonModel:
         ys = {}
         for r in batch:
             try:
+                self.stepper.data_input.validate(r.x, 1)  # says what is wrong with this x
                 ys.update(self.pool.step({r.stream: r.x}))
             except EdgeRNNError as exc:
                 r.error = f"sequence {r.corrid}: {exc}"

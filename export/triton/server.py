@@ -21,6 +21,7 @@ Run ``python -m edgernn.export.triton.server REPO`` to serve a repository in the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -92,14 +93,23 @@ def server_environment() -> dict[str, str]:
 
 
 class TritonServer:
-    """tritonserver serving ``repository`` on 127.0.0.1 (gRPC on a free port; HTTP and metrics off).
+    """tritonserver serving one or more model repositories on 127.0.0.1 (gRPC on a free port unless
+    given; HTTP and metrics off).
 
     ``start()`` waits until every model is ready (or raises ServerError with the server's log tail);
+    ``kill()`` ends it at once as a crash would, and ``start()`` starts it again on the same port;
     ``stop()`` ends it (SIGTERM, then SIGKILL) and is safe to call twice. A context manager.
     """
 
-    def __init__(self, repository: str | os.PathLike, *, grpc_port: int | None = None, log_verbose: int = 0):
-        self.repository = Path(repository).resolve()
+    def __init__(
+        self,
+        repository: str | os.PathLike | list[str | os.PathLike],
+        *,
+        grpc_port: int | None = None,
+        log_verbose: int = 0,
+    ):
+        repositories = repository if isinstance(repository, list) else [repository]
+        self.repositories = [Path(r).resolve() for r in repositories]
         self.grpc_port = grpc_port
         self.log_verbose = log_verbose
         self.process: subprocess.Popen | None = None
@@ -118,10 +128,11 @@ class TritonServer:
         prefix = f"edgernn{os.getpid()}_{self.grpc_port}_"  # python backend shared memory, one per server
         return [
             str(find_server()),
-            f"--model-repository={self.repository}",
+            *(f"--model-repository={r}" for r in self.repositories),
             f"--backend-directory={backends}",
             "--allow-http=false",
             "--allow-metrics=false",
+            "--pinned-memory-pool-byte-size=0",  # CPU only: no CUDA pinned memory to ask for
             "--grpc-address=127.0.0.1",
             f"--grpc-port={self.grpc_port}",
             f"--backend-config=python,shm-region-prefix-name={prefix}",
@@ -132,11 +143,13 @@ class TritonServer:
     def start(self, timeout_s: float = START_TIMEOUT_S) -> TritonServer:
         if self.process is not None:
             raise ServerError("the server is already running")
-        self._workdir = Path(tempfile.mkdtemp(prefix="edgernn-triton-"))
-        backends = prepare_backends(self._workdir / "backends")
+        if self._workdir is None:  # kept after kill(), for a restart
+            self._workdir = Path(tempfile.mkdtemp(prefix="edgernn-triton-"))
+            prepare_backends(self._workdir / "backends")
+        backends = self._workdir / "backends"
         if self.grpc_port is None:
             self.grpc_port = free_port()
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(backends),
                 stdout=log,
@@ -159,7 +172,9 @@ class TritonServer:
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise ServerError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
+                    raise ServerError(
+                        f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}"
+                    )
                 try:
                     if client.is_server_ready(client_timeout=1.0):
                         return
@@ -206,15 +221,16 @@ class TritonServer:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve a Triton model repository on 127.0.0.1 (gRPC).")
-    parser.add_argument("repository", type=Path)
+    parser.add_argument("repository", type=Path, nargs="+")
     parser.add_argument("--grpc-port", type=int, default=8001)
     args = parser.parse_args(argv)
     with TritonServer(args.repository, grpc_port=args.grpc_port) as server:
-        print(f"serving {args.repository} on {server.grpc_url} (gRPC); Ctrl-C stops", file=sys.stderr)
-        try:
+        print(
+            f"serving {', '.join(map(str, args.repository))} on {server.grpc_url} (gRPC); Ctrl-C stops",
+            file=sys.stderr,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
             server.process.wait()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":
