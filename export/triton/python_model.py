@@ -33,9 +33,12 @@ class _Request:
     __slots__ = ("corrid", "start", "end", "ready", "x", "requested", "stream", "tensors", "error")
 
     def __init__(self, request, x_name: str, x_shape: tuple[int, ...]):
-        self.corrid = _control(request, "CORRID")
-        self.start, self.end, self.ready = (_control(request, n) for n in ("START", "END", "READY"))
-        x = pb_utils.get_input_tensor_by_name(request, x_name).as_numpy()
+        # One pass over the inputs: pb_utils.get_input_tensor_by_name lists them all at every call.
+        tensors = {tensor.name(): tensor for tensor in request.inputs()}
+        self.corrid, self.start, self.end, self.ready = (
+            int(tensors[name].as_numpy().reshape(-1)[0]) for name in ("CORRID", "START", "END", "READY")
+        )
+        x = tensors[x_name].as_numpy()
         self.error = (
             None if x.shape[0] == 1 else f"{x_name}: expected a batch of 1 per request, got {x.shape}"
         )
@@ -43,10 +46,6 @@ class _Request:
         self.requested: list[str] = request.requested_output_names()
         self.stream: int | None = None
         self.tensors: list | None = None
-
-
-def _control(request, name: str) -> int:
-    return int(pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)[0])
 
 
 def _rounds(batch: list[_Request]) -> list[list[_Request]]:
@@ -71,7 +70,9 @@ class TritonPythonModel:
         self.idle_s = int(batching["max_sequence_idle_microseconds"]) / 1e6
         # Sequences Triton has already timed out but this instance has not yet seen go idle still hold a
         # row until the next sweep: room for twice the candidates Triton lets in at once.
-        self.pool = self.stepper.new_pool(2 * int(batching["oldest"]["max_candidate_sequences"]))
+        # (the direct strategy: one slot per batch row)
+        candidates = batching.get("oldest", {}).get("max_candidate_sequences", config["max_batch_size"])
+        self.pool = self.stepper.new_pool(2 * int(candidates))
         self.streams: dict[int, int] = {}  # correlation id -> pool stream id
         self.last_seen: dict[int, float] = {}  # correlation id -> time of its last request
         self.next_sweep = 0.0
