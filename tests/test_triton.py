@@ -268,7 +268,9 @@ def _run(coroutine_factory, url: str):
     import tritonclient.grpc.aio as aioclient
 
     async def main():
-        client = aioclient.InferenceServerClient(url)
+        # A channel of its own: gRPC shares connections process-wide, and one that failed while the
+        # server was down would answer "connection refused" for its reconnect backoff after a restart.
+        client = aioclient.InferenceServerClient(url, channel_args=[("grpc.use_local_subchannel_pool", 1)])
         try:
             return await coroutine_factory(client)
         finally:
