@@ -416,3 +416,17 @@ def test_a_killed_server_fails_its_clients_and_a_restarted_one_serves_new_sequen
     finally:
         server.stop()
     np.testing.assert_allclose(got, _reference(path, xs), atol=1e-5, rtol=0)
+
+
+def test_the_deploy_command_writes_a_python_repository(tmp_path, need_tritonclient):
+    path = _save(build_tiny_model("gru", "tokens"), tmp_path, "chars")
+    args = ["deploy", str(path), "--target", "triton", "--backend", "python", "--model-name", "keys"]
+    result = CliRunner().invoke(
+        cli, [*args, "--max-batch-size", "8", "--instances", "2", "-o", str(tmp_path / "r"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["details"] == {"backend": "python", "model_name": "keys"}
+    assert {f["path"] for f in doc["files"]} >= {"keys/config.pbtxt", "keys/1/model.py", "keys/1/model.onnx"}
+    config = _parsed(tmp_path / "r", "keys")
+    assert (config.max_batch_size, config.instance_group[0].count) == (8, 2)
