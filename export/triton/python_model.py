@@ -65,17 +65,18 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config["parameters"].items()}
         folder = Path(args["model_repository"]) / args["model_version"]
-        self.stepper = Stepper(folder / params["model_file"])
+        self.stepper = Stepper(folder / params["model_file"], chunk_model=False)
         batching = config["sequence_batching"]
         self.idle_s = int(batching["max_sequence_idle_microseconds"]) / 1e6
         # Sequences Triton has already timed out but this instance has not yet seen go idle still hold a
-        # row until the next sweep: room for twice the candidates Triton lets in at once.
-        # (the direct strategy: one slot per batch row)
+        # row until the next sweep: room for twice the sequences Triton lets in at once (the oldest
+        # strategy's candidates; the direct strategy's one per batch slot).
         candidates = batching.get("oldest", {}).get("max_candidate_sequences", config["max_batch_size"])
         self.pool = self.stepper.new_pool(2 * int(candidates))
         self.streams: dict[int, int] = {}  # correlation id -> pool stream id
         self.last_seen: dict[int, float] = {}  # correlation id -> time of its last request
         self.next_sweep = 0.0
+        self.active: set[int] = set()  # the correlation ids of the batch in hand
         data = self.stepper.data_input
         self.x_name, self.x_shape = data.name, tuple(data.shape[1:])
         self.y_name = self.stepper.session.get_outputs()[0].name
@@ -85,7 +86,8 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         now = time.monotonic()
         batch = [_Request(r, self.x_name, self.x_shape) for r in requests]
-        self._sweep(now, {r.corrid for r in batch})
+        self.active = {r.corrid for r in batch}
+        self._sweep(now)
         for round_ in _rounds(batch):  # one round unless a sequence has two requests in this batch
             self._step(round_, now)
         return [self._response(r) for r in batch]
@@ -94,6 +96,8 @@ class TritonPythonModel:
         ready = [r for r in batch if r.error is None and r.ready]
         for r in ready:
             r.stream = self._open(r)
+            if r.stream is not None:
+                self.last_seen[r.corrid] = now
         stepping = [r for r in ready if r.error is None]
         if stepping:
             try:
@@ -101,7 +105,6 @@ class TritonPythonModel:
             except EdgeRNNError:
                 ys = self._step_one_by_one(stepping)
             for r in stepping:
-                self.last_seen[r.corrid] = now
                 if r.error is None:
                     r.tensors = self._outputs(r, ys[r.stream])
         for r in ready:  # Triton has ended the sequence even when its last request failed
@@ -124,7 +127,7 @@ class TritonPythonModel:
         if r.start:
             if stream is None:
                 if len(self.pool) == self.pool.capacity:
-                    self._sweep(time.monotonic(), {r.corrid}, force=True)
+                    self._sweep(time.monotonic(), force=True)
                 try:
                     stream = self.streams[r.corrid] = self.pool.join()
                 except EdgeRNNError as exc:
@@ -159,13 +162,13 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.y_name, zeros)])
         return pb_utils.InferenceResponse(output_tensors=r.tensors)
 
-    def _sweep(self, now: float, active: set[int], force: bool = False) -> None:
+    def _sweep(self, now: float, force: bool = False) -> None:
         """Free sequences idle for longer than the timeout (Triton has forgotten them), at most ten
         times per timeout unless ``force``; sequences in the current batch are alive by definition."""
         if not force and now < self.next_sweep:
             return
         self.next_sweep = now + self.idle_s / 10
-        idle = [c for c, seen in self.last_seen.items() if now - seen > self.idle_s and c not in active]
+        idle = [c for c, seen in self.last_seen.items() if now - seen > self.idle_s and c not in self.active]
         for corrid in idle:
             if corrid in self.streams:
                 self._close(corrid)

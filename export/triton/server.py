@@ -34,13 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgernn.runtime.errors import InputError
+from edgernn.runtime.errors import EdgeRNNError
 
 INSTALL_HINT = "pip install 'edgernn[serve]'"
 START_TIMEOUT_S = 60.0
 
 
-class ServerError(InputError):
+class ServerError(EdgeRNNError):
     """tritonserver is missing, did not start, or stopped."""
 
 
