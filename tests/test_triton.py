@@ -101,6 +101,8 @@ def test_onnxruntime_repository_layout_and_config(tmp_path, need_tritonclient):
         )
     [group] = c.instance_group
     assert (group.count, group.kind) == (2, pb.ModelInstanceGroup.KIND_CPU)
+    threads = {key: value.string_value for key, value in c.parameters.items()}
+    assert threads == {"intra_op_thread_count": "1", "inter_op_thread_count": "1"}
     assert any("state fed back as Triton pairs it" in check for check in report.checks)
     assert json.loads((repo / "deploy.json").read_text())["details"]["backend"] == "onnxruntime"
 

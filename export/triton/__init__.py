@@ -27,7 +27,7 @@ import numpy as np
 from edgernn.export.deploy import DeployReport
 from edgernn.export.triton import config as triton_config
 from edgernn.export.triton.config import Settings
-from edgernn.runtime import Stepper
+from edgernn.runtime import Stepper, contract
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.stepper import open_session, read_info
@@ -172,10 +172,10 @@ def _implicit_state_check(folder: Path, info: ModelInfo) -> str:
     state = {s.input: _initial(folder, s, CHECK_SEQUENCES) for s in info.states}
     ys = []
     for t in range(CHECK_STEPS):
-        results = session.run(None, {"x": xs[:, t], **state})
+        results = session.run(None, {contract.INPUT_NAME: xs[:, t], **state})
         named = dict(zip([o.name for o in session.get_outputs()], results, strict=True))
         state = {i: named[o] for i, o in zip(inputs, outputs, strict=True)}
-        ys.append(named["y"])
+        ys.append(named[contract.OUTPUT_NAME])
     error = float(np.max(np.abs(np.stack(ys, axis=1) - _reference(path, xs))))
     if error > 1e-5:
         raise InputError(

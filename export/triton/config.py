@@ -68,6 +68,11 @@ def build(info: ModelInfo, settings: Settings) -> dict[str, Any]:
         # backend requires every control input to be a graph input, so none are declared.
         batching["state"] = [_state(s) for s in info.states]
         config["default_model_filename"] = settings.model_file
+        # One thread per session, as the stepper runs tiny models (the backend's default takes every core).
+        config["parameters"] = [
+            {"key": key, "value": {"string_value": "1"}}
+            for key in ("intra_op_thread_count", "inter_op_thread_count")
+        ]
     else:
         batching["control_input"] = [_control(name, kind) for name, kind in CONTROLS]
         config["parameters"] = [{"key": "model_file", "value": {"string_value": settings.model_file}}]
@@ -75,7 +80,7 @@ def build(info: ModelInfo, settings: Settings) -> dict[str, Any]:
 
 
 def _data_input(info: ModelInfo, backend: str) -> dict[str, Any]:
-    spec = {"name": contract.INPUT_NAME, "data_type": Enum(DATA_TYPES[info.input.dtype])}
+    spec: dict[str, Any] = {"name": contract.INPUT_NAME, "data_type": Enum(DATA_TYPES[info.input.dtype])}
     if info.input.kind == "tokens":
         spec["dims"] = [1]  # one token id per request; the graph's x is (batch,)
         if backend == "onnxruntime":
