@@ -247,7 +247,7 @@ def measure(
     from the initial state (default: up to MAX_EVAL_STREAMS of at least 64 steps); sequences always run
     one by one from the initial state.
     """
-    metrics = tuple(metrics) or (data.metric,)
+    metrics = tuple(dict.fromkeys(metrics)) or (data.metric,)
     if data.sequences is not None:
         return _sequence_metrics(stepper, data, metrics)
     inputs, targets = data.inputs, data.targets
