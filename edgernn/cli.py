@@ -523,5 +523,37 @@ def evaluate(model, data, series_column, label_column, as_json) -> None:
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format())
 
 
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("source", default="-", type=click.File("r", encoding="utf-8"))
+@click.option("--series-column", help="Column whose change starts a new sequence (a blank line does too).")
+@click.option(
+    "--threshold", type=float, help="anomaly: add a 0/1 'anomaly' column, 1 where score > THRESHOLD."
+)
+@click.option(
+    "--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="charlm: characters shown."
+)
+@_json_option
+def stream(model, source, series_column, threshold, top_k, as_json) -> None:
+    """Predict line by line: CSV or JSON lines from SOURCE (default stdin), one prediction per line out.
+
+    Columns are matched by name against the model's. Forecasts come in the user's units, anomaly models
+    give a score per sample, classifiers their label and probabilities after every frame; a character
+    model reads text lines and gives the likeliest next characters. No torch needed.
+
+    \b
+    Examples:
+      edgernn stream bleeding.onnx examples/data/ucr_internalbleeding16_test.csv --threshold 6
+      sensor-reader | edgernn stream forecast.onnx --json
+      echo "ROMEO:" | edgernn stream shakespeare.onnx --top-k 3
+    """
+    from edgernn.runtime import Stepper
+    from edgernn.runtime.streaming_io import predict_lines
+
+    options = {"series_column": series_column, "threshold": threshold, "top_k": top_k, "as_json": as_json}
+    for line in predict_lines(Stepper(model), iter(source.readline, ""), **options):
+        click.echo(line)  # click.echo flushes: every prediction leaves as soon as it is made
+
+
 def main() -> None:
     cli(prog_name="edgernn")
