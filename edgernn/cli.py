@@ -555,5 +555,44 @@ def stream(model, source, series_column, threshold, top_k, as_json) -> None:
         click.echo(line)  # click.echo flushes: every prediction leaves as soon as it is made
 
 
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--mode", required=True, type=click.Choice(QUANTIZATION_MODES), help="Weights as int8, fp16 or int4."
+)
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Real data in the model's format (text, CSV with its columns, .ts); split as training splits it.",
+)
+@click.option("--int8-method", type=click.Choice(["auto", "weights", "dynamic", "static"]), default="auto")
+@click.option("--tolerance", type=float, help="Metric change allowed (as export --tolerance).")
+@click.option("--force", is_flag=True, help="Write even if the metric or drift check fails.")
+@_json_option
+def quantize(model, path, mode, data_path, int8_method, tolerance, force, as_json) -> None:
+    """Quantize a verified float32 ONNX file (edgernn's own or a bring-your-own model) without its run.
+
+    The same quantization and checks as export --quantize (one step, 3000 steps closed loop, the task
+    metric on the validation split of --data); refused past --tolerance with nothing written.
+
+    \b
+    Examples:
+      edgernn quantize shakespeare.onnx -o shakespeare-int8.onnx --mode int8 --data examples/data/tinyshakespeare.txt
+      edgernn quantize sensor.onnx -o sensor-fp16.onnx --mode fp16 --data readings.csv --json
+    """
+    from edgernn.export import QuantizeConfig
+    from edgernn.export.exporter import quantize_file
+    from edgernn.report import export_document, format_export
+
+    config = QuantizeConfig(mode, int8_method, tolerance=tolerance, force=force)
+    report = quantize_file(model, path, config, data_path)
+    click.echo(json.dumps(export_document(report), indent=2) if as_json else format_export(report))
+    if report.quantization["checks"]["forced"]:
+        click.echo("warning: written with --force past failed check(s)", err=True)
+
+
 def main() -> None:
     cli(prog_name="edgernn")

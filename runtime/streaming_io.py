@@ -195,7 +195,10 @@ class _Rows:
             raise InputError(
                 f"line {number}: expected {self.width} fields as in the header, got {len(fields)}"
             )
-        values = [_number(fields[i], name, number) for i, name in zip(self.index, self.predictor.columns, strict=True)]
+        values = [
+            _number(fields[i], name, number)
+            for i, name in zip(self.index, self.predictor.columns, strict=True)
+        ]
         series = fields[self.series_index].strip() if self.series_index is not None else None
         return series, np.array(values, dtype=np.float32)
 

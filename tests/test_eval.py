@@ -192,3 +192,9 @@ def run_python_lines(code: str, *args: str, cwd: Path) -> list[str]:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()
+
+
+@pytest.mark.parametrize("command", ["eval", "stream", "quantize", "deploy"])
+def test_new_commands_have_help_with_an_example(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0 and "Example" in result.stdout
