@@ -65,7 +65,7 @@ for case in json.loads(open(sys.argv[1]).read()):
         try:
             outcome = steps(case, folding)
         except Exception as exc:
-            outcome = str(exc).splitlines()[0][:120]
+            outcome = str(exc).splitlines()[0].split(" : ")[-1][:100]
         result.setdefault(case["ort"], []).append(outcome)
 print(json.dumps({"version": ort.__version__, "result": result}))
 """
@@ -127,9 +127,7 @@ def check_releases(releases: list[str], cases: list[dict], work: Path) -> list[s
         done = subprocess.run([str(venv / "bin" / "python"), "-c", LOAD_CHECK, str(spec)], capture_output=True,
                               text=True, check=True)  # fmt: skip
         result = json.loads(done.stdout.strip().splitlines()[-1])["result"]
-        cells = [
-            f"{v:.2g}" if isinstance(v, float) else f"refused: {v}" for v in (result[c["ort"]] for c in cases)
-        ]
+        cells = [" / ".join(map(_outcome, result[c["ort"]])) for c in cases]
         rows.append(f"| {release} | " + " | ".join(cells) + " |")
     return rows
 
