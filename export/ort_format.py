@@ -98,6 +98,10 @@ def write(
     )
     report.details = details
     report.notes += _notes(details, usability)
+    if chunk is None and chunk_path(model).is_file():
+        report.notes.append(
+            f"{chunk_path(model).name} beside the model failed the stepper's checks: not converted"
+        )
     if usability is not None:
         details["mobile_usability"] = usability
     return report
