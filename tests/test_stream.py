@@ -191,3 +191,17 @@ def test_each_prediction_is_flushed_as_its_line_arrives_without_torch(forecaster
         process.kill()
     want = Stepper(forecaster.path).step(np.array([1.0, 2.0], np.float32))
     np.testing.assert_allclose([float(v) for v in answers[1].split(",")], want, rtol=1e-5)
+
+
+def test_step_labels_stream_through_one_sequence(root):
+    extra = {"task": "steplabels", "columns": ["x0", "x1"], "label_column": "state", "classes": ["0", "1"]}
+    model = task_model(root, "steps.onnx", extra, input_kind="features", input_size=2, hidden_size=3)
+    frames = np.random.default_rng(2).standard_normal((6, 2)).round(4)
+    text = "x1,x0,state\n" + "\n".join(f"{b},{a},0" for a, b in frames) + "\n"  # the label column is ignored
+    result = stream(model.path, "--json", input=text)
+    assert result.exit_code == 0, result.output
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    reference = StreamingClassifier(Stepper(model.path))
+    want = [reference.step(frame) for frame in frames.astype(np.float32)]
+    assert [d["label"] for d in docs] == [label for label, _ in want]
+    np.testing.assert_allclose([[d["p_0"], d["p_1"]] for d in docs], [p for _, p in want], rtol=1e-6)
