@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -418,6 +419,7 @@ def test_a_killed_server_fails_its_clients_and_a_restarted_one_serves_new_sequen
     finally:
         server.stop()
     np.testing.assert_allclose(got, _reference(path, xs), atol=1e-5, rtol=0)
+    assert not list(Path("/dev/shm").glob(server.shm_prefix + "*"))  # the killed one's regions too
 
 
 def test_the_deploy_command_writes_a_python_repository(tmp_path, need_tritonclient):

@@ -124,8 +124,12 @@ class TritonServer:
         assert self._workdir is not None
         return self._workdir / "tritonserver.log"
 
+    @property
+    def shm_prefix(self) -> str:
+        """The name prefix of the python backend's shared-memory regions (in /dev/shm) of this server."""
+        return f"edgernn{os.getpid()}_{self.grpc_port}_"
+
     def command(self, backends: Path) -> list[str]:
-        prefix = f"edgernn{os.getpid()}_{self.grpc_port}_"  # python backend shared memory, one per server
         return [
             str(find_server()),
             *(f"--model-repository={r}" for r in self.repositories),
@@ -135,7 +139,7 @@ class TritonServer:
             "--pinned-memory-pool-byte-size=0",  # CPU only: no CUDA pinned memory to ask for
             "--grpc-address=127.0.0.1",
             f"--grpc-port={self.grpc_port}",
-            f"--backend-config=python,shm-region-prefix-name={prefix}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--exit-timeout-secs=5",
             f"--log-verbose={self.log_verbose}",
         ]
@@ -196,6 +200,13 @@ class TritonServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
         self.process = None
+        self._remove_shared_memory()
+
+    def _remove_shared_memory(self) -> None:
+        """A killed server leaves its python backend's shared-memory regions behind: remove them."""
+        if self.grpc_port is not None:
+            for region in Path("/dev/shm").glob(self.shm_prefix + "*"):
+                region.unlink(missing_ok=True)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         process, self.process = self.process, None
@@ -208,6 +219,7 @@ class TritonServer:
                 process.wait(timeout=10)
             except ProcessLookupError:
                 pass
+        self._remove_shared_memory()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
