@@ -233,6 +233,21 @@ def served(tmp_path_factory):
         server.stop()
 
 
+def test_the_server_loads_repositories_with_deploy_json_at_their_root(served):
+    import tritonclient.grpc as grpcclient
+
+    for model in ("chars", "sensor"):
+        assert (served[model].parent / f"repo_{model}" / "deploy.json").is_file()
+    client = grpcclient.InferenceServerClient(served["server"].grpc_url)
+    try:
+        assert [client.is_model_ready(m) for m in ("chars", "sensor")] == [True, True]
+        index = client.get_model_repository_index(as_json=True)["models"]
+    finally:
+        client.close()
+    assert sorted(m["name"] for m in index) == ["chars", "sensor"]  # deploy.json is no model
+    assert "deploy.json" not in served["server"].log_path.read_text()
+
+
 def _input(x: np.ndarray):
     import tritonclient.grpc as grpcclient
 
