@@ -151,7 +151,7 @@ def _names(text: str | None) -> list[str] | None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="torch threads (measured in docs/training.md: 1 is as fast on small models, and holds up on a busy machine).",
+    help="torch threads; 1 holds up when the machine is busy, where more make every step slower (docs/training.md).",
 )
 @click.option(
     "--resume",
