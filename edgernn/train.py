@@ -46,9 +46,9 @@ from edgernn.tasks import TaskData, infer_task, load_task
 RESUME_FILE = "resume.safetensors"
 CURVES_FILE = "loss_curves.png"
 RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, RESUME_FILE)
-# One thread for the CLI and the Python API alike: measured in docs/training.md, it is as fast as two on an
-# idle 2-core machine for these model sizes and degrades gracefully when another job is running, where
-# torch's default (a spinning worker per core) makes every step several times slower.
+# One thread for the CLI and the Python API alike (measured in docs/training.md): with other work on the
+# machine one thread degrades gracefully, where torch's default (a spinning worker per core) made every
+# step 5x to 26x slower; what one thread can lose on an idle machine is bounded by the core count.
 DEFAULT_THREADS = 1
 FEW_STEPS = 100  # a time budget that yields fewer steps than this trains a model barely past its warmup
 
