@@ -523,7 +523,7 @@ def deploy(model, target, out_dir, as_json, **options) -> None:
       edgernn deploy shakespeare.onnx --target c --precision int8 -o deploy/c
       edgernn deploy shakespeare.onnx --target triton --backend python -o model_repository
     """
-    from edgernn.export.deploy import deploy as deploy_model
+    deploy_model = _train_extra("edgernn.export.deploy", "deploy").deploy
 
     given = {key: value for key, value in options.items() if value is not None}
     report = deploy_model(model, target, out_dir, **given)
@@ -614,7 +614,7 @@ def quantize(model, path, mode, data_path, int8_method, tolerance, force, as_jso
       edgernn quantize shakespeare.onnx -o shakespeare-int8.onnx --mode int8 --data examples/data/tinyshakespeare.txt
       edgernn quantize sensor.onnx -o sensor-fp16.onnx --mode fp16 --data readings.csv --json
     """
-    from edgernn.export import QuantizeConfig
+    QuantizeConfig = _train_extra("edgernn.export", "quantize").QuantizeConfig
     from edgernn.export.exporter import quantize_file
     from edgernn.report import export_document, format_export
 
