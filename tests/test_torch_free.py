@@ -92,10 +92,13 @@ main()
 def test_train_and_export_without_torch_say_what_to_install(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("hello world " * 200)
-    for args in (
+    commands = (
         ["train", str(text), "-o", str(tmp_path / "run")],
         ["export", str(tmp_path), "-o", "m.onnx"],
-    ):
+        ["quantize", str(text), "-o", "m.onnx", "--mode", "int8", "--data", str(text)],
+        ["deploy", str(text), "--target", "ort", "-o", "deployed"],
+    )
+    for args in commands:
         done = subprocess.run(
             [sys.executable, "-c", TRAIN_WITHOUT_TORCH, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
         )  # fmt: skip
@@ -104,4 +107,4 @@ def test_train_and_export_without_torch_say_what_to_install(tmp_path):
         assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
         assert f"edgernn {args[0]} needs the train extra (torch is not installed)" in lines[0]
         assert "pip install 'edgernn[train]'" in lines[0]
-    assert not (tmp_path / "run").exists() and not (tmp_path / "m.onnx").exists()
+    assert not any((tmp_path / name).exists() for name in ("run", "m.onnx", "deployed"))
