@@ -453,8 +453,9 @@ def load_task(
 def infer_task(path: str | os.PathLike, *, columns=None, targets=None, label_column=None) -> tuple[str, str]:
     """The task a data file is for, and why, from its kind; InputError when it could be several.
 
-    ``.ts``: classify. ``.csv``: forecast (or, with ``label_column``, classify when a sequence id column
-    such as ``series_id`` is present, else steplabels); a CSV holding a label column (``label``,
+    ``.ts``: classify. ``.csv``: forecast; classify when it has a sequence id column such as
+    ``series_id`` and a ``label`` column (the classification CSV); with ``label_column``, classify when a
+    sequence id column is present, else steplabels. Any other CSV holding a label column (``label``,
     ``is_anomaly``...) is refused as ambiguous. Any other file: charlm, but a file
     that reads as a numeric CSV table is refused as ambiguous.
     """
@@ -482,6 +483,9 @@ def _infer_csv_task(path: Path, label_column: str | None) -> tuple[str, str]:
             return "classify", f"a CSV with --label-column and a sequence id column ({ids[0]!r})"
         return "steplabels", "a CSV with --label-column and no sequence id column: a label per row"
     labels = [n for n in names if n.lower() in _LABEL_COLUMNS]
+    ids = [n for n in names if n.lower() in _ID_COLUMNS]
+    if labels and ids and "label" in names:
+        return "classify", f"a CSV with a sequence id column ({ids[0]!r}) and a 'label' column"
     if labels:
         raise InputError(
             f"{path}: cannot tell the task: the CSV has a label column ({labels[0]!r}); give --task forecast "

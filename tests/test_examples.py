@@ -72,9 +72,3 @@ def test_every_example_has_help_writes_nothing_with_it_and_is_in_the_readme(tmp_
         assert "usage:" in out and "--out" in out, name
         assert f"examples/{name}" in readme, f"README does not list {name}"
     assert list(tmp_path.iterdir()) == []  # --help wrote no file named --help, nor anything else
-
-
-def test_bring_your_own_example_writes_under_its_directory(tmp_path):
-    out = run_example("bring_your_own.py", "--out", str(tmp_path / "byo"), "--steps", "20", cwd=tmp_path)
-    assert "stepper vs PyTorch over 200 samples" in out
-    assert (tmp_path / "byo" / "denoiser.onnx").exists()

@@ -330,8 +330,9 @@ def write_sequences_csv(path: Path, cases: int, classes: list[str]) -> None:
 def test_classify_csv_takes_text_labels_and_validates_on_a_stratified_share(tmp_path):
     path = tmp_path / "speakers.csv"
     write_sequences_csv(path, 40, ["alice", "bob", "carol", "dan"])
+    # no task named: series_id and label make it the classification CSV
     result = train_task(None, path, tmp_path / "run", ModelConfig(hidden_size=8), steps(4, eval_every=2),
-                        data_options={"label_column": "label"}, progress=False)  # fmt: skip
+                        progress=False)  # fmt: skip
     data = result.task
     assert data.task == "classify" and data.metadata["classes"] == ["alice", "bob", "carol", "dan"]
     assert data.split_sizes == (30, 10)  # 10% would be 4 cases: a small set validates on a quarter
