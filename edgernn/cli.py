@@ -182,7 +182,7 @@ def train(
       edgernn train --resume runs/shakespeare --minutes 4     # four minutes more
       torchrun --nproc_per_node=2 -m edgernn train data.txt -o runs/ddp --steps 500
     """
-    train_module = _train_extra("edgernn.train", "train")
+    train_module = _train_extra("train", "edgernn.train")
     from edgernn.report import format_training
 
     if resume and (data is not None or run_dir is not None):
@@ -223,12 +223,14 @@ def _train_new(train_module, task, data, run_dir, options, settings, **keywords)
 _TRAIN_EXTRA = {"torch", "onnx", "onnxscript", "onnx_ir", "safetensors", "tqdm", "matplotlib"}
 
 
-def _train_extra(module: str, command: str):
-    """Import a module of the train extra, or say in one line (exit 2) what to install."""
+def _train_extra(command: str, module: str, *names: str):
+    """Import a module of the train extra (and take ``names`` from it, which may import more), or say in
+    one line (exit 2) what to install."""
     import importlib
 
     try:
-        return importlib.import_module(module)
+        imported = importlib.import_module(module)
+        return tuple(getattr(imported, name) for name in names) if names else imported
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if missing not in _TRAIN_EXTRA:
@@ -292,10 +294,8 @@ def export(run_dir, path, quantize, int8_method, tolerance, force, data_path, as
       edgernn export runs/shakespeare -o shakespeare.onnx
       edgernn export runs/shakespeare -o shakespeare-int8.onnx --quantize int8
     """
-    export_module = _train_extra("edgernn.export", "export")
+    QuantizeConfig, export_run = _train_extra("export", "edgernn.export", "QuantizeConfig", "export_run")
     from edgernn.report import export_document, format_export
-
-    QuantizeConfig, export_run = export_module.QuantizeConfig, export_module.export_run
 
     if quantize == "none" and (force or tolerance is not None or data_path):
         raise click.UsageError("--force, --tolerance and --data apply to --quantize int8/fp16/int4 only")
@@ -523,7 +523,7 @@ def deploy(model, target, out_dir, as_json, **options) -> None:
       edgernn deploy shakespeare.onnx --target c --precision int8 -o deploy/c
       edgernn deploy shakespeare.onnx --target triton --backend python -o model_repository
     """
-    deploy_model = _train_extra("edgernn.export.deploy", "deploy").deploy
+    from edgernn.export.deploy import deploy as deploy_model
 
     given = {key: value for key, value in options.items() if value is not None}
     report = deploy_model(model, target, out_dir, **given)
@@ -614,8 +614,8 @@ def quantize(model, path, mode, data_path, int8_method, tolerance, force, as_jso
       edgernn quantize shakespeare.onnx -o shakespeare-int8.onnx --mode int8 --data examples/data/tinyshakespeare.txt
       edgernn quantize sensor.onnx -o sensor-fp16.onnx --mode fp16 --data readings.csv --json
     """
-    QuantizeConfig = _train_extra("edgernn.export", "quantize").QuantizeConfig
-    from edgernn.export.exporter import quantize_file
+    (QuantizeConfig,) = _train_extra("quantize", "edgernn.export", "QuantizeConfig")
+    (quantize_file,) = _train_extra("quantize", "edgernn.export.exporter", "quantize_file")
     from edgernn.report import export_document, format_export
 
     config = QuantizeConfig(mode, int8_method, tolerance=tolerance, force=force)
