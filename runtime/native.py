@@ -64,7 +64,7 @@ class _Library:
                 f"library {str(path)!r} has no generated model named {name!r} ({exc}); pass name= the "
                 "NAME it was generated with"
             ) from None
-        self.lib, self.name = lib, name
+        self.lib, self.name, self.path = lib, name, path
         self.reset.argtypes, self.reset.restype = [ctypes.c_void_p], None
         self.step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         self.step.restype = ctypes.c_int
@@ -297,6 +297,11 @@ class NativeStepper:
     @property
     def name(self) -> str:
         return self._library.name
+
+    @property
+    def path(self) -> Path:
+        """The shared library this stepper loaded."""
+        return self._library.path
 
     @property
     def batch_size(self) -> int:
