@@ -411,3 +411,16 @@ def test_int8_metric_gate_with_data(tmp_path):
     assert not (tmp_path / "strict").exists()
     forced = deploy(path, "c", tmp_path / "forced", precision="int8", data=data, tolerance=-1.0, force=True)
     assert any(c.startswith("FORCED") for c in forced.checks) and forced.details["quality"]["forced"]
+
+
+def test_without_a_compiler_nothing_is_written_unless_verification_is_skipped(models, tmp_path, monkeypatch):
+    import edgernn.export.c.build as build
+
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CC", raising=False)
+    with pytest.raises(InputError, match="no C compiler found.*Debian package gcc.*--no-verify"):
+        deploy(models["lstm_tokens_1x16"], "c", tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    report = deploy(models["lstm_tokens_1x16"], "c", tmp_path / "u", skip_verify=True)
+    assert report.checks[0].startswith("NOT VERIFIED") and report.details["verified"] is False
+    assert (tmp_path / "u" / "model_test.c").is_file()
