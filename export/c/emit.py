@@ -266,8 +266,12 @@ class _Emitter:
         lines.append(f"    const float *restrict v = {self.ptr(x)};")
         if self.int8:
             q, scale = quantize_rows(op.weight, axis=1)
-            if op.source is not None:
-                self._record(op.source, q, scale)
+            if op.source is None:
+                raise ContractError(
+                    f"int8: the matrix of {op.out.name!r} is computed in the graph rather than stored, so no "
+                    "reference graph with its int8 rounding can check the C; deploy this file as float32"
+                )
+            self._record(op.source, q, scale)
             w = self.const_array(q, "int8_t", "q")
             s = self.const_array(scale, "float", "s")
             acc = self.ptr(op.tmp) if op.accumulate else self.ptr(op.out)
@@ -459,6 +463,11 @@ class _Emitter:
         out = self.ptr(op.out)
         if self.int8:
             q, scale = quantize_rows(op.table, axis=0)
+            if op.source is None:
+                raise ContractError(
+                    f"int8: the table of {op.out.name!r} is computed in the graph rather than stored; deploy "
+                    "this file as float32"
+                )
             if op.source is not None:
                 value = dequantize_rows(q, scale, axis=0)
                 if op.source in self.replaced and not np.array_equal(self.replaced[op.source], value):
