@@ -443,3 +443,17 @@ def test_without_a_compiler_nothing_is_written_unless_verification_is_skipped(mo
     report = deploy(models["lstm_tokens_1x16"], "c", tmp_path / "u", skip_verify=True)
     assert report.checks[0].startswith("NOT VERIFIED") and report.details["verified"] is False
     assert (tmp_path / "u" / "model_test.c").is_file()
+
+
+def test_vocabulary_outside_ascii_and_c_special_characters(tmp_path):
+    vocabulary = ["a", "\u00e9", "?", "\n", '"', "\\", "\u65e5", " "]
+    torch.manual_seed(4)
+    config = ModelConfig(cell="gru", input_size=len(vocabulary), output_size=len(vocabulary), hidden_size=8)
+    path = tmp_path / "utf8.onnx"
+    export_model(RecurrentModel(config).eval(), path, vocabulary=vocabulary, chunk_steps=None, verify=False)
+    out = tmp_path / "c"
+    report = deploy(path, "c", out)
+    assert report.details["verified"]
+    assert '"\\303\\251"' in (out / "model.c").read_text()  # UTF-8 bytes as octal escapes
+    library = build_shared_library(out, "model", tmp_path / "libmodel.so")
+    assert list(NativeStepper(library).info.input.vocabulary) == vocabulary

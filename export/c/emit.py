@@ -582,7 +582,7 @@ def emit(
     src += [f'#include "{n}.h"', "", "#include <math.h>", "#include <stdint.h>", "#include <string.h>", ""]
     src += e.arrays
     src.append(
-        f"static const char {n}_meta[{len(meta_bytes)}] = {{\n{_ints(np.frombuffer(meta_bytes, np.uint8))}\n}};"
+        f"static const unsigned char {n}_meta[{len(meta_bytes)}] = {{\n{_ints(np.frombuffer(meta_bytes, np.uint8))}\n}};"
     )
     for label, items in strings:
         src.append(
@@ -609,7 +609,7 @@ def emit(
         size = int(np.prod(spec.shape))
         src.append(f"    for (int i = 0; i < {size}; i++) st->s[{offset} + i] = {literal(spec.initial)};")
         offset += size
-    src += ["}", "", f"const char *{n}_metadata(void)", "{", f"    return {n}_meta;", "}", ""]
+    src += ["}", "", f"const char *{n}_metadata(void)", "{", f"    return (const char *){n}_meta;", "}", ""]
     checks = [f"!{n}_finite({e.ptr(y)}, {y.size})"]
     checks += [f"!{n}_finite({e.ptr(t)}, {t.size})" for t in next_states]
     commit = [f"    memcpy(y, {e.ptr(y)}, {y.size} * sizeof(float));"]
