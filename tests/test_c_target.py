@@ -22,7 +22,7 @@ from edge_models import TEXT, VOCAB, SensorGRU, export_char
 
 from edgernn.cli import cli
 from edgernn.export import export_model, export_module
-from edgernn.export.c import build_shared_library, compile_host, generate_sources
+from edgernn.export.c import build_shared_library, compile_host, generate_sources, run_self_test
 from edgernn.export.c.emit import FAST_TANH_CLAMP
 from edgernn.export.deploy import deploy
 from edgernn.models import ModelConfig, RecurrentModel
@@ -457,3 +457,37 @@ def test_vocabulary_outside_ascii_and_c_special_characters(tmp_path):
     assert '"\\303\\251"' in (out / "model.c").read_text()  # UTF-8 bytes as octal escapes
     library = build_shared_library(out, "model", tmp_path / "libmodel.so")
     assert list(NativeStepper(library).info.input.vocabulary) == vocabulary
+
+
+def test_foreign_files_and_chunk_graphs_are_refused(foreign_model, tmp_path):
+    with pytest.raises(ContractError, match="no edgernn metadata"):
+        generate_sources(foreign_model.path)
+    path = export_char(tmp_path / "char.onnx")
+    with pytest.raises(ContractError, match="chunk graph"):
+        generate_sources(tmp_path / "char.chunk.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ContractError, match="not an ONNX model"):
+        generate_sources(tmp_path / "junk.onnx")
+    with pytest.raises(InputError, match="expected an ONNX file"):
+        generate_sources(tmp_path / "missing.onnx")
+    assert generate_sources(path).info.cell == "gru"
+
+
+def test_a_self_test_that_disagrees_fails(models, tmp_path):
+    out, _ = _deployed_plain(models["rnn_tanh_features_1x12"], tmp_path)
+    test = (out / "model_test.c").read_text()
+    start = test.index("golden_y[CHECKED * MODEL_OUTPUT_SIZE] = {\n") + len(
+        "golden_y[CHECKED * MODEL_OUTPUT_SIZE] = {\n"
+    )
+    end = test.index(",", start)
+    (out / "model_test.c").write_text(test[:start] + "    1000.0f" + test[end:])  # the first golden y
+    result = run_self_test(compile_host(out, "model"))
+    assert not result.passed
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == "FAIL" and lines[0].startswith("mismatch: y[0] at step 0")
+    assert result.max_abs_error > 900
+
+
+def _deployed_plain(model: Path, tmp_path: Path) -> tuple[Path, object]:
+    out = tmp_path / "c"
+    return out, deploy(model, "c", out)
