@@ -53,6 +53,31 @@ class TwoStacks(torch.nn.Module):
         return self.head(torch.tanh(z)), {"encoder": encoder, "decoder": decoder}
 
 
+class Activations(torch.nn.Module):
+    """Per-step layers beyond Linear: GELU (Erf), LeakyReLU, ELU, Softplus, SiLU, HardSwish, clamp, then an
+    LSTM, LayerNorm and a head mixing LogSoftmax, Softmax, abs and sqrt."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 10), torch.nn.Linear(10, 10)
+        self.rnn = torch.nn.LSTM(10, 12, batch_first=True)
+        self.norm, self.head = torch.nn.LayerNorm(12), torch.nn.Linear(12, 5)
+
+    def forward(self, x, state=None):
+        f = torch.nn.functional
+        z = f.gelu(self.a(x))
+        z = (
+            f.leaky_relu(self.b(z), 0.1)
+            + f.elu(z)
+            + f.softplus(z) * torch.sigmoid(z)
+            - f.hardswish(z)
+            + f.silu(z)
+        )
+        out, state = self.rnn(torch.clamp(z, -3, 3), state)
+        y = self.head(self.norm(out))
+        return torch.log_softmax(y, dim=-1) + torch.softmax(y, dim=-1) * 0.5 + y.abs().sqrt(), state
+
+
 def _features(cell: str, layers: int, normalised: bool = False, hidden: int = 12) -> RecurrentModel:
     torch.manual_seed(1)
     stats = {}
@@ -99,6 +124,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     paths["byo_sensor_gru"] = folder / "byo.onnx"
     export_module(SensorGRU().eval(), paths["byo_sensor_gru"], example_input=torch.randn(1, 5, 6))
+    paths["byo_activations"] = folder / "activations.onnx"
+    export_module(Activations().eval(), paths["byo_activations"], example_input=torch.randn(1, 5, 4))
     paths["byo_two_stacks"] = folder / "two_stacks.onnx"
     export_module(TwoStacks().eval(), paths["byo_two_stacks"], example_input=torch.randn(1, 5, 5))
     return paths
@@ -113,7 +140,7 @@ def _deployed(models, tmp_path_factory, key: str, **options) -> tuple[Path, obje
 # --- every model, float32 and int8: the host self-test -------------------------------------------------
 
 
-@pytest.mark.parametrize("key", [*MODELS, "byo_sensor_gru", "byo_two_stacks"])
+@pytest.mark.parametrize("key", [*MODELS, "byo_sensor_gru", "byo_two_stacks", "byo_activations"])
 def test_float32_self_test_passes_on_the_host(models, tmp_path_factory, key):
     out, report = _deployed(models, tmp_path_factory, key)
     assert sorted(p.name for p in out.iterdir()) == ["deploy.json", "model.c", "model.h", "model_test.c"]
