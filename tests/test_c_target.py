@@ -518,3 +518,87 @@ def test_a_self_test_that_disagrees_fails(models, tmp_path):
 def _deployed_plain(model: Path, tmp_path: Path) -> tuple[Path, object]:
     out = tmp_path / "c"
     return out, deploy(model, "c", out)
+
+
+def _zoo_model() -> onnx.ModelProto:
+    """A hand-built contract graph (features 6, state h (1, 6)) through the strided paths: a Transpose that
+    moves data, Slice with a step, Gather by a list of indices, Concat, Expand, a non-flat broadcast,
+    ReduceMean-free LayerNorm over two axes, Where, Clip, Max/Min and a Softmax head."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgernn.runtime import contract
+    from edgernn.runtime.contract import InputSpec, OutputSpec
+
+    rng = np.random.default_rng(3)
+    inits = {
+        "shape_2x3": np.array([1, 2, 3], np.int64),
+        "shape_6": np.array([1, 6], np.int64),
+        "bias_3x1": rng.standard_normal((3, 1)).astype(np.float32),
+        "w": (rng.standard_normal((6, 6)) * 0.5).astype(np.float32),
+        "u": (rng.standard_normal((6, 6)) * 0.5).astype(np.float32),
+        "starts": np.array([0], np.int64),
+        "ends": np.array([6], np.int64),
+        "axes": np.array([1], np.int64),
+        "steps": np.array([2], np.int64),
+        "idx": np.array([2, 0, 1], np.int64),
+        "expand": np.array([1, 2, 3], np.int64),
+        "ln_scale": rng.standard_normal((2, 3)).astype(np.float32),
+        "zero": np.array(0.0, np.float32),
+        "h_shape": np.array([-1, 1, 6], np.int64),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Reshape", ["x", "shape_2x3"], ["x23"]),  # (1, 2, 3)
+        n("Transpose", ["x23"], ["x32"], perm=[0, 2, 1]),  # (1, 3, 2): moves data
+        n("Add", ["x32", "bias_3x1"], ["b"]),  # (1, 3, 2) + (3, 1): broadcast, not flat
+        n("Reshape", ["b", "shape_6"], ["b_flat_first"], allowzero=0),
+        n("Slice", ["x", "starts", "ends", "axes", "steps"], ["x_odd"]),  # (1, 3) every other feature
+        n("Gather", ["x", "idx"], ["x_pick"], axis=1),  # (1, 3) in the order 2, 0, 1
+        n("Concat", ["x_odd", "x_pick"], ["x_cat"], axis=1),  # (1, 6)
+        n("Expand", ["x_odd", "expand"], ["x_exp"]),  # (1, 2, 3)
+        n("LayerNormalization", ["x_exp", "ln_scale"], ["x_ln"], axis=1, epsilon=1e-5),  # over (2, 3)
+        n("Reshape", ["x_ln", "shape_6"], ["x_ln6"]),
+        n("Max", ["x_cat", "x_ln6"], ["mx"]),
+        n("Min", ["mx", "b_flat_first"], ["mn"]),
+        n("Reshape", ["h", "shape_6"], ["h6"]),
+        n("MatMul", ["mn", "w"], ["p"]),
+        n("MatMul", ["h6", "u"], ["q"]),
+        n("Add", ["p", "q"], ["pre"]),
+        n("Tanh", ["pre"], ["hn"]),
+        n("Less", ["hn", "zero"], ["neg"]),
+        n("Clip", ["hn", "zero", ""], ["pos"]),
+        n("Where", ["neg", "hn", "pos"], ["hw"]),
+        n("Reshape", ["hw", "h_shape"], ["h_next"]),
+        n("Softmax", ["hw"], ["y"], axis=-1),
+    ]
+    info = contract.make_info(
+        cell="rnn_tanh", num_layers=1, hidden_size=6,
+        input=InputSpec(kind="features", size=6, dtype="float32"), output=OutputSpec(kind="values", size=6),
+        edgernn_version="test",
+    )  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "zoo",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 1, 6]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 6]),
+            helper.make_tensor_value_info("h_next", TensorProto.FLOAT, ["batch", 1, 6]),
+        ],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", contract.OPSET)])
+    proto.ir_version = contract.IR_VERSION
+    helper.set_model_props(proto, {contract.METADATA_KEY: info.to_json()})
+    return proto
+
+
+def test_strided_copies_and_broadcasts_match_the_stepper(tmp_path):
+    path = tmp_path / "zoo.onnx"
+    onnx.save(_zoo_model(), str(path))
+    report = deploy(path, "c", tmp_path / "c")
+    assert report.details["verified"] and report.details["max_abs_error"] < 1e-5
+    source = (tmp_path / "c" / "model.c").read_text()
+    assert "for (int i1 = 0; i1 < 3; i1++) for (int i2 = 0; i2 < 2; i2++)" in source  # the non-flat Add

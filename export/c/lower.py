@@ -377,6 +377,18 @@ def np_eval(op: str, inputs: list, attrs: dict, outputs: int) -> list[np.ndarray
     raise ContractError(f"op {op!r} has no reference implementation")  # SUPPORTED_OPS and this agree
 
 
+def _evaluate(op: str, inputs: list, attrs: dict, outputs: int, index: int | None) -> list[np.ndarray]:
+    """np_eval, with numpy's complaints about a malformed node as a ContractError."""
+    try:
+        with np.errstate(all="ignore"):
+            return np_eval(op, inputs, attrs, outputs)
+    except ContractError:
+        raise
+    except (ValueError, IndexError, TypeError, KeyError, AttributeError) as exc:
+        where = f"node {index} " if index is not None else ""
+        raise ContractError(f"{where}({op}) cannot be computed for a batch of 1: {exc}") from None
+
+
 # --- lowering -----------------------------------------------------------------------------------------
 
 
@@ -522,8 +534,7 @@ class _Lowering:
         present = [n for n in names if n]
         if all(n in self.consts for n in present) and op not in ("Shape", "Size"):
             inputs = [self.consts[n] if n else None for n in names]
-            with np.errstate(all="ignore"):
-                results = np_eval(op, inputs, attrs, len(node.output))
+            results = _evaluate(op, inputs, attrs, len(node.output), index)
             for name, value in zip(node.output, results, strict=False):
                 if name:
                     self.consts[name] = np.asarray(value)
@@ -549,8 +560,7 @@ class _Lowering:
                 t = self.values[n]
                 dtype = {"f": np.float32, "b": np.bool_, "t": np.int64}[t.dtype]
                 dummies.append(np.zeros(t.shape, dtype))
-        with np.errstate(all="ignore"):
-            return [tuple(r.shape) for r in np_eval(op, dummies, attrs, outputs)]
+        return [tuple(r.shape) for r in _evaluate(op, dummies, attrs, outputs, None)]
 
     def runtime_node(self, index: int, node: onnx.NodeProto, op: str, names: list[str], attrs: dict) -> None:
         out_names = list(node.output)
