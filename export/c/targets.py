@@ -20,6 +20,7 @@ the header declares), read with ``arm-none-eabi-size``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from edgernn.runtime.errors import ContractError, InputError
 
@@ -437,3 +440,95 @@ def _source_name(directory: Path) -> str:
     if len(names) != 1:
         raise InputError(f"{str(directory)!r}: expected one NAME.h with NAME.c, found {names or 'none'}")
     return names[0]
+
+
+@dataclass(frozen=True)
+class CStepBench:
+    """A model's generated C with the step benchmark, built for this machine: ``run(steps)`` times
+    ``steps`` steps in C (after ``warmup`` untimed ones, in a fresh process) and returns its JSON."""
+
+    executable: Path
+    warmup: int = 500
+    timeout_s: float = 600.0
+
+    @classmethod
+    def build(
+        cls,
+        model: str | os.PathLike,
+        directory: str | os.PathLike,
+        *,
+        precision: str | None = None,
+        fast_activations: bool = False,
+        name: str = "model",
+        warmup: int = 500,
+        flags: tuple[str, ...] = NATIVE_FLAGS,
+    ) -> CStepBench:
+        """Generate the C of ``model`` (an edgernn ONNX file) into ``directory`` and build its benchmark."""
+        from edgernn.export.c import generate_sources
+
+        get_target("host").require_tools()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        options = {"precision": precision} if precision is not None else {}
+        sources = generate_sources(Path(model), name=name, fast_activations=fast_activations, **options)
+        for file_name, text in sources.files.items():
+            (directory / file_name).write_text(text)
+        return cls(build_bench(directory, directory / f"{name}_bench", name=name, flags=flags), warmup)
+
+    def run(self, steps: int, *, raw: bool = False) -> dict:
+        """The benchmark's JSON: steps, warmup, p50/p90/p99/max/mean_us, steps_per_s, errors (and, with
+        ``raw``, ``timings_ns``: every step)."""
+        args = (str(steps), str(self.warmup), *(("raw",) if raw else ()))
+        done = run_executable("host", self.executable, args=args, timeout_s=self.timeout_s)
+        if done.returncode != 0:
+            raise ContractError(
+                f"{self.executable.name} exited with {done.returncode}: {done.stdout[-300:]!r} {done.stderr[-300:]!r}"
+            )
+        return json.loads(done.stdout)
+
+    def time_steps(self, steps: int) -> np.ndarray:
+        """Per-step times of ``steps`` steps, microseconds (float64)."""
+        return np.asarray(self.run(steps, raw=True)["timings_ns"], dtype=np.float64) / 1000.0
+
+
+# --- outputs on one target, to compare with another ------------------------------------------------------
+
+
+def trace_source(name: str = "model", steps: int = 64) -> str:
+    """A C program that steps ``name`` through ``steps`` deterministic inputs and prints every output."""
+    template = _platform_file("trace.c.in").read_text()
+    return template.replace("@name@", name).replace("@NAME@", name.upper()).replace("@steps@", str(steps))
+
+
+def run_trace(
+    deployed: str | os.PathLike,
+    target: Target | str = "host",
+    *,
+    name: str | None = None,
+    steps: int = 64,
+    build_dir: str | os.PathLike | None = None,
+    timeout_s: float = 120.0,
+) -> np.ndarray:
+    """The outputs ``(steps, output_size)`` float64 of the deployed model on ``target`` for the inputs
+    of ``trace_source``: the same inputs on every target, so traces compare directly."""
+    deployed = Path(deployed)
+    target = get_target(target) if isinstance(target, str) else target
+    name = name or _source_name(deployed)
+    with tempfile.TemporaryDirectory(prefix="edgernn-trace-") as scratch:
+        out = Path(build_dir or scratch)
+        out.mkdir(parents=True, exist_ok=True)
+        source = out / f"{name}_trace.c"
+        source.write_text(trace_source(name, steps))
+        executable = build_executable(
+            target,
+            [source, deployed / f"{name}.c"],
+            out / f"{name}_trace-{target.name}",
+            extra_flags=(f"-I{deployed}",),
+        )
+        done = run_executable(target, executable, timeout_s=timeout_s)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if not lines or lines[-1] != "PASS" or len(lines) != steps + 1:
+        raise ContractError(
+            f"trace on {target.name}: expected {steps} output lines and PASS, got {done.stdout[-300:]!r}"
+        )
+    return np.array([[float(v) for v in line.split()] for line in lines[:-1]])
