@@ -1,9 +1,11 @@
 /* Streams CSV rows from stdin through a deployed features model on this machine: one row per step, the
  * state carried from row to row, the outputs printed as a CSV row each.
  *
- * The first line is the header: the model's input columns are picked from it by name (the column names
- * the model was trained on); a header without them is an error. A row with a missing or non-numeric
- * value, or one the model refuses (NaN, Inf), is reported on stderr and skipped, the state left as it was.
+ * The first line is the header: the model's input columns are picked from it by name (model_columns,
+ * the columns the model was trained on; a model without names takes the first MODEL_INPUT_SIZE fields).
+ * The output starts with a header of the model's target names when it has them. A row with a missing or
+ * non-numeric value, or one the model refuses (NaN, Inf), is reported on stderr and skipped, the state
+ * left as it was.
  *
  *   make stream MODEL=anomaly.onnx < ../data/ucr_internalbleeding16_test.csv
  */
@@ -34,24 +36,52 @@ static int split(char *line, char **fields)
 	return count;
 }
 
+/* The name of the model's input j; without names, fields are taken in order ("" never matches). */
+static const char *column_name(int j)
+{
+#ifdef MODEL_NUM_COLUMNS
+	return model_columns[j];
+#else
+	(void)j;
+	return "";
+#endif
+}
+
 /* column[j] = the field index of the model's input j in the header; 0 on success. */
 static int find_columns(char *header, int *column)
 {
 	char *fields[MAX_FIELDS];
 	int count = split(header, fields), j, k;
 
+#ifndef MODEL_NUM_COLUMNS
+	for (j = 0; j < MODEL_INPUT_SIZE; j++)
+		column[j] = j;
+	return count < MODEL_INPUT_SIZE;
+#endif
+
 	for (j = 0; j < MODEL_INPUT_SIZE; j++) {
 		column[j] = -1;
 		for (k = 0; k < count; k++)
-			if (strcmp(fields[k], model_columns[j]) == 0)
+			if (strcmp(fields[k], column_name(j)) == 0)
 				column[j] = k;
 		if (column[j] < 0) {
 			fprintf(stderr, "header: expected a column named '%s' (the model's input %d)\n",
-				model_columns[j], j);
+				column_name(j), j);
 			return 1;
 		}
 	}
 	return 0;
+}
+
+static void print_output_header(void)
+{
+#ifdef MODEL_NUM_TARGETS
+	int j;
+
+	for (j = 0; j < MODEL_NUM_TARGETS; j++)
+		printf(j ? ",%s" : "%s", model_targets[j]);
+	printf("\n");
+#endif
 }
 
 /* x = the row's values of the model's columns; 0 on success, else a message on stderr. */
@@ -63,12 +93,12 @@ static int read_row(char *line, long row, const int *column, float *x)
 	for (j = 0; j < MODEL_INPUT_SIZE; j++) {
 		if (column[j] >= count) {
 			fprintf(stderr, "row %ld: expected a value in column '%s', the row has %d fields\n", row,
-				model_columns[j], count);
+				column_name(j), count);
 			return 1;
 		}
 		x[j] = strtof(fields[column[j]], &end);
 		if (end == fields[column[j]] || *end != '\0') {
-			fprintf(stderr, "row %ld: column '%s': expected a number, got '%s'\n", row, model_columns[j],
+			fprintf(stderr, "row %ld: column '%s': expected a number, got '%s'\n", row, column_name(j),
 				fields[column[j]]);
 			return 1;
 		}
@@ -86,6 +116,7 @@ int main(void)
 
 	if (!fgets(line, sizeof line, stdin) || find_columns(line, column))
 		return 2;
+	print_output_header();
 	model_reset(&state);
 	while (fgets(line, sizeof line, stdin)) {
 		row++;
