@@ -449,7 +449,9 @@ def _bench_table(docs: list[dict]) -> str:
     type=click.Choice(["runtime", "fixed"]),
     help="ort: runtime (portable, the default) or fixed (optimised for --target-platform).",
 )
-@click.option("--target-platform", type=click.Choice(["arm", "amd64"]), help="ort: platform of a fixed style.")
+@click.option(
+    "--target-platform", type=click.Choice(["arm", "amd64"]), help="ort: platform of a fixed style."
+)
 @click.option("--static-batch", is_flag=True, default=None, help="ort: batch fixed at 1 (NNAPI, CoreML).")
 @click.option("--name", help="c: base name of the files and C symbols (default: model).")
 @click.option("--precision", type=click.Choice(["float32", "int8"]), help="c: weights (default float32).")
@@ -463,16 +465,16 @@ def _bench_table(docs: list[dict]) -> str:
     help="c int8: real data for the task-metric check.",
 )
 @click.option("--tolerance", type=float, help="c int8: metric change allowed (as export --tolerance).")
-@click.option("--force", is_flag=True, default=None, help="c int8: write past a failed metric or drift check.")
+@click.option(
+    "--force", is_flag=True, default=None, help="c int8: write past a failed metric or drift check."
+)
 @click.option("--backend", type=click.Choice(["onnxruntime", "python"]), help="triton: the backend.")
 @click.option("--model-name", help="triton: the model's name in the repository.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="triton: max_batch_size.")
 @click.option(
     "--max-candidate-sequences", type=click.IntRange(min=1), help="triton: oldest strategy's candidates."
 )
-@click.option(
-    "--idle-timeout-us", type=click.IntRange(min=1), help="triton: max_sequence_idle_microseconds."
-)
+@click.option("--idle-timeout-us", type=click.IntRange(min=1), help="triton: max_sequence_idle_microseconds.")
 @click.option("--instances", type=click.IntRange(min=1), help="triton: instance count.")
 @_json_option
 def deploy(model, target, out_dir, as_json, **options) -> None:
@@ -495,6 +497,30 @@ def deploy(model, target, out_dir, as_json, **options) -> None:
     given = {key: value for key, value in options.items() if value is not None}
     report = deploy_model(model, target, out_dir, **given)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+
+
+@cli.command("eval")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--series-column", default="series_id", show_default=True, help="classify CSV: sequence ids.")
+@click.option("--label-column", help="classify CSV: the label column (default: label).")
+@_json_option
+def evaluate(model, data, series_column, label_column, as_json) -> None:
+    """The task's metric of MODEL on the test file DATA, streamed through the stepper (no torch needed).
+
+    Accuracy for classifiers, loss in nats per character for character models, MSE and RMSE in the
+    targets' units for forecasts, the top anomaly score for anomaly models, loss for step labels. DATA
+    is a file as training reads it (text, CSV with the model's columns by name, or .ts).
+
+    \b
+    Examples:
+      edgernn eval vowels.onnx examples/data/japanese_vowels_test.ts
+      edgernn eval bleeding.onnx examples/data/ucr_internalbleeding16_test.csv --json
+    """
+    from edgernn.export.evaluation import evaluate_file
+
+    result = evaluate_file(model, data, id_column=series_column, label_column=label_column)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format())
 
 
 def main() -> None:
