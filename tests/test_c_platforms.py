@@ -61,39 +61,50 @@ def _export(config: ModelConfig, path: Path, vocabulary: list[str] | None = None
     return path
 
 
+MODEL_CONFIGS = {
+    "gru": ModelConfig(cell="gru", input_kind="features", input_size=3, hidden_size=16, num_layers=2,
+                       output_size=2, output_kind="values"),
+    "lstm": ModelConfig(cell="lstm", input_size=len(VOCABULARY), output_size=len(VOCABULARY),
+                        hidden_size=12, embedding_size=8),
+    "gru64": ModelConfig(cell="gru", input_kind="features", input_size=4, hidden_size=64, num_layers=1,
+                         output_size=4, output_kind="values"),
+}  # fmt: skip
+DEPLOYMENTS = {"gru": ("gru", {}), "lstm": ("lstm", {}), "int8": ("gru64", {"precision": "int8"}),
+               "gru64": ("gru64", {})}  # fmt: skip
+
+
+class Deployed:
+    """Each model exported and deployed to C on first use: a 2-layer GRU on features, a token LSTM, a
+    GRU 1x64 on features in float32 and in int8."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.dirs: dict[str, Path] = {}
+
+    def onnx(self, model: str) -> Path:
+        path = self.root / f"{model}.onnx"
+        if not path.exists():
+            vocabulary = list(VOCABULARY) if MODEL_CONFIGS[model].input_kind == "tokens" else None
+            _export(MODEL_CONFIGS[model], path, vocabulary)
+        return path
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in self.dirs:
+            model, options = DEPLOYMENTS[name]
+            self.dirs[name] = deploy(self.onnx(model), "c", self.root / name, **options).out_dir
+        return self.dirs[name]
+
+
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The three models deployed to C: a 2-layer GRU on features, a token LSTM, an int8 GRU on features."""
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
     require("host")
-    root = tmp_path_factory.mktemp("c_platforms")
     torch.set_num_threads(1)
-    gru = _export(
-        ModelConfig(cell="gru", input_kind="features", input_size=3, hidden_size=16, num_layers=2,
-                    output_size=2, output_kind="values"),
-        root / "gru.onnx",
-    )  # fmt: skip
-    lstm = _export(
-        ModelConfig(cell="lstm", input_size=len(VOCABULARY), output_size=len(VOCABULARY), hidden_size=12,
-                    embedding_size=8),
-        root / "lstm.onnx",
-        vocabulary=list(VOCABULARY),
-    )  # fmt: skip
-    quantizable = _export(
-        ModelConfig(cell="gru", input_kind="features", input_size=4, hidden_size=64, num_layers=1,
-                    output_size=4, output_kind="values"),
-        root / "gru64.onnx",
-    )  # fmt: skip
-    return {
-        "gru": deploy(gru, "c", root / "gru").out_dir,
-        "lstm": deploy(lstm, "c", root / "lstm").out_dir,
-        "int8": deploy(quantizable, "c", root / "int8", precision="int8").out_dir,
-        "gru64": deploy(quantizable, "c", root / "gru64").out_dir,
-    }
+    return Deployed(tmp_path_factory.mktemp("c_platforms"))
 
 
 @pytest.fixture(scope="module")
-def host_traces(deployed: dict[str, Path]) -> dict[str, np.ndarray]:
-    return {model: run_trace(deployed[model], "host") for model in MODELS}
+def host_traces(deployed: Deployed) -> dict[str, np.ndarray]:
+    return {}
 
 
 @pytest.mark.parametrize("target", TARGET_NAMES)
@@ -112,6 +123,8 @@ def test_self_test_passes_on_target(deployed, target, model, tmp_path):
 def test_outputs_equal_the_host(deployed, host_traces, target, model):
     require(target)
     outputs = run_trace(deployed[model], target)
+    if model not in host_traces:
+        host_traces[model] = run_trace(deployed[model], "host")
     expected = host_traces[model]
     assert outputs.shape == expected.shape == (64, outputs.shape[1])
     np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
@@ -172,7 +185,7 @@ def test_missing_tool_names_the_packages(tmp_path):
 
 
 def test_c_step_bench_times_every_step(deployed, tmp_path):
-    bench = CStepBench.build(deployed["gru"].parent / "gru.onnx", tmp_path, warmup=10)
+    bench = CStepBench.build(deployed.onnx("gru"), tmp_path, warmup=10)
     doc = bench.run(200, raw=True)
     assert doc["steps"] == 200 and doc["warmup"] == 10 and doc["errors"] == 0
     assert len(doc["timings_ns"]) == 200 and all(t > 0 for t in doc["timings_ns"])
@@ -183,7 +196,7 @@ def test_bench_has_the_c_path_beside_the_baseline(deployed):
     settings = BenchSettings(
         steps=200, warmup=20, rounds=2, pool_streams=4, silence_steps=50, cold_start=False
     )
-    result = bench_model(deployed["gru"].parent / "gru.onnx", settings)
+    result = bench_model(deployed.onnx("gru"), settings)
     assert {"c", "stepper", "baseline_onnx"} <= set(result.paths)
     assert result.paths["c"].steps == 200 and len(result.timings_us["c"]) == 200
     ratios = result.to_dict()["ratios"]
