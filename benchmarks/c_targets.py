@@ -4,8 +4,9 @@ Cortex-M4F. Prints the Markdown tables of docs/devices.md.
 Speed: for the reference GRU and LSTM of ``edgernn bench`` (2 layers of 128, 32 features, PyTorch's
 initialisation) and the same at hidden 512, each path is timed per step, interleaved in rounds:
 ``baseline_onnx`` (``torch.onnx.export`` of the same weights run with ``session.run``), the stepper,
-and the generated C in float32 and int8 (``-O3 -march=native``, timed in C). Goals: float32 C p50 at
-most 0.3x baseline_onnx; int8 C at most 0.2x at hidden 128 and 0.15x at hidden 512.
+and the generated C in float32 and int8 (``-O3 -march=native``, timed in C), each with libm's
+``expf``/``tanhf`` (the default) and with ``--fast-activations``. Goals: float32 C p50 at most 0.3x
+baseline_onnx; int8 C at most 0.2x at hidden 128 and 0.15x at hidden 512.
 
 Size: NAME.c alone compiled for the Cortex-M4F (arm-none-eabi-gcc -O2, arm-none-eabi-size), float32 and
 int8, for the demo-sized character model (GRU 1x256, the 65 characters of tinyshakespeare) and the
@@ -44,6 +45,12 @@ ROOT = Path(__file__).parents[1]
 HIDDEN_SIZES = (128, 512)
 GOALS = {"float32": {128: 0.3, 512: 0.3}, "int8": {128: 0.2, 512: 0.15}}
 FLASH_GOAL = 3.5
+VARIANTS = {
+    "c_float32": ("float32", False),
+    "c_int8": ("int8", False),
+    "c_float32_fast": ("float32", True),
+    "c_int8_fast": ("int8", True),
+}
 
 
 def speed_rows(settings: BenchSettings, root: Path) -> list[dict]:
@@ -65,10 +72,14 @@ def _speed_row(label: str, path: Path, model, hidden: int, settings: BenchSettin
         "stepper": step_call(stepper, 1, settings.seed),
     }
     native = {
-        f"c_{precision}": CStepBench.build(
-            path, root / f"{path.stem}-{precision}", precision=precision, warmup=settings.warmup
+        variant: CStepBench.build(
+            path,
+            root / f"{path.stem}-{variant}",
+            precision=precision,
+            fast_activations=fast,
+            warmup=settings.warmup,
         ).time_steps
-        for precision in ("float32", "int8")
+        for variant, (precision, fast) in VARIANTS.items()
     }
     with _torch_threads(settings.threads):
         timings = _interleaved(calls, settings, batched=native)
@@ -79,24 +90,27 @@ def _speed_row(label: str, path: Path, model, hidden: int, settings: BenchSettin
 def format_speed(rows: list[dict], settings: BenchSettings) -> str:
     lines = [
         f"p50 per step, us ({settings.steps} timed steps per path, {settings.rounds} interleaved rounds, "
-        f"batch 1, 1 thread); ratio = C p50 / baseline_onnx p50, goal in brackets",
+        "batch 1, 1 thread); C / baseline = C p50 / baseline_onnx p50, against the goal; fast = "
+        "--fast-activations",
         "",
-        "| model | baseline_onnx | stepper | float32 C | int8 C | float32 C / baseline | int8 C / baseline |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | baseline_onnx | stepper | float32 C | int8 C | float32 C fast | int8 C fast | "
+        "float32 C / baseline | int8 C / baseline | float32 fast / baseline | int8 fast / baseline |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        ratios = {p: row[f"c_{p}"] / row["baseline_onnx"] for p in ("float32", "int8")}
-        marks = {p: _verdict(ratios[p], GOALS[p][row["hidden"]]) for p in ratios}
+        times = " | ".join(f"{row[variant]:.2f}" for variant in VARIANTS)
+        ratios = " | ".join(
+            _ratio(row[variant] / row["baseline_onnx"], GOALS[precision][row["hidden"]])
+            for variant, (precision, _) in VARIANTS.items()
+        )
         lines.append(
-            f"| {row['model']} | {row['baseline_onnx']:.1f} | {row['stepper']:.1f} | {row['c_float32']:.2f} | "
-            f"{row['c_int8']:.2f} | {ratios['float32']:.3f}x ({marks['float32']}) | "
-            f"{ratios['int8']:.3f}x ({marks['int8']}) |"
+            f"| {row['model']} | {row['baseline_onnx']:.1f} | {row['stepper']:.1f} | {times} | {ratios} |"
         )
     return "\n".join(lines)
 
 
-def _verdict(ratio: float, goal: float) -> str:
-    return f"<= {goal}: {'met' if ratio <= goal else 'not met'}"
+def _ratio(ratio: float, goal: float) -> str:
+    return f"{ratio:.3f}x ({'met' if ratio <= goal else 'not met'}: <= {goal})"
 
 
 # --- flash and RAM on the Cortex-M4F ------------------------------------------------------------------
