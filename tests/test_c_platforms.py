@@ -56,8 +56,7 @@ def require(target_name: str) -> None:
 
 def _export(config: ModelConfig, path: Path, vocabulary: list[str] | None = None) -> Path:
     torch.manual_seed(0)
-    with torch.inference_mode(False):
-        export_model(RecurrentModel(config).eval(), path, vocabulary=vocabulary, chunk_steps=None)
+    export_model(RecurrentModel(config).eval(), path, vocabulary=vocabulary, chunk_steps=None)
     return path
 
 
@@ -103,7 +102,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
 
 
 @pytest.fixture(scope="module")
-def host_traces(deployed: Deployed) -> dict[str, np.ndarray]:
+def host_traces() -> dict[str, np.ndarray]:
+    """Model -> its outputs on the host, traced once when a cross target first needs them."""
     return {}
 
 

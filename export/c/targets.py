@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgernn.export.c.build import STRICT_FLAGS, CompilerMissing, find_compiler
+from edgernn.export.c.selftest import parse_output
 from edgernn.runtime.errors import ContractError, InputError
 
-STRICT_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 CORTEX_M4_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard")
 QEMU_MPS2 = ("qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none")
 SEMIHOSTING = ("-semihosting-config", "enable=on,target=native")
@@ -103,7 +104,10 @@ def _cortex_m4() -> Target:
 
 
 def _host() -> Target:
-    compiler = os.environ.get("CC") or "cc"
+    try:
+        compiler = find_compiler()  # $CC, else cc, gcc or clang
+    except CompilerMissing:
+        compiler = "cc"  # missing_tools() names it
     return Target("host", "this machine", compiler, (), (), (), ("gcc",))
 
 
@@ -235,25 +239,26 @@ class SelfTest:
     output: str
 
 
-_RESULT_LINE = re.compile(r"max_abs_error=(\S+)\s+steps=(\d+)")
-
-
 def parse_self_test(target: str, run: RunResult) -> SelfTest:
     """Read the self-test's output: the last non-empty line decides (``PASS`` or ``FAIL``); on targets
     whose exit status is carried (not the Cortex-M4's semihosting) a non-zero status is a failure too."""
     lines = [line.strip() for line in run.stdout.splitlines() if line.strip()]
-    verdict = lines[-1] if lines else ""
-    if verdict not in ("PASS", "FAIL"):
+    if not lines or lines[-1] not in ("PASS", "FAIL"):
         raise ContractError(
             f"self-test on {target}: expected PASS or FAIL as its last line, it printed "
             f"{run.stdout[-300:]!r} (stderr {run.stderr[-300:]!r}, exit code {run.returncode})"
         )
-    found = _RESULT_LINE.findall(run.stdout)
-    max_error = float(found[-1][0]) if found else None
-    steps = int(found[-1][1]) if found else None
+    parsed = parse_output(run.stdout)
+    found = parsed.steps > 0
     status_ok = run.returncode == 0 or target == "cortex-m4"
-    passed = verdict == "PASS" and status_ok
-    return SelfTest(target, passed, max_error, steps, run.seconds, run.stdout)
+    return SelfTest(
+        target,
+        parsed.passed and status_ok,
+        parsed.max_abs_error if found else None,
+        parsed.steps if found else None,
+        run.seconds,
+        run.stdout,
+    )
 
 
 def model_name(deployed: Path) -> str:
