@@ -10,6 +10,8 @@ loads without onnxruntime.
 """
 
 import importlib
+import sys
+import types
 
 _NAMES = {
     "LatencyStats": "edgernn.runtime.bench",
@@ -33,6 +35,20 @@ _NAMES = {
 }
 
 __all__ = sorted(_NAMES)
+
+
+class _Package(types.ModuleType):
+    """``describe`` and ``generate`` are functions named like the modules that hold them: the import
+    system sets a submodule as an attribute of its package once it is imported, which would hide the
+    function; that assignment is skipped, so the names stay the functions (as with eager imports)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _NAMES.get(name) == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

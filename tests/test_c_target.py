@@ -36,6 +36,23 @@ if shutil.which("cc") is None and shutil.which("gcc") is None:
     pytest.skip("no C compiler: install the Debian package gcc", allow_module_level=True)
 
 
+class TwoStacks(torch.nn.Module):
+    """GRU -> LayerNorm -> LSTM (2 layers) -> Linear: two recurrent stacks, states h0, h1, c1."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.GRU(5, 12, batch_first=True)
+        self.norm = torch.nn.LayerNorm(12)
+        self.decoder = torch.nn.LSTM(12, 9, num_layers=2, batch_first=True)
+        self.head = torch.nn.Linear(9, 3)
+
+    def forward(self, x, state=None):
+        state = state or {"encoder": None, "decoder": None}
+        z, encoder = self.encoder(x, state["encoder"])
+        z, decoder = self.decoder(self.norm(z), state["decoder"])
+        return self.head(torch.tanh(z)), {"encoder": encoder, "decoder": decoder}
+
+
 def _features(cell: str, layers: int, normalised: bool = False, hidden: int = 12) -> RecurrentModel:
     torch.manual_seed(1)
     stats = {}
@@ -82,6 +99,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     paths["byo_sensor_gru"] = folder / "byo.onnx"
     export_module(SensorGRU().eval(), paths["byo_sensor_gru"], example_input=torch.randn(1, 5, 6))
+    paths["byo_two_stacks"] = folder / "two_stacks.onnx"
+    export_module(TwoStacks().eval(), paths["byo_two_stacks"], example_input=torch.randn(1, 5, 5))
     return paths
 
 
@@ -94,7 +113,7 @@ def _deployed(models, tmp_path_factory, key: str, **options) -> tuple[Path, obje
 # --- every model, float32 and int8: the host self-test -------------------------------------------------
 
 
-@pytest.mark.parametrize("key", [*MODELS, "byo_sensor_gru"])
+@pytest.mark.parametrize("key", [*MODELS, "byo_sensor_gru", "byo_two_stacks"])
 def test_float32_self_test_passes_on_the_host(models, tmp_path_factory, key):
     out, report = _deployed(models, tmp_path_factory, key)
     assert sorted(p.name for p in out.iterdir()) == ["deploy.json", "model.c", "model.h", "model_test.c"]
@@ -411,3 +430,16 @@ def test_int8_metric_gate_with_data(tmp_path):
     assert not (tmp_path / "strict").exists()
     forced = deploy(path, "c", tmp_path / "forced", precision="int8", data=data, tolerance=-1.0, force=True)
     assert any(c.startswith("FORCED") for c in forced.checks) and forced.details["quality"]["forced"]
+
+
+def test_without_a_compiler_nothing_is_written_unless_verification_is_skipped(models, tmp_path, monkeypatch):
+    import edgernn.export.c.build as build
+
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CC", raising=False)
+    with pytest.raises(InputError, match="no C compiler found.*Debian package gcc.*--no-verify"):
+        deploy(models["lstm_tokens_1x16"], "c", tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    report = deploy(models["lstm_tokens_1x16"], "c", tmp_path / "u", skip_verify=True)
+    assert report.checks[0].startswith("NOT VERIFIED") and report.details["verified"] is False
+    assert (tmp_path / "u" / "model_test.c").is_file()

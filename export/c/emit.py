@@ -33,6 +33,7 @@ from edgernn.export.c.lower import (
 )
 from edgernn.runtime.errors import ContractError
 
+AXPY_INPUTS = 4  # rows of a matrix each pass over the output adds in
 ALIGN = 16  # floats (64 bytes): every scratch tensor starts on a cache line
 PER_LINE = 12
 
@@ -265,8 +266,12 @@ class _Emitter:
         lines.append(f"    const float *restrict v = {self.ptr(x)};")
         if self.int8:
             q, scale = quantize_rows(op.weight, axis=1)
-            if op.source is not None:
-                self._record(op.source, q, scale)
+            if op.source is None:
+                raise ContractError(
+                    f"int8: the matrix of {op.out.name!r} is computed in the graph rather than stored, so no "
+                    "reference graph with its int8 rounding can check the C; deploy this file as float32"
+                )
+            self._record(op.source, q, scale)
             w = self.const_array(q, "int8_t", "q")
             s = self.const_array(scale, "float", "s")
             acc = self.ptr(op.tmp) if op.accumulate else self.ptr(op.out)
@@ -299,21 +304,29 @@ class _Emitter:
         return lines
 
     def _axpy(self, k: int, n: int, out: str, cast: str) -> list[str]:
+        """``out[j] += sum_i v[i] * w[i][j]``, AXPY_INPUTS rows of w per pass over out (fewer loads and
+        stores of out per product; the inner loop over j has no reduction in it and vectorises)."""
+        ctype = "int8_t" if cast else "float"
         lines = []
-        pairs = k // 2
-        if pairs:
-            lines.append(f"    for (int i = 0; i < {2 * pairs}; i += 2) {{")
-            lines.append("        const float x0 = v[i], x1 = v[i + 1];")
-            lines.append(f"        const {'int8_t' if cast else 'float'} *restrict w0 = w + i * {n};")
-            lines.append(f"        const {'int8_t' if cast else 'float'} *restrict w1 = w0 + {n};")
-            lines.append(
-                f"        for (int j = 0; j < {n}; j++) {out}[j] += x0 * {cast}w0[j] + x1 * {cast}w1[j];"
-            )
+        group = AXPY_INPUTS
+        whole = k // group * group
+        if whole:
+            lines.append(f"    for (int i = 0; i < {whole}; i += {group}) {{")
+            for g in range(group):
+                lines.append(f"        const float x{g} = v[i + {g}];")
+                lines.append(f"        const {ctype} *restrict w{g} = w + (i + {g}) * {n};")
+            terms = " + ".join(f"x{g} * {cast}w{g}[j]" for g in range(group))
+            lines.append(f"        for (int j = 0; j < {n}; j++) {out}[j] += {terms};")
             lines.append("    }")
-        if k % 2:
-            lines.append(f"    {{ const float x0 = v[{k - 1}];")
-            lines.append(f"      const {'int8_t' if cast else 'float'} *restrict w0 = w + {(k - 1) * n};")
-            lines.append(f"      for (int j = 0; j < {n}; j++) {out}[j] += x0 * {cast}w0[j]; }}")
+        rest = k - whole
+        if rest:
+            lines.append("    {")
+            for g in range(rest):
+                lines.append(f"        const float x{g} = v[{whole + g}];")
+                lines.append(f"        const {ctype} *restrict w{g} = w + {(whole + g) * n};")
+            terms = " + ".join(f"x{g} * {cast}w{g}[j]" for g in range(rest))
+            lines.append(f"        for (int j = 0; j < {n}; j++) {out}[j] += {terms};")
+            lines.append("    }")
         return lines
 
     def _record(self, source: tuple[str, str], q: np.ndarray, scale: np.ndarray) -> None:
@@ -450,6 +463,11 @@ class _Emitter:
         out = self.ptr(op.out)
         if self.int8:
             q, scale = quantize_rows(op.table, axis=0)
+            if op.source is None:
+                raise ContractError(
+                    f"int8: the table of {op.out.name!r} is computed in the graph rather than stored; deploy "
+                    "this file as float32"
+                )
             if op.source is not None:
                 value = dequantize_rows(q, scale, axis=0)
                 if op.source in self.replaced and not np.array_equal(self.replaced[op.source], value):

@@ -520,7 +520,7 @@ class _Lowering:
         attrs = _attrs(node)
         names = list(node.input)
         present = [n for n in names if n]
-        if all(n in self.consts for n in present) and op != "Shape":
+        if all(n in self.consts for n in present) and op not in ("Shape", "Size"):
             inputs = [self.consts[n] if n else None for n in names]
             with np.errstate(all="ignore"):
                 results = np_eval(op, inputs, attrs, len(node.output))
@@ -528,7 +528,7 @@ class _Lowering:
                 if name:
                     self.consts[name] = np.asarray(value)
             return
-        if op == "Shape":
+        if op in ("Shape", "Size"):  # of a run-time tensor: its static shape
             shape = self.values[names[0]].shape if names[0] in self.values else self.consts[names[0]].shape
             self.consts[node.output[0]] = np_eval(op, [np.zeros(shape)], attrs, 1)[0]
             return

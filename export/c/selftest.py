@@ -127,7 +127,8 @@ def test_source(sources: CSources, golden: Golden, atol: float = ATOL, rtol: flo
         f"static const float golden_state[{N}_STATE_FLOATS] = {{\n{_floats(golden.state)}\n}};",
     ]
     if tokens:
-        lines.append(f"static const int16_t tokens[STEPS] = {{\n{_ints(golden_inputs(info, steps))}\n}};")
+        ctype = "int16_t" if info.input.size <= 32767 else "int32_t"
+        lines.append(f"static const {ctype} tokens[STEPS] = {{\n{_ints(golden_inputs(info, steps))}\n}};")
     else:
         mean, std = feature_scales(info)
         lines.append(f"static const float feature_mean[{N}_INPUT_SIZE] = {{\n{_floats(mean)}\n}};")

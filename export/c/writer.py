@@ -42,6 +42,8 @@ def write(
     if precision != "int8" and (data is not None or tolerance is not None or force):
         flags = [f for f, v in (("--data", data), ("--tolerance", tolerance), ("--force", force)) if v]
         raise InputError(f"{', '.join(flags)}: the quality gates are for --precision int8 (float32 is exact)")
+    if tolerance is not None and data is None:
+        raise InputError("--tolerance: the task-metric check it sets runs on --data FILE; give both")
     sources = generate_sources(model, name=name, precision=precision, fast_activations=bool(fast_activations))
     golden = record_golden(sources)
     files = dict(sources.files)
