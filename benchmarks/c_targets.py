@@ -21,6 +21,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgernn.benchmark import (
@@ -36,7 +37,7 @@ from edgernn.benchmark import (
 from edgernn.data import build_vocabulary
 from edgernn.export import export_model
 from edgernn.export.c import generate_sources
-from edgernn.export.c.targets import CStepBench, get_target, measure_footprint
+from edgernn.export.c.targets import CStepBench, get_target, measure_footprint, run_trace
 from edgernn.models import ModelConfig, RecurrentModel
 from edgernn.runtime import Stepper
 from edgernn.runtime.bench import stats_of, step_call
@@ -138,7 +139,7 @@ def size_models(root: Path) -> list[tuple[str, Path]]:
 def size_rows(root: Path) -> list[dict]:
     rows = []
     for label, path in size_models(root):
-        row: dict = {"model": label, "onnx_bytes": path.stat().st_size}
+        row: dict = {"model": label, "onnx_bytes": path.stat().st_size, "stem": path.stem}
         for precision in ("float32", "int8"):
             directory = root / f"{path.stem}-size-{precision}"
             directory.mkdir(exist_ok=True)
@@ -171,6 +172,37 @@ def format_size(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def agreement_rows(root: Path, sizes: list[dict]) -> list[dict]:
+    """Largest |output - host output| over the 64 fixed steps of ``run_trace``, on the Cortex-M4F and
+    aarch64, for the models whose programs fit the emulated board."""
+    rows = []
+    for size in sizes:
+        for precision in ("float32", "int8"):
+            if size[precision].linked_flash is None:
+                continue
+            directory = root / f"{size['stem']}-size-{precision}"
+            host = run_trace(directory, "host")
+            row = {"model": f"{size['model']}, {precision}", "host_max": float(np.abs(host).max())}
+            for target in ("cortex-m4", "aarch64"):
+                row[target] = float(np.abs(run_trace(directory, target) - host).max())
+            rows.append(row)
+    return rows
+
+
+def format_agreement(rows: list[dict]) -> str:
+    lines = [
+        "The same C on the three targets: largest |output - host output| over 64 fixed steps "
+        "(edgernn.export.c.targets.run_trace: the same inputs everywhere, state fed back)",
+        "",
+        "| model | largest host output | Cortex-M4F | aarch64 |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['host_max']:.3g} | {r['cortex-m4']:.2g} | {r['aarch64']:.2g} |" for r in rows
+    ]
+    return "\n".join(lines)
+
+
 def _linked(footprint) -> str:
     return "does not fit 4 MiB" if footprint.linked_flash is None else f"{footprint.linked_flash:,}"
 
@@ -191,8 +223,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgernn-c-targets-") as scratch:
         root = Path(scratch)
         if not args.no_size:
-            get_target("cortex-m4").require_tools()
-            print(format_size(size_rows(root)), end="\n\n", flush=True)
+            for target in ("cortex-m4", "aarch64"):
+                get_target(target).require_tools()
+            sizes = size_rows(root)
+            print(format_size(sizes), end="\n\n", flush=True)
+            print(format_agreement(agreement_rows(root, sizes)), end="\n\n", flush=True)
         if not args.no_speed:
             print(format_speed(speed_rows(settings, root), settings), flush=True)
 
