@@ -7,7 +7,9 @@ each path steps one stream with its state fed back, timed call by call in interl
   dict (what a user writes by hand; edgernn.benchmark's baseline);
 - ``stepper``: ``Stepper.step`` (onnxruntime, the step graph);
 - ``native``: ``NativeStepper.step`` on the generated C built with ``build_shared_library``
-  (-O3 -fPIC, FMA contraction allowed, no -ffast-math), float32 and int8; ``-march=native`` variants too.
+  (-O3 -fPIC, FMA contraction allowed, no -ffast-math), float32 and int8; ``-march=native`` variants too;
+- ``C ... (timed in C)``: the same step in a C program with the same flags, each step timed with
+  ``clock_gettime`` (separate runs after the interleaved Python paths; its ratio uses the same baseline).
 
 Prints a markdown table (p50/p99 per step in microseconds, and native / baseline_onnx); the goal of issue 9
 is native float32 at most 0.4x baseline_onnx. Timings only: nothing here passes or fails.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -55,6 +58,60 @@ def _cycle_inputs(stepper: Stepper, seed: int = 0):
     return next_input
 
 
+_C_TIMER = r"""
+#define _POSIX_C_SOURCE 199309L
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdint.h>
+#include <time.h>
+#include "model.h"
+static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
+int main(int argc, char **argv)
+{
+    const int steps = argc > 1 ? atoi(argv[1]) : 5000;
+    static float xs[256][MODEL_INPUT_SIZE > 0 ? MODEL_INPUT_SIZE : 1];
+    static double us[100000];
+    float y[MODEL_OUTPUT_SIZE];
+    uint32_t seed = 12345u;
+    model_state st;
+    for (int i = 0; i < 256; i++)
+        for (int f = 0; f < (MODEL_INPUT_SIZE > 0 ? MODEL_INPUT_SIZE : 1); f++) {
+            seed = seed * 1664525u + 1013904223u;
+            xs[i][f] = (float)((int)(seed >> 8) % 2001 - 1000) / 500.0f;
+        }
+    model_reset(&st);
+    for (int i = 0; i < steps / 10; i++)
+        model_step(&st, xs[i % 256], y);
+    for (int i = 0; i < steps && i < 100000; i++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        model_step(&st, xs[i % 256], y);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        us[i] = (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3;
+    }
+    qsort(us, steps, sizeof us[0], cmp);
+    printf("%.3f %.3f\n", us[steps / 2], us[steps * 99 / 100]);
+    return 0;
+}
+"""
+
+
+def _time_in_c(out: Path, native: bool, steps: int) -> tuple[float, float]:
+    """p50, p99 of a step timed in C, built with the library's flags (features models)."""
+    from edgernn.export.c.build import SHARED_FLAGS, _native_flags
+
+    (out / "timer.c").write_text(_C_TIMER)
+    flags = [f for f in SHARED_FLAGS if f not in ("-fPIC", "-shared", "-std=c99")] + ["-std=c99"]
+    flags += _native_flags() if native else []
+    exe = out / f"timer{'-native' if native else ''}"
+    subprocess.run(
+        ["cc", *flags, str(out / "model.c"), str(out / "timer.c"), "-o", str(exe), "-lm"], check=True
+    )
+    done = subprocess.run([str(exe), str(steps)], capture_output=True, text=True, check=True)
+    p50, p99 = (float(v) for v in done.stdout.split())
+    return p50, p99
+
+
 def _native_call(library: Path, stepper: Stepper):
     native = NativeStepper(library, name="model")
     stream = native.new_stream()
@@ -81,6 +138,7 @@ def bench(label: str, path: Path, model, folder: Path, settings: BenchSettings) 
         "stepper": _stepper_call(stepper),
     }
     sizes = {}
+    in_c: dict[str, tuple[float, float]] = {}
     for precision, fast in (("float32", False), ("float32", True), ("int8", False), ("int8", True)):
         sources = generate_sources(path, precision=precision, fast_activations=fast)
         sizes[precision] = sources.flash_bytes
@@ -96,6 +154,7 @@ def bench(label: str, path: Path, model, folder: Path, settings: BenchSettings) 
             )
             key = f"native {precision}{' fast' if fast else ''}{' -march=native' if native else ''}"
             calls[key] = _native_call(library, stepper)
+            in_c[f"C {key[len('native ') :]}"] = _time_in_c(out, native, settings.steps)
     with _torch_threads(1):
         timings = _interleaved(calls, settings)
     stats = {name: stats_of(t, settings.warmup) for name, t in timings.items()}
@@ -104,6 +163,8 @@ def bench(label: str, path: Path, model, folder: Path, settings: BenchSettings) 
         name: {"p50_us": s.p50_us, "p99_us": s.p99_us, "vs_baseline_onnx": s.p50_us / base}
         for name, s in stats.items()
     }
+    for name, (p50, p99) in in_c.items():  # timed in C, in separate runs after the Python paths
+        rows[f"{name} (timed in C)"] = {"p50_us": p50, "p99_us": p99, "vs_baseline_onnx": p50 / base}
     return {"model": label, "paths": rows, "flash_bytes": sizes}
 
 

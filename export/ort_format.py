@@ -45,8 +45,16 @@ STATIC_SUFFIX = ".batch1"
 STYLES = ("runtime", "fixed")
 PLATFORMS = ("arm", "amd64")
 # The oldest onnxruntime release that loads each ORT format version (the file's ``ort_version`` field),
-# measured by loading a converted file with released wheels: benchmarks/ort_format_releases.py.
+# measured by loading converted files with released wheels: benchmarks/ort_format.py --releases.
 OLDEST_RELEASE = {"6": "1.16.0"}
+# Saved runtime optimisations that older releases refuse to load, and what makes them load (measured
+# the same way: an int8-weights file, runtime style, converted with onnxruntime 1.32.0).
+SAVED_OPTIMIZATION_NOTES = {
+    "QDQSelectorActionTransformer.DQMatMulToMatMulNBits": (
+        "onnxruntime 1.16.0-1.21.1 load it only with session.disable_quant_qdq=1 (the Stepper sets it for "
+        "int8 weight files; an app must too)"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,10 @@ def write(
     )
     report.details = details
     report.notes += _notes(details, usability)
+    if chunk is None and chunk_path(model).is_file():
+        report.notes.append(
+            f"{chunk_path(model).name} beside the model failed the stepper's checks: not converted"
+        )
     if usability is not None:
         details["mobile_usability"] = usability
     return report
@@ -254,22 +266,41 @@ def _compare(want: list[np.ndarray], got: list[np.ndarray], name: str) -> float:
 # --- what was written ------------------------------------------------------------------------------
 
 
-def ort_format_version(path: Path) -> str:
-    """The ORT format version a .ort file records (its ``ort_version`` field), read from the file."""
+def _session_table(path: Path) -> Any:
     from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs.InferenceSession import InferenceSession
 
     buffer = path.read_bytes()
     if not InferenceSession.InferenceSessionBufferHasIdentifier(buffer, 0):
         raise ContractError(f"{path}: not an ORT format file (no ORTM identifier)")
-    return InferenceSession.GetRootAs(buffer, 0).OrtVersion().decode()
+    return InferenceSession.GetRootAs(buffer, 0)
+
+
+def ort_format_version(path: Path) -> str:
+    """The ORT format version a .ort file records (its ``ort_version`` field), read from the file."""
+    return _session_table(path).OrtVersion().decode()
+
+
+def saved_optimizations(path: Path) -> list[str]:
+    """The runtime optimisations a runtime-style .ort file saved for replay (``Optimizer.Action``), read
+    from the file; a release of onnxruntime that does not know one of them refuses the file."""
+    saved = _session_table(path).Model().Graph().RuntimeOptimizations()
+    names = set()
+    for i in range(saved.RecordsLength() if saved is not None else 0):
+        entry = saved.Records(i)
+        for j in range(entry.RuntimeOptimizationRecordsLength()):
+            action = entry.RuntimeOptimizationRecords(j).ActionId().decode()
+            names.add(f"{entry.OptimizerName().decode()}.{action}")
+    return sorted(names)
 
 
 def _format_details(converted: list[_Converted], style: str, platform: str | None) -> dict[str, Any]:
     versions = sorted({ort_format_version(c.ort_path) for c in converted})
+    optimizations = sorted({o for c in converted for o in saved_optimizations(c.ort_path)})
     return {
         "optimization_style": style,
         "target_platform": platform,
         "ort_format_version": versions[-1],
+        "saved_runtime_optimizations": optimizations,
         "oldest_onnxruntime": max((OLDEST_RELEASE.get(v, "unknown") for v in versions), key=_release_key),
         "converted_with_onnxruntime": ort.__version__,
         "files": {c.onnx_path.name: c.ort_path.name for c in converted},
@@ -308,6 +339,9 @@ def _notes(details: dict[str, Any], usability: dict[str, Any] | None) -> list[st
             "runtime style: set session.enable_saved_runtime_optimizations=1 to replay its optimisations"
         )
     notes += _precision_notes(details.get("quantization"))
+    for name in details["saved_runtime_optimizations"]:
+        if name in SAVED_OPTIMIZATION_NOTES:
+            notes.append(f"saved optimisation {name}: {SAVED_OPTIMIZATION_NOTES[name]}")
     if usability is not None:
         notes += [f"mobile usability: {line}" for line in usability["verdict"]]
     return notes

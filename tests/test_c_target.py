@@ -22,7 +22,7 @@ from edge_models import TEXT, VOCAB, SensorGRU, export_char
 
 from edgernn.cli import cli
 from edgernn.export import export_model, export_module
-from edgernn.export.c import build_shared_library, compile_host, generate_sources
+from edgernn.export.c import build_shared_library, compile_host, generate_sources, run_self_test
 from edgernn.export.c.emit import FAST_TANH_CLAMP
 from edgernn.export.deploy import deploy
 from edgernn.models import ModelConfig, RecurrentModel
@@ -51,6 +51,31 @@ class TwoStacks(torch.nn.Module):
         z, encoder = self.encoder(x, state["encoder"])
         z, decoder = self.decoder(self.norm(z), state["decoder"])
         return self.head(torch.tanh(z)), {"encoder": encoder, "decoder": decoder}
+
+
+class Activations(torch.nn.Module):
+    """Per-step layers beyond Linear: GELU (Erf), LeakyReLU, ELU, Softplus, SiLU, HardSwish, clamp, then an
+    LSTM, LayerNorm and a head mixing LogSoftmax, Softmax, abs and sqrt."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 10), torch.nn.Linear(10, 10)
+        self.rnn = torch.nn.LSTM(10, 12, batch_first=True)
+        self.norm, self.head = torch.nn.LayerNorm(12), torch.nn.Linear(12, 5)
+
+    def forward(self, x, state=None):
+        f = torch.nn.functional
+        z = f.gelu(self.a(x))
+        z = (
+            f.leaky_relu(self.b(z), 0.1)
+            + f.elu(z)
+            + f.softplus(z) * torch.sigmoid(z)
+            - f.hardswish(z)
+            + f.silu(z)
+        )
+        out, state = self.rnn(torch.clamp(z, -3, 3), state)
+        y = self.head(self.norm(out))
+        return torch.log_softmax(y, dim=-1) + torch.softmax(y, dim=-1) * 0.5 + y.abs().sqrt(), state
 
 
 def _features(cell: str, layers: int, normalised: bool = False, hidden: int = 12) -> RecurrentModel:
@@ -99,6 +124,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     paths["byo_sensor_gru"] = folder / "byo.onnx"
     export_module(SensorGRU().eval(), paths["byo_sensor_gru"], example_input=torch.randn(1, 5, 6))
+    paths["byo_activations"] = folder / "activations.onnx"
+    export_module(Activations().eval(), paths["byo_activations"], example_input=torch.randn(1, 5, 4))
     paths["byo_two_stacks"] = folder / "two_stacks.onnx"
     export_module(TwoStacks().eval(), paths["byo_two_stacks"], example_input=torch.randn(1, 5, 5))
     return paths
@@ -113,7 +140,7 @@ def _deployed(models, tmp_path_factory, key: str, **options) -> tuple[Path, obje
 # --- every model, float32 and int8: the host self-test -------------------------------------------------
 
 
-@pytest.mark.parametrize("key", [*MODELS, "byo_sensor_gru", "byo_two_stacks"])
+@pytest.mark.parametrize("key", [*MODELS, "byo_sensor_gru", "byo_two_stacks", "byo_activations"])
 def test_float32_self_test_passes_on_the_host(models, tmp_path_factory, key):
     out, report = _deployed(models, tmp_path_factory, key)
     assert sorted(p.name for p in out.iterdir()) == ["deploy.json", "model.c", "model.h", "model_test.c"]
@@ -443,3 +470,51 @@ def test_without_a_compiler_nothing_is_written_unless_verification_is_skipped(mo
     report = deploy(models["lstm_tokens_1x16"], "c", tmp_path / "u", skip_verify=True)
     assert report.checks[0].startswith("NOT VERIFIED") and report.details["verified"] is False
     assert (tmp_path / "u" / "model_test.c").is_file()
+
+
+def test_vocabulary_outside_ascii_and_c_special_characters(tmp_path):
+    vocabulary = ["a", "\u00e9", "?", "\n", '"', "\\", "\u65e5", " "]
+    torch.manual_seed(4)
+    config = ModelConfig(cell="gru", input_size=len(vocabulary), output_size=len(vocabulary), hidden_size=8)
+    path = tmp_path / "utf8.onnx"
+    export_model(RecurrentModel(config).eval(), path, vocabulary=vocabulary, chunk_steps=None, verify=False)
+    out = tmp_path / "c"
+    report = deploy(path, "c", out)
+    assert report.details["verified"]
+    assert '"\\303\\251"' in (out / "model.c").read_text()  # UTF-8 bytes as octal escapes
+    library = build_shared_library(out, "model", tmp_path / "libmodel.so")
+    assert list(NativeStepper(library).info.input.vocabulary) == vocabulary
+
+
+def test_foreign_files_and_chunk_graphs_are_refused(foreign_model, tmp_path):
+    with pytest.raises(ContractError, match="no edgernn metadata"):
+        generate_sources(foreign_model.path)
+    path = export_char(tmp_path / "char.onnx")
+    with pytest.raises(ContractError, match="chunk graph"):
+        generate_sources(tmp_path / "char.chunk.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ContractError, match="not an ONNX model"):
+        generate_sources(tmp_path / "junk.onnx")
+    with pytest.raises(InputError, match="expected an ONNX file"):
+        generate_sources(tmp_path / "missing.onnx")
+    assert generate_sources(path).info.cell == "gru"
+
+
+def test_a_self_test_that_disagrees_fails(models, tmp_path):
+    out, _ = _deployed_plain(models["rnn_tanh_features_1x12"], tmp_path)
+    test = (out / "model_test.c").read_text()
+    start = test.index("golden_y[CHECKED * MODEL_OUTPUT_SIZE] = {\n") + len(
+        "golden_y[CHECKED * MODEL_OUTPUT_SIZE] = {\n"
+    )
+    end = test.index(",", start)
+    (out / "model_test.c").write_text(test[:start] + "    1000.0f" + test[end:])  # the first golden y
+    result = run_self_test(compile_host(out, "model"))
+    assert not result.passed
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == "FAIL" and lines[0].startswith("mismatch: y[0] at step 0")
+    assert result.max_abs_error > 900
+
+
+def _deployed_plain(model: Path, tmp_path: Path) -> tuple[Path, object]:
+    out = tmp_path / "c"
+    return out, deploy(model, "c", out)

@@ -13,28 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import VOCABULARY, TinyModel, build_tiny_model
+from conftest import VOCABULARY, TinyModel
+from task_models import task_model, write_csv
 
 from edgernn.cli import cli
 from edgernn.export.quality import evaluation_data_from_model
 from edgernn.runtime.errors import InputError
 
 VOWELS_TEST = Path(__file__).parents[1] / "examples" / "data" / "japanese_vowels_test.ts"
-
-
-def task_model(directory: Path, name: str, extra: dict, **shape) -> TinyModel:
-    """A hand-built step graph whose metadata records a task and its fields (columns, classes...)."""
-    doc = json.loads(build_tiny_model(**shape).info.to_json())
-    doc.update(extra)
-    model = build_tiny_model(metadata=json.dumps(doc), **shape)
-    model.save(directory, name)
-    return model
-
-
-def write_csv(path: Path, header: list[str], rows: np.ndarray) -> Path:
-    lines = [",".join(header), *(",".join(f"{v:.5f}" for v in row) for row in rows)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def run_eval(*args) -> dict:
@@ -206,3 +192,9 @@ def run_python_lines(code: str, *args: str, cwd: Path) -> list[str]:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()
+
+
+@pytest.mark.parametrize("command", ["eval", "stream", "quantize", "deploy"])
+def test_new_commands_have_help_with_an_example(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0 and "Example" in result.stdout

@@ -70,6 +70,7 @@ def test_report_records_the_format_version_read_from_the_file(models, tmp_path):
     assert version == "6" and report.details["ort_format_version"] == version
     assert report.details["oldest_onnxruntime"] == OLDEST_RELEASE[version] == "1.16.0"
     assert report.details["optimization_style"] == "runtime"
+    assert report.details["saved_runtime_optimizations"] == []
     manifest = json.loads((tmp_path / "ort" / "deploy.json").read_text())
     assert manifest["details"]["ort_format_version"] == "6" and manifest["target"] == "ort"
     assert any("oldest onnxruntime that loads it: 1.16.0" in note for note in report.notes)
@@ -105,6 +106,11 @@ def test_int8_weights_ort_file_opens_with_the_folding_option(models, tmp_path):
     options = stepper.session.get_session_options()
     assert options.get_session_config_entry("session.disable_quant_qdq") == "1"
     assert any("DequantizeLinear" in note for note in report.notes)
+    # read from the file: older releases load this saved optimisation only with the folding option
+    assert report.details["saved_runtime_optimizations"] == [
+        "QDQSelectorActionTransformer.DQMatMulToMatMulNBits"
+    ]
+    assert any("session.disable_quant_qdq=1" in note for note in report.notes)
 
 
 def test_static_batch_copy_is_fixed_at_one_and_checked_for_mobile(models, tmp_path):

@@ -34,7 +34,7 @@ from edgernn.export.c.lower import (
 from edgernn.runtime.errors import ContractError
 
 AXPY_INPUTS = 4  # rows of a matrix each pass over the output adds in
-ALIGN = 16  # floats (64 bytes): every scratch tensor starts on a cache line
+ALIGN = 8  # floats (32 bytes): every scratch tensor starts on a 256-bit vector boundary
 PER_LINE = 12
 
 # tanh as a rational function: odd polynomial of degree 13 over an even one of degree 6, on x clamped to
@@ -139,6 +139,7 @@ class _Emitter:
         self.replaced: dict[str, np.ndarray] = {}
         self.helpers: set[str] = set()
         self.arena_base: dict[int, int] = {}
+        self.alias: dict[int, tuple[int, int]] = {}  # id(storage) -> (id(the storage it lives in), offset)
         self.arena_size = 0
 
     # -- constant arrays
@@ -170,7 +171,8 @@ class _Emitter:
         if s.kind == "state":
             return s.base
         if s.kind == "arena":
-            return self.arena_base[id(s)]
+            root, offset = self._root(id(s))
+            return self.arena_base[root] + offset
         return 0
 
     def ref(self, s: Storage, offset: int, index: str) -> str:
@@ -210,6 +212,7 @@ class _Emitter:
         for s in extra_live:
             if s.kind == "arena" and id(s) in first:
                 last[id(s)] = end
+        self._in_place(first, last, storages)
         placed: list[tuple[int, int, int, int]] = []  # (first, last, start, stop)
         for key in sorted(storages, key=lambda k: (first[k], -storages[k].size)):
             s = storages[key]
@@ -223,6 +226,41 @@ class _Emitter:
             placed.append((first[key], last[key], start, start + size))
             self.arena_base[key] = start
         self.arena_size = max([stop for *_, stop in placed], default=0)
+
+    def _root(self, key: int) -> tuple[int, int]:
+        return self.alias.get(key, (key, 0))
+
+    def _in_place(self, first: dict[int, int], last: dict[int, int], storages: dict[int, Storage]) -> None:
+        """An element-wise op writes over an input it reads at the same index when nothing reads that
+        input's buffer after it (a gate's sigmoid over the GEMV that made it): less scratch RAM."""
+        for index, op in enumerate(self.p.ops):
+            if not isinstance(op, Elementwise) or op.out.storage.kind != "arena" or op.out.offset:
+                continue
+            out_key = id(op.out.storage)
+            if out_key not in storages or first[out_key] != index:
+                continue
+            for t in op.inputs:
+                if t.storage.kind != "arena" or t.size != op.out.size:
+                    continue
+                root, offset = self._root(id(t.storage))
+                if last[root] != index:
+                    continue
+                start = offset + t.offset
+                clash = False
+                for u in op.inputs:
+                    if u is t or u.storage.kind != "arena":
+                        continue
+                    u_root, u_offset = self._root(id(u.storage))
+                    u_start = u_offset + u.offset
+                    same = u_start == start and u.size == t.size
+                    if u_root == root and not same and u_start < start + t.size and start < u_start + u.size:
+                        clash = True
+                if clash:
+                    continue
+                self.alias[out_key] = (root, start)
+                last[root] = max(last[root], last[out_key])
+                del storages[out_key]
+                break
 
     def writes(self, op) -> list[Storage]:
         if isinstance(op, Copy):
@@ -582,7 +620,7 @@ def emit(
     src += [f'#include "{n}.h"', "", "#include <math.h>", "#include <stdint.h>", "#include <string.h>", ""]
     src += e.arrays
     src.append(
-        f"static const char {n}_meta[{len(meta_bytes)}] = {{\n{_ints(np.frombuffer(meta_bytes, np.uint8))}\n}};"
+        f"static const unsigned char {n}_meta[{len(meta_bytes)}] = {{\n{_ints(np.frombuffer(meta_bytes, np.uint8))}\n}};"
     )
     for label, items in strings:
         src.append(
@@ -609,7 +647,7 @@ def emit(
         size = int(np.prod(spec.shape))
         src.append(f"    for (int i = 0; i < {size}; i++) st->s[{offset} + i] = {literal(spec.initial)};")
         offset += size
-    src += ["}", "", f"const char *{n}_metadata(void)", "{", f"    return {n}_meta;", "}", ""]
+    src += ["}", "", f"const char *{n}_metadata(void)", "{", f"    return (const char *){n}_meta;", "}", ""]
     checks = [f"!{n}_finite({e.ptr(y)}, {y.size})"]
     checks += [f"!{n}_finite({e.ptr(t)}, {t.size})" for t in next_states]
     commit = [f"    memcpy(y, {e.ptr(y)}, {y.size} * sizeof(float));"]
