@@ -404,7 +404,7 @@ def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_
     Examples:
       edgernn bench --plot latency.png
       edgernn bench shakespeare.onnx --run runs/shakespeare --paced 1000 --json
-      edgernn bench shakespeare.onnx shakespeare-int8.onnx
+      edgernn bench shakespeare.onnx shakespeare-int8.onnx --plot side-by-side.png --paced 1000
       edgernn bench silero_vad.onnx --state state=stateN --constant sr=16000
     """
     from edgernn.benchmark import BenchSettings, compare, compare_steppers
