@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from edgernn.runtime.errors import InputError
-from edgernn.runtime.stepper import DataInput, Stepper
+from edgernn.runtime.inputs import DataInput
+from edgernn.runtime.stepper import Stepper
 
 # Inputs are drawn once and cycled, so the timed loop measures the step, not the random generator.
 _INPUT_POOL_SIZE = 256

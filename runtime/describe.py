@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgernn.runtime.stepper import onnx_dtype, open_session, read_info
+from edgernn.runtime.inputs import onnx_dtype
+from edgernn.runtime.session import open_session, read_info
 
 _UNSET_VERSION = 2**63 - 1  # what onnxruntime reports when model_version was never set
 

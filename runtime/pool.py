@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgernn.runtime.errors import InputError
-from edgernn.runtime.stepper import ORT_ERRORS
+from edgernn.runtime.session import ORT_ERRORS
 
 if TYPE_CHECKING:
-    from edgernn.runtime.stepper import Results, _Graph
+    from edgernn.runtime.graph import Graph
+    from edgernn.runtime.stream import Results
 
 
 class StreamPool:
@@ -37,7 +38,7 @@ class StreamPool:
     stream. State per stream: name -> array ``(1, num_layers, hidden_size)`` for edgernn models.
     """
 
-    def __init__(self, graph: _Graph, capacity: int):
+    def __init__(self, graph: Graph, capacity: int):
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise InputError(f"capacity: expected a positive integer, got {capacity!r}")
         self._graph, self.capacity = graph, capacity
