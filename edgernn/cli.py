@@ -449,7 +449,9 @@ def _bench_table(docs: list[dict]) -> str:
     type=click.Choice(["runtime", "fixed"]),
     help="ort: runtime (portable, the default) or fixed (optimised for --target-platform).",
 )
-@click.option("--target-platform", type=click.Choice(["arm", "amd64"]), help="ort: platform of a fixed style.")
+@click.option(
+    "--target-platform", type=click.Choice(["arm", "amd64"]), help="ort: platform of a fixed style."
+)
 @click.option("--static-batch", is_flag=True, default=None, help="ort: batch fixed at 1 (NNAPI, CoreML).")
 @click.option("--name", help="c: base name of the files and C symbols (default: model).")
 @click.option("--precision", type=click.Choice(["float32", "int8"]), help="c: weights (default float32).")
@@ -463,16 +465,16 @@ def _bench_table(docs: list[dict]) -> str:
     help="c int8: real data for the task-metric check.",
 )
 @click.option("--tolerance", type=float, help="c int8: metric change allowed (as export --tolerance).")
-@click.option("--force", is_flag=True, default=None, help="c int8: write past a failed metric or drift check.")
+@click.option(
+    "--force", is_flag=True, default=None, help="c int8: write past a failed metric or drift check."
+)
 @click.option("--backend", type=click.Choice(["onnxruntime", "python"]), help="triton: the backend.")
 @click.option("--model-name", help="triton: the model's name in the repository.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="triton: max_batch_size.")
 @click.option(
     "--max-candidate-sequences", type=click.IntRange(min=1), help="triton: oldest strategy's candidates."
 )
-@click.option(
-    "--idle-timeout-us", type=click.IntRange(min=1), help="triton: max_sequence_idle_microseconds."
-)
+@click.option("--idle-timeout-us", type=click.IntRange(min=1), help="triton: max_sequence_idle_microseconds.")
 @click.option("--instances", type=click.IntRange(min=1), help="triton: instance count.")
 @_json_option
 def deploy(model, target, out_dir, as_json, **options) -> None:

@@ -12,7 +12,7 @@ import onnxruntime as ort
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.graph import Graph
 from edgernn.runtime.inputs import DataInput
-from edgernn.runtime.session import ORT_ERRORS
+from edgernn.runtime.session import ORT_ERRORS, QUIET_LOG_LEVEL
 
 
 def _ort_value(array: np.ndarray) -> ort.OrtValue:
@@ -29,16 +29,22 @@ class Binding:
     """
 
     def __init__(self, graph: Graph, batch_size: int):
+        graph.check_allocation(batch_size)
         self.graph, self.batch_size = graph, batch_size
         self.x = _data_buffer(graph.data, batch_size)  # None: the data input has axes of unknown size
         self.x_unbatched_shape = self.x.shape[1:] if self.x is not None and batch_size == 1 else None
+        self._x_shape = None if self.x is None else self.x.shape  # for messages
         shapes = graph.result_shapes(batch_size)
-        self.results = None if shapes is None else [np.zeros(s, np.float32) for s in shapes]
-        self.state_sets = [[np.zeros(s.shape_for(batch_size), s.dtype) for s in graph.states] for _ in "ab"]
+        self.fixed_results = shapes is not None
+        sets = [_output_set(graph, batch_size, shapes) for _ in "ab"]
+        self.result_sets = [s[0] for s in sets]  # a step from state_sets[k] writes set 1 - k
+        self.state_sets = [s[1] for s in sets]
+        self._probes = [s[2] for s in sets]
         self.current = 0  # the state lives in state_sets[current]
         self._finite_probe = _FiniteProbe(self.x) if self.x is not None and self.x.dtype.kind == "f" else None
         self._bindings = [self._bind(k) for k in (0, 1)]
         self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = QUIET_LOG_LEVEL  # failures raise; ort's own lines stay quiet
         session = graph.session
         # The pybind session's own call skips the Python wrapper's per-call checks; keep the public call
         # as the fallback should a future onnxruntime rename its internals.
@@ -62,11 +68,12 @@ class Binding:
             binding.bind_ortvalue_input(name, _ort_value(value))
         if self.x is not None:
             binding.bind_ortvalue_input(graph.data.name, _ort_value(self.x))
+        results = self.result_sets[1 - parity]
         for index, name in enumerate(graph.result_names):
-            if self.results is None:
+            if results is None:
                 binding.bind_output(name, "cpu")
             else:
-                binding.bind_ortvalue_output(name, _ort_value(self.results[index]))
+                binding.bind_ortvalue_output(name, _ort_value(results[index]))
         for slot, read, write in zip(
             graph.states, self.state_sets[parity], self.state_sets[1 - parity], strict=True
         ):
@@ -85,6 +92,7 @@ class Binding:
         if buffer is None:
             array, unbatched = self.graph.data.validate(x, self.batch_size)
             self._bindings[self.current].bind_cpu_input(self.graph.data.name, array)
+            self._x_shape = array.shape
             return unbatched
         if type(x) is np.ndarray and x.dtype == buffer.dtype:
             if x.shape == buffer.shape:
@@ -119,22 +127,71 @@ class Binding:
         return bool(flat.min() >= 0 and flat.max() < vocab_size)
 
     def run(self) -> list[np.ndarray]:
-        """One step from the current state; returns the results (live buffers for edgernn models)."""
+        """One step from the current state; returns the results (live buffers for edgernn models).
+
+        Raises InputError, the state unmoved, when onnxruntime fails or a result or the next state comes
+        out NaN or infinite (e.g. from a huge restored state): no stream is ever left holding NaN.
+        """
+        current = self.current
         try:
-            self._calls[self.current]()
+            self._calls[current]()
         except (*ORT_ERRORS, RuntimeError) as exc:  # run_with_iobinding reports failures as RuntimeError
-            shape = None if self.x is None else self.x.shape
-            raise InputError(f"onnxruntime could not run a step with x of shape {shape}: {exc}") from None
-        binding = self._bindings[self.current]
-        self.current ^= 1
-        if self.results is not None:
-            return self.results
-        return [np.array(v.numpy()) for v in binding.get_outputs()[: self.graph.result_count]]
+            raise InputError(
+                f"onnxruntime could not run a step with x of shape {self._x_shape}: {_first_line(exc)}"
+            ) from None
+        written = 1 - current
+        if self.fixed_results:
+            results = self.result_sets[written]
+        else:
+            outputs = self._bindings[current].get_outputs()[: self.graph.result_count]
+            results = [np.array(v.numpy()) for v in outputs]
+        probe = self._probes[written]
+        if not (
+            probe.all_finite() if probe is not None else _all_finite([*results, *self.state_sets[written]])
+        ):
+            raise InputError(
+                "the step's result or next state came out NaN or infinite (is the state restored from a "
+                "snapshot out of range?); the state is as it was before the step"
+            )
+        self.current = written
+        return results
 
     def load_state(self, arrays: Sequence[np.ndarray]) -> None:
         """Copy validated arrays (one per state slot, right shapes and dtypes) into the current state."""
         for buffer, array in zip(self.state, arrays, strict=True):
             np.copyto(buffer, array)
+
+
+def _output_set(
+    graph: Graph, batch_size: int, result_shapes: list[tuple[int, ...]] | None
+) -> tuple[list[np.ndarray] | None, list[np.ndarray], _FiniteProbe | None]:
+    """The results and the state one step writes. When all are float32 (edgernn models) they are views
+    into one flat buffer, so a single probe tells whether the whole step came out finite."""
+    state_shapes = [slot.shape_for(batch_size) for slot in graph.states]
+    if result_shapes is None or any(slot.dtype != np.float32 for slot in graph.states):
+        results = None if result_shapes is None else [np.zeros(s, np.float32) for s in result_shapes]
+        return (
+            results,
+            [np.zeros(s, slot.dtype) for s, slot in zip(state_shapes, graph.states, strict=True)],
+            None,
+        )
+    shapes = [*result_shapes, *state_shapes]
+    sizes = [int(np.prod(s)) for s in shapes]
+    flat = np.zeros(sum(sizes), np.float32)
+    ends = np.cumsum(sizes)
+    views = [
+        flat[end - size : end].reshape(shape) for shape, size, end in zip(shapes, sizes, ends, strict=True)
+    ]
+    return views[: len(result_shapes)], views[len(result_shapes) :], _FiniteProbe(flat)
+
+
+def _all_finite(arrays: Sequence[np.ndarray]) -> bool:
+    return all(a.dtype.kind != "f" or np.isfinite(a).all() for a in arrays)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _data_buffer(data: DataInput, batch_size: int) -> np.ndarray | None:

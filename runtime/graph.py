@@ -6,6 +6,7 @@ edgernn did not write); streams (``edgernn.runtime.stream``) and pools (``edgern
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,9 +18,23 @@ import onnxruntime as ort
 
 from edgernn.runtime.chunk import ChunkGraph, load_chunk, try_load_chunk
 from edgernn.runtime.contract import ModelInfo
-from edgernn.runtime.errors import InputError
+from edgernn.runtime.errors import ContractError, InputError
 from edgernn.runtime.inputs import DataInput, convert_floats, convert_integers
 from edgernn.runtime.session import ModelSource
+
+# What one stream (or pool) may make the runtime allocate for its state and results. A file's metadata
+# decides these sizes, so they are bounded: a few hundred bytes of metadata must not cost gigabytes.
+MAX_STREAM_BYTES = 1 << 28
+
+
+def _row_bytes(info: ModelInfo | None, states: tuple[StateSlot, ...]) -> int:
+    """Bytes of state (and, for edgernn models, results) one batch row takes."""
+    total = sum(math.prod(d for d in s.shape if d is not None) * s.dtype.itemsize for s in states)
+    return total + (0 if info is None else 4 * info.output.size)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB"
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,22 @@ class Graph:
         self._chunk: ChunkGraph | None = None
         self._chunk_loader: Callable[[], ChunkGraph | None] | None = None
         self._chunk_lock = threading.Lock()
+        self.row_bytes = _row_bytes(info, states)
+        if 2 * self.row_bytes > MAX_STREAM_BYTES:
+            raise ContractError(
+                f"the model's state needs {_mib(2 * self.row_bytes)} per stream, more than the "
+                f"{_mib(MAX_STREAM_BYTES)} edgernn allocates for one; its metadata or state shapes are not "
+                "those of a model edgernn can step"
+            )
+
+    def check_allocation(self, batch_size: int, what: str = "batch_size") -> None:
+        """Refuse (InputError) a batch whose state and result buffers (two sets) would pass the bound."""
+        need = 2 * self.row_bytes * batch_size
+        if need > MAX_STREAM_BYTES:
+            raise InputError(
+                f"{what} {batch_size}: expected at most {MAX_STREAM_BYTES // (2 * self.row_bytes)} for this "
+                f"model, whose buffers would take {_mib(need)} (the bound is {_mib(MAX_STREAM_BYTES)})"
+            )
 
     def offer_chunk(
         self,

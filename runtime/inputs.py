@@ -77,7 +77,7 @@ class DataInput:
     def _convert(self, array: np.ndarray, label: str) -> np.ndarray:
         kind = self.dtype.kind
         if kind == "f":
-            return convert_floats(array, self.dtype, label)
+            return convert_floats(array, self.dtype, label, integers=True)
         if kind in "iu":
             return convert_integers(array, self.dtype, self.vocab_size, label)
         if array.dtype.kind != "b":
@@ -106,9 +106,12 @@ def shape_text(labels: Sequence[str]) -> str:
     return "(" + ", ".join(labels) + ("," if len(labels) == 1 else "") + ")"
 
 
-def convert_floats(array: np.ndarray, dtype: np.dtype, label: str) -> np.ndarray:
-    if array.dtype.kind != "f":
-        raise InputError(f"{label}: expected floating-point values ({dtype}), got dtype {array.dtype}")
+def convert_floats(array: np.ndarray, dtype: np.dtype, label: str, *, integers: bool = False) -> np.ndarray:
+    """``array`` as contiguous ``dtype``, refusing NaN/inf. ``integers``: integer values (readings such as
+    ADC counts) are converted too; booleans, complex numbers, strings and objects never are."""
+    if array.dtype.kind not in ("fiu" if integers else "f"):
+        accepted = "numbers" if integers else "floating-point values"
+        raise InputError(f"{label}: expected {accepted} ({dtype}), got dtype {array.dtype}")
     with np.errstate(over="ignore"):  # a float64 too large for float32 becomes inf and is refused below
         converted = np.ascontiguousarray(array, dtype=dtype)
     finite = np.isfinite(converted)

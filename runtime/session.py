@@ -25,6 +25,10 @@ ORT_ERRORS: tuple[type[Exception], ...] = tuple(
 
 ModelSource = str | os.PathLike | bytes
 
+# onnxruntime logs a failed run on stderr before raising; the stepper turns every failure into one error
+# that says what was given, so its sessions and runs log fatal errors only.
+QUIET_LOG_LEVEL = 4
+
 
 def open_session(
     model: ModelSource,
@@ -67,6 +71,7 @@ def _default_session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = QUIET_LOG_LEVEL
     return options
 
 

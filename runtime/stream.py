@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ class Stream:
     """One independent stream (of ``batch_size`` sequences) over a shared model, with its own state.
 
     Made by ``Stepper.new_stream``. State: name -> float32 array, ``(batch, num_layers, hidden_size)`` for
-    edgernn models.
+    edgernn models. Safe to share between threads: each call runs whole, one at a time.
     """
 
     def __init__(self, graph: Graph, batch_size: int):
@@ -35,6 +36,9 @@ class Stream:
         self._graph = graph
         self.batch_size = batch_size
         self._binding = Binding(graph, batch_size)
+        # One lock per stream: calls from several threads are serialised, never interleaved (an
+        # interleaved step would read one state set while another step writes it).
+        self._lock = threading.Lock()
         self.reset()
 
     @property
@@ -49,11 +53,12 @@ class Stream:
         unbatched x (for foreign models with several outputs, a tuple in graph order). y is a new array.
         """
         binding = self._binding
-        unbatched = binding.write_x(x)
-        results = binding.run()
-        if binding.results is not None and len(results) == 1:  # the common case, kept short
-            return results[0][0].copy() if unbatched else results[0].copy()
-        return _format([r.copy() for r in results], unbatched)
+        with self._lock:
+            unbatched = binding.write_x(x)
+            results = binding.run()
+            if binding.fixed_results and len(results) == 1:  # the common case, kept short
+                return results[0][0].copy() if unbatched else results[0].copy()
+            return _format([r.copy() for r in results], unbatched)
 
     def run(self, xs: Any) -> Results:
         """Feed a sequence, carrying state: the same as calling ``step`` on each element in turn.
@@ -62,12 +67,13 @@ class Stream:
         Returns ys ``(B, T, output_size)`` or ``(T, output_size)``. The state only moves if every step ran.
         """
         xs, unbatched = self._graph.data.validate(xs, self.batch_size, sequence=True)
-        before = [a.copy() for a in self._binding.state]
-        try:
-            outputs = self._run_chunks(xs) if xs.shape[1] > 1 else self._run_steps(xs)
-        except InputError:
-            self._binding.load_state(before)
-            raise
+        with self._lock:
+            before = [a.copy() for a in self._binding.state]
+            try:
+                outputs = self._run_chunks(xs) if xs.shape[1] > 1 else self._run_steps(xs)
+            except InputError:
+                self._binding.load_state(before)
+                raise
         return _format(outputs, unbatched)
 
     def _run_chunks(self, xs: np.ndarray) -> list[np.ndarray]:
@@ -82,6 +88,11 @@ class Stream:
             raise InputError(
                 f"onnxruntime could not run a chunk with xs of shape {xs.shape}: {exc}"
             ) from None
+        if not all(np.isfinite(a).all() for a in (ys, *self._binding.state)):
+            raise InputError(
+                "the sequence's results or state came out NaN or infinite (is the state restored from a "
+                "snapshot out of range?); the state is as it was before the call"
+            )
         if whole == xs.shape[1]:
             return [ys]
         return [np.concatenate([ys, self._run_steps(xs[:, whole:])[0]], axis=1)]
@@ -97,18 +108,22 @@ class Stream:
 
     def reset(self) -> None:
         """Set every state tensor to its initial value (zeros unless the metadata says otherwise)."""
-        for slot, buffer in zip(self._graph.states, self._binding.state, strict=True):
-            buffer.fill(slot.initial)
+        with self._lock:
+            for slot, buffer in zip(self._graph.states, self._binding.state, strict=True):
+                buffer.fill(slot.initial)
 
     @property
     def state(self) -> dict[str, np.ndarray]:
         """A copy of the current state, name -> array. Assigning a dict validates it and copies it in."""
-        return {slot.input: a.copy() for slot, a in zip(self._graph.states, self._binding.state, strict=True)}
+        with self._lock:
+            state = self._binding.state
+            return {slot.input: a.copy() for slot, a in zip(self._graph.states, state, strict=True)}
 
     @state.setter
     def state(self, value: Mapping[str, Any]) -> None:
         checked = self._graph.check_state(value, self.batch_size)
-        self._binding.load_state([checked[slot.input] for slot in self._graph.states])
+        with self._lock:
+            self._binding.load_state([checked[slot.input] for slot in self._graph.states])
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """A copy of the state to ``restore`` later (into this stream or another of the same batch size)."""
