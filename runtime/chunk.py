@@ -28,6 +28,7 @@ import onnxruntime as ort
 from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, EdgeRNNError
+from edgernn.runtime.session import read_info
 
 CHUNK_SUFFIX = ".chunk.onnx"
 PROBE_ATOL = PROBE_RTOL = 1e-4  # the closed-loop parity tolerances: both graphs match PyTorch to this
@@ -75,10 +76,9 @@ def load_chunk(
     if step_info.quantization is not None:
         raise ContractError("the step model is quantized; a chunk graph is only used with float32 models")
     session = open_session(source)
-    text = session.get_modelmeta().custom_metadata_map.get(contract.METADATA_KEY)
-    if text is None:
+    info = read_info(session, f"chunk graph {source!s:.80}")
+    if info is None:
         raise ContractError(f"chunk graph {source!s:.80}: no edgernn metadata")
-    info = contract.parse_info(text)
     if info.steps_per_call < 2 or replace(info, steps_per_call=1) != replace(step_info, steps_per_call=1):
         raise ContractError(f"chunk graph {source!s:.80}: its metadata does not describe this step model")
     _check_io(session, info)

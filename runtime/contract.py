@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgernn.runtime.errors import ContractError
+from edgernn.runtime.untrusted import parse_json
 
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = (1,)
@@ -59,6 +60,15 @@ ONE_STEP_RTOL = 1e-5
 CLOSED_LOOP_ATOL = 1e-4
 CLOSED_LOOP_RTOL = 1e-4
 CLOSED_LOOP_STEPS = 1000
+
+# Bounds on what metadata may declare: a file's few hundred bytes of JSON decide what the runtime
+# allocates, so each size is bounded far above any model edgernn trains (hidden sizes of 64 to 1024),
+# and the document itself is bounded before it is parsed.
+MAX_METADATA_BYTES = 8 << 20  # a 65,536-entry vocabulary is about 0.5 MiB of JSON
+MAX_HIDDEN_SIZE = 1 << 16
+MAX_LAYERS = 64
+MAX_SIZE = 1 << 20  # vocabulary size, feature count, output size
+MAX_STATES = 64  # state tensors (two per stack for LSTMs)
 
 
 def state_names(cell: str, stack: int | None = None) -> tuple[tuple[str, str], ...]:
@@ -217,10 +227,15 @@ class _Reader:
             return None
         return value
 
-    def positive_int(self, obj: Any, key: str, where: str) -> int | None:
+    def positive_int(self, obj: Any, key: str, where: str, limit: int = MAX_SIZE) -> int | None:
         value = self.get(obj, key, int, where)
         if value is not None and value < 1:
-            self.problems.append(f"{where}.{key}: expected a positive integer, got {value}")
+            self.problems.append(f"{where}.{key}: expected a positive integer, got {value!r:.40}")
+            return None
+        if value is not None and value > limit:
+            self.problems.append(
+                f"{where}.{key}: expected at most {limit} (edgernn's bound), got {value!r:.40}"
+            )
             return None
         return value
 
@@ -258,10 +273,11 @@ def parse_info(text: str) -> ModelInfo:
 
     Raises ContractError listing every problem found; unknown schema versions are refused.
     """
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ContractError(f"edgernn metadata is not valid JSON: {exc}") from None
+    if not isinstance(text, (str, bytes)):
+        raise ContractError(f"edgernn metadata: expected JSON text, got {type(text).__name__}")
+    doc = parse_json(
+        text, "edgernn metadata", "the document", max_bytes=MAX_METADATA_BYTES, error=ContractError
+    )
     if not isinstance(doc, dict):
         raise ContractError(f"edgernn metadata: expected a JSON object, got {type(doc).__name__}")
     version = doc.get("schema_version")
@@ -273,7 +289,9 @@ def parse_info(text: str) -> ModelInfo:
     problems: list[str] = []
     info = _read_info(doc, _Reader(problems))
     if problems:
-        raise ContractError("invalid edgernn metadata:\n  - " + "\n  - ".join(problems))
+        shown = [p if len(p) <= 300 else p[:300] + "..." for p in problems[:10]]
+        more = [f"... and {len(problems) - 10} more"] if len(problems) > 10 else []
+        raise ContractError("invalid edgernn metadata:\n  - " + "\n  - ".join([*shown, *more]))
     assert info is not None
     return info
 
@@ -286,8 +304,8 @@ _KNOWN_KEYS = {
 
 def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
     cell = r.choice(doc, "cell", CELLS, "metadata")
-    num_layers = r.positive_int(doc, "num_layers", "metadata")
-    hidden_size = r.positive_int(doc, "hidden_size", "metadata")
+    num_layers = r.positive_int(doc, "num_layers", "metadata", MAX_LAYERS)
+    hidden_size = r.positive_int(doc, "hidden_size", "metadata", MAX_HIDDEN_SIZE)
     opset = r.positive_int(doc, "opset", "metadata")
     steps = r.positive_int(doc, "steps_per_call", "metadata")
     version = r.get(doc, "edgernn_version", str, "metadata")
@@ -361,6 +379,9 @@ def _read_quantization(obj: dict | None, r: _Reader) -> dict[str, Any] | None:
 def _read_states(items: list | None, r: _Reader) -> tuple[StateSpec, ...] | None:
     if items is None:
         return None
+    if len(items) > MAX_STATES:
+        r.problems.append(f"states: expected at most {MAX_STATES} state tensors, got {len(items)}")
+        return None
     states = []
     for i, item in enumerate(items):
         where = f"states[{i}]"
@@ -383,12 +404,15 @@ def _read_states(items: list | None, r: _Reader) -> tuple[StateSpec, ...] | None
 def _read_stacks(items: list | None, r: _Reader) -> tuple[StackSpec, ...] | None:
     """Optional: the recurrent stacks of a model with several; None if any entry is invalid."""
     stacks = []
+    if items is not None and len(items) > MAX_STATES // 2:
+        r.problems.append(f"stacks: expected at most {MAX_STATES // 2}, got {len(items)}")
+        return None
     for i, item in enumerate(items or ()):
         where = f"stacks[{i}]"
         fields = (
             r.choice(item, "cell", CELLS, where),
-            r.positive_int(item, "num_layers", where),
-            r.positive_int(item, "hidden_size", where),
+            r.positive_int(item, "num_layers", where, MAX_LAYERS),
+            r.positive_int(item, "hidden_size", where, MAX_HIDDEN_SIZE),
         )
         if None in fields:
             return None
@@ -433,4 +457,4 @@ def _check_states(
             if stacks
             else f"a {cell} model with {layers} layer(s) of {hidden}"
         )
-        r.problems.append(f"states: {model} expects {expected}, got {given}")
+        r.problems.append(f"states: {model} expects {expected!s:.120}, got {given!s:.120}")

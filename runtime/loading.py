@@ -22,8 +22,9 @@ def load_graph(
     state_map: Mapping[str, str] | None,
     constants: Mapping[str, Any] | None,
     state_shapes: Mapping[str, Sequence[int | str | None]] | None,
+    source: object = "the model",
 ) -> Graph:
-    info = read_info(session)
+    info = read_info(session, source)
     if info is not None:
         _refuse_foreign_arguments(state_map=state_map, constants=constants, state_shapes=state_shapes)
         return edgernn_graph(session, info)
@@ -92,6 +93,6 @@ def _arg_problems(where: str, dtype: np.dtype, shape: tuple[int | None, ...], ar
         return [*problems, f"{where}: expected shape {expected_text}, found {arg.shape}"]
     if isinstance(arg.shape[0], int):
         problems.append(f"{where}: expected a dynamic batch axis first, found fixed size {arg.shape[0]}")
-    if any(isinstance(f, int) and f != d for d, f in zip(shape[1:], arg.shape[1:], strict=True)):
+    if any(f != d for d, f in zip(shape[1:], arg.shape[1:], strict=True)):  # a symbolic size never fits
         problems.append(f"{where}: expected shape {expected_text}, found {arg.shape}")
     return problems

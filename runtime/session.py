@@ -13,6 +13,7 @@ from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, InputError
 from edgernn.runtime.inputs import check_positive_int
+from edgernn.runtime.untrusted import guarded
 
 # onnxruntime raises its own exception classes (not RuntimeError); which exist depends on the version.
 _ORT_ERROR_NAMES = (
@@ -64,6 +65,11 @@ def _model_source(model: ModelSource) -> tuple[str | bytes, str]:
     return str(path), repr(str(path))
 
 
+def model_label(model: ModelSource) -> str:
+    """How messages name a model: its path, or "the model bytes"."""
+    return "the model bytes" if isinstance(model, (bytes, bytearray)) else str(model)
+
+
 def _default_session_options(threads: int) -> ort.SessionOptions:
     # Tiny recurrent steps are dominated by per-call overhead: more threads only add synchronisation.
     options = ort.SessionOptions()
@@ -91,7 +97,17 @@ def folding_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def read_info(session: ort.InferenceSession) -> ModelInfo | None:
+def read_metadata(session: ort.InferenceSession, source: object = "the model") -> dict[str, str]:
+    """The model's metadata map (key -> value), read through the guarded path: onnxruntime decodes the
+    values as UTF-8 and raises UnicodeDecodeError on a file that holds anything else."""
+    with guarded(source, "its metadata", error=ContractError):
+        return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def read_info(session: ort.InferenceSession, source: object = "the model") -> ModelInfo | None:
     """The model's parsed edgernn metadata, or None if edgernn did not write it."""
-    text = session.get_modelmeta().custom_metadata_map.get(contract.METADATA_KEY)
-    return None if text is None else contract.parse_info(text)
+    text = read_metadata(session, source).get(contract.METADATA_KEY)
+    if text is None:
+        return None
+    with guarded(source, "its edgernn metadata", error=ContractError):
+        return contract.parse_info(text)

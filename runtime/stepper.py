@@ -40,6 +40,7 @@ from edgernn.runtime.session import (
     ModelSource,
     folding_options,
     folds_weights,
+    model_label,
     open_session,
     read_info,
 )
@@ -80,9 +81,10 @@ class Stepper:
         check_positive_int("batch_size", batch_size)
         opener = partial(open_session, providers=providers, threads=threads, session_options=session_options)
         session = opener(model)
-        if session_options is None and folds_weights(read_info(session)):  # only then is it opened twice
+        label = model_label(model)
+        if session_options is None and folds_weights(read_info(session, label)):  # only then opened twice
             session = open_session(model, providers=providers, session_options=folding_options(threads))
-        self._graph = load_graph(session, state_map, constants, state_shapes)
+        self._graph = load_graph(session, state_map, constants, state_shapes, label)
         chunk = find_chunk(chunk_model, model)
         if chunk is not None:
             self._graph.offer_chunk(

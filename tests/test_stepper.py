@@ -461,7 +461,7 @@ def test_unknown_schema_version_in_a_file_is_refused(tmp_path, tiny_model_builde
 
 def test_corrupt_metadata_in_a_file_is_refused(tmp_path, tiny_model_builder):
     path = tiny_model_builder(metadata="{cell: gru").save(tmp_path)
-    with pytest.raises(ContractError, match="edgernn metadata is not valid JSON"):
+    with pytest.raises(ContractError, match="edgernn metadata: the document is not valid JSON"):
         Stepper(path)
 
 
