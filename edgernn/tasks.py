@@ -22,6 +22,7 @@ import torch
 
 from edgernn.data import build_vocabulary, encode, read_text, split_train_validation
 from edgernn.runtime.errors import InputError
+from edgernn.runtime.untrusted import reads_untrusted
 
 TASKS = ("charlm", "forecast", "anomaly", "classify", "steplabels")
 _SKIPPED_COLUMNS = {"timestamp", "time", "date", "datetime", "index"}
@@ -329,6 +330,7 @@ def _natural_key(label: str) -> tuple:
         return (1, 0.0, label)
 
 
+@reads_untrusted("the data file")
 def load_task(
     task: str,
     path: str | os.PathLike,

@@ -28,7 +28,8 @@ import onnxruntime as ort
 from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, EdgeRNNError
-from edgernn.runtime.session import read_info
+from edgernn.runtime.integrity import check_graph
+from edgernn.runtime.session import model_bytes, read_info
 
 CHUNK_SUFFIX = ".chunk.onnx"
 PROBE_ATOL = PROBE_RTOL = 1e-4  # the closed-loop parity tolerances: both graphs match PyTorch to this
@@ -75,16 +76,42 @@ def load_chunk(
     """
     if step_info.quantization is not None:
         raise ContractError("the step model is quantized; a chunk graph is only used with float32 models")
+    label = f"chunk graph {source!s:.80}"
     session = open_session(source)
-    info = read_info(session, f"chunk graph {source!s:.80}")
+    info = read_info(session, label)
     if info is None:
-        raise ContractError(f"chunk graph {source!s:.80}: no edgernn metadata")
-    if info.steps_per_call < 2 or replace(info, steps_per_call=1) != replace(step_info, steps_per_call=1):
-        raise ContractError(f"chunk graph {source!s:.80}: its metadata does not describe this step model")
+        raise ContractError(f"{label}: no edgernn metadata")
+    if info.steps_per_call < 2 or _unpaired(info) != _unpaired(step_info):
+        raise ContractError(f"{label}: its metadata does not describe this step model")
+    paired = None not in (info.step_graph_sha256, step_info.graph_sha256)
+    if paired and info.step_graph_sha256 != step_info.graph_sha256:
+        raise ContractError(
+            f"{label}: it was exported with another step model (its step_graph_sha256 "
+            f"{info.step_graph_sha256[:16]}... is not this model's {step_info.graph_sha256[:16]}...); "
+            "export again to write the pair together"
+        )
+    check_graph(model_bytes(source), info, label)
     _check_io(session, info)
     chunk = ChunkGraph(session, info)
     _probe(chunk, step)
     return chunk
+
+
+def _unpaired(info: ModelInfo) -> ModelInfo:
+    """The metadata without what differs between a step model and its chunk graph by design."""
+    return replace(info, steps_per_call=1, graph_sha256=None, chunk_steps=None, step_graph_sha256=None)
+
+
+def warn_missing_chunk(info: ModelInfo | None, model: str | bytes | os.PathLike) -> None:
+    """Warn when a step model that was exported with a chunk graph is opened from a path without it."""
+    if info is None or not info.chunk_steps or not isinstance(model, (str, os.PathLike)):
+        return
+    warnings.warn(
+        f"{chunk_path(model)} is missing: {Path(model).name} was exported with a chunk graph of "
+        f"{info.chunk_steps} steps beside it, and without it Stepper.run steps one at a time (several "
+        "times slower); ship both files together (chunk_model=False silences this)",
+        stacklevel=3,
+    )
 
 
 def _check_io(session: ort.InferenceSession, info: ModelInfo) -> None:

@@ -37,8 +37,8 @@ from typing import Any
 from edgernn.runtime.errors import ContractError
 from edgernn.runtime.untrusted import parse_json
 
-SCHEMA_VERSION = 1
-KNOWN_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2  # 2 adds graph_sha256, chunk_steps, step_graph_sha256 (all optional)
+KNOWN_SCHEMA_VERSIONS = (1, 2)
 METADATA_KEY = "edgernn"
 
 INPUT_NAME = "x"
@@ -139,6 +139,12 @@ class ModelInfo:
     steps_per_call: int = 1
     quantization: dict[str, Any] | None = None  # absent for float32 models; see _read_quantization
     stacks: tuple[StackSpec, ...] = ()  # absent for one recurrent stack; see _read_stacks
+    # Schema 2, each optional (absent in version 1 files): SHA-256 of the serialized graph (see
+    # ``edgernn.runtime.integrity``); a step model's chunk graph steps (it was exported with one beside it);
+    # a chunk graph's step model's graph_sha256.
+    graph_sha256: str | None = None
+    chunk_steps: int | None = None
+    step_graph_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -148,6 +154,9 @@ class ModelInfo:
             del doc["quantization"]  # float32 models write exactly what they always wrote
         if not doc["stacks"]:
             del doc["stacks"]
+        for key in _OPTIONAL_KEYS:
+            if doc[key] is None:
+                del doc[key]
         return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -299,7 +308,9 @@ def parse_info(text: str) -> ModelInfo:
 _KNOWN_KEYS = {
     "schema_version", "edgernn_version", "opset", "cell", "num_layers", "hidden_size",
     "input", "output", "states", "steps_per_call", "quantization", "stacks",
+    "graph_sha256", "chunk_steps", "step_graph_sha256",
 }  # fmt: skip
+_OPTIONAL_KEYS = ("graph_sha256", "chunk_steps", "step_graph_sha256")
 
 
 def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
@@ -314,6 +325,10 @@ def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
     states = _read_states(r.get(doc, "states", list, "metadata"), r)
     quantization = _read_quantization(r.get(doc, "quantization", dict, "metadata", default=None), r)
     stacks = _read_stacks(r.get(doc, "stacks", list, "metadata", default=None), r)
+    digests = {key: _read_digest(doc, key, r) for key in ("graph_sha256", "step_graph_sha256")}
+    chunk_steps = None
+    if doc.get("chunk_steps") is not None:
+        chunk_steps = r.positive_int(doc, "chunk_steps", "metadata", 1 << 16)
     if cell and num_layers and hidden_size and states is not None and stacks is not None:
         _check_stacks(StackSpec(cell, num_layers, hidden_size), stacks, r)
         _check_states(cell, num_layers, hidden_size, stacks, states, r)
@@ -333,8 +348,18 @@ def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
         steps_per_call=steps,
         quantization=quantization,
         stacks=stacks,
+        chunk_steps=chunk_steps,
         extra=extra,
+        **digests,
     )
+
+
+def _read_digest(doc: dict, key: str, r: _Reader) -> str | None:
+    value = r.get(doc, key, str, "metadata", default=None)
+    if value is not None and (len(value) != 64 or set(value) - set("0123456789abcdef")):
+        r.problems.append(f"metadata.{key}: expected 64 lowercase hex digits, got {value!r:.80}")
+        return None
+    return value
 
 
 def _read_input(obj: dict | None, r: _Reader) -> InputSpec | None:

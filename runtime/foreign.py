@@ -6,6 +6,7 @@ is the one input left over; its dtype and shape come from the graph.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ def foreign_graph(
     state_map: Mapping[str, str],
     constants: Mapping[str, Any],
     state_shapes: Mapping[str, Sequence[int | str | None]],
+    data_shape: Sequence[int | str | None] | None = None,
 ) -> Graph:
     inputs = {arg.name: arg for arg in session.get_inputs()}
     outputs = {arg.name: arg for arg in session.get_outputs()}
@@ -40,7 +42,8 @@ def foreign_graph(
         _foreign_slot(inputs[name], output, state_shapes.get(name)) for name, output in state_map.items()
     )
     fed = {name: _constant(inputs[name], value) for name, value in constants.items()}
-    return Graph(session, None, _foreign_data_input(inputs[data_names[0]]), states, result_names, fed)
+    data = _foreign_data_input(inputs[data_names[0]], data_shape)
+    return Graph(session, None, data, states, result_names, fed)
 
 
 def _check_foreign_arguments(
@@ -60,7 +63,7 @@ def _check_foreign_arguments(
         raise InputError("invalid arguments for this model " + found + ":\n  - " + "\n  - ".join(problems))
 
 
-def _foreign_data_input(arg: Any) -> DataInput:
+def _foreign_data_input(arg: Any, declared: Sequence[int | str | None] | None) -> DataInput:
     dtype = onnx_dtype(arg.type)
     if dtype is None:
         raise ContractError(
@@ -71,7 +74,41 @@ def _foreign_data_input(arg: Any) -> DataInput:
             f"data input {arg.name!r} declares no shape; edgernn needs its rank (batch axis first)"
         )
     dims = tuple(d if isinstance(d, int) else None for d in arg.shape[1:])
+    if declared is not None:
+        return DataInput(arg.name, dtype, _declared_shape(arg, dims, declared))
+    if None in dims:
+        warnings.warn(
+            f"data input {arg.name!r} has axes of unknown size {_shape_label(arg.shape)}, so any x of that "
+            f"rank is fed to the model (a chunk of the wrong length would move the state); declare the "
+            f"shape to have others refused: data_shape=('batch', ...) (CLI: --data-shape batch,N)",
+            stacklevel=5,
+        )
     return DataInput(arg.name, dtype, (None, *dims))
+
+
+def _declared_shape(
+    arg: Any, dims: tuple[int | None, ...], declared: Sequence[int | str | None]
+) -> tuple[int | None, ...]:
+    """``data_shape`` checked against the graph: batch axis first, every other axis a fixed size that
+    agrees with any size the graph declares."""
+    shape = _override_shape("data_shape", declared)
+    problem = None
+    if len(shape) != len(dims) + 1:
+        problem = f"the graph's data input has rank {len(dims) + 1}"
+    elif shape[0] is not None or None in shape[1:]:
+        problem = f"the batch axis ({contract.BATCH_AXIS_NAME!r}) first, then a size for every other axis"
+    elif any(d is not None and d != s for d, s in zip(dims, shape[1:], strict=True)):
+        problem = "the graph fixes some of these sizes"
+    if problem:
+        raise InputError(
+            f"data_shape: expected a shape for {arg.name!r} {_shape_label(arg.shape)} ({problem}), "
+            f"got {tuple(declared)!r:.80}"
+        )
+    return shape
+
+
+def _shape_label(shape: Sequence[Any]) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, (int, str)) else "?" for d in shape) + "]"
 
 
 def _foreign_slot(arg: Any, output: str, override: Sequence[int | str | None] | None) -> StateSlot:
@@ -79,7 +116,7 @@ def _foreign_slot(arg: Any, output: str, override: Sequence[int | str | None] | 
     if dtype is None or dtype.kind not in "fiu":
         raise ContractError(f"state input {arg.name!r} has type {arg.type}; edgernn keeps numeric state only")
     if override is not None:
-        return StateSlot(arg.name, output, _override_shape(arg.name, override), dtype)
+        return StateSlot(arg.name, output, _override_shape(f"state_shapes[{arg.name!r}]", override), dtype)
     if not arg.shape:
         raise ContractError(
             f"state input {arg.name!r} declares no shape; pass state_shapes={{{arg.name!r}: (...)}} "
@@ -89,6 +126,8 @@ def _foreign_slot(arg: Any, output: str, override: Sequence[int | str | None] | 
 
 
 def _override_shape(name: str, shape: Sequence[int | str | None]) -> tuple[int | None, ...]:
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise InputError(f"{name}: expected a sequence of sizes, got {type(shape).__name__}")
     dims = []
     for d in shape:
         if d is None or d == contract.BATCH_AXIS_NAME:
@@ -97,7 +136,7 @@ def _override_shape(name: str, shape: Sequence[int | str | None]) -> tuple[int |
             dims.append(d)
         else:
             raise InputError(
-                f"state_shapes[{name!r}]: expected positive integers, with {contract.BATCH_AXIS_NAME!r} "
+                f"{name}: expected positive integers, with {contract.BATCH_AXIS_NAME!r} "
                 f"where the batch size goes, got {shape!r}"
             )
     return tuple(dims)

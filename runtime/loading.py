@@ -23,14 +23,17 @@ def load_graph(
     constants: Mapping[str, Any] | None,
     state_shapes: Mapping[str, Sequence[int | str | None]] | None,
     source: object = "the model",
+    data_shape: Sequence[int | str | None] | None = None,
 ) -> Graph:
     info = read_info(session, source)
     if info is not None:
-        _refuse_foreign_arguments(state_map=state_map, constants=constants, state_shapes=state_shapes)
+        _refuse_foreign_arguments(
+            state_map=state_map, constants=constants, state_shapes=state_shapes, data_shape=data_shape
+        )
         return edgernn_graph(session, info)
     if not state_map:
         raise state_map_needed(session)
-    return foreign_graph(session, state_map, constants or {}, state_shapes or {})
+    return foreign_graph(session, state_map, constants or {}, state_shapes or {}, data_shape)
 
 
 def _refuse_foreign_arguments(**arguments: object) -> None:

@@ -13,7 +13,7 @@ from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, InputError
 from edgernn.runtime.inputs import check_positive_int
-from edgernn.runtime.untrusted import guarded
+from edgernn.runtime.untrusted import guarded, read_bytes
 
 # onnxruntime raises its own exception classes (not RuntimeError); which exist depends on the version.
 _ORT_ERROR_NAMES = (
@@ -68,6 +68,16 @@ def _model_source(model: ModelSource) -> tuple[str | bytes, str]:
 def model_label(model: ModelSource) -> str:
     """How messages name a model: its path, or "the model bytes"."""
     return "the model bytes" if isinstance(model, (bytes, bytearray)) else str(model)
+
+
+MAX_MODEL_BYTES = 2 << 30  # protobuf's own limit on one message
+
+
+def model_bytes(model: ModelSource) -> bytes:
+    """The bytes of a model given as a path or as bytes (to check its checksum)."""
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    return read_bytes(model, "the model file", max_bytes=MAX_MODEL_BYTES, error=ContractError)
 
 
 def _default_session_options(threads: int) -> ort.SessionOptions:

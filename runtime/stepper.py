@@ -31,15 +31,17 @@ import numpy as np
 import onnxruntime as ort
 
 from edgernn.runtime.binding import steps_from_initial
-from edgernn.runtime.chunk import find_chunk
+from edgernn.runtime.chunk import find_chunk, warn_missing_chunk
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.inputs import DataInput, check_positive_int, onnx_dtype
+from edgernn.runtime.integrity import check_graph
 from edgernn.runtime.loading import load_graph
 from edgernn.runtime.session import (
     ORT_ERRORS,
     ModelSource,
     folding_options,
     folds_weights,
+    model_bytes,
     model_label,
     open_session,
     read_info,
@@ -61,8 +63,12 @@ class Stepper:
     model: path to an .onnx file, or its bytes. ``state_map``/``constants``/``state_shapes`` are for models
     edgernn did not write (see the module docstring). ``chunk_model``: the chunk graph ``run`` feeds long
     sequences through (path or bytes; by default ``model.chunk.onnx`` next to a model path if there is
-    one; False for none; see ``edgernn.runtime.chunk``). Raises InputError for a missing file or bad
-    argument, ContractError for a file that is not a model edgernn can run.
+    one; False for none; see ``edgernn.runtime.chunk``). ``data_shape``: for a foreign model whose data
+    input has axes of unknown size, the shape every x must have (``("batch", 512)``; see ``foreign``).
+    ``verify_checksum``: check the graph against the checksum its metadata records (on by default: a
+    flipped byte in the weights is refused at load; False skips the hash, see ``integrity``). Raises
+    InputError for a missing file or bad argument, ContractError for a file that is not a model edgernn
+    can run.
     """
 
     def __init__(
@@ -77,6 +83,8 @@ class Stepper:
         state_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
         session_options: ort.SessionOptions | None = None,
         chunk_model: ModelSource | bool | None = None,
+        data_shape: Sequence[int | str | None] | None = None,
+        verify_checksum: bool = True,
     ):
         check_positive_int("batch_size", batch_size)
         opener = partial(open_session, providers=providers, threads=threads, session_options=session_options)
@@ -84,8 +92,12 @@ class Stepper:
         label = model_label(model)
         if session_options is None and folds_weights(read_info(session, label)):  # only then opened twice
             session = open_session(model, providers=providers, session_options=folding_options(threads))
-        self._graph = load_graph(session, state_map, constants, state_shapes, label)
+        self._graph = load_graph(session, state_map, constants, state_shapes, label, data_shape)
+        if verify_checksum and self._graph.info is not None:
+            check_graph(model_bytes(model), self._graph.info, label)
         chunk = find_chunk(chunk_model, model)
+        if chunk is None and chunk_model is None:
+            warn_missing_chunk(self._graph.info, model)
         if chunk is not None:
             self._graph.offer_chunk(
                 chunk,

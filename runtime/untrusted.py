@@ -9,9 +9,11 @@ file, and reads through ``read_bytes``/``parse_json``, which refuse sizes past a
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,23 @@ def guarded(source: object, what: str, *, error: type[EdgeRNNError] = InputError
         raise
     except Exception as exc:  # noqa: BLE001 - hostile bytes fail parsers in unforeseeable ways: see above
         raise error(f"{source}: {what} cannot be read ({describe_exception(exc)})") from None
+
+
+def reads_untrusted(what: str, path_argument: str = "path") -> Callable[[Callable], Callable]:
+    """Decorate a reader so that its whole run is ``guarded``, naming the file given as ``path_argument``."""
+
+    def decorate(reader: Callable) -> Callable:
+        signature = inspect.signature(reader)
+
+        @functools.wraps(reader)
+        def guarded_reader(*args: Any, **kwargs: Any) -> Any:
+            source = signature.bind_partial(*args, **kwargs).arguments.get(path_argument, "the file")
+            with guarded(source, what):
+                return reader(*args, **kwargs)
+
+        return guarded_reader
+
+    return decorate
 
 
 def describe_exception(exc: BaseException) -> str:
