@@ -32,7 +32,7 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +128,7 @@ def _drop_seal(proto: onnx.ModelProto) -> None:
     describe it. The exporter seals the file it writes again (``edgernn.export.exporter.seal``)."""
     for prop in proto.metadata_props:
         if prop.key == contract.METADATA_KEY:
-            info = contract.parse_info(prop.value)
-            unsealed = replace(info, graph_sha256=None, chunk_steps=None, step_graph_sha256=None)
-            prop.value = unsealed.to_json()
+            prop.value = contract.unsealed(contract.parse_info(prop.value)).to_json()
 
 
 def _compact(graph: onnx.GraphProto) -> None:

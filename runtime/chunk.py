@@ -86,7 +86,7 @@ def load_chunk(
     paired = None not in (info.step_graph_sha256, step_info.graph_sha256)
     if paired and info.step_graph_sha256 != step_info.graph_sha256:
         raise ContractError(
-            f"{label}: it was exported with another step model (its step_graph_sha256 "
+            f"{label}: it was not exported from the same weights as this step model (its step_graph_sha256 "
             f"{info.step_graph_sha256[:16]}... is not this model's {step_info.graph_sha256[:16]}...); "
             "export again to write the pair together"
         )
@@ -99,7 +99,7 @@ def load_chunk(
 
 def _unpaired(info: ModelInfo) -> ModelInfo:
     """The metadata without what differs between a step model and its chunk graph by design."""
-    return replace(info, steps_per_call=1, graph_sha256=None, chunk_steps=None, step_graph_sha256=None)
+    return replace(contract.unsealed(info), steps_per_call=1)
 
 
 def warn_missing_chunk(info: ModelInfo | None, model: str | bytes | os.PathLike) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from edgernn.runtime.errors import ContractError
@@ -171,6 +171,12 @@ class ModelInfo:
     def state_map(self) -> dict[str, str]:
         """State input name -> state output name."""
         return {s.input: s.output for s in self.states}
+
+
+def unsealed(info: ModelInfo) -> ModelInfo:
+    """``info`` without what describes one particular graph (its checksum, its chunk pairing): for a new
+    graph made from a model, such as a quantized or a benchmark copy."""
+    return replace(info, graph_sha256=None, chunk_steps=None, step_graph_sha256=None)
 
 
 def make_info(

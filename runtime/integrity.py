@@ -22,6 +22,7 @@ from edgernn.runtime.errors import ContractError
 from edgernn.runtime.untrusted import guarded
 
 _GRAPH_FIELD = 7  # ModelProto.graph in onnx.proto
+_ORT_FORMAT_ID = b"ORTM"  # the flatbuffers file identifier of onnxruntime's ORT format
 
 
 @cache
@@ -52,6 +53,8 @@ def check_graph(model_bytes: bytes, info: ModelInfo, source: object = "the model
     """Refuse (ContractError) a file whose graph does not hash to the checksum its metadata records."""
     if info.graph_sha256 is None:
         return  # written before checksums (schema version 1), or by a writer that records none
+    if model_bytes[4:8] == _ORT_FORMAT_ID:
+        return  # an ORT-format conversion (flatbuffers): its graph is not the ONNX bytes the checksum covers
     found = graph_sha256(model_bytes, source)
     if found != info.graph_sha256:
         raise ContractError(

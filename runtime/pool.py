@@ -44,6 +44,7 @@ class StreamPool:
     def __init__(self, graph: Graph, capacity: int):
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise InputError(f"capacity: expected a positive integer, got {capacity!r}")
+        graph.check_allocation(capacity, "capacity")
         self._graph, self.capacity = graph, capacity
         self._axes = [_batch_axis(slot) for slot in graph.states]
         self._state = [np.zeros(slot.shape_for(capacity), slot.dtype) for slot in graph.states]
