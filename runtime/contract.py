@@ -299,7 +299,7 @@ def parse_info(text: str) -> ModelInfo:
     if version not in KNOWN_SCHEMA_VERSIONS:
         known = ", ".join(str(v) for v in KNOWN_SCHEMA_VERSIONS)
         raise ContractError(
-            f"edgernn metadata schema_version {version!r} is not supported; this edgernn reads version(s) {known}"
+            f"edgernn metadata schema_version {version!r:.60} is not supported; this edgernn reads version(s) {known}"
         )
     problems: list[str] = []
     info = _read_info(doc, _Reader(problems))
