@@ -1,0 +1,131 @@
+"""Threads: a Stream and a StreamPool shared between threads serialise their calls (nothing interleaves),
+and concurrent first ``run()`` calls load the chunk graph once and take the same numeric path."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from edgernn.runtime import Stepper
+from edgernn.runtime.errors import InputError
+
+
+def in_threads(count: int, work) -> list:
+    """Run ``work(index)`` in ``count`` threads started together; returns their results, re-raising."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list = []
+
+    def target(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = work(index)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_two_threads_on_one_stream_equal_the_same_steps_in_one_thread(token_model):
+    """Every step feeds the same token, so any order of whole steps gives the same sequence of outputs."""
+    steps = 2000
+    shared = Stepper(token_model.path).new_stream()
+    outputs = in_threads(2, lambda _: [shared.step(4) for _ in range(steps)])
+    serial = Stepper(token_model.path).new_stream()
+    want = np.stack([serial.step(4) for _ in range(2 * steps)])
+    got = np.concatenate([np.stack(o) for o in outputs])
+    # the outputs are the serial ones, each exactly once: sort both by the step they belong to
+    order = np.lexsort(got.T[::-1])
+    np.testing.assert_array_equal(got[order], want[np.lexsort(want.T[::-1])])
+    np.testing.assert_array_equal(shared.state["h"], serial.state["h"])
+
+
+def test_a_pool_stepped_while_another_thread_joins_and_leaves_keeps_every_stream(token_model):
+    stepper = Stepper(token_model.path)
+    pool = stepper.new_pool(64)
+    stable = [pool.join() for _ in range(16)]
+    rounds = 300
+    stop = threading.Event()
+
+    def churn(_: int) -> int:
+        count = 0
+        while not stop.is_set():
+            ids = [pool.join() for _ in range(8)]
+            pool.step({i: 1 for i in ids})
+            for i in ids[::-1]:
+                pool.leave(i)
+            count += 1
+        return count
+
+    def step(_: int) -> None:
+        for _ in range(rounds):
+            pool.step({i: 3 for i in stable})
+        stop.set()
+
+    results = in_threads(2, lambda k: step(k) if k == 0 else churn(k))
+    assert results[1] > 0  # the churn really ran alongside
+    reference = stepper.new_stream()
+    for _ in range(rounds):
+        reference.step(3)
+    for stream_id in stable:
+        np.testing.assert_allclose(pool.state(stream_id)["h"], reference.state["h"], atol=1e-6)
+    assert len(pool) == len(stable)
+
+
+def test_unknown_ids_from_a_racing_leave_are_input_errors(token_model):
+    pool = Stepper(token_model.path).new_pool(8)
+    failures: list[BaseException] = []
+
+    def work(k: int) -> None:
+        for _ in range(300):
+            try:
+                if k == 0:
+                    pool.leave(pool.join())
+                else:
+                    pool.step({i: 2 for i in pool.streams})
+            except InputError:
+                pass  # a stream listed, then left before the step: refused cleanly
+            except BaseException as exc:  # noqa: BLE001
+                failures.append(exc)
+
+    in_threads(2, work)
+    assert not failures
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from edgernn.export import export_model
+    from edgernn.models import ModelConfig, RecurrentModel
+
+    torch.manual_seed(0)
+    config = ModelConfig(
+        input_kind="features", input_size=3, output_kind="values", output_size=2, hidden_size=8
+    )
+    with torch.no_grad():
+        model = RecurrentModel(config).eval()
+    path = tmp_path_factory.mktemp("chunked") / "model.onnx"
+    report = export_model(model, path, chunk_steps=16)
+    assert report.chunk_path is not None
+    return path
+
+
+def test_concurrent_first_runs_load_the_chunk_graph_once_and_agree(chunked):
+    xs = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32)
+    want = Stepper(chunked).run(xs)
+    for _ in range(3):
+        stepper = Stepper(chunked)
+        streams = [stepper.new_stream() for _ in range(4)]
+        results = in_threads(4, lambda k, streams=streams: streams[k].run(xs))
+        for got in results:
+            np.testing.assert_array_equal(got, want)  # the chunk graph's numbers, bit for bit
+        assert stepper.chunk_steps == 16
