@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgernn.runtime.errors import EdgeRNNError, InputError
+from edgernn.runtime.errors import ContractError, EdgeRNNError, InputError
 
 MAX_JSON_BYTES = 64 << 20  # a run's config, vocabulary and metrics are kilobytes; 64 MiB is far past them
 
@@ -32,6 +32,10 @@ def guarded(source: object, what: str, *, error: type[EdgeRNNError] = InputError
     """
     try:
         yield
+    except (ContractError, InputError) as exc:
+        if str(source) in str(exc):
+            raise
+        raise type(exc)(f"{source}: {exc}") from None  # every message names the file it is about
     except EdgeRNNError:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile bytes fail parsers in unforeseeable ways: see above
