@@ -87,9 +87,22 @@ class DataInput:
 
 def as_array(x: Any, label: str) -> np.ndarray:
     try:
-        return np.asarray(x)
+        array = np.asarray(x)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"{label}: expected an array of numbers, got {type(x).__name__} ({exc})") from None
+    if isinstance(x, (list, tuple)) and array.dtype.kind in "iuf" and _holds_bool(x):
+        # numpy turns [0, True] into ints; a bool is refused inside a list as it is alone (one rule)
+        raise InputError(f"{label}: expected numbers, got a list holding booleans")
+    return array
+
+
+def _holds_bool(values: list | tuple) -> bool:
+    for value in values:
+        if isinstance(value, (bool, np.bool_)) or (isinstance(value, np.ndarray) and value.dtype.kind == "b"):
+            return True
+        if isinstance(value, (list, tuple)) and _holds_bool(value):
+            return True
+    return False
 
 
 def _fits(shape: tuple[int, ...], dims: Sequence[int | None]) -> bool:
