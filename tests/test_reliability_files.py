@@ -16,7 +16,7 @@ from reliability_support import symbolic_model, token_doc
 
 from edgernn.runtime import Stepper
 from edgernn.runtime.errors import InputError
-from edgernn.runtime.files import atomic_write_bytes, atomic_write_files
+from edgernn.runtime.files import atomic_write_bytes
 
 # --- 8. files -------------------------------------------------------------------------------------------
 
@@ -77,6 +77,8 @@ def test_the_folder_is_fsynced_after_the_rename(tmp_path, monkeypatch):
 
 
 def test_a_pair_is_staged_whole_before_either_file_is_replaced(tmp_path):
+    from edgernn.runtime.files import atomic_write_files
+
     step, chunk = tmp_path / "model.onnx", tmp_path / "model.chunk.onnx"
     step.write_bytes(b"old step")
     chunk.mkdir()  # the second file cannot be written: the first must not be replaced either

@@ -1,0 +1,124 @@
+"""What the hardening costs, measured side by side in one run (numbers only, no pass/fail):
+
+- the lock on the single-thread step path: ``Stream.step`` against the same step body without the lock
+  (the stream's own binding called directly), interleaved in rounds;
+- the non-finite check inside every step: the probe alone, against the step;
+- the checksum at load: ``Stepper(path)`` against ``Stepper(path, verify_checksum=False)``, interleaved.
+
+    .venv/bin/python benchmarks/reliability_costs.py            # prints a Markdown table
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def exported_models(root: Path) -> dict[str, Path]:
+    """Character GRUs of the sizes edgernn trains (hidden 64 and 256, and a 2x512 to show the trend)."""
+    import torch
+
+    from edgernn.export import export_model
+    from edgernn.models import ModelConfig, RecurrentModel
+
+    models = {}
+    for hidden, layers in ((64, 1), (256, 1), (512, 2)):
+        torch.manual_seed(0)
+        config = ModelConfig(
+            input_size=65, output_size=65, hidden_size=hidden, num_layers=layers, embedding_size=32
+        )
+        path = root / f"gru{layers}x{hidden}.onnx"
+        export_model(RecurrentModel(config).eval(), path, chunk_steps=None)
+        models[f"char GRU {layers}x{hidden}"] = path
+    return models
+
+
+def step_calls(path: Path):
+    """The locked step, and the same body without the lock."""
+    from edgernn.runtime import Stepper
+
+    stream = Stepper(path).new_stream()
+    binding = stream._binding  # the step body Stream.step runs inside its lock
+
+    def unlocked(x: int) -> np.ndarray:
+        unbatched = binding.write_x(x)
+        results = binding.run()
+        return results[0][0].copy() if unbatched else results[0].copy()
+
+    return stream.step, unlocked, binding._probes[0]
+
+
+def per_call_us(fn, calls: int) -> float:
+    started = time.perf_counter_ns()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter_ns() - started) / calls / 1000
+
+
+def lock_cost(path: Path, rounds: int, calls: int) -> dict[str, float]:
+    locked, unlocked, probe = step_calls(path)
+    tokens = iter(np.random.default_rng(0).integers(0, 65, size=10**8).tolist())
+    for _ in range(2000):
+        locked(next(tokens))
+        unlocked(next(tokens))
+    ratios, locked_us, probe_share = [], [], []
+    for _ in range(rounds):
+        a = per_call_us(lambda: locked(next(tokens)), calls)
+        b = per_call_us(lambda: unlocked(next(tokens)), calls)
+        c = per_call_us(probe.all_finite, calls)
+        ratios.append(a / b)
+        locked_us.append(a)
+        probe_share.append(c / b)
+    return {
+        "step_us": float(np.median(locked_us)),
+        "lock_ratio": float(np.median(ratios)),
+        "lock_low": float(np.percentile(ratios, 25)),
+        "lock_high": float(np.percentile(ratios, 75)),
+        "probe_share": float(np.median(probe_share)),
+    }
+
+
+def checksum_cost(path: Path, rounds: int) -> dict[str, float]:
+    from edgernn.runtime import Stepper
+
+    on, off = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        Stepper(path)
+        on.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        Stepper(path, verify_checksum=False)
+        off.append(time.perf_counter() - started)
+    return {
+        "size_kib": path.stat().st_size / 1024,
+        "load_ms": float(np.median(off)) * 1000,
+        "checksum_ms": (float(np.median(on)) - float(np.median(off))) * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=5000)
+    args = parser.parse_args()
+    print(
+        "| model | file KiB | step us | lock: locked/unlocked step (IQR) | finite probe / step | load ms | checksum ms |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in exported_models(Path(tmp)).items():
+            lock = lock_cost(path, args.rounds, args.calls)
+            load = checksum_cost(path, args.rounds)
+            print(
+                f"| {name} | {load['size_kib']:,.0f} | {lock['step_us']:.1f} | {lock['lock_ratio']:.3f}x "
+                f"({lock['lock_low']:.3f}-{lock['lock_high']:.3f}) | {lock['probe_share'] * 100:.1f}% | "
+                f"{load['load_ms']:.1f} | {load['checksum_ms']:+.2f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
