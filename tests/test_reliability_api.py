@@ -45,7 +45,7 @@ def test_writing_into_a_pool_state_does_not_write_into_the_pool(token_model):
     pool = Stepper(token_model.path).new_pool(2)
     a = pool.join()
     pool.step({a: 5})
-    before = pool.state(a)
+    before = {k: v.copy() for k, v in pool.state(a).items()}
     pool.state(a)["h"][...] = 99.0
     assert_state_equal(pool.state(a), before)
 

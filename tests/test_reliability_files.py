@@ -57,10 +57,23 @@ def test_a_symlink_target_is_refused_and_left_alone(tmp_path):
     assert link.is_symlink() and real.read_bytes() == b"real"
 
 
-def test_a_device_node_target_is_refused():
-    with pytest.raises(InputError, match="cannot write /dev/null: it is a character device"):
-        atomic_write_bytes("/dev/null", b"new")
-    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+def device_node(tmp_path: Path) -> Path:
+    """A null device node of our own (never /dev/null itself: a writer that replaced targets would replace
+    the system's), or a FIFO where nodes cannot be made (not root)."""
+    path = tmp_path / "null"
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        os.mkfifo(path)
+    return path
+
+
+def test_a_device_node_target_is_refused(tmp_path):
+    node = device_node(tmp_path)
+    kind = "a character device" if stat.S_ISCHR(os.lstat(node).st_mode) else "a FIFO"
+    with pytest.raises(InputError, match=f"cannot write {node}: it is {kind}"):
+        atomic_write_bytes(node, b"new")
+    assert not stat.S_ISREG(os.lstat(node).st_mode)
 
 
 def test_the_folder_is_fsynced_after_the_rename(tmp_path, monkeypatch):
@@ -180,7 +193,7 @@ def test_a_chunk_graph_beside_another_export_is_recognised_by_its_checksum(expor
         (["export", "{run}", "-o", "{tmp}/out.onnx", "--quantize", "int8", "--tolerance", "nan"], ["finite"]),
         (["export", "{run}", "-o", "{tmp}/file/model.onnx"], ["cannot write", "file/model.onnx"]),
         (["export", "{run}", "-o", "/proc/edgernn/model.onnx"], ["cannot write /proc/edgernn/model.onnx"]),
-        (["export", "{run}", "-o", "/dev/null"], ["character device"]),
+        (["export", "{run}", "-o", "{tmp}/null"], ["not a regular file"]),
         (["export", "{run}", "-o", "{tmp}/link.onnx"], ["symbolic link"]),
         (["bench", "{model}", "--no-baselines", "--batch-size", "10000000", "--steps", "5"], ["batch_size"]),
         (
@@ -195,12 +208,14 @@ def test_bad_arguments_and_targets_are_one_line_exit_2(args, fragments, exported
     (tmp_path / "file").write_bytes(b"")
     (tmp_path / "link.onnx").symlink_to(tmp_path / "file")
     (tmp_path / "symbolic.onnx").write_bytes(symbolic_model(token_doc(hidden_size=8)))
+    device_node(tmp_path)
     other_run = _other_run(tmp_path)
     values = {"model": exported, "run": run_dir, "tmp": tmp_path, "other_run": other_run}
     values["symbolic"] = tmp_path / "symbolic.onnx"
     result = cli_run(*(a.format(**values) for a in args))
     assert_one_line_exit_2(result, *fragments)
     assert (tmp_path / "file").read_bytes() == b"" and (tmp_path / "link.onnx").is_symlink()
+    assert not stat.S_ISREG(os.lstat(tmp_path / "null").st_mode)
 
 
 def _other_run(tmp_path: Path) -> Path:

@@ -3,6 +3,7 @@ and concurrent first ``run()`` calls load the chunk graph once and take the same
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -10,6 +11,15 @@ import pytest
 
 from edgernn.runtime import Stepper
 from edgernn.runtime.errors import InputError
+
+
+@pytest.fixture(autouse=True)
+def fast_switching():
+    """Switch threads every 10 us instead of every 5 ms, so that races show within a short test."""
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(saved)
 
 
 def in_threads(count: int, work) -> list:
