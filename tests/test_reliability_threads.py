@@ -60,35 +60,40 @@ def test_two_threads_on_one_stream_equal_the_same_steps_in_one_thread(token_mode
 
 
 def test_a_pool_stepped_while_another_thread_joins_and_leaves_keeps_every_stream(token_model):
+    """Churn streams sit before the stepped ones, so every leave moves a stepped stream's row."""
     stepper = Stepper(token_model.path)
     pool = stepper.new_pool(64)
+    churn_ids = [pool.join() for _ in range(16)]
     stable = [pool.join() for _ in range(16)]
-    rounds = 300
+    rounds = 400
     stop = threading.Event()
 
     def churn(_: int) -> int:
+        rng = np.random.default_rng(0)
         count = 0
         while not stop.is_set():
-            ids = [pool.join() for _ in range(8)]
-            pool.step({i: 1 for i in ids})
-            for i in ids[::-1]:
-                pool.leave(i)
+            pool.leave(churn_ids.pop(int(rng.integers(len(churn_ids)))))  # the last row moves here
+            churn_ids.append(pool.join())
             count += 1
         return count
 
+    tokens = np.random.default_rng(1).integers(0, 9, size=rounds).tolist()  # varied: no fixed point
+
     def step(_: int) -> None:
-        for _ in range(rounds):
-            pool.step({i: 3 for i in stable})
+        for token in tokens:
+            pool.step({i: token for i in stable})
         stop.set()
 
     results = in_threads(2, lambda k: step(k) if k == 0 else churn(k))
     assert results[1] > 0  # the churn really ran alongside
     reference = stepper.new_stream()
-    for _ in range(rounds):
-        reference.step(3)
+    for token in tokens:
+        reference.step(token)
     for stream_id in stable:
         np.testing.assert_allclose(pool.state(stream_id)["h"], reference.state["h"], atol=1e-6)
-    assert len(pool) == len(stable)
+    for stream_id in churn_ids:
+        np.testing.assert_array_equal(pool.state(stream_id)["h"], 0.0)  # never stepped
+    assert len(pool) == 32
 
 
 def test_unknown_ids_from_a_racing_leave_are_input_errors(token_model):
@@ -96,7 +101,7 @@ def test_unknown_ids_from_a_racing_leave_are_input_errors(token_model):
     failures: list[BaseException] = []
 
     def work(k: int) -> None:
-        for _ in range(300):
+        for _ in range(3000):
             try:
                 if k == 0:
                     pool.leave(pool.join())
