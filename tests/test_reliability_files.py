@@ -266,3 +266,30 @@ def test_a_corrupt_resume_state_is_one_line_exit_2(run_dir, tmp_path):
         (run / "resume.safetensors").write_bytes(data)
         result = cli_run("train", "--resume", run, "--steps", "1", "--quiet")
         assert_one_line_exit_2(result, "resume.safetensors")
+
+
+def test_bench_runs_a_foreign_model_of_unknown_input_size_with_its_declared_shape(foreign_model, tmp_path):
+    import onnx
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(foreign_model.proto)
+    proto.graph.input[0].type.tensor_type.shape.dim[1].Clear()  # input: [batch, ?]
+    path = tmp_path / "vad.onnx"
+    path.write_bytes(proto.SerializeToString())
+    args = [
+        "bench",
+        path,
+        "--state",
+        "state=stateN",
+        "--constant",
+        "sr=16000",
+        "--steps",
+        "50",
+        "--warmup",
+        "5",
+    ]
+    assert_one_line_exit_2(cli_run(*args), "cannot make random inputs", "--data-shape batch,N")
+    result = cli_run(*args, "--data-shape", "batch,64", "--no-baselines", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stepper"]["steps"] == 50
+    assert_one_line_exit_2(cli_run(*args, "--data-shape", "batch,x"), "--data-shape")
