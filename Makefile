@@ -14,7 +14,7 @@ DEMO_MINUTES ?= 2
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[train,dev]'
+	$(BIN)/pip install --quiet -e '.[train,dev,serve]'
 	touch $(STAMP)
 
 setup: $(STAMP)

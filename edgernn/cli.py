@@ -525,5 +525,100 @@ def deploy(model, target, out_dir, as_json, **options) -> None:
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
 
 
+@cli.command("eval")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--series-column", default="series_id", show_default=True, help="classify CSV: sequence ids.")
+@click.option("--label-column", help="classify CSV: the label column (default: label).")
+@_json_option
+def evaluate(model, data, series_column, label_column, as_json) -> None:
+    """The task's metric of MODEL on the test file DATA, streamed through the stepper (no torch needed).
+
+    Accuracy for classifiers, loss in nats per character for character models, MSE and RMSE in the
+    targets' units for forecasts, the top anomaly score for anomaly models, loss for step labels. DATA
+    is a file as training reads it (text, CSV with the model's columns by name, or .ts).
+
+    \b
+    Examples:
+      edgernn eval vowels.onnx examples/data/japanese_vowels_test.ts
+      edgernn eval bleeding.onnx examples/data/ucr_internalbleeding16_test.csv --json
+    """
+    from edgernn.export.evaluation import evaluate_file
+
+    result = evaluate_file(model, data, id_column=series_column, label_column=label_column)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format())
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("source", default="-", type=click.File("r", encoding="utf-8"))
+@click.option("--series-column", help="Column whose change starts a new sequence (a blank line does too).")
+@click.option(
+    "--threshold", type=float, help="anomaly: add a 0/1 'anomaly' column, 1 where score > THRESHOLD."
+)
+@click.option(
+    "--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="charlm: characters shown."
+)
+@_json_option
+def stream(model, source, series_column, threshold, top_k, as_json) -> None:
+    """Predict line by line: CSV or JSON lines from SOURCE (default stdin), one prediction per line out.
+
+    Columns are matched by name against the model's. Forecasts come in the user's units, anomaly models
+    give a score per sample, classifiers their label and probabilities after every frame; a character
+    model reads text lines and gives the likeliest next characters. No torch needed.
+
+    \b
+    Examples:
+      edgernn stream bleeding.onnx examples/data/ucr_internalbleeding16_test.csv --threshold 6
+      sensor-reader | edgernn stream forecast.onnx --json
+      echo "ROMEO:" | edgernn stream shakespeare.onnx --top-k 3
+    """
+    from edgernn.runtime import Stepper
+    from edgernn.runtime.streaming_io import predict_lines
+
+    options = {"series_column": series_column, "threshold": threshold, "top_k": top_k, "as_json": as_json}
+    for line in predict_lines(Stepper(model), iter(source.readline, ""), **options):
+        click.echo(line)  # click.echo flushes: every prediction leaves as soon as it is made
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--mode", required=True, type=click.Choice(QUANTIZATION_MODES), help="Weights as int8, fp16 or int4."
+)
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Real data in the model's format (text, CSV with its columns, .ts); split as training splits it.",
+)
+@click.option("--int8-method", type=click.Choice(["auto", "weights", "dynamic", "static"]), default="auto")
+@click.option("--tolerance", type=float, help="Metric change allowed (as export --tolerance).")
+@click.option("--force", is_flag=True, help="Write even if the metric or drift check fails.")
+@_json_option
+def quantize(model, path, mode, data_path, int8_method, tolerance, force, as_json) -> None:
+    """Quantize a verified float32 ONNX file (edgernn's own or a bring-your-own model) without its run.
+
+    The same quantization and checks as export --quantize (one step, 3000 steps closed loop, the task
+    metric on the validation split of --data); refused past --tolerance with nothing written.
+
+    \b
+    Examples:
+      edgernn quantize shakespeare.onnx -o shakespeare-int8.onnx --mode int8 --data examples/data/tinyshakespeare.txt
+      edgernn quantize sensor.onnx -o sensor-fp16.onnx --mode fp16 --data readings.csv --json
+    """
+    from edgernn.export import QuantizeConfig
+    from edgernn.export.exporter import quantize_file
+    from edgernn.report import export_document, format_export
+
+    config = QuantizeConfig(mode, int8_method, tolerance=tolerance, force=force)
+    report = quantize_file(model, path, config, data_path)
+    click.echo(json.dumps(export_document(report), indent=2) if as_json else format_export(report))
+    if report.quantization["checks"]["forced"]:
+        click.echo("warning: written with --force past failed check(s)", err=True)
+
+
 def main() -> None:
     cli(prog_name="edgernn")

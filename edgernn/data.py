@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from edgernn.runtime.errors import InputError
+
+if TYPE_CHECKING:  # the readers serve torch-free commands (edgernn eval); training imports torch itself
+    import torch
 
 
 def read_text(path: str | os.PathLike) -> str:
@@ -51,6 +54,8 @@ def split_train_validation(
 
 def sample_windows(ids: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator):
     """Random windows: inputs ``(B, T)`` and next-character targets ``(B, T)``, both int64."""
+    import torch
+
     starts = torch.randint(0, len(ids) - seq_len - 1, (batch_size,), generator=generator)
     offsets = torch.arange(seq_len + 1)
     windows = ids[starts[:, None] + offsets]  # (B, T + 1)

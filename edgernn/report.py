@@ -166,8 +166,10 @@ def export_document(report: Any) -> dict[str, Any]:
     doc = {
         "path": str(report.path),
         "size_bytes": report.size_bytes,
-        "parity": parity.errors,
-        "tolerances": parity.tolerances,
+        "parity": parity.errors
+        if parity
+        else None,  # None: quantized from a verified file (edgernn quantize)
+        "tolerances": parity.tolerances if parity else None,
     }
     doc["files"] = [str(report.path), *([str(report.chunk_path)] if report.chunk_path else [])]
     if report.quantization is not None:
@@ -181,8 +183,10 @@ def format_export(report: Any) -> str:
     parity = report.parity
     lines = [
         f"wrote {report.path} ({report.size_bytes:,} bytes); the float32 graph verified against PyTorch:"
+        if parity
+        else f"wrote {report.path} ({report.size_bytes:,} bytes), quantized from a verified float32 file"
     ]
-    for check, errors in parity.errors.items():
+    for check, errors in parity.errors.items() if parity else ():
         atol, rtol = parity.tolerances[check]
         worst = ", ".join(f"{name} {err:.2e}" for name, err in errors.items())
         lines.append(f"  {check:<12} max |error|: {worst}  (atol {atol:g}, rtol {rtol:g})")

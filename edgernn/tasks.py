@@ -15,14 +15,16 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from edgernn.data import build_vocabulary, encode, read_text, split_train_validation
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.untrusted import reads_untrusted
+
+if TYPE_CHECKING:  # the file readers serve torch-free commands (edgernn eval): tasks import torch inside
+    import torch
 
 TASKS = ("charlm", "forecast", "anomaly", "classify", "steplabels")
 _SKIPPED_COLUMNS = {"timestamp", "time", "date", "datetime", "index"}
@@ -52,6 +54,8 @@ class TaskData:
 
 def charlm_task(path: str | os.PathLike, validation_fraction: float = 0.1) -> TaskData:
     """Next character of a UTF-8 text: first 90% trains, last 10% validates."""
+    import torch
+
     text = read_text(path)
     vocabulary = build_vocabulary(text)
     train_ids, val_ids = (
@@ -158,6 +162,8 @@ def forecast_task(
     Normalisation statistics come from the training split only; the model applies them in its graph, so
     users feed raw values and get predictions in their own units.
     """
+    import torch
+
     table = read_csv(path)
     targets = targets or (columns[:1] if columns else _default_inputs(table, set())[:1])
     columns = columns or _default_inputs(table, set())
@@ -197,6 +203,8 @@ def steplabels_task(
     validation_fraction: float = 0.1,
 ) -> TaskData:
     """A label per row: a streaming classifier that emits class logits at every step."""
+    import torch
+
     table = read_csv(path)
     if label_column not in table.columns:
         raise InputError(
@@ -289,6 +297,8 @@ def classify_task(
     columns: list[str] | None = None,
 ) -> TaskData:
     """Sequence classification from a ``.ts`` file or a CSV (id column, features, label column)."""
+    import torch
+
     if str(path).endswith(".ts"):
         sequences, labels = read_ts(path)
         columns = [f"dim_{i}" for i in range(sequences[0].shape[1])]
@@ -298,8 +308,7 @@ def classify_task(
     if len(classes) < 2:
         raise InputError(f"{path}: expected at least 2 classes, found {classes}")
     index = {c: i for i, c in enumerate(classes)}
-    order = np.random.default_rng(seed).permutation(len(sequences))
-    n_val = max(1, math.ceil(len(sequences) * validation_fraction))
+    order, n_val = case_order(len(sequences), validation_fraction, seed)
     cases = [(torch.from_numpy(sequences[i]), index[labels[i]]) for i in order]
     mean, std = _stats(np.concatenate([s for s, _ in cases[n_val:]]))
     fields = _classifier_fields(len(columns), len(classes), mean, std)
@@ -309,10 +318,18 @@ def classify_task(
     )
 
 
-def read_labelled_sequences(
+def case_order(count: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, int]:
+    """How classification cases are split: the seeded order of ``count`` cases, of which the first
+    ``n_val`` validate and the rest train."""
+    order = np.random.default_rng(seed).permutation(count)
+    return order, max(1, math.ceil(count * validation_fraction))
+
+
+def read_labelled_cases(
     path: str | os.PathLike, classes: list[str], **csv_options
-) -> list[tuple[torch.Tensor, int]]:
-    """Test cases for a trained classifier, labels mapped to its classes."""
+) -> list[tuple[np.ndarray, int]]:
+    """Cases for a trained classifier: ``(frames (T, F) float32, class index)``, labels mapped to its
+    classes (an InputError names labels it does not have). numpy only."""
     if str(path).endswith(".ts"):
         sequences, labels = read_ts(path)
     else:
@@ -320,7 +337,16 @@ def read_labelled_sequences(
     unknown = sorted(set(labels) - set(classes))
     if unknown:
         raise InputError(f"{path}: labels {unknown} were not in the training classes {classes}")
-    return [(torch.from_numpy(s), classes.index(label)) for s, label in zip(sequences, labels, strict=True)]
+    return [(s, classes.index(label)) for s, label in zip(sequences, labels, strict=True)]
+
+
+def read_labelled_sequences(
+    path: str | os.PathLike, classes: list[str], **csv_options
+) -> list[tuple[torch.Tensor, int]]:
+    """Test cases for a trained classifier as tensors, labels mapped to its classes."""
+    import torch
+
+    return [(torch.from_numpy(s), label) for s, label in read_labelled_cases(path, classes, **csv_options)]
 
 
 def _natural_key(label: str) -> tuple:

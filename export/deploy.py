@@ -37,6 +37,7 @@ TARGETS = {
     "triton": "edgernn.export.triton",
 }
 MANIFEST = "deploy.json"
+_FLAGS = {"skip_verify": "--no-verify"}  # options whose command-line flag is not their name
 
 
 @dataclass
@@ -113,12 +114,16 @@ def _check_options(writer: Callable[..., DeployReport], target: str, options: di
     accepted = set(inspect.signature(writer).parameters) - {"model", "stage"}
     unknown = sorted(set(options) - accepted)
     if unknown:
-        flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
+        flags = ", ".join(_flag(name) for name in unknown)
         raise InputError(f"{flags}: not an option of --target {target} (it takes {_flags(accepted)})")
 
 
 def _flags(names: set[str]) -> str:
-    return ", ".join("--" + n.replace("_", "-") for n in sorted(names)) or "no options"
+    return ", ".join(_flag(n) for n in sorted(names)) or "no options"
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def _check_destination(out_dir: Path) -> None:

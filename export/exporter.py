@@ -13,14 +13,14 @@ from onnx import helper
 from edgernn.checkpoint import load_checkpoint
 from edgernn.export.chunk import CHUNK_STEPS, build_chunk_model, chunk_info, verify_chunk
 from edgernn.export.graph import build_info, build_step_model
-from edgernn.export.quality import EvaluationData, check_quality, evaluation_data
+from edgernn.export.quality import EvaluationData, check_quality, evaluation_data, evaluation_data_from_model
 from edgernn.export.quantize import QuantizeConfig, quantize_step_model
 from edgernn.export.verify import ParityReport, verify_export
 from edgernn.models import RecurrentModel
 from edgernn.runtime import contract
 from edgernn.runtime.chunk import chunk_path
 from edgernn.runtime.contract import ModelInfo
-from edgernn.runtime.errors import InputError, QuantizationError
+from edgernn.runtime.errors import ContractError, InputError, QuantizationError
 from edgernn.runtime.files import atomic_write_bytes, atomic_write_files
 from edgernn.runtime.integrity import graph_sha256
 
@@ -187,3 +187,48 @@ def export_run(
         quantize=quantize,
         data=data,
     )
+
+
+def quantize_file(
+    model: str | os.PathLike,
+    path: str | os.PathLike,
+    config: QuantizeConfig,
+    data_path: str | os.PathLike,
+    **data_options: Any,
+) -> ExportReport:
+    """Quantize a verified float32 edgernn file (``export_model``'s or ``export_module``'s) without its run
+    directory: the same quantization and checks as ``export_run(..., quantize=config)``, on ``data_path``
+    read as the model's metadata says (``evaluation_data_from_model``; ``data_options`` go there) and split
+    as training splits it. Written atomically to ``path`` only after every check passed; a chunk graph
+    left beside ``path`` is removed, as a quantized export has none.
+    """
+    model, path = Path(model), Path(path)
+    if config.mode == "none":
+        raise InputError("--mode: expected one of int8, fp16, int4")
+    if path.resolve() == model.resolve():
+        raise InputError(f"-o {str(path)!r}: expected a new file, not the model itself (it stays as it was)")
+    proto, info = _read_float32(model)
+    data = evaluation_data_from_model(info, data_path, **data_options)
+    quantized, info = quantize_checked(proto, info, config, data)
+    content, info = seal(quantized, info)
+    written, _ = write_pair(path, content, None, info)  # removes a chunk graph left beside path
+    return ExportReport(written, len(content), info, None, model.stat().st_size)
+
+
+def _read_float32(model: Path) -> tuple[onnx.ModelProto, ModelInfo]:
+    """The model's graph and metadata; refused unless it is an edgernn float32 step graph."""
+    try:
+        proto = onnx.load(str(model))
+    except Exception as exc:  # onnx raises DecodeError and others for a file that is not a model
+        raise InputError(f"{model}: not an ONNX model ({type(exc).__name__})") from None
+    text = {p.key: p.value for p in proto.metadata_props}.get(contract.METADATA_KEY)
+    if text is None:
+        raise ContractError(f"{model}: no edgernn metadata; quantize takes a file edgernn exported")
+    info = contract.parse_info(text)
+    if info.steps_per_call != 1:
+        raise InputError(f"{model}: a chunk graph; quantize the step model it belongs to")
+    if info.quantization is not None:
+        raise InputError(
+            f"{model}: already quantized ({info.quantization.get('mode')}); quantize its float32 original"
+        )
+    return proto, info

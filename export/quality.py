@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgernn.checkpoint import Checkpoint
 from edgernn.data import encode, read_text, split_train_validation
 from edgernn.runtime import Stepper
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import InputError
-from edgernn.tasks import load_task
+from edgernn.runtime.tasks import metadata_strings
+from edgernn.tasks import _split_series, case_order, load_task, read_csv, read_labelled_cases
+
+if TYPE_CHECKING:  # evaluation_data_from_model and evaluate need no torch (edgernn eval on a device)
+    from edgernn.checkpoint import Checkpoint
 
 LOOP_STEPS = 3000
 LOOP_STREAMS = 4
@@ -74,7 +78,8 @@ class EvaluationData:
     inputs/targets: the validation split as one series, a target per step: inputs like calibration; targets
     ``(N,)`` int64 (next token, class) or ``(N, O)`` float32 values. Or ``sequences``: validation cases
     ``(inputs (T, F), label)``, each run from the initial state and classified after its last step.
-    metric: a key of METRICS; source: what the data is, recorded in the metadata.
+    metric: a key of METRICS; source: what the data is, recorded in the metadata; split: which part of it
+    is judged.
     """
 
     calibration: np.ndarray
@@ -83,6 +88,7 @@ class EvaluationData:
     inputs: np.ndarray | None = None
     targets: np.ndarray | None = None
     sequences: tuple[tuple[np.ndarray, int], ...] | None = None
+    split: str = "validation split"
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -105,8 +111,8 @@ class EvaluationData:
         local paths), the split and its length."""
         source = Path(self.source).name or self.source
         if self.inputs is not None:
-            return f"{source}: validation split, {len(self.inputs):,} steps"
-        return f"{source}: validation split, {len(self.sequences):,} sequences"
+            return f"{source}: {self.split}, {len(self.inputs):,} steps"
+        return f"{source}: {self.split}, {len(self.sequences):,} sequences"
 
 
 @dataclass
@@ -228,22 +234,39 @@ def _metric(fp32: Stepper, quantized: Stepper, data: EvaluationData, tolerance: 
 
 def evaluate(stepper: Stepper, data: EvaluationData) -> float:
     """The task metric of a model on ``data``'s validation split, through the stepper."""
+    return measure(stepper, data)[data.metric]
+
+
+def measure(
+    stepper: Stepper, data: EvaluationData, metrics: Sequence[str] = (), *, streams: int | None = None
+) -> dict[str, float]:
+    """Task metrics of a model on ``data``'s validation split in one pass through the stepper.
+
+    metrics: names among ``loss`` (nats per step), ``accuracy`` (percent), ``mse`` and ``rmse`` (output
+    units); default ``data.metric``. streams: a series is cut into that many contiguous streams, each
+    from the initial state (default: up to MAX_EVAL_STREAMS of at least 64 steps); sequences always run
+    one by one from the initial state.
+    """
+    metrics = tuple(dict.fromkeys(metrics)) or (data.metric,)
     if data.sequences is not None:
-        return _sequence_metric(stepper, data)
-    streams = max(1, min(MAX_EVAL_STREAMS, len(data.inputs) // 64))
-    length = len(data.inputs) // streams
-    xs = data.inputs[: length * streams].reshape(streams, length, *data.inputs.shape[1:])
-    targets = data.targets[: length * streams].reshape(streams, length, *data.targets.shape[1:])
+        return _sequence_metrics(stepper, data, metrics)
+    inputs, targets = data.inputs, data.targets
+    streams = streams or max(1, min(MAX_EVAL_STREAMS, len(inputs) // 64))
+    length = len(inputs) // streams
+    xs = inputs[: length * streams].reshape(streams, length, *inputs.shape[1:])
+    targets = targets[: length * streams].reshape(streams, length, *targets.shape[1:])
     stream = stepper.new_stream(batch_size=streams)
-    total = 0.0
+    totals = dict.fromkeys(metrics, 0.0)
     for start in range(0, length, 256):
         ys = stream.run(xs[:, start : start + 256]).astype(np.float64)  # (S, T, O)
         flat = ys.reshape(-1, ys.shape[-1])  # (S * T, O)
-        total += _metric_sum(data.metric, flat, targets[:, start : start + 256].reshape(len(flat), -1))
-    return _finish(data.metric, total, streams * length)
+        chunk_targets = targets[:, start : start + 256].reshape(len(flat), -1)
+        for name in metrics:
+            totals[name] += _metric_sum(name, flat, chunk_targets)
+    return {name: _finish(name, total, streams * length) for name, total in totals.items()}
 
 
-def _sequence_metric(stepper: Stepper, data: EvaluationData) -> float:
+def _sequence_metrics(stepper: Stepper, data: EvaluationData, metrics: Sequence[str]) -> dict[str, float]:
     stream = stepper.new_stream()
     last = []
     for inputs, _ in data.sequences:
@@ -251,12 +274,12 @@ def _sequence_metric(stepper: Stepper, data: EvaluationData) -> float:
         last.append(stream.run(inputs)[-1])  # (O,)
     ys = np.stack(last).astype(np.float64)
     labels = np.array([label for _, label in data.sequences]).reshape(-1, 1)
-    return _finish(data.metric, _metric_sum(data.metric, ys, labels), len(labels))
+    return {name: _finish(name, _metric_sum(name, ys, labels), len(labels)) for name in metrics}
 
 
 def _metric_sum(metric: str, ys: np.ndarray, targets: np.ndarray) -> float:
     """ys ``(N, O)`` float64; targets ``(N, 1)`` class ids or ``(N, O)`` values. The sum over N."""
-    if metric == "rmse":
+    if metric in ("rmse", "mse"):
         return float(np.square(ys - targets).mean(axis=1).sum())
     labels = targets[:, 0].astype(np.int64)
     if metric == "accuracy":
@@ -332,3 +355,148 @@ def evaluation_data(checkpoint: Checkpoint, data_path: str | os.PathLike | None 
         return EvaluationData(calibration, metric, str(path), sequences=sequences)
     (train_x, _), (val_x, val_y) = task.train, task.validation
     return EvaluationData(train_x.numpy(), metric, str(path), inputs=val_x.numpy(), targets=val_y.numpy())
+
+
+# --- real data for a model file alone -----------------------------------------------------------------
+
+_DATA_FILES = {
+    "charlm": "a UTF-8 text file",
+    "forecast": "a CSV file with a header",
+    "anomaly": "a CSV file with a header",
+    "steplabels": "a CSV file with a header",
+    "classify": "a .ts file or a CSV file (series id, features, label)",
+}
+
+
+def evaluation_data_from_model(
+    model: str | os.PathLike | bytes | ModelInfo,
+    data_path: str | os.PathLike,
+    *,
+    validation_fraction: float | None = 0.1,
+    seed: int = 0,
+    id_column: str = "series_id",
+    label_column: str | None = None,
+) -> EvaluationData:
+    """Real data for a model from its ONNX file alone (no run directory, no torch).
+
+    The model's edgernn metadata says what the data must be: its ``task``, and the vocabulary, ``columns``,
+    ``targets``, ``label_column`` and ``classes`` recorded at export. ``data_path`` is a file in the format
+    training reads: text for charlm; a CSV with those columns (matched by name) for forecast, anomaly and
+    steplabels; a .ts file or a CSV (``id_column``, the feature columns, ``label_column``, default
+    ``label``) for classify. A file that does not fit the model (missing columns, characters outside the
+    vocabulary, labels the model has no class for) is an InputError saying which.
+
+    validation_fraction: split as training splits (series: the first part calibrates, the rest is judged;
+    classify: the seeded shuffle of ``seed``); None judges the whole file (a test file) and calibrates on
+    it too. Features are raw values: the model normalises them in its graph.
+    """
+    info = model if isinstance(model, ModelInfo) else Stepper(model, chunk_model=False).info
+    task = _model_task(info)
+    path = Path(data_path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; expected {_DATA_FILES[task]} for this {task} model")
+    metric = _TASK_METRICS.get(task, "rmse")
+    if task == "charlm":
+        return _text_data(info, path, metric, validation_fraction)
+    if task == "classify":
+        return _case_data(info, path, metric, validation_fraction, seed, id_column, label_column or "label")
+    return _series_data(info, task, path, metric, validation_fraction)
+
+
+def _model_task(info: ModelInfo | None) -> str:
+    if info is None:
+        raise InputError("the model has no edgernn metadata, so nothing says what data it takes")
+    task = info.extra.get("task")
+    if task is None and info.input.kind == "tokens" and info.input.vocabulary:
+        return "charlm"
+    if task not in _DATA_FILES:
+        raise InputError(
+            f"the model's metadata records task {task!r}; expected one of {', '.join(_DATA_FILES)} "
+            "(a bring-your-own model records it with export_module(..., extra_metadata={'task': ..., "
+            "'columns': [...], 'targets': [...]}))"
+        )
+    return task
+
+
+def _text_data(info: ModelInfo, path: Path, metric: str, fraction: float | None) -> EvaluationData:
+    vocabulary = list(info.input.vocabulary or ())
+    if len(vocabulary) != info.input.size:
+        raise InputError("the model's metadata has no vocabulary, so its characters are unknown")
+    try:
+        ids = encode(read_text(path), vocabulary)
+    except InputError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise InputError(f"{path}: {exc} (the model knows {len(vocabulary)} characters)") from None
+    train, judged = split_train_validation(ids, fraction) if fraction else (ids, ids)
+    return EvaluationData(
+        train, metric, str(path), inputs=judged[:-1], targets=judged[1:], split=_split_name(fraction)
+    )
+
+
+def _split_name(fraction: float | None) -> str:
+    return "whole file" if fraction is None else "validation split"
+
+
+def _series_data(
+    info: ModelInfo, task: str, path: Path, metric: str, fraction: float | None
+) -> EvaluationData:
+    """forecast, anomaly: the columns at t, the targets at t + 1; steplabels: the columns and the label at t."""
+    table = read_csv(path)
+    features = table.pick(metadata_strings(info, "columns", info.input.size))  # (N, F)
+    if task == "steplabels":
+        inputs, targets = features, _step_labels(info, table)  # (N, F), (N,)
+    else:
+        targets = table.pick(metadata_strings(info, "targets", info.output.size))[1:]  # (N - 1, O)
+        inputs = features[:-1]
+    if fraction is None:
+        return EvaluationData(inputs, metric, str(path), inputs=inputs, targets=targets, split="whole file")
+    cut = _split_series(len(features), fraction) - (task != "steplabels")
+    return EvaluationData(inputs[:cut], metric, str(path), inputs=inputs[cut:], targets=targets[cut:])
+
+
+def _step_labels(info: ModelInfo, table: Any) -> np.ndarray:
+    """The label column as class indices ``(N,)`` int64, each label one of the model's classes."""
+    classes = metadata_strings(info, "classes", info.output.size)
+    column = info.extra.get("label_column")
+    if not isinstance(column, str) or column not in table.columns:
+        raise InputError(
+            f"{table.path}: no numeric label column {column!r} (the model's label_column); "
+            f"numeric columns are {sorted(table.columns)}"
+        )
+    raw = table.columns[column]
+    labels = [str(int(v)) if v == int(v) else str(v) for v in raw]
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        raise InputError(
+            f"{table.path}: labels {unknown[:10]} in {column!r} are not the model's classes {classes}"
+        )
+    index = {name: i for i, name in enumerate(classes)}
+    return np.array([index[label] for label in labels], dtype=np.int64)
+
+
+def _case_data(
+    info: ModelInfo,
+    path: Path,
+    metric: str,
+    fraction: float | None,
+    seed: int,
+    id_column: str,
+    label_column: str,
+) -> EvaluationData:
+    classes = metadata_strings(info, "classes", info.output.size)
+    columns = metadata_strings(info, "columns", info.input.size)
+    options = {"id_column": id_column, "label_column": label_column, "columns": columns}
+    cases = read_labelled_cases(path, classes, **options)
+    sizes = sorted({frames.shape[1] for frames, _ in cases})
+    if sizes != [info.input.size]:
+        raise InputError(f"{path}: cases have {sizes} dimension(s); the model takes {info.input.size}")
+    if fraction is None:
+        train = judged = cases
+    else:
+        order, n_val = case_order(len(cases), fraction, seed)
+        judged, train = [cases[i] for i in order[:n_val]], [cases[i] for i in order[n_val:]]
+    calibration = np.concatenate([frames for frames, _ in train])
+    return EvaluationData(
+        calibration, metric, str(path), sequences=tuple(judged), split=_split_name(fraction)
+    )

@@ -32,13 +32,16 @@ from edgernn.runtime.integrity import check_graph
 from edgernn.runtime.session import model_bytes, read_info
 
 CHUNK_SUFFIX = ".chunk.onnx"
+ORT_CHUNK_SUFFIX = ".chunk.ort"  # an ORT format model's chunk graph (edgernn deploy --target ort)
 PROBE_ATOL = PROBE_RTOL = 1e-4  # the closed-loop parity tolerances: both graphs match PyTorch to this
 
 
 def chunk_path(model_path: str | os.PathLike) -> Path:
-    """Where the chunk graph of the step model at ``model_path`` lives: ``model.onnx`` -> ``model.chunk.onnx``."""
+    """Where the chunk graph of the step model at ``model_path`` lives: ``model.onnx`` -> ``model.chunk.onnx``
+    (``model.ort`` -> ``model.chunk.ort`` for ORT format files)."""
     path = Path(model_path)
-    return path.with_name(path.stem + CHUNK_SUFFIX)
+    suffix = ORT_CHUNK_SUFFIX if path.suffix.lower() == ".ort" else CHUNK_SUFFIX
+    return path.with_name(path.stem + suffix)
 
 
 class ChunkGraph:

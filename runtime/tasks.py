@@ -15,7 +15,9 @@ from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError
 
 
-def _strings(info: ModelInfo, key: str, size: int) -> list[str]:
+def metadata_strings(info: ModelInfo, key: str, size: int) -> list[str]:
+    """The metadata's ``key`` (``classes``, ``columns``, ``targets``): a list of ``size`` strings, or
+    ContractError."""
     value = info.extra.get(key)
     if not isinstance(value, list) or len(value) != size or not all(isinstance(v, str) for v in value):
         raise ContractError(f"metadata {key!r}: expected a list of {size} strings, got {value!r:.80}")
@@ -24,7 +26,7 @@ def _strings(info: ModelInfo, key: str, size: int) -> list[str]:
 
 def class_names(info: ModelInfo) -> list[str]:
     """The label of each output logit, from the metadata's ``classes``."""
-    return _strings(info, "classes", info.output.size)
+    return metadata_strings(info, "classes", info.output.size)
 
 
 def _model_info(stream: Any) -> ModelInfo:
@@ -85,8 +87,8 @@ class AnomalyScorer:
             raise ContractError(
                 f"metadata 'anomaly.residual_std': expected {info.output.size} positive numbers, got {std!r:.80}"
             )
-        columns = _strings(info, "columns", info.input.size)
-        targets = _strings(info, "targets", info.output.size)
+        columns = metadata_strings(info, "columns", info.input.size)
+        targets = metadata_strings(info, "targets", info.output.size)
         missing = [t for t in targets if t not in columns]
         if missing:
             raise ContractError(f"metadata 'targets' {missing} are not among the input 'columns' {columns}")

@@ -1,0 +1,278 @@
+"""Load a Triton-served edgernn model with many concurrent sequences, beside the same load on an in-process
+StreamPool, in one run; prints docs/triton.md's table.
+
+The model: a character GRU (1 layer of 128, 65 tokens; PyTorch's initialisation, seed 0) exported with
+edgernn, or ``--model``. Triton: the python-backend repository ``edgernn deploy --target triton --backend
+python`` writes, served by the pip-installed tritonserver on 127.0.0.1. ``--sequences`` clients each
+send ``--steps`` requests over one gRPC stream, closed loop (a sequence's next step leaves when its
+answer is back), so the server sees up to ``--sequences`` requests at once. The pool: one
+``StreamPool.step`` of all sequences per step, as a single-process server would run it. Also measured:
+CPU seconds per 1,000 stream-steps of this process (the client), tritonserver and its python stub, and
+what the machine's other processes used meanwhile (the machine is shared: compare the ratios).
+
+Run: python benchmarks/triton_load.py [--sequences 256] [--steps 1000] [--model M.onnx] [--json out.json]
+(needs pip install 'edgernn[serve]'; ~1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgernn.export.deploy import deploy
+from edgernn.export.triton.server import TritonServer
+from edgernn.runtime import Stepper
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Load:
+    label: str
+    stream_steps: int
+    seconds: float
+    latencies_ms: np.ndarray = field(repr=False)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    machine_busy_cores: float = 0.0
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.stream_steps / self.seconds
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q))
+
+    def summary(self) -> dict:
+        doc = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+        doc.update(steps_per_s=self.steps_per_s, p50_ms=self.percentile_ms(50), p99_ms=self.percentile_ms(99))
+        return doc
+
+
+def export_reference(directory: Path) -> Path:
+    import torch
+
+    from edgernn.export import export_model
+    from edgernn.models import ModelConfig, RecurrentModel
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = RecurrentModel(ModelConfig(cell="gru", input_size=65, hidden_size=128, output_size=65)).eval()
+    path = directory / "chars.onnx"
+    export_model(model, path, chunk_steps=None)
+    return path
+
+
+def token_inputs(stepper: Stepper, sequences: int, steps: int) -> np.ndarray:
+    """Random token ids ``(sequences, steps)`` int64."""
+    return np.random.default_rng(0).integers(0, stepper.info.input.size, (sequences, steps), dtype=np.int64)
+
+
+# --- CPU accounting -------------------------------------------------------------------------------
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine has used since boot (all cores)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds of named processes over a span, and what the rest of the machine used meanwhile."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+
+    def __enter__(self) -> CpuMeter:
+        self.start = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+        self.client0 = time.process_time()
+        self.machine0, self.wall0 = machine_busy_s(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.used = {name: process_cpu_s(pid) - self.start[name] for name, pid in self.pids.items()}
+        self.used["client"] = time.process_time() - self.client0
+        wall = time.perf_counter() - self.wall0
+        others = machine_busy_s() - self.machine0 - sum(self.used.values())
+        self.others_cores = max(others, 0.0) / wall
+
+
+# --- the in-process pool --------------------------------------------------------------------------
+
+
+def pool_load(model: Path, xs: np.ndarray) -> tuple[Load, np.ndarray]:
+    """The load on one in-process pool; returns it and every sequence's last y ``(S, O)``."""
+    stepper = Stepper(model, chunk_model=False)
+    pool = stepper.new_pool(len(xs))
+    ids = [pool.join() for _ in range(len(xs))]
+    for t in range(10):  # warm up
+        pool.step(dict(zip(ids, xs[:, t], strict=True)))
+    for i in ids:
+        pool.reset(i)
+    latencies = np.empty(xs.shape[1])
+    with CpuMeter({}) as meter:
+        start = time.perf_counter()
+        for t in range(xs.shape[1]):
+            began = time.perf_counter()
+            ys = pool.step(dict(zip(ids, xs[:, t], strict=True)))
+            latencies[t] = time.perf_counter() - began
+        seconds = time.perf_counter() - start
+    load = Load("in-process StreamPool", xs.size, seconds, latencies * 1e3, meter.used, meter.others_cores)
+    return load, np.stack([ys[i] for i in ids])
+
+
+# --- Triton over gRPC -----------------------------------------------------------------------------
+
+
+class Client:
+    """Closed-loop sequences over one asyncio gRPC channel: each sequence sends its next step when the
+    answer to its last one is back, so up to ``len(xs)`` requests are in flight at once. The requests are
+    tritonclient's own protobuf messages, kept per sequence and sent with grpcio's asyncio stub: the
+    same wire format as ``tritonclient.grpc.aio`` at about two thirds of its client CPU per request.
+
+    Unary calls, not one bidirectional stream: under a gRPC stream with 256 sequences in flight,
+    tritonserver 2.51's python backend crashed (SIGSEGV in TRITONBACKEND_RequestRelease) in most runs.
+    """
+
+    def __init__(self, url: str, model: str, xs: np.ndarray, first_id: int, output_size: int):
+        self.url, self.model, self.xs, self.first_id = url, model, xs, first_id
+        self.output_size = output_size
+        self.latencies = np.zeros(xs.shape)
+
+    async def sequence(self, stub, k: int) -> None:
+        """One sequence's requests: one ModelInferRequest message, its input and flags set per step."""
+        from tritonclient.grpc import service_pb2
+
+        request = service_pb2.ModelInferRequest(model_name=self.model)
+        x = request.inputs.add(name="x", datatype="INT64")
+        x.shape.extend([1, 1])
+        request.outputs.add(name="y")
+        request.parameters["sequence_id"].int64_param = self.first_id + k
+        steps = self.xs.shape[1]
+        for t in range(steps):
+            request.parameters["sequence_start"].bool_param = t == 0
+            request.parameters["sequence_end"].bool_param = t == steps - 1
+            request.raw_input_contents[:] = [self.xs[k, t : t + 1].tobytes()]
+            began = time.perf_counter()
+            response = await stub.ModelInfer(request)
+            self.latencies[k, t] = time.perf_counter() - began
+        self.last_ys[k] = np.frombuffer(response.raw_output_contents[0], np.float32)
+
+    async def _all(self) -> float:
+        import grpc
+        from tritonclient.grpc import service_pb2_grpc
+
+        async with grpc.aio.insecure_channel(self.url) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            self.last_ys = np.zeros((len(self.xs), self.output_size), np.float32)
+            start = time.perf_counter()
+            await asyncio.gather(*(self.sequence(stub, k) for k in range(len(self.xs))))
+            return time.perf_counter() - start
+
+    def run(self) -> float:
+        return asyncio.run(self._all())
+
+
+def triton_load(model: Path, xs: np.ndarray, workdir: Path) -> tuple[Load, np.ndarray]:
+    """The load on tritonserver; returns it and every sequence's last y ``(S, O)``."""
+    repo = workdir / "repo"
+    sequences = len(xs)
+    deploy(
+        model, "triton", repo, backend="python", max_batch_size=sequences, max_candidate_sequences=sequences
+    )
+    with TritonServer(repo) as server:
+        size = Stepper(model, chunk_model=False).info.output.size
+        Client(server.grpc_url, model.stem, xs[:, :20], 1_000_000, size).run()  # warm up
+        stub = children(server.process.pid)
+        pids = {"tritonserver": server.process.pid, **{f"python stub {i}": p for i, p in enumerate(stub)}}
+        client = Client(server.grpc_url, model.stem, xs, 1, size)
+        with CpuMeter(pids) as meter:
+            seconds = client.run()
+    latencies = client.latencies.ravel() * 1e3
+    load = Load(
+        "Triton, python backend, gRPC (asyncio)", xs.size, seconds, latencies, meter.used, meter.others_cores
+    )
+    return load, client.last_ys
+
+
+# --- the table --------------------------------------------------------------------------------------
+
+
+def table(loads: list[Load], sequences: int, steps: int) -> list[str]:
+    pool = loads[0]
+    lines = [
+        f"{sequences} concurrent sequences x {steps} steps:",
+        "",
+        "| path | stream-steps/s | p50 ms | p99 ms | CPU s per 1,000 stream-steps | other processes (cores) | steps/s / pool's |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for load in loads:
+        cpu = ", ".join(f"{name} {1000 * s / load.stream_steps:.3f}" for name, s in load.cpu_s.items())
+        lines.append(
+            f"| {load.label} | {load.steps_per_s:,.0f} | {load.percentile_ms(50):.2f} | {load.percentile_ms(99):.2f} "
+            f"| {cpu} | {load.machine_busy_cores:.2f} | {load.steps_per_s / pool.steps_per_s:.3f}x |"
+        )
+    return lines
+
+
+def goals(triton: Load) -> list[str]:
+    rate, p99 = triton.steps_per_s, triton.percentile_ms(99)
+    return [
+        f"goal >= 5,000 stream-steps/s: {rate:,.0f} {'met' if rate >= 5000 else 'not met'}",
+        f"goal p99 <= 50 ms: {p99:.1f} ms {'met' if p99 <= 50 else 'not met'}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sequences", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--model", type=Path, help="an edgernn token model (default: the GRU 1x128 above)")
+    parser.add_argument("--json", type=Path, help="write the numbers here too")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="triton-load-") as scratch:
+        workdir = Path(scratch)
+        model = args.model or export_reference(workdir)
+        xs = token_inputs(Stepper(model, chunk_model=False), args.sequences, args.steps)
+        load_before = os.getloadavg()[0]
+        triton, triton_ys = triton_load(model, xs, workdir)
+        pool, pool_ys = pool_load(model, xs)
+        loads = [pool, triton]
+        error = float(np.max(np.abs(triton_ys - pool_ys)))
+    lines = table(loads, args.sequences, args.steps)
+    lines += ["", *goals(loads[1])]
+    lines.append(f"every sequence's last y, Triton against the pool: largest difference {error:.2g}")
+    lines.append(f"load average before the run: {load_before:.2f} on {os.cpu_count()} cores")
+    print("\n".join(lines))
+    if args.json:
+        doc = {"loads": [load.summary() for load in loads], "answer_error": error, "load_before": load_before}
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The ``triton`` deploy target: a Triton Inference Server model repository with sequence batching.
+
+    edgernn deploy model.onnx --target triton -o model_repository                     # onnxruntime backend
+    edgernn deploy model.onnx --target triton --backend python -o model_repository    # python backend
+
+writes ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx`` (and ``model.py`` for the python
+backend; ``REPO/NAME/initial_state/`` for a state that does not start at zero). Triton ignores the
+``deploy.json`` the deploy frame leaves at the repository root: it loads only directories.
+
+- ``onnxruntime`` (the default): the step graph with implicit state. Triton's sequence batcher keeps each
+  sequence's state on the server, feeds it back at every step and starts it from the initial state.
+- ``python``: ``model.py`` keeps an edgernn ``StreamPool`` keyed by correlation ID (the python backend
+  implements no implicit state); for CPU-only servers without the onnxruntime backend, such as the
+  tritonserver ``pip install 'edgernn[serve]'`` brings (see ``edgernn.export.triton.server``).
+
+Details and measurements: docs/triton.md.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edgernn.export.deploy import DeployReport
+from edgernn.export.triton import config as triton_config
+from edgernn.export.triton.config import Settings
+from edgernn.runtime import Stepper, contract
+from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.errors import InputError
+from edgernn.runtime.stepper import open_session, read_info
+
+BACKENDS = ("onnxruntime", "python")
+DEFAULTS = {
+    "max_batch_size": 64,
+    "max_candidate_sequences": 1024,
+    "idle_timeout_us": 60_000_000,
+    "instances": 1,
+}
+MODEL_FILE = "model.onnx"
+VERSION = "1"
+CHECK_STEPS = 50
+CHECK_SEQUENCES = 3
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def write(
+    model: Path,
+    stage: Path,
+    *,
+    backend: str | None = None,
+    model_name: str | None = None,
+    max_batch_size: int | None = None,
+    max_candidate_sequences: int | None = None,
+    idle_timeout_us: int | None = None,
+    instances: int | None = None,
+) -> DeployReport:
+    """Write a Triton model repository for ``model`` into ``stage`` and check it.
+
+    Defaults: backend onnxruntime, model name the file's stem, max_batch_size 64, 1024 candidate
+    sequences (oldest strategy), sequences idle for 60 s freed, 1 CPU instance. Raises InputError for a
+    bad option, a model without edgernn metadata, or (onnxruntime) state pairs Triton would mismatch.
+    """
+    settings = _settings(
+        model, backend, model_name, max_batch_size, max_candidate_sequences, idle_timeout_us, instances
+    )
+    info = _model_info(model)
+    if settings.backend == "onnxruntime":
+        triton_config.check_state_pairing(info)
+    folder = stage / settings.name
+    (folder / VERSION).mkdir(parents=True)
+    shutil.copyfile(model, folder / VERSION / MODEL_FILE)
+    config = triton_config.build(info, settings)
+    text = triton_config.to_text(config)
+    (folder / "config.pbtxt").write_text(text, encoding="utf-8")
+    if settings.backend == "python":
+        shutil.copyfile(Path(__file__).with_name("python_model.py"), folder / VERSION / "model.py")
+    else:
+        _write_initial_states(folder, info)
+    report = DeployReport(
+        target="triton", out_dir=stage, details={"backend": settings.backend, "model_name": settings.name}
+    )
+    report.checks += _verify(folder, text, info, settings)
+    report.notes += _notes(settings)
+    return report
+
+
+def _settings(model, backend, name, max_batch_size, candidates, idle_us, instances) -> Settings:
+    backend = backend or "onnxruntime"
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    name = name or model.stem
+    if not _NAME.fullmatch(name):
+        raise InputError(
+            f"--model-name {name!r}: expected letters, digits, '_', '.' or '-' (not starting with '.' or '-')"
+        )
+    values = {
+        "max_batch_size": max_batch_size,
+        "max_candidate_sequences": candidates,
+        "idle_timeout_us": idle_us,
+        "instances": instances,
+    }
+    for key, value in values.items():
+        if value is None:
+            values[key] = DEFAULTS[key]
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(f"--{key.replace('_', '-')}: expected a positive integer, got {value!r}")
+    return Settings(backend=backend, name=name, model_file=MODEL_FILE, **values)
+
+
+def _model_info(model: Path) -> ModelInfo:
+    info = read_info(open_session(model))
+    if info is None:
+        raise InputError(
+            f"model {str(model)!r}: expected an edgernn model (with edgernn metadata); Triton needs its "
+            "state pairs, shapes and initial fill, which only the metadata gives"
+        )
+    Stepper(model, chunk_model=False)  # the graph matches its metadata
+    return info
+
+
+def _write_initial_states(folder: Path, info: ModelInfo) -> None:
+    for state in info.states:
+        if state.initial != 0.0:
+            path = folder / "initial_state" / triton_config.initial_file(state)
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(np.full(state.shape, state.initial, np.float32).tobytes())
+
+
+def _verify(folder: Path, text: str, info: ModelInfo, settings: Settings) -> list[str]:
+    checks = [_parse_check(text)]
+    if settings.backend == "onnxruntime":
+        checks.append(_implicit_state_check(folder, info))
+    else:
+        compile((folder / VERSION / "model.py").read_text(encoding="utf-8"), "model.py", "exec")
+        checks.append(_pool_check(folder, info))
+    return checks
+
+
+def _parse_check(text: str) -> str:
+    try:
+        parsed = triton_config.parse(text)
+    except ImportError:
+        return "config.pbtxt not parsed: tritonclient is not installed (pip install 'edgernn[serve]')"
+    return f"config.pbtxt parsed by Triton's ModelConfig protobuf ({len(parsed.ListFields())} fields set)"
+
+
+def _reference(path: Path, xs: np.ndarray) -> np.ndarray:
+    """ys ``(S, T, O)`` of S independent Stepper streams fed ``xs`` ``(S, T, ...)``."""
+    stepper = Stepper(path, chunk_model=False)
+    streams = [stepper.new_stream() for _ in range(len(xs))]
+    return np.stack([np.stack([s.step(x) for x in seq]) for s, seq in zip(streams, xs, strict=True)])
+
+
+def _inputs(info: ModelInfo, rng: np.random.Generator) -> np.ndarray:
+    shape = (CHECK_SEQUENCES, CHECK_STEPS)
+    if info.input.kind == "tokens":
+        return rng.integers(0, info.input.size, shape, dtype=np.int64)
+    return rng.standard_normal((*shape, info.input.size)).astype(np.float32)
+
+
+def _implicit_state_check(folder: Path, info: ModelInfo) -> str:
+    """Step the staged graph the way Triton's implicit state does: each state input fed the state output
+    it is paired with by sorted name, starting from the config's initial state (zero or the data file)."""
+    path = folder / VERSION / MODEL_FILE
+    xs = _inputs(info, np.random.default_rng(0))
+    session = Stepper(path, chunk_model=False).session
+    inputs = sorted(s.input for s in info.states)
+    outputs = sorted(s.output for s in info.states)
+    state = {s.input: _initial(folder, s, CHECK_SEQUENCES) for s in info.states}
+    ys = []
+    for t in range(CHECK_STEPS):
+        results = session.run(None, {contract.INPUT_NAME: xs[:, t], **state})
+        named = dict(zip([o.name for o in session.get_outputs()], results, strict=True))
+        state = {i: named[o] for i, o in zip(inputs, outputs, strict=True)}
+        ys.append(named[contract.OUTPUT_NAME])
+    error = float(np.max(np.abs(np.stack(ys, axis=1) - _reference(path, xs))))
+    if error > 1e-5:
+        raise InputError(
+            f"the implicit-state replay differs from the stepper by {error:.3g} (expected <= 1e-5)"
+        )
+    return (
+        f"{CHECK_SEQUENCES} sequences x {CHECK_STEPS} steps with state fed back as Triton pairs it "
+        f"(sorted names, initial state from the config): largest difference from the stepper {error:.2g}"
+    )
+
+
+def _initial(folder: Path, state, batch: int) -> np.ndarray:
+    if state.initial == 0.0:
+        one = np.zeros(state.shape, np.float32)
+    else:
+        raw = (folder / "initial_state" / triton_config.initial_file(state)).read_bytes()
+        one = np.frombuffer(raw, np.float32).reshape(state.shape)
+    return np.ascontiguousarray(np.broadcast_to(one, (batch, *state.shape)))
+
+
+def _pool_check(folder: Path, info: ModelInfo) -> str:
+    """Step the staged model through a StreamPool as model.py does, against separate Stepper streams."""
+    path = folder / VERSION / MODEL_FILE
+    xs = _inputs(info, np.random.default_rng(0))
+    pool = Stepper(path, chunk_model=False).new_pool(CHECK_SEQUENCES)
+    ids = [pool.join() for _ in range(CHECK_SEQUENCES)]
+    ys = [pool.step({i: xs[k, t] for k, i in enumerate(ids)}) for t in range(CHECK_STEPS)]
+    got = np.stack([np.stack([y[i] for y in ys]) for i in ids])
+    error = float(np.max(np.abs(got - _reference(path, xs))))
+    if error > 1e-5:
+        raise InputError(f"the pool differs from the stepper by {error:.3g} (expected <= 1e-5)")
+    return (
+        f"{CHECK_SEQUENCES} sequences x {CHECK_STEPS} steps through the StreamPool model.py keeps: "
+        f"largest difference from the stepper {error:.2g}"
+    )
+
+
+def _notes(settings: Settings) -> list[str]:
+    if settings.backend == "python":
+        serve = "python -m edgernn.export.triton.server REPO  (pip install 'edgernn[serve]')"
+    else:
+        serve = "tritonserver --model-repository REPO  (a server with the onnxruntime backend, e.g. NGC's)"
+    return [
+        f"serve: {serve}",
+        "clients: gRPC sequence requests (sequence_id, sequence_start, sequence_end); docs/triton.md",
+    ]

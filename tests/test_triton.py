@@ -1,0 +1,451 @@
+"""The triton deploy target: configurations checked field by field with Triton's own protobuf, and the
+python-backend flavour served by a real tritonserver (from ``pip install 'edgernn[serve]'``) on loopback.
+
+Without the server or tritonclient these tests skip with one line; under CI=true that is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import build_tiny_model  # the tests folder is on sys.path (pytest's rootdir conftest)
+
+from edgernn.cli import cli
+from edgernn.export.deploy import deploy
+from edgernn.export.triton import config as triton_config
+from edgernn.export.triton.server import INSTALL_HINT, TritonServer, pytriton_root
+from edgernn.runtime import Stepper, contract
+from edgernn.runtime.contract import StackSpec
+from edgernn.runtime.errors import InputError
+
+IDLE_TIMEOUT_US = 1_000_000
+SMALL_CANDIDATES = 4  # the sensor model: its pool holds 2 x 4 streams
+
+
+def _need(what: str, available: bool) -> None:
+    if available:
+        return
+    message = f"{what} not installed: {INSTALL_HINT}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must have it: {message}")
+    pytest.skip(message)
+
+
+def _tritonclient_installed() -> bool:
+    try:
+        import tritonclient.grpc.model_config_pb2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture
+def need_tritonclient():
+    _need("tritonclient", _tritonclient_installed())
+
+
+def _save(model, directory, name):
+    directory.mkdir(parents=True, exist_ok=True)
+    return model.save(directory, f"{name}.onnx")
+
+
+# --- configurations, field by field -------------------------------------------------------------
+
+
+def _parsed(repo, name):
+    return triton_config.parse((repo / name / "config.pbtxt").read_text())
+
+
+def test_onnxruntime_repository_layout_and_config(tmp_path, need_tritonclient):
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    model = build_tiny_model("lstm", "features", input_size=5, hidden_size=6, num_layers=2)
+    path = _save(model, tmp_path, "sensor")
+    report = deploy(path, "triton", tmp_path / "repo", max_batch_size=32, instances=2)
+    repo = tmp_path / "repo"
+    assert sorted(p for p, _ in report.files) == ["deploy.json", "sensor/1/model.onnx", "sensor/config.pbtxt"]
+    assert (repo / "sensor/1/model.onnx").read_bytes() == path.read_bytes()
+    c = _parsed(repo, "sensor")
+    assert (c.name, c.backend, c.max_batch_size, c.default_model_filename) == (
+        "sensor",
+        "onnxruntime",
+        32,
+        "model.onnx",
+    )
+    [x] = c.input
+    assert (x.name, x.data_type, list(x.dims), x.HasField("reshape")) == ("x", pb.TYPE_FP32, [5], False)
+    assert [(o.name, o.data_type, list(o.dims)) for o in c.output] == [
+        ("y", pb.TYPE_FP32, [5]),
+        ("h_next", pb.TYPE_FP32, [2, 6]),
+        ("c_next", pb.TYPE_FP32, [2, 6]),
+    ]  # the state outputs are listed so a client can ask for the state back
+    s = c.sequence_batching
+    assert s.max_sequence_idle_microseconds == 60_000_000
+    assert s.WhichOneof("strategy_choice") == "oldest"
+    assert (s.oldest.max_candidate_sequences, s.oldest.max_queue_delay_microseconds) == (1024, 0)
+    assert list(s.control_input) == []  # Triton resets implicit state itself; the graph takes no controls
+    states = [(st.input_name, st.output_name, st.data_type, list(st.dims)) for st in s.state]
+    assert states == [("h", "h_next", pb.TYPE_FP32, [2, 6]), ("c", "c_next", pb.TYPE_FP32, [2, 6])]
+    for st in s.state:
+        [initial] = st.initial_state
+        assert (initial.data_type, list(initial.dims), initial.WhichOneof("state_data")) == (
+            pb.TYPE_FP32,
+            [2, 6],
+            "zero_data",
+        )
+    [group] = c.instance_group
+    assert (group.count, group.kind) == (2, pb.ModelInstanceGroup.KIND_CPU)
+    threads = {key: value.string_value for key, value in c.parameters.items()}
+    assert threads == {"intra_op_thread_count": "1", "inter_op_thread_count": "1"}
+    assert any("state fed back as Triton pairs it" in check for check in report.checks)
+    assert json.loads((repo / "deploy.json").read_text())["details"]["backend"] == "onnxruntime"
+
+
+def test_token_input_is_one_id_per_request_reshaped_to_the_graphs_batch_axis(tmp_path, need_tritonclient):
+    path = _save(build_tiny_model("gru", "tokens"), tmp_path, "chars")
+    deploy(path, "triton", tmp_path / "repo")
+    [x] = _parsed(tmp_path / "repo", "chars").input
+    assert (list(x.dims), list(x.reshape.shape), x.HasField("reshape")) == ([1], [], True)
+
+
+def test_python_repository_layout_and_config(tmp_path, need_tritonclient):
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    path = _save(build_tiny_model("gru", "tokens"), tmp_path, "chars")
+    options = dict(backend="python", model_name="keys", max_batch_size=16, max_candidate_sequences=40)
+    report = deploy(path, "triton", tmp_path / "repo", idle_timeout_us=5_000, **options)
+    repo = tmp_path / "repo"
+    assert sorted(p for p, _ in report.files) == [
+        "deploy.json",
+        "keys/1/model.onnx",
+        "keys/1/model.py",
+        "keys/config.pbtxt",
+    ]
+    c = _parsed(repo, "keys")
+    assert (c.name, c.backend, c.max_batch_size) == ("keys", "python", 16)
+    assert c.parameters["model_file"].string_value == "model.onnx"
+    [x] = c.input
+    assert (x.name, x.data_type, list(x.dims), x.HasField("reshape")) == ("x", pb.TYPE_INT64, [1], False)
+    assert [(o.name, list(o.dims)) for o in c.output] == [("y", [9]), ("h_next", [2, 6])]
+    s = c.sequence_batching
+    assert (s.max_sequence_idle_microseconds, s.oldest.max_candidate_sequences) == (5_000, 40)
+    assert list(s.state) == []  # the python backend ignores implicit state: model.py keeps it
+    controls = {ci.name: ci.control[0] for ci in s.control_input}
+    assert list(controls) == ["START", "END", "READY", "CORRID"]
+    kinds = pb.ModelSequenceBatching.Control
+    for name, kind in (("START", kinds.CONTROL_SEQUENCE_START), ("END", kinds.CONTROL_SEQUENCE_END)):
+        assert (controls[name].kind, list(controls[name].int32_false_true)) == (kind, [0, 1])
+    assert (controls["READY"].kind, list(controls["READY"].int32_false_true)) == (
+        kinds.CONTROL_SEQUENCE_READY,
+        [0, 1],
+    )
+    assert (controls["CORRID"].kind, controls["CORRID"].data_type) == (
+        kinds.CONTROL_SEQUENCE_CORRID,
+        pb.TYPE_UINT64,
+    )
+    assert c.instance_group[0].count == 1
+    assert any("StreamPool" in check for check in report.checks)
+
+
+def test_a_state_that_does_not_start_at_zero_gets_an_initial_state_file(tmp_path, need_tritonclient):
+    model = build_tiny_model("gru", "tokens")
+    info = dataclasses.replace(
+        model.info, states=tuple(dataclasses.replace(s, initial=0.25) for s in model.info.states)
+    )
+    model = build_tiny_model("gru", "tokens", metadata=info.to_json())
+    path = _save(model, tmp_path, "warm")
+    report = deploy(path, "triton", tmp_path / "repo")
+    [state] = _parsed(tmp_path / "repo", "warm").sequence_batching.state
+    assert state.initial_state[0].data_file == "h.bin"
+    data = np.frombuffer((tmp_path / "repo/warm/initial_state/h.bin").read_bytes(), np.float32)
+    np.testing.assert_array_equal(data, np.full(12, 0.25, np.float32))
+    assert "warm/initial_state/h.bin" in [p for p, _ in report.files]
+
+
+def test_state_pairs_must_sort_alike_for_implicit_state():
+    """Triton pairs implicit state by sorted name: with 11 stacks, h10 sorts after h1 but h10_next
+    before h1_next, so that model is refused for onnxruntime (the python backend keeps its own state)."""
+    stacks = [StackSpec("gru", 1, 4) for _ in range(11)]
+    common = dict(
+        num_layers=1, hidden_size=4, input=contract.InputSpec("tokens", 9, "int64"), edgernn_version="t"
+    )
+    info = contract.make_info(cell="gru", output=contract.OutputSpec("logits", 9), stacks=stacks, **common)
+    with pytest.raises(InputError, match=r"sort differently .*--backend python"):
+        triton_config.check_state_pairing(info)
+    info10 = contract.make_info(
+        cell="gru", output=contract.OutputSpec("logits", 9), stacks=stacks[:10], **common
+    )
+    triton_config.check_state_pairing(info10)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backend": "tensorrt"}, "--backend 'tensorrt': expected one of onnxruntime, python"),
+        ({"model_name": "../x"}, "--model-name '../x': expected letters"),
+        ({"max_batch_size": 0}, "--max-batch-size: expected a positive integer, got 0"),
+        ({"precision": "int8"}, "--precision: not an option of --target triton"),
+    ],
+)
+def test_bad_options_are_refused_and_nothing_is_written(tmp_path, options, message):
+    path = _save(build_tiny_model("gru", "tokens"), tmp_path, "chars")
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        deploy(path, "triton", tmp_path / "repo", **options)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_a_model_without_edgernn_metadata_is_refused_in_one_line(tmp_path):
+    path = _save(build_tiny_model("gru", "tokens", metadata=None), tmp_path, "plain")
+    result = CliRunner().invoke(cli, ["deploy", str(path), "--target", "triton", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "expected an edgernn model (with edgernn metadata)" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+
+
+# --- a real tritonserver ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One server, two python-backend models: ``chars`` (GRU, tokens) and ``sensor`` (LSTM, features,
+    4 candidate sequences, idle after 1 s). Always stopped, whatever the tests did."""
+    _need("tritonserver (nvidia-pytriton)", pytriton_root() is not None and _tritonclient_installed())
+    root = tmp_path_factory.mktemp("triton")
+    chars = _save(build_tiny_model("gru", "tokens", hidden_size=16), root, "chars")
+    sensor = _save(build_tiny_model("lstm", "features", input_size=3, hidden_size=8), root, "sensor")
+    deploy(
+        chars, "triton", root / "repo_chars", backend="python", max_batch_size=64, max_candidate_sequences=64
+    )
+    small = dict(max_candidate_sequences=SMALL_CANDIDATES, idle_timeout_us=IDLE_TIMEOUT_US)
+    deploy(sensor, "triton", root / "repo_sensor", backend="python", max_batch_size=8, **small)
+    server = TritonServer([root / "repo_chars", root / "repo_sensor"])
+    try:
+        server.start()
+        yield {"server": server, "chars": chars, "sensor": sensor}
+    finally:
+        server.stop()
+
+
+def test_the_server_loads_repositories_with_deploy_json_at_their_root(served):
+    import tritonclient.grpc as grpcclient
+
+    for model in ("chars", "sensor"):
+        assert (served[model].parent / f"repo_{model}" / "deploy.json").is_file()
+    client = grpcclient.InferenceServerClient(served["server"].grpc_url)
+    try:
+        assert [client.is_model_ready(m) for m in ("chars", "sensor")] == [True, True]
+        index = client.get_model_repository_index(as_json=True)["models"]
+    finally:
+        client.close()
+    assert sorted(m["name"] for m in index) == ["chars", "sensor"]  # deploy.json is no model
+    assert "deploy.json" not in served["server"].log_path.read_text()
+
+
+def _input(x: np.ndarray):
+    import tritonclient.grpc as grpcclient
+
+    tensor = grpcclient.InferInput("x", list(x.shape), "INT64" if x.dtype == np.int64 else "FP32")
+    tensor.set_data_from_numpy(x)
+    return tensor
+
+
+def _request_x(x) -> np.ndarray:
+    x = np.asarray(x)
+    return x.reshape(1, 1) if x.dtype == np.int64 else x.reshape(1, -1)
+
+
+async def _sequence(
+    client, model: str, corrid: int, xs, *, end: bool = True, start: bool = True
+) -> np.ndarray:
+    """Step one sequence through the server, one request per step; returns ys (T, O)."""
+    import tritonclient.grpc as grpcclient
+
+    ys = []
+    for t, x in enumerate(xs):
+        result = await client.infer(
+            model,
+            [_input(_request_x(x))],
+            sequence_id=corrid,
+            sequence_start=start and t == 0,
+            sequence_end=end and t == len(xs) - 1,
+            outputs=[grpcclient.InferRequestedOutput("y")],
+        )
+        ys.append(result.as_numpy("y")[0])
+    return np.stack(ys)
+
+
+def _run(coroutine_factory, url: str):
+    """Run ``coroutine_factory(client)`` on a fresh asyncio gRPC client."""
+    import tritonclient.grpc.aio as aioclient
+
+    async def main():
+        # A channel of its own: gRPC shares connections process-wide, and one that failed while the
+        # server was down would answer "connection refused" for its reconnect backoff after a restart.
+        client = aioclient.InferenceServerClient(url, channel_args=[("grpc.use_local_subchannel_pool", 1)])
+        try:
+            return await coroutine_factory(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def _reference(path, xs) -> np.ndarray:
+    stream = Stepper(path, chunk_model=False).new_stream()
+    return np.stack([stream.step(x) for x in xs])
+
+
+def _tokens(rng, steps: int) -> np.ndarray:
+    return rng.integers(0, 9, steps, dtype=np.int64)
+
+
+def test_64_concurrent_sequences_of_200_steps_each_equal_a_stepper_stream(served):
+    rng = np.random.default_rng(1)
+    inputs = {corrid: _tokens(rng, 200) for corrid in range(1, 65)}
+
+    async def all_sequences(client):
+        ys = await asyncio.gather(*(_sequence(client, "chars", c, xs) for c, xs in inputs.items()))
+        return dict(zip(inputs, ys, strict=True))
+
+    got = _run(all_sequences, served["server"].grpc_url)
+    for corrid, xs in inputs.items():
+        np.testing.assert_allclose(got[corrid], _reference(served["chars"], xs), atol=1e-5, rtol=0)
+
+
+def test_the_state_comes_back_when_asked_for(served):
+    import tritonclient.grpc as grpcclient
+
+    xs = _tokens(np.random.default_rng(2), 3)
+    client = grpcclient.InferenceServerClient(served["server"].grpc_url)
+    try:
+        for t, x in enumerate(xs):
+            wanted = [grpcclient.InferRequestedOutput(name) for name in ("y", "h_next")]
+            result = client.infer(
+                "chars", [_input(_request_x(x))], sequence_id=900, sequence_start=t == 0, outputs=wanted
+            )
+        client.infer("chars", [_input(_request_x(xs[0]))], sequence_id=900, sequence_end=True)
+    finally:
+        client.close()
+    stream = Stepper(served["chars"], chunk_model=False).new_stream()
+    for x in xs:
+        stream.step(x)
+    np.testing.assert_allclose(result.as_numpy("h_next"), stream.state["h"], atol=1e-5, rtol=0)
+
+
+def test_end_frees_the_state_and_a_reused_id_starts_from_the_initial_state(served):
+    """The sensor pool holds 8 streams: 20 sequences one after another fit only if END frees each."""
+    from tritonclient.utils import InferenceServerException
+
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((5, 3)).astype(np.float32)
+    want = _reference(served["sensor"], xs)
+
+    async def sequences(client):
+        runs = [await _sequence(client, "sensor", 77, xs) for _ in range(20)]  # the same ID each time
+        with pytest.raises(InferenceServerException, match="START"):
+            await _sequence(client, "sensor", 77, xs[:1], start=False)  # ended: Triton wants a START
+        return runs
+
+    for ys in _run(sequences, served["server"].grpc_url):
+        np.testing.assert_allclose(ys, want, atol=1e-5, rtol=0)
+
+
+def test_idle_sequences_are_freed_after_the_timeout(served):
+    """Three waves of 4 sequences left open (12 > the pool's 8 rows): each wave fits only because the
+    one before it was freed after the idle timeout, and the server log says so."""
+    from tritonclient.utils import InferenceServerException
+
+    rng = np.random.default_rng(4)
+    xs = rng.standard_normal((3, 3)).astype(np.float32)
+    want = _reference(served["sensor"], xs)
+
+    async def waves(client):
+        results = []
+        for wave in range(3):
+            ids = [1000 + 10 * wave + k for k in range(SMALL_CANDIDATES)]
+            results += await asyncio.gather(*(_sequence(client, "sensor", c, xs, end=False) for c in ids))
+            await asyncio.sleep(IDLE_TIMEOUT_US / 1e6 * 1.5)
+        with pytest.raises(InferenceServerException, match="START"):  # Triton forgot it too
+            await _sequence(client, "sensor", 1000, xs[:1], start=False)
+        return results
+
+    for ys in _run(waves, served["server"].grpc_url):
+        np.testing.assert_allclose(ys, want, atol=1e-5, rtol=0)
+    log = served["server"].log_path.read_text()
+    assert f"freed {SMALL_CANDIDATES} sequence(s) idle for more than 1 s" in log
+
+
+def test_bad_requests_get_errors_and_every_other_sequence_goes_on(served):
+    from tritonclient.utils import InferenceServerException
+
+    rng = np.random.default_rng(5)
+    good = {corrid: rng.standard_normal((12, 3)).astype(np.float32) for corrid in (501, 502, 503)}
+    nan = np.full((1, 3), np.nan, np.float32)
+    bad_requests = [
+        ("sensor", 502, nan, "finite"),  # a NaN inside a good sequence: that step fails, its state stays
+        ("sensor", 502, np.zeros((1, 4), np.float32), "shape"),  # Triton checks dims against the config
+        ("sensor", 0, np.zeros((1, 3), np.float32), "correlation ID"),  # no correlation ID at all
+        ("chars", 901, np.array([[42]], np.int64), "42"),  # a token outside the vocabulary
+    ]
+
+    async def bad(client, model, corrid, x, expected):
+        await asyncio.sleep(0.01)
+        start = model == "chars"  # a new sequence whose first step is bad
+        with pytest.raises(InferenceServerException, match=expected):
+            await client.infer(model, [_input(x)], sequence_id=corrid, sequence_start=start)
+        return expected
+
+    async def mixed(client):
+        sequences = [_sequence(client, "sensor", c, xs) for c, xs in good.items()]
+        return await asyncio.gather(*sequences, *(bad(client, *b) for b in bad_requests))
+
+    results = _run(mixed, served["server"].grpc_url)
+    for ys, (corrid, xs) in zip(results, good.items(), strict=False):
+        np.testing.assert_allclose(
+            ys, _reference(served["sensor"], xs), atol=1e-5, rtol=0, err_msg=str(corrid)
+        )
+
+
+def test_a_killed_server_fails_its_clients_and_a_restarted_one_serves_new_sequences(tmp_path):
+    _need("tritonserver (nvidia-pytriton)", pytriton_root() is not None and _tritonclient_installed())
+    from tritonclient.utils import InferenceServerException
+
+    path = _save(build_tiny_model("gru", "tokens"), tmp_path, "chars")
+    deploy(path, "triton", tmp_path / "repo", backend="python")
+    server = TritonServer(tmp_path / "repo")
+    xs = _tokens(np.random.default_rng(6), 6)
+    try:
+        server.start()
+        _run(lambda c: _sequence(c, "chars", 7, xs[:3], end=False), server.grpc_url)
+        server.kill()
+        with pytest.raises(InferenceServerException):
+            _run(lambda c: _sequence(c, "chars", 7, xs[3:4], start=False), server.grpc_url)
+        server.start()  # same port: the open sequence's state is gone with the old process
+        with pytest.raises(InferenceServerException, match="START"):
+            _run(lambda c: _sequence(c, "chars", 7, xs[3:4], start=False), server.grpc_url)
+        got = _run(lambda c: _sequence(c, "chars", 7, xs), server.grpc_url)
+    finally:
+        server.stop()
+    np.testing.assert_allclose(got, _reference(path, xs), atol=1e-5, rtol=0)
+    assert not list(Path("/dev/shm").glob(server.shm_prefix + "*"))  # the killed one's regions too
+
+
+def test_the_deploy_command_writes_a_python_repository(tmp_path, need_tritonclient):
+    path = _save(build_tiny_model("gru", "tokens"), tmp_path, "chars")
+    args = ["deploy", str(path), "--target", "triton", "--backend", "python", "--model-name", "keys"]
+    result = CliRunner().invoke(
+        cli, [*args, "--max-batch-size", "8", "--instances", "2", "-o", str(tmp_path / "r"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["details"] == {"backend": "python", "model_name": "keys"}
+    assert {f["path"] for f in doc["files"]} >= {"keys/config.pbtxt", "keys/1/model.py", "keys/1/model.onnx"}
+    config = _parsed(tmp_path / "r", "keys")
+    assert (config.max_batch_size, config.instance_group[0].count) == (8, 2)
