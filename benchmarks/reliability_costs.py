@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -71,11 +72,18 @@ def lock_cost(path: Path, rounds: int, calls: int) -> dict[str, float]:
     for fn in (shipped, locked, unlocked):
         for _ in range(2000):
             fn(next(tokens))
-    times: dict[str, list[float]] = {"shipped": [], "locked": [], "unlocked": [], "probe": []}
-    for _ in range(rounds):  # interleaved: every round measures all four
+    lock = threading.Lock()
+
+    def lock_alone() -> None:
+        with lock:
+            pass
+
+    times: dict[str, list[float]] = {"shipped": [], "locked": [], "unlocked": [], "probe": [], "lock": []}
+    for _ in range(rounds):  # interleaved: every round measures all five
         for name, fn in (("shipped", shipped), ("locked", locked), ("unlocked", unlocked)):
             times[name].append(per_call_us(lambda fn=fn: fn(next(tokens)), calls))
         times["probe"].append(per_call_us(probe.all_finite, calls))
+        times["lock"].append(per_call_us(lock_alone, calls))
     ratios = np.array(times["locked"]) / np.array(times["unlocked"])
     return {
         "step_us": float(np.median(times["shipped"])),
@@ -84,6 +92,7 @@ def lock_cost(path: Path, rounds: int, calls: int) -> dict[str, float]:
         "lock_high": float(np.percentile(ratios, 75)),
         "lock_best": min(times["locked"]) / min(times["unlocked"]),  # fastest rounds: least disturbed
         "probe_share": min(times["probe"]) / min(times["unlocked"]),
+        "lock_share": min(times["lock"]) / min(times["unlocked"]),  # what the lock adds to each call
     }
 
 
@@ -112,9 +121,9 @@ def main() -> None:
     args = parser.parse_args()
     print(
         "| model | file KiB | Stream.step us | lock: locked/unlocked body, median of rounds (IQR) "
-        "| fastest rounds | finite probe / step | load ms | checksum ms |"
+        "| fastest rounds | lock alone / step | finite probe / step | load ms | checksum ms |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in exported_models(Path(tmp)).items():
             lock = lock_cost(path, args.rounds, args.calls)
@@ -122,6 +131,7 @@ def main() -> None:
             print(
                 f"| {name} | {load['size_kib']:,.0f} | {lock['step_us']:.1f} | {lock['lock_ratio']:.3f}x "
                 f"({lock['lock_low']:.3f}-{lock['lock_high']:.3f}) | {lock['lock_best']:.3f}x | "
+                f"{lock['lock_share'] * 100:.1f}% | "
                 f"{lock['probe_share'] * 100:.1f}% | "
                 f"{load['load_ms']:.1f} | {load['checksum_ms']:+.2f} |"
             )
