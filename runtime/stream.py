@@ -39,6 +39,7 @@ class Stream:
         # One lock per stream: calls from several threads are serialised, never interleaved (an
         # interleaved step would read one state set while another step writes it).
         self._lock = threading.Lock()
+        self._acquire, self._release = self._lock.acquire, self._lock.release
         self.reset()
 
     @property
@@ -53,12 +54,15 @@ class Stream:
         unbatched x (for foreign models with several outputs, a tuple in graph order). y is a new array.
         """
         binding = self._binding
-        with self._lock:
+        self._acquire()  # acquire/release in try/finally: half the cost of "with lock" (about 0.1 us)
+        try:
             unbatched = binding.write_x(x)
             results = binding.run()
             if binding.fixed_results and len(results) == 1:  # the common case, kept short
                 return results[0][0].copy() if unbatched else results[0].copy()
             return _format([r.copy() for r in results], unbatched)
+        finally:
+            self._release()
 
     def run(self, xs: Any) -> Results:
         """Feed a sequence, carrying state: the same as calling ``step`` on each element in turn.
