@@ -144,3 +144,29 @@ def test_concurrent_first_runs_load_the_chunk_graph_once_and_agree(chunked):
         for got in results:
             np.testing.assert_array_equal(got, want)  # the chunk graph's numbers, bit for bit
         assert stepper.chunk_steps == 16
+
+
+def test_a_leave_from_another_thread_during_a_pool_step_waits_for_the_step(token_model):
+    """The interleaving made certain: the session call of a step lets another thread leave the pool
+    (which moves the last stream's row into the freed one) before the step writes its rows back."""
+    stepper = Stepper(token_model.path)
+    pool = stepper.new_pool(8)
+    first = pool.join()
+    stable = [pool.join() for _ in range(3)]
+    session_call = pool._run
+    leaver = threading.Thread(target=pool.leave, args=(first,))
+
+    def call_with_a_leave(*args):
+        leaver.start()
+        leaver.join(timeout=0.5)  # unguarded: the leave happens now; with the pool's lock it waits
+        return session_call(*args)
+
+    pool._run = call_with_a_leave
+    pool.step({i: 5 for i in stable})
+    pool._run = session_call
+    leaver.join(timeout=10)
+    reference = stepper.new_stream()
+    reference.step(5)
+    assert first not in pool and len(pool) == 3
+    for stream_id in stable:
+        np.testing.assert_allclose(pool.state(stream_id)["h"], reference.state["h"], atol=1e-6)
