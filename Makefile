@@ -27,6 +27,8 @@ demo: $(STAMP)
 	$(BIN)/edgernn export runs/shakespeare -o out/shakespeare-int8.onnx --quantize int8
 	$(BIN)/edgernn generate out/shakespeare-int8.onnx --prompt "ROMEO:" -n 200 --seed 7
 	$(BIN)/edgernn bench out/shakespeare.onnx out/shakespeare-int8.onnx --steps 5000
+	$(MAKE) --no-print-directory -C examples/mcu demo CHAR_MODEL=$(CURDIR)/out/shakespeare.onnx \
+		EDGERNN=$(CURDIR)/$(BIN)/edgernn BUILD=$(CURDIR)/out/mcu CHARS=300
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -9,6 +9,8 @@ interleaved in rounds so that whatever slows the machine for a while slows every
 - ``baseline_torch``: PyTorch eager, one step at a time, state fed back, ``inference_mode``;
 - ``floor``: an identity model with the same inputs and outputs through the stepper's own call path;
 - ``stepper``: ``Stepper.step``;
+- ``c``: the C that ``edgernn deploy --target c`` generates, compiled here with ``-O3 -march=native`` and
+  timed in C step by step (a benchmark program run once per round; needs a C compiler);
 
 and, for an edgernn model, ``run`` (per step, through the chunk graph), ``pool`` (per stream-step of one
 ``StreamPool.step`` over N streams), steps after 10,000 steps of silence, optionally a paced loop, and
@@ -49,10 +51,10 @@ from edgernn.runtime.bench import (
     time_calls,
 )
 from edgernn.runtime.contract import METADATA_KEY, ModelInfo, parse_info, unsealed
-from edgernn.runtime.errors import InputError
+from edgernn.runtime.errors import EdgeRNNError, InputError
 from edgernn.runtime.files import atomic_write_bytes
 
-PATHS = ("baseline_onnx", "baseline_torch", "floor", "stepper")
+PATHS = ("baseline_onnx", "baseline_torch", "floor", "stepper", "c")
 REFERENCE_CELLS = ("gru", "lstm")
 REFERENCE_SHAPE = {"num_layers": 2, "hidden_size": 128, "input_size": 32, "output_size": 32}
 SILENCE_STEPS = 10_000
@@ -70,6 +72,7 @@ class BenchSettings:
     silence_steps: int = SILENCE_STEPS
     paced_hz: float | None = None
     cold_start: bool = True
+    c_path: bool = True  # the generated C, compiled natively, where a C compiler is found
     seed: int = 0
     stepper_options: dict[str, Any] = field(default_factory=dict)  # for models edgernn did not write
 
@@ -103,6 +106,10 @@ class ModelBench:
             if name in self.paths
         }
         ratios["stepper_p99_vs_p50"] = self.paths["stepper"].p99_us / stepper
+        if "c" in self.paths:
+            ratios["c_vs_stepper"] = self.paths["c"].p50_us / stepper
+            if "baseline_onnx" in self.paths:
+                ratios["c_vs_baseline_onnx"] = self.paths["c"].p50_us / self.paths["baseline_onnx"].p50_us
         beside = self.step_beside.p50_us if self.step_beside is not None else stepper
         if self.run is not None:
             ratios["run_step_vs_step"] = self.run.p50_us / beside
@@ -330,8 +337,10 @@ def bench_model(
     stepper = Stepper(path, threads=settings.threads, **settings.stepper_options)
     calls = {"stepper": step_call(stepper, 1, settings.seed)}
     calls.update(_comparisons(path, stepper, settings, torch_model, result.notes))
-    with _maybe_torch_threads(settings.threads, "baseline_torch" in calls):
-        timings = _interleaved(calls, settings)
+    with tempfile.TemporaryDirectory(prefix="edgernn-bench-c-") as scratch:
+        native = _c_path(path, stepper, settings, Path(scratch), result.notes)
+        with _maybe_torch_threads(settings.threads, "baseline_torch" in calls):
+            timings = _interleaved(calls, settings, batched=native)
     for name in PATHS:
         if name in timings:
             result.timings_us[name] = timings[name]
@@ -392,20 +401,50 @@ def _plain_or_note(path: Path, torch_model, notes: list[str]):
 
 
 def _interleaved(
-    calls: dict[str, Callable[[], object]], settings: BenchSettings, counts: dict[str, int] | None = None
+    calls: dict[str, Callable[[], object]],
+    settings: BenchSettings,
+    counts: dict[str, int] | None = None,
+    batched: dict[str, Callable[[int], np.ndarray]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Warm every call up, then time them in ``settings.rounds`` interleaved rounds; ``counts``: timed
-    calls per name (default ``settings.steps``), warm-up scaled alike. Per call, microseconds."""
-    counts = counts or dict.fromkeys(calls, settings.steps)
+    calls per name (default ``settings.steps``), warm-up scaled alike. ``batched``: paths that time a
+    round's N steps themselves (returning N times; they warm up on their own). Per call, microseconds."""
+    batched = batched or {}
+    counts = counts or dict.fromkeys([*calls, *batched], settings.steps)
     for name, call in calls.items():
         time_calls(call, 1, max(1, settings.warmup * counts[name] // settings.steps))
-    timings: dict[str, list[np.ndarray]] = {name: [] for name in calls}
+    timings: dict[str, list[np.ndarray]] = {name: [] for name in [*calls, *batched]}
     for round_index in range(max(1, settings.rounds)):
-        for name, call in calls.items():
+        for name in timings:
             share = np.array_split(np.arange(counts[name]), max(1, settings.rounds))[round_index]
-            if len(share):
-                timings[name].append(time_calls(call, len(share), 0))
+            if len(share) and name in calls:
+                timings[name].append(time_calls(calls[name], len(share), 0))
+            elif len(share):
+                timings[name].append(batched[name](len(share)))
     return {name: np.concatenate(parts) for name, parts in timings.items()}
+
+
+def _c_path(
+    path: Path, stepper: Stepper, settings: BenchSettings, scratch: Path, notes: list[str]
+) -> dict[str, Callable[[int], np.ndarray]]:
+    """The ``c`` path: the model's generated C built with ``-O3 -march=native`` and a step benchmark
+    timed in C. Left out with a note when there is no C compiler or the model cannot be generated."""
+    if not settings.c_path or stepper.info is None:
+        return {}
+    try:
+        from edgernn.export.c.targets import CStepBench, ToolchainError
+    except ImportError as exc:
+        notes.append(f"no c path: the C generator needs the export extra ({exc})")
+        return {}
+    try:
+        bench = CStepBench.build(path, scratch, warmup=settings.warmup)
+    except ToolchainError as exc:
+        notes.append(f"no c path: {exc}")
+        return {}
+    except EdgeRNNError as exc:
+        notes.append(f"no c path: the C generator refused the model ({' '.join(str(exc).split())[:200]})")
+        return {}
+    return {"c": bench.time_steps}
 
 
 def _fast_paths(result: ModelBench, stepper: Stepper, settings: BenchSettings) -> None:
@@ -580,6 +619,10 @@ def _format_ratios(result: ModelBench) -> list[str]:
     against = [f"{ratios[f'stepper_vs_{n}']:.2f}x {n}" for n in PATHS[:3] if f"stepper_vs_{n}" in ratios]
     lines = [f"stepper p50 = {', '.join(against)}" if against else "stepper p50: nothing to compare with"]
     lines.append(f"stepper p99 = {ratios['stepper_p99_vs_p50']:.2f}x its p50")
+    if "c_vs_baseline_onnx" in ratios:
+        lines.append(
+            f"c p50 = {ratios['c_vs_baseline_onnx']:.2f}x baseline_onnx, {ratios['c_vs_stepper']:.2f}x stepper"
+        )
     return lines
 
 

@@ -358,7 +358,8 @@ def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_
     """Measure per-step latency: p50/p90/p99/max and steps/s, measured side by side in one run.
 
     With no MODEL, or one: the stepper against PyTorch eager, a plain ONNX export of the same weights run
-    with session.run, and the floor (a model that does nothing, same call path); then run() through the
+    with session.run, the floor (a model that does nothing, same call path) and the generated C (path c:
+    compiled with -O3 -march=native, timed in C; needs a C compiler); then run() through the
     chunk graph, a pool of 256 streams, steps after 10,000 silent steps, and the cold start. No MODEL
     means the reference GRU and LSTM (2x128, 32 features). Several models, --no-baselines or a batch
     size above 1: the steppers side by side, with file sizes (e.g. float32 next to int8).

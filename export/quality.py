@@ -149,11 +149,26 @@ def check_quality(
 ) -> QualityReport:
     """Run every check (nothing raises on a failed check: the caller decides, see ``failures``)."""
     fp32, quantized = Stepper(fp32_model), Stepper(quantized_model)
+    return check_steppers(fp32, quantized, info, data.series(), data, tolerance)
+
+
+def check_steppers(
+    fp32: Any,
+    quantized: Any,
+    info: ModelInfo,
+    series: np.ndarray,
+    data: EvaluationData | None = None,
+    tolerance: float | None = None,
+) -> QualityReport:
+    """The checks of ``check_quality`` on two steppers with the Stream API (``Stepper``, or the generated
+    C's ``NativeStepper``): one step and the closed loop on ``series`` (real inputs in time order), the
+    task metric on ``data`` when given (without it ``metric`` stays empty)."""
     report = QualityReport()
-    series = _tile(data.series(), WARM_STEPS + 1 + LOOP_STEPS, LOOP_STREAMS)  # (S, T[, F])
-    report.one_step = _one_step(fp32, quantized, info, series)
-    report.closed_loop = _closed_loop(fp32, quantized, info, series[:, :LOOP_STEPS])
-    report.metric = _metric(fp32, quantized, data, tolerance)
+    tiled = _tile(series, WARM_STEPS + 1 + LOOP_STEPS, LOOP_STREAMS)  # (S, T[, F])
+    report.one_step = _one_step(fp32, quantized, info, tiled)
+    report.closed_loop = _closed_loop(fp32, quantized, info, tiled[:, :LOOP_STEPS])
+    if data is not None:
+        report.metric = _metric(fp32, quantized, data, tolerance)
     _judge(report)
     return report
 
@@ -300,7 +315,7 @@ def _finish(metric: str, total: float, count: int) -> float:
 
 
 def _judge(report: QualityReport) -> None:
-    numbers = [*report.one_step.values(), report.metric["quantized"]]
+    numbers = [*report.one_step.values(), *([report.metric["quantized"]] if report.metric else [])]
     numbers += [v for t in report.closed_loop.values() if isinstance(t, dict) for v in t.values()]
     if not all(math.isfinite(v) for v in numbers):
         report.fatal.append("the quantized model produces non-finite numbers (NaN or inf)")
@@ -313,7 +328,7 @@ def _judge(report: QualityReport) -> None:
                 f"past {DRIFT_GROWTH_LIMIT:g}x"
             )
     m = report.metric
-    if not METRICS[m["name"]].passes(m["delta"], m["tolerance"]):
+    if m and not METRICS[m["name"]].passes(m["delta"], m["tolerance"]):
         report.failures.append(
             f"metric: {m['name']} {m['quantized']:.4f} {m['unit']} quantized vs {m['float32']:.4f} float32, "
             f"change {m['delta']:+.4f} is past the tolerance {m['tolerance']:+.4f} ({m['data']})"

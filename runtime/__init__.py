@@ -5,33 +5,57 @@
     y = stepper.step(x)
 
 Importing this package only defines things: no session is created and nothing is read until you ask.
+Names are imported on first use, so that ``edgernn.runtime.native`` (the generated C through ctypes)
+loads without onnxruntime.
 """
 
-from edgernn.runtime.bench import LatencyStats, bench_side_by_side, bench_stepper
-from edgernn.runtime.contract import SCHEMA_VERSION, ModelInfo, parse_info
-from edgernn.runtime.describe import describe
-from edgernn.runtime.errors import ContractError, EdgeRNNError, InputError, ParityError
-from edgernn.runtime.generate import decode, encode, generate
-from edgernn.runtime.pool import StreamPool
-from edgernn.runtime.stepper import DataInput, Stepper, Stream
+import importlib
+import sys
+import types
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "ContractError",
-    "DataInput",
-    "EdgeRNNError",
-    "InputError",
-    "LatencyStats",
-    "ModelInfo",
-    "ParityError",
-    "Stepper",
-    "Stream",
-    "StreamPool",
-    "bench_side_by_side",
-    "bench_stepper",
-    "decode",
-    "describe",
-    "encode",
-    "generate",
-    "parse_info",
-]
+_NAMES = {
+    "LatencyStats": "edgernn.runtime.bench",
+    "bench_side_by_side": "edgernn.runtime.bench",
+    "bench_stepper": "edgernn.runtime.bench",
+    "SCHEMA_VERSION": "edgernn.runtime.contract",
+    "ModelInfo": "edgernn.runtime.contract",
+    "parse_info": "edgernn.runtime.contract",
+    "describe": "edgernn.runtime.describe",
+    "ContractError": "edgernn.runtime.errors",
+    "EdgeRNNError": "edgernn.runtime.errors",
+    "InputError": "edgernn.runtime.errors",
+    "ParityError": "edgernn.runtime.errors",
+    "decode": "edgernn.runtime.generate",
+    "encode": "edgernn.runtime.generate",
+    "generate": "edgernn.runtime.generate",
+    "StreamPool": "edgernn.runtime.pool",
+    "DataInput": "edgernn.runtime.stepper",
+    "Stepper": "edgernn.runtime.stepper",
+    "Stream": "edgernn.runtime.stepper",
+}
+
+__all__ = sorted(_NAMES)
+
+
+class _Package(types.ModuleType):
+    """``describe`` and ``generate`` are functions named like the modules that hold them: the import
+    system sets a submodule as an attribute of its package once it is imported, which would hide the
+    function; that assignment is skipped, so the names stay the functions (as with eager imports)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _NAMES.get(name) == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_NAMES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES])

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from edgernn.data import build_vocabulary
@@ -60,3 +64,59 @@ def test_vowels_stream_example(tmp_path):
     assert "370 test utterances streamed frame by frame" in out
     accuracy = float(out.split("accuracy after the last frame: ")[1].split()[0])
     assert accuracy > 0.5  # 60 steps already separates most speakers; the full run is in the README
+
+
+def _make_mcu(target: str, build: Path, *variables: str, stdin: str | None = None) -> str:
+    """``make -C examples/mcu TARGET`` with this environment's edgernn; skips (fails under CI) without
+    the Cortex-M4 toolchain."""
+    from edgernn.export.c.targets import get_target
+
+    m4 = get_target("cortex-m4")
+    missing = m4.missing_tools() + (["make"] if shutil.which("make") is None else [])
+    if missing:
+        message = (
+            f"examples/mcu: {', '.join(missing)} not found (Debian packages: make {' '.join(m4.packages)})"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    edgernn = Path(sys.executable).with_name("edgernn")
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT / "examples" / "mcu"), target,
+         f"BUILD={build}", f"EDGERNN={edgernn}", *variables],
+        input=stdin, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_mcu_anomaly_scorer_on_the_cortex_m4_and_csv_stream_on_the_host(tmp_path):
+    out = _make_mcu("anomaly", tmp_path)  # as written: trains a small model, deploys it, runs it in QEMU
+    assert "scored 1000 samples (test rows 3700-4699)" in out
+    assert "inside the window +-100" in out
+    rows = (ROOT / "examples" / "data" / "ucr_internalbleeding16_test.csv").read_text()
+    predictions = _make_mcu("stream", tmp_path, stdin=rows).splitlines()
+    assert predictions[0] == "value" and len(predictions) == 1 + 7501
+    values = np.array([float(v) for v in predictions[1:]])
+    assert np.isfinite(values).all() and 40 < np.median(values) < 90  # the sensor's own units
+
+
+def test_mcu_chargen_on_the_cortex_m4(tmp_path):
+    vocabulary = build_vocabulary(
+        (ROOT / "examples" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    )
+    torch.manual_seed(0)
+    config = ModelConfig(
+        input_size=len(vocabulary), output_size=len(vocabulary), hidden_size=16, embedding_size=8
+    )
+    model_path = tmp_path / "chars.onnx"
+    export_model(RecurrentModel(config), model_path, vocabulary=vocabulary, chunk_steps=None)
+    out = _make_mcu(
+        "chargen", tmp_path / "build", f"CHAR_MODEL={model_path}", "CHAR_PRECISION=float32", "CHARS=120"
+    )
+    assert (
+        "float32 C on the Cortex-M4F: flash " in out
+        and f"ONNX file: {model_path.stat().st_size} bytes" in out
+    )
+    generated = out.rsplit("ROMEO:", 1)[1].removesuffix("\n")  # the last line: what QEMU printed
+    assert len(generated) == 120 and set(generated) <= set("".join(vocabulary))

@@ -1,0 +1,339 @@
+"""Step the C that ``edgernn deploy --target c`` generates, built as a shared library, from Python.
+
+    from edgernn.runtime.native import NativeStepper
+    stepper = NativeStepper("libmodel.so")        # built by edgernn.export.c.build_shared_library
+    y = stepper.step(3)                           # the Stream API of Stepper: step, run, reset,
+    snap = stepper.snapshot(); stepper.restore(snap)   # state, snapshot, restore, new_stream
+
+Needs numpy and ctypes only: no torch, no onnx, no onnxruntime. The library describes itself
+(``NAME_metadata()``, the model's edgernn metadata). The functions are looked up and their argument
+types bound once; each step is one foreign call on buffers bound once. A stream of ``batch_size`` B keeps
+B C state structs in one array and steps them one after another.
+
+Every input is checked before the C runs, and the C checks again (a token out of range, a NaN or inf
+input, a step that would produce NaN or inf: an error code, the state untouched); on any error the
+stream's state is left exactly as it was (a batch rolls back every row) and InputError says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgernn.runtime import contract
+from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.errors import ContractError, InputError
+
+OK, ERR_TOKEN, ERR_NONFINITE, ERR_KIND = 0, 1, 2, 3
+_INT32_MAX = 2**31 - 1
+
+
+def _library_name(path: Path) -> str:
+    stem = path.name.split(".")[0]
+    return stem[3:] if stem.startswith("lib") and len(stem) > 3 else stem
+
+
+class _Library:
+    """The generated functions of one loaded library, argument types bound once."""
+
+    def __init__(self, path: Path, name: str | None):
+        if not path.is_file():
+            raise InputError(
+                f"library {str(path)!r}: expected a shared library built from the generated C, found none"
+            )
+        name = name or _library_name(path)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise InputError(f"name {name!r}: expected the C prefix of the generated functions")
+        try:
+            lib = ctypes.CDLL(str(path.resolve()))
+        except OSError as exc:
+            raise ContractError(f"library {str(path)!r} cannot be loaded: {exc}") from None
+        try:
+            self.reset = getattr(lib, f"{name}_reset")
+            self.step = getattr(lib, f"{name}_step")
+            self.step_token = getattr(lib, f"{name}_step_token")
+            metadata = getattr(lib, f"{name}_metadata")
+        except AttributeError as exc:
+            raise ContractError(
+                f"library {str(path)!r} has no generated model named {name!r} ({exc}); pass name= the "
+                "NAME it was generated with"
+            ) from None
+        self.lib, self.name, self.path = lib, name, path
+        self.reset.argtypes, self.reset.restype = [ctypes.c_void_p], None
+        self.step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self.step.restype = ctypes.c_int
+        self.step_token.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p]
+        self.step_token.restype = ctypes.c_int
+        metadata.argtypes, metadata.restype = [], ctypes.c_char_p
+        text = metadata()
+        if not text:
+            raise ContractError(f"library {str(path)!r}: {name}_metadata() returned nothing")
+        self.info = contract.parse_info(text.decode("utf-8"))
+
+
+class NativeStream:
+    """One independent stream (of ``batch_size`` sequences) over a loaded library, with its own state."""
+
+    def __init__(self, library: _Library, batch_size: int):
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        self._lib = library
+        info = self.info = library.info
+        self.batch_size = batch_size
+        self._tokens = info.input.kind == "tokens"
+        self._features = 0 if self._tokens else info.input.size
+        self._vocab = info.input.size if self._tokens else 0
+        self._slots = []
+        offset = 0
+        for spec in info.states:
+            size = int(np.prod(spec.shape))
+            self._slots.append((spec, offset, size))
+            offset += size
+        self._state_floats = offset
+        self._state = np.zeros((batch_size, max(1, offset)), np.float32)
+        self._x = np.zeros((batch_size, max(1, self._features)), np.float32)
+        self._y = np.zeros((batch_size, info.output.size), np.float32)
+        rows = range(batch_size)
+        self._state_ptr = [self._state.ctypes.data + b * self._state.strides[0] for b in rows]
+        self._x_ptr = [self._x.ctypes.data + b * self._x.strides[0] for b in rows]
+        self._y_ptr = [self._y.ctypes.data + b * self._y.strides[0] for b in rows]
+        self._step = library.step
+        self._step_token = library.step_token
+        self.reset()
+
+    # --- stepping
+
+    def step(self, x: Any) -> np.ndarray:
+        """Feed one step and advance the state. x: token ids ``(B,)`` / features ``(B, F)``; with batch
+        size 1 also an int / ``(F,)``. Returns y ``(B, O)`` or ``(O,)`` for an unbatched x (a new array)."""
+        if self.batch_size == 1:
+            if self._tokens and type(x) is int and 0 <= x < self._vocab:
+                rc = self._step_token(self._state_ptr[0], x, self._y_ptr[0])
+                if rc == OK:
+                    return self._y[0].copy()
+            elif type(x) is np.ndarray and x.dtype == np.float32 and x.shape == (self._features,):
+                self._x[0] = x
+                rc = self._step(self._state_ptr[0], self._x_ptr[0], self._y_ptr[0])
+                if rc == OK:
+                    return self._y[0].copy()
+        batch, unbatched = self._validate(x, sequence=False)
+        self._run_rows(batch[:, None], None)
+        return self._y[0].copy() if unbatched else self._y.copy()
+
+    def run(self, xs: Any) -> np.ndarray:
+        """Feed a sequence, carrying state: ``(B, T)`` tokens or ``(B, T, F)`` features (``(T,)`` /
+        ``(T, F)`` with batch size 1). Returns ys ``(B, T, O)`` or ``(T, O)``; the state moves only if
+        every step ran."""
+        batch, unbatched = self._validate(xs, sequence=True)
+        ys = np.empty((self.batch_size, batch.shape[1], self._y.shape[1]), np.float32)
+        self._run_rows(batch, ys)
+        return ys[0] if unbatched else ys
+
+    def _run_rows(self, batch: np.ndarray, ys: np.ndarray | None) -> None:
+        """Every row of ``batch`` ``(B, T[, F])`` through its own state; all rows roll back on an error."""
+        before = self._state.copy()
+        steps = batch.shape[1]
+        try:
+            for b in range(self.batch_size):
+                state, x_ptr, y_ptr = self._state_ptr[b], self._x_ptr[b], self._y_ptr[b]
+                for t in range(steps):
+                    if self._tokens:
+                        rc = self._step_token(state, int(batch[b, t]), y_ptr)
+                    else:
+                        self._x[b] = batch[b, t]
+                        rc = self._step(state, x_ptr, y_ptr)
+                    if rc != OK:
+                        raise self._error(rc, batch[b, t], b, t)
+                    if ys is not None:
+                        ys[b, t] = self._y[b]
+        except BaseException:
+            self._state[...] = before
+            raise
+
+    def _error(self, rc: int, x: Any, row: int, step: int) -> InputError:
+        where = f" (row {row}, step {step})" if self.batch_size > 1 or step else ""
+        if rc == ERR_TOKEN:
+            return InputError(
+                f"x: expected token ids in [0, {self._vocab}) (the vocabulary size), got {x}{where}"
+            )
+        if rc == ERR_NONFINITE:
+            return InputError(
+                f"this input and state make the model produce NaN or inf{where}; the state was left as it was"
+            )
+        if rc == ERR_KIND:
+            return ContractError("the library's step function refused the input kind its metadata declares")
+        return ContractError(f"the library returned the unknown error code {rc}")
+
+    def _validate(self, x: Any, *, sequence: bool) -> tuple[np.ndarray, bool]:
+        """x as ``(B, [T,] ...)`` in the input dtype, checked (shape, dtype, range, finite)."""
+        label = "xs" if sequence else "x"
+        try:
+            array = np.asarray(x)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InputError(
+                f"{label}: expected an array of numbers, got {type(x).__name__} ({exc})"
+            ) from None
+        item = () if self._tokens else (self._features,)
+        dims = (self.batch_size, *((None,) if sequence else ()), *item)
+        unbatched = self.batch_size == 1 and array.ndim == len(dims) - 1
+        if unbatched:
+            array = array[np.newaxis]
+        if array.ndim != len(dims) or any(
+            d is not None and d != n for d, n in zip(dims, array.shape, strict=False)
+        ):
+            labels = [*(["T"] if sequence else []), *(str(d) for d in item)]
+            expected = "(" + ", ".join([str(self.batch_size), *labels]) + ")"
+            if self.batch_size == 1:
+                expected += " or (" + ", ".join(labels) + ("," if len(labels) == 1 else "") + ")"
+            noun = "token ids" if self._tokens else "features"
+            raise InputError(
+                f"{label}: expected {noun} of shape {expected}, got shape {np.shape(x)} ({array.dtype})"
+            )
+        if sequence and array.shape[1] == 0:
+            raise InputError(f"{label}: expected at least one step, got shape {array.shape}")
+        if self._tokens:
+            if array.dtype.kind not in "iu":
+                raise InputError(f"{label}: expected integer token ids (int64), got dtype {array.dtype}")
+            if array.size and (array.min() < 0 or array.max() >= self._vocab):
+                bad = np.unique(array[(array < 0) | (array >= self._vocab)])[:5].tolist()
+                raise InputError(
+                    f"{label}: expected token ids in [0, {self._vocab}) (the vocabulary size), got {bad}"
+                )
+            return array.astype(np.int64), unbatched
+        if array.dtype.kind != "f":
+            raise InputError(f"{label}: expected floating-point values (float32), got dtype {array.dtype}")
+        with np.errstate(over="ignore"):
+            converted = np.ascontiguousarray(array, dtype=np.float32)
+        finite = np.isfinite(converted)
+        if not finite.all():
+            where = tuple(int(i) for i in np.argwhere(~finite)[0])
+            raise InputError(
+                f"{label}: expected finite values, got {int((~finite).sum())} NaN/inf value(s), the first at index {where}"
+            )
+        return converted, unbatched
+
+    # --- state
+
+    def reset(self) -> None:
+        """Every state tensor to its initial value (the generated NAME_reset)."""
+        for ptr in self._state_ptr:
+            self._lib.reset(ptr)
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of the state, name -> ``(B, layers, hidden)`` float32; assign a dict to replace it."""
+        return {
+            spec.input: self._state[:, offset : offset + size].reshape(self.batch_size, *spec.shape).copy()
+            for spec, offset, size in self._slots
+        }
+
+    @state.setter
+    def state(self, value: Mapping[str, Any]) -> None:
+        if not isinstance(value, Mapping):
+            raise InputError(f"state: expected a dict of state name -> array, got {type(value).__name__}")
+        expected = [spec.input for spec, _, _ in self._slots]
+        problems = []
+        if set(value) != set(expected):
+            problems.append(f"expected names {expected}, got {sorted(map(str, value))}")
+        checked = {}
+        for spec, _, _ in self._slots:
+            if spec.input not in value:
+                continue
+            shape = (self.batch_size, *spec.shape)
+            try:
+                array = np.asarray(value[spec.input])
+            except (TypeError, ValueError) as exc:
+                problems.append(
+                    f"{spec.input}: expected an array, got {type(value[spec.input]).__name__} ({exc})"
+                )
+                continue
+            if array.shape != shape:
+                problems.append(f"{spec.input}: expected shape {shape} (float32), got {array.shape}")
+            elif array.dtype.kind != "f":
+                problems.append(
+                    f"{spec.input}: expected floating-point values (float32), got dtype {array.dtype}"
+                )
+            elif not np.isfinite(array).all():
+                problems.append(f"{spec.input}: expected finite values")
+            else:
+                checked[spec.input] = array.astype(np.float32)
+        if problems:
+            raise InputError("invalid state:\n  - " + "\n  - ".join(problems))
+        for spec, offset, size in self._slots:
+            self._state[:, offset : offset + size] = checked[spec.input].reshape(self.batch_size, size)
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """A copy of the state to ``restore`` later (into this stream or another of the same batch size)."""
+        return self.state
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Go back to a ``snapshot``; it is validated (names, shapes, dtypes, finite) and copied."""
+        self.state = snapshot
+
+
+class NativeStepper:
+    """A loaded shared library of generated C plus a default stream; ``new_stream`` makes more.
+
+    library: the path of the shared library (``build_shared_library``); name: the NAME it was
+    generated with (default: the file name without ``lib`` and the extension). Raises InputError for a
+    missing file, ContractError for a library that is not a generated edgernn model.
+    """
+
+    def __init__(self, library: str | os.PathLike, *, name: str | None = None, batch_size: int = 1):
+        self._library = _Library(Path(library), name)
+        self._stream = NativeStream(self._library, batch_size)
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model's edgernn metadata, read from the library (with its ``c_target`` record)."""
+        return self._library.info
+
+    @property
+    def name(self) -> str:
+        return self._library.name
+
+    @property
+    def path(self) -> Path:
+        """The shared library this stepper loaded."""
+        return self._library.path
+
+    @property
+    def batch_size(self) -> int:
+        return self._stream.batch_size
+
+    def new_stream(self, batch_size: int = 1) -> NativeStream:
+        """A new stream with its own state, from the initial state."""
+        return NativeStream(self._library, batch_size)
+
+    def step(self, x: Any) -> np.ndarray:
+        return self._stream.step(x)
+
+    def run(self, xs: Any) -> np.ndarray:
+        return self._stream.run(xs)
+
+    def reset(self) -> None:
+        self._stream.reset()
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        return self._stream.state
+
+    @state.setter
+    def state(self, value: Mapping[str, Any]) -> None:
+        self._stream.state = value
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return self._stream.snapshot()
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        self._stream.restore(snapshot)
+
+    def close(self) -> None:
+        """Drop this stepper's references to the library (the process unloads it when nothing holds it)."""
+        self._stream = None  # type: ignore[assignment]
