@@ -93,6 +93,7 @@ class Table:
         return np.stack([self.columns[n] for n in names], axis=1).astype(np.float32)  # (N, len(names))
 
 
+@reads_untrusted("the data file")
 def read_csv(path: str | os.PathLike) -> Table:
     """Read a CSV with a header; keep the columns whose every value is a finite number."""
     path = Path(path)
@@ -232,6 +233,7 @@ def steplabels_task(
 # --- sequence classification ---------------------------------------------------------------------------
 
 
+@reads_untrusted("the data file")
 def read_ts(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
     """A UEA/UCR ``.ts`` file: ``@`` header lines, then one case per line, dimensions split by ``:``,
     values by ``,``, the class label last. Returns sequences ``(T_i, dims)`` float32 and labels."""

@@ -293,3 +293,17 @@ def test_bench_runs_a_foreign_model_of_unknown_input_size_with_its_declared_shap
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["stepper"]["steps"] == 50
     assert_one_line_exit_2(cli_run(*args, "--data-shape", "batch,x"), "--data-shape")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "task"),
+    [
+        ("huge_field.csv", b"a,b\n" + b"9" * 200_000 + b",1\n", "forecast"),  # csv.Error before
+        ("utf8.ts", b"@problemName x\n@data\n1,2:\xff\n", "classify"),
+    ],
+)
+def test_hostile_data_files_are_one_line_exit_2(tmp_path, name, data, task):
+    path = tmp_path / name
+    path.write_bytes(data)
+    result = cli_run("train", path, "--task", task, "-o", tmp_path / "run", "--steps", "1", "--quiet")
+    assert_one_line_exit_2(result, str(path))
