@@ -268,6 +268,7 @@ def test_a_corrupt_resume_state_is_one_line_exit_2(run_dir, tmp_path):
         assert_one_line_exit_2(result, "resume.safetensors")
 
 
+@pytest.mark.filterwarnings("ignore:data input .* has axes of unknown size")
 def test_bench_runs_a_foreign_model_of_unknown_input_size_with_its_declared_shape(foreign_model, tmp_path):
     import onnx
 
