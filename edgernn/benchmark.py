@@ -50,8 +50,9 @@ from edgernn.runtime.bench import (
     step_call,
     time_calls,
 )
-from edgernn.runtime.contract import METADATA_KEY, ModelInfo, parse_info
+from edgernn.runtime.contract import METADATA_KEY, ModelInfo, parse_info, unsealed
 from edgernn.runtime.errors import EdgeRNNError, InputError
+from edgernn.runtime.files import atomic_write_bytes
 
 PATHS = ("baseline_onnx", "baseline_torch", "floor", "stepper", "c")
 REFERENCE_CELLS = ("gru", "lstm")
@@ -304,7 +305,9 @@ def floor_model(path: str | os.PathLike) -> bytes:
         nodes.append(helper.make_node("MatMul", ["x", "zeros"], ["y"]))
     graph = helper.make_graph(nodes, "floor", proto.graph.input, proto.graph.output, initializers)
     floor = helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
-    helper.set_model_props(floor, {p.key: p.value for p in proto.metadata_props})
+    props = {p.key: p.value for p in proto.metadata_props}
+    props[METADATA_KEY] = unsealed(info).to_json()  # another graph: the checksum is not its own
+    helper.set_model_props(floor, props)
     return floor.SerializeToString()
 
 
@@ -675,9 +678,10 @@ def plot_latency(results: list[ModelBench], path: str | os.PathLike) -> Path:
     for (histogram, cdf), result in zip(axes, results, strict=True):
         _plot_model(histogram, cdf, result)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
-    return Path(path)
+    return atomic_write_bytes(path, buffer.getvalue())  # an unwritable path: InputError naming it
 
 
 def _plot_model(histogram, cdf, result: ModelBench) -> None:
@@ -706,6 +710,31 @@ def _plot_timings(histogram, cdf, title: str, timings: dict[str, np.ndarray]) ->
     cdf.legend(fontsize=8, loc="lower right")
 
 
+def _check_run_matches(
+    model: str | os.PathLike, run_dir: str | os.PathLike, torch_model, options: dict
+) -> None:
+    """Refuse a run directory whose model is not the one in ``model`` (another task, size or cell)."""
+    info = Stepper(model, **options).info
+    config = torch_model.config
+    if info is None:
+        raise InputError(f"--run: {model} has no edgernn metadata, so it has no run directory to compare")
+    wanted = (
+        info.cell,
+        info.num_layers,
+        info.hidden_size,
+        info.input.kind,
+        info.input.size,
+        info.output.size,
+    )
+    given = (
+        config.cell, config.num_layers, config.hidden_size, config.input_kind, config.input_size,
+        config.output_size,
+    )  # fmt: skip
+    if wanted != given or info.stacks:
+        names = "(cell, layers, hidden size, input kind, input size, output size)"
+        raise InputError(f"--run: {run_dir} holds a model {given} that is not {model}'s {wanted} {names}")
+
+
 def compare(
     model: str | os.PathLike | None,
     settings: BenchSettings,
@@ -724,6 +753,7 @@ def compare(
             from edgernn.checkpoint import load_checkpoint
 
             torch_model = load_checkpoint(run_dir).model
+            _check_run_matches(model, run_dir, torch_model, settings.stepper_options)
         results = [bench_model(model, settings, torch_model=torch_model)]
     if plot is not None:
         try:

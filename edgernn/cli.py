@@ -63,6 +63,21 @@ def cli() -> None:
     """
 
 
+class _FiniteFloat(click.ParamType):
+    """A float that is a number: click's float type takes "nan" and "inf"."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"expected a finite number, got {value!r}", param, ctx)
+        return number
+
+
+FINITE_FLOAT = _FiniteFloat()
+
+
 def _names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
@@ -268,7 +283,7 @@ def _train_extra(command: str, module: str, *names: str):
 )
 @click.option(
     "--tolerance",
-    type=float,
+    type=FINITE_FLOAT,
     help="Metric change a quantized model may show (default +0.02 nats for language models, -1 point of "
     "accuracy for classifiers, +2% RMSE for regressors).",
 )
@@ -340,7 +355,7 @@ def inspect(model, as_json) -> None:
     help="0 picks the likeliest.",
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample from the k likeliest only.")
-@click.option("--seed", type=int, default=None, help="Seed for repeatable text.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for repeatable text.")
 def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
     """Write text with a character model through the stepper (no torch needed).
 
@@ -389,6 +404,7 @@ def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
 @click.option("--state", "state_map", multiple=True, help="Foreign models: STATE_IN=STATE_OUT (repeat).")
 @click.option("--constant", "constants", multiple=True, help="Foreign models: INPUT=NUMBER (repeat).")
 @click.option("--state-shape", "state_shapes", multiple=True, help="Foreign models: STATE=2,batch,128.")
+@click.option("--data-shape", help="Foreign models: the data input's shape, e.g. batch,512 (others refused).")
 @_json_option
 def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_hz, plot, as_json, **foreign):
     """Measure per-step latency: p50/p90/p99/max and steps/s, measured side by side in one run.
@@ -442,12 +458,13 @@ def _refuse_foreign_without_flags(models) -> None:
             )
 
 
-def _stepper_options(state_map, constants, state_shapes) -> dict:
-    """--state/--constant/--state-shape as Stepper's keyword arguments (only those given)."""
+def _stepper_options(state_map, constants, state_shapes, data_shape=None) -> dict:
+    """--state/--constant/--state-shape/--data-shape as Stepper's keyword arguments (only those given)."""
     options = {
         "state_map": dict(_pair(item, "--state", str) for item in state_map),
         "constants": dict(_pair(item, "--constant", _number) for item in constants),
         "state_shapes": dict(_pair(item, "--state-shape", _dims) for item in state_shapes),
+        "data_shape": _data_shape(data_shape) if data_shape else None,
     }
     return {key: value for key, value in options.items() if value}
 
@@ -468,6 +485,15 @@ def _number(text: str) -> int | float:
 
 def _dims(text: str) -> list[int | str]:
     return [d if d == "batch" else int(d) for d in text.split(",")]
+
+
+def _data_shape(text: str) -> list[int | str]:
+    try:
+        return _dims(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected sizes such as batch,512, got {text!r}", param_hint="--data-shape"
+        ) from None
 
 
 @cli.command()
@@ -496,7 +522,7 @@ def _dims(text: str) -> list[int | str]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="c int8: real data for the task-metric check.",
 )
-@click.option("--tolerance", type=float, help="c int8: metric change allowed (as export --tolerance).")
+@click.option("--tolerance", type=FINITE_FLOAT, help="c int8: metric change allowed (as export --tolerance).")
 @click.option(
     "--force", is_flag=True, default=None, help="c int8: write past a failed metric or drift check."
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from edgernn.runtime import describe
@@ -230,6 +231,7 @@ def export_document(report: Any) -> dict[str, Any]:
         else None,  # None: quantized from a verified file (edgernn quantize)
         "tolerances": parity.tolerances if parity else None,
     }
+    doc["files"] = [str(report.path), *([str(report.chunk_path)] if report.chunk_path else [])]
     if report.quantization is not None:
         doc["float32_size_bytes"] = report.float32_size_bytes
         doc["quantization"] = report.quantization
@@ -248,8 +250,18 @@ def format_export(report: Any) -> str:
         atol, rtol = parity.tolerances[check]
         worst = ", ".join(f"{name} {err:.2e}" for name, err in errors.items())
         lines.append(f"  {check:<12} max |error|: {worst}  (atol {atol:g}, rtol {rtol:g})")
+    if report.chunk_path is not None:
+        lines.append(_chunk_line(report))
     if report.quantization is not None:
         ratio = report.float32_size_bytes / report.size_bytes
         lines.append(f"{ratio:.2f}x smaller than float32 ({report.float32_size_bytes:,} bytes)")
         lines += _quantization_lines(report.quantization)
     return "\n".join(lines)
+
+
+def _chunk_line(report: Any) -> str:
+    chunk = Path(report.chunk_path)
+    return (
+        f"wrote {chunk} ({chunk.stat().st_size:,} bytes), its chunk graph ({report.info.chunk_steps} steps per "
+        f"call, paired by checksum): Stepper.run uses it for long sequences; ship both files together"
+    )

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgernn.data import build_vocabulary, encode, read_text, split_train_validation
 from edgernn.runtime.errors import InputError
+from edgernn.runtime.untrusted import reads_untrusted
 
 if TYPE_CHECKING:  # the file readers serve torch-free commands (edgernn eval): tasks import torch inside
     import torch
@@ -124,6 +125,7 @@ class Table:
         return np.stack([self.columns[n] for n in names], axis=1).astype(np.float32)  # (N, len(names))
 
 
+@reads_untrusted("the data file")
 def read_csv(path: str | os.PathLike) -> Table:
     """Read a CSV with a header; keep the columns whose every value is a finite number."""
     path = Path(path)
@@ -263,6 +265,7 @@ def steplabels_task(
 # --- sequence classification ---------------------------------------------------------------------------
 
 
+@reads_untrusted("the data file")
 def read_ts(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
     """A UEA/UCR ``.ts`` file: ``@`` header lines, then one case per line, dimensions split by ``:``,
     values by ``,``, the class label last. Returns sequences ``(T_i, dims)`` float32 and labels."""
@@ -412,6 +415,7 @@ def _natural_key(label: str) -> tuple:
         return (1, 0.0, label)
 
 
+@reads_untrusted("the data file")
 def load_task(
     task: str,
     path: str | os.PathLike,

@@ -41,6 +41,7 @@ from edgernn.distributed import Distributed
 from edgernn.models import ModelConfig, RecurrentModel, count_parameters
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.files import atomic_write_bytes
+from edgernn.runtime.untrusted import guarded, parse_json
 from edgernn.tasks import TaskData, infer_task, load_task
 
 RESUME_FILE = "resume.safetensors"
@@ -262,11 +263,15 @@ def resume_training(
     if not resume_path.exists():
         raise InputError(f"{run_dir}: no {RESUME_FILE}; expected a run directory written by 'edgernn train'")
     tensors, state = _read_resume(resume_path)
-    setup = state["setup"]
+    with guarded(resume_path, "the resume state"):
+        setup = state["setup"]
+        train_config = TrainConfig.from_dict(state["train_config"])
+        model_config = ModelConfig.from_dict(state["model_config"])
+        done_steps, done_minutes = int(state["step"]), float(state["elapsed"]) / 60
     train_config = _resumed_config(
-        TrainConfig.from_dict(state["train_config"]),
-        state["step"],
-        state["elapsed"] / 60,
+        train_config,
+        done_steps,
+        done_minutes,
         more_steps=more_steps,
         more_minutes=more_minutes,
         max_steps=max_steps,
@@ -283,7 +288,6 @@ def resume_training(
         min_validation_cases=train_config.min_validation_cases,
         **setup["data_options"],
     )
-    model_config = ModelConfig.from_dict(state["model_config"])
     return _run(
         data,
         model_config,
@@ -337,14 +341,14 @@ def _resumed_config(
 
 
 def _read_resume(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
+    from safetensors import safe_open
 
+    with guarded(path, "the resume checkpoint"):
+        tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
-            state = json.loads(f.metadata()["state"])
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable resume checkpoint ({exc})") from None
+            state = parse_json(f.metadata()["state"], path, "the resume state")
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: the resume state: expected an object, got {type(state).__name__}")
     return tensors, state
 
 
@@ -818,6 +822,11 @@ class Trainer:
         atomic_write_bytes(self.run_dir / RESUME_FILE, save(tensors, metadata={"state": json.dumps(state)}))
 
     def load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Continue from a resume checkpoint; anything missing or malformed in it is an InputError."""
+        with guarded(self.run_dir / RESUME_FILE, "the resume state"):
+            self._load_state(tensors, state)
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
         if state["world"] != self.dist.world:
             raise InputError(
                 f"the run was trained with {state['world']} process(es); resume it with the same number, not {self.dist.world}"
