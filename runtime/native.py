@@ -28,6 +28,7 @@ import numpy as np
 
 from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.default_stream import DefaultStream
 from edgernn.runtime.errors import ContractError, InputError
 
 OK, ERR_TOKEN, ERR_NONFINITE, ERR_KIND = 0, 1, 2, 3
@@ -277,7 +278,7 @@ class NativeStream:
         self.state = snapshot
 
 
-class NativeStepper:
+class NativeStepper(DefaultStream):
     """A loaded shared library of generated C plus a default stream; ``new_stream`` makes more.
 
     library: the path of the shared library (``build_shared_library``); name: the NAME it was
@@ -310,29 +311,6 @@ class NativeStepper:
     def new_stream(self, batch_size: int = 1) -> NativeStream:
         """A new stream with its own state, from the initial state."""
         return NativeStream(self._library, batch_size)
-
-    def step(self, x: Any) -> np.ndarray:
-        return self._stream.step(x)
-
-    def run(self, xs: Any) -> np.ndarray:
-        return self._stream.run(xs)
-
-    def reset(self) -> None:
-        self._stream.reset()
-
-    @property
-    def state(self) -> dict[str, np.ndarray]:
-        return self._stream.state
-
-    @state.setter
-    def state(self, value: Mapping[str, Any]) -> None:
-        self._stream.state = value
-
-    def snapshot(self) -> dict[str, np.ndarray]:
-        return self._stream.snapshot()
-
-    def restore(self, snapshot: Mapping[str, Any]) -> None:
-        self._stream.restore(snapshot)
 
     def close(self) -> None:
         """Drop this stepper's references to the library (the process unloads it when nothing holds it)."""

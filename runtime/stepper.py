@@ -27,12 +27,12 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import onnxruntime as ort
 
 from edgernn.runtime.binding import steps_from_initial
 from edgernn.runtime.chunk import find_chunk, warn_missing_chunk
 from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.default_stream import DefaultStream
 from edgernn.runtime.inputs import DataInput, check_positive_int, onnx_dtype
 from edgernn.runtime.integrity import check_graph
 from edgernn.runtime.loading import load_graph
@@ -57,7 +57,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-class Stepper:
+class Stepper(DefaultStream):
     """A loaded model (one onnxruntime session) plus a default stream; ``new_stream`` makes more.
 
     model: path to an .onnx file, or its bytes. ``state_map``/``constants``/``state_shapes`` are for models
@@ -141,29 +141,3 @@ class Stepper:
     def new_stream(self, batch_size: int = 1) -> Stream:
         """A new stream with its own state, starting from the initial state; shares this model's session."""
         return Stream(self._graph, batch_size)
-
-    def step(self, x: Any) -> Results:
-        """``Stream.step`` on the default stream."""
-        return self._stream.step(x)
-
-    def run(self, xs: Any) -> Results:
-        """``Stream.run`` on the default stream."""
-        return self._stream.run(xs)
-
-    def reset(self) -> None:
-        self._stream.reset()
-
-    @property
-    def state(self) -> dict[str, np.ndarray]:
-        """A copy of the default stream's state; assign a dict to replace it (validated)."""
-        return self._stream.state
-
-    @state.setter
-    def state(self, value: Mapping[str, Any]) -> None:
-        self._stream.state = value
-
-    def snapshot(self) -> dict[str, np.ndarray]:
-        return self._stream.snapshot()
-
-    def restore(self, snapshot: Mapping[str, Any]) -> None:
-        self._stream.restore(snapshot)
