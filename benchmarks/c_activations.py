@@ -45,9 +45,11 @@ int main(int argc, char **argv)
         CHECK_ABS(4, model_fast_tanh, ref_tanh)
     }
     for (int i = 0; i < 5; i++) printf("%s %.3g %.9g\n", names[i], worst[i], (double)at[i]);
-    printf("specials %g %g %g %g %g %g %g %g\n", (double)model_exp(HUGE_VALF), (double)model_exp(-HUGE_VALF),
+    printf("specials %g %g %g %g %g %g %g %g %d\n", (double)model_exp(HUGE_VALF), (double)model_exp(-HUGE_VALF),
         (double)model_exp(89.0f), (double)model_exp(-100.0f), (double)model_tanh(-HUGE_VALF),
-        (double)model_sigmoid(HUGE_VALF), (double)model_sigmoid(-HUGE_VALF), (double)model_tanh(-0.0f));
+        (double)model_sigmoid(HUGE_VALF), (double)model_sigmoid(-HUGE_VALF), (double)model_tanh(-0.0f),
+        model_exp(NAN) != model_exp(NAN) && model_tanh(NAN) != model_tanh(NAN)
+            && model_sigmoid(NAN) != model_sigmoid(NAN));
     return 0;
 }
 """
@@ -55,7 +57,7 @@ int main(int argc, char **argv)
 
 def activation_errors(model: Path, directory: Path, stride: int) -> dict[str, tuple[float, float]]:
     """{function: (largest error, where)} and ``"specials"``: exp(+-inf, 89, -100), tanh(-inf),
-    sigmoid(+-inf), tanh(-0)."""
+    sigmoid(+-inf), tanh(-0), and 1.0 if exp, tanh and sigmoid of NaN are NaN."""
     sources = generate_sources(model, fast_activations=True)
     text = sources.files["model.c"]
     plain = generate_sources(model).files["model.c"]
