@@ -4,9 +4,11 @@ The step is straight-line code over one scratch array on the stack (``t``), whos
 their lifetimes so that buffers no longer read are reused. Weights are ``static const`` arrays. Loops have
 literal bounds; every matrix product is written input-major (``out[j] += x[i] * W[i][j]`` over
 contiguous rows of W, two inputs per pass), a loop with no reduction in it, which gcc and clang vectorise
-at -O2/-O3 without -ffast-math. int8 weights keep one float scale per output (a column of the stored
-input-major matrix, a row of the usual (out, in) one); their products are summed in float and scaled
-once.
+at -O2/-O3 without -ffast-math. int8 weights keep one float scale per output and are stored output-major;
+each product's input is quantized to int8 once per step (one scale per vector), the products are integer
+dot products summed in int32 (a reduction gcc vectorises to pmaddwd/vpdpwssd), scaled once per output.
+Sigmoid, tanh and exp are the file's own branch-free functions (see EXP_MAX_REL_ERROR), so they vectorise
+too and no libm is needed for a GRU/LSTM.
 """
 
 from __future__ import annotations
