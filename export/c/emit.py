@@ -36,6 +36,7 @@ from edgernn.export.c.lower import (
 from edgernn.runtime.errors import ContractError
 
 AXPY_INPUTS = 4  # rows of a matrix each pass over the output adds in
+ROWS_PER_DOT = 4  # int8: outputs each pass over the quantized input computes
 ALIGN = 8  # floats (32 bytes): every scratch tensor starts on a 256-bit vector boundary
 PER_LINE = 12
 
@@ -376,19 +377,41 @@ class _Emitter:
             "    const float inv = 127.0f / peak, vs = peak / 127.0f;",
             f"    for (int i = 0; i < {k}; i++) {{ {bits} r; r.f = v[i] * inv + 12583040.0f; "
             "xq[i] = (int16_t)((int32_t)(r.u - 0x4B400000u) - 128); } /* round half to even */",
-            f"    for (int j = 0; j < {n}; j++) {{",
-            f"        const int8_t *restrict r = w + j * {k};",
-            "        int32_t acc = 0;",
-            f"        for (int i = 0; i < {k}; i++) acc += (int32_t)r[i] * (int32_t)xq[i];",
         ]
-        value = f"({s}[j] * vs) * (float)acc"
-        if op.accumulate:
-            lines.append(f"        o[j] += {value};")
-        elif b is not None:
-            lines.append(f"        o[j] = {value} + {b}[j];")
-        else:
-            lines.append(f"        o[j] = {value};")
-        lines += ["    }", "}"]
+
+        def store(index: str, acc: str) -> str:
+            value = f"({s}[{index}] * vs) * (float){acc}"
+            if op.accumulate:
+                return f"o[{index}] += {value};"
+            if b is not None:
+                return f"o[{index}] = {value} + {b}[{index}];"
+            return f"o[{index}] = {value};"
+
+        rows = ROWS_PER_DOT
+        whole = n // rows * rows
+        if whole:  # ROWS_PER_DOT outputs per pass over xq: fewer loads of xq, fewer horizontal sums
+            accs = [f"a{g}" for g in range(rows)]
+            lines += [
+                f"    for (int j = 0; j < {whole}; j += {rows}) {{",
+                f"        const int8_t *restrict r = w + j * {k};",
+                f"        int32_t {', '.join(f'{a} = 0' for a in accs)};",
+                f"        for (int i = 0; i < {k}; i++) {{",
+                "            const int32_t x = xq[i];",
+                *(f"            {a} += (int32_t)r[{g * k} + i] * x;" for g, a in enumerate(accs)),
+                "        }",
+                *(f"        {store(f'j + {g}' if g else 'j', a)}" for g, a in enumerate(accs)),
+                "    }",
+            ]
+        if n - whole:
+            lines += [
+                f"    for (int j = {whole}; j < {n}; j++) {{",
+                f"        const int8_t *restrict r = w + j * {k};",
+                "        int32_t acc = 0;",
+                f"        for (int i = 0; i < {k}; i++) acc += (int32_t)r[i] * (int32_t)xq[i];",
+                f"        {store('j', 'acc')}",
+                "    }",
+            ]
+        lines.append("}")
         return lines
 
     def _axpy(self, k: int, n: int, out: str, cast: str) -> list[str]:
