@@ -40,7 +40,7 @@ lint: $(STAMP)
 results: $(STAMP)
 	$(BIN)/python benchmarks/foundation_results.py runs/shakespeare out/shakespeare.onnx
 
-training-results: $(STAMP)  # every task on its bundled data set, PyTorch vs the exported stepper (~13 min)
+training-results: $(STAMP)  # every task on its bundled data set over 3 seeds, PyTorch vs the exported stepper (~20 min)
 	$(BIN)/python benchmarks/training_results.py --out runs/results
 
 quant-results: $(STAMP)  # trains 11 small char models on first use (cached in runs/quant-bench), ~30 min

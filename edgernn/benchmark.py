@@ -50,8 +50,9 @@ from edgernn.runtime.bench import (
     step_call,
     time_calls,
 )
-from edgernn.runtime.contract import METADATA_KEY, ModelInfo, parse_info
+from edgernn.runtime.contract import METADATA_KEY, ModelInfo, parse_info, unsealed
 from edgernn.runtime.errors import EdgeRNNError, InputError
+from edgernn.runtime.files import atomic_write_bytes
 
 PATHS = ("baseline_onnx", "baseline_torch", "floor", "stepper", "c")
 REFERENCE_CELLS = ("gru", "lstm")
@@ -304,7 +305,9 @@ def floor_model(path: str | os.PathLike) -> bytes:
         nodes.append(helper.make_node("MatMul", ["x", "zeros"], ["y"]))
     graph = helper.make_graph(nodes, "floor", proto.graph.input, proto.graph.output, initializers)
     floor = helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
-    helper.set_model_props(floor, {p.key: p.value for p in proto.metadata_props})
+    props = {p.key: p.value for p in proto.metadata_props}
+    props[METADATA_KEY] = unsealed(info).to_json()  # another graph: the checksum is not its own
+    helper.set_model_props(floor, props)
     return floor.SerializeToString()
 
 
@@ -590,7 +593,8 @@ def format_bench(results: list[ModelBench], settings: BenchSettings) -> str:
     """The text report: per model, a table of the paths, the ratios, then the fast paths and cold start."""
     blocks = [
         f"{settings.steps} timed steps per path after {settings.warmup} warm-up, batch 1, "
-        f"{settings.threads} thread(s), interleaved in {settings.rounds} rounds"
+        f"{settings.threads} thread(s), interleaved in {settings.rounds} rounds; mean steps/s = timed steps "
+        "over their total time, the other columns percentiles"
     ]
     blocks += [_format_model(result) for result in results]
     return "\n\n".join(blocks)
@@ -598,12 +602,12 @@ def format_bench(results: list[ModelBench], settings: BenchSettings) -> str:
 
 def _format_model(result: ModelBench) -> str:
     lines = [f"{result.label}  ({result.size_bytes / 1024:.0f} KiB)"]
-    lines.append(f"{'path':<16}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'max us':>10}{'steps/s':>11}")
+    lines.append(f"{'path':<16}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'max us':>10}{'mean steps/s':>14}")
     for name in PATHS:
         if name in result.paths:
             s = result.paths[name]
             lines.append(
-                f"{name:<16}{s.p50_us:>9.1f}{s.p90_us:>9.1f}{s.p99_us:>9.1f}{s.max_us:>10.1f}{s.steps_per_s:>11,.0f}"
+                f"{name:<16}{s.p50_us:>9.1f}{s.p90_us:>9.1f}{s.p99_us:>9.1f}{s.max_us:>10.1f}{s.steps_per_s:>14,.0f}"
             )
     lines += _format_ratios(result)
     lines += _format_fast_paths(result)
@@ -674,19 +678,24 @@ def plot_latency(results: list[ModelBench], path: str | os.PathLike) -> Path:
     for (histogram, cdf), result in zip(axes, results, strict=True):
         _plot_model(histogram, cdf, result)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
-    return Path(path)
+    return atomic_write_bytes(path, buffer.getvalue())  # an unwritable path: InputError naming it
 
 
 def _plot_model(histogram, cdf, result: ModelBench) -> None:
-    everything = np.concatenate(list(result.timings_us.values()))
+    timings = {name: result.timings_us[name] for name in PATHS if name in result.timings_us}
+    _plot_timings(histogram, cdf, Path(result.label).name, timings)
+
+
+def _plot_timings(histogram, cdf, title: str, timings: dict[str, np.ndarray]) -> None:
+    """Histogram and CDF of per-step latency, one line per entry of ``timings`` (microseconds)."""
+    everything = np.concatenate(list(timings.values()))
     low, high = np.percentile(everything, 0.1), np.percentile(everything, 99.9)
     bins = np.geomspace(max(low, 0.1), max(high, low * 1.01), 80)
-    for name in PATHS:
-        if name not in result.timings_us:
-            continue
-        values = np.sort(result.timings_us[name])
+    for name, timing in timings.items():
+        values = np.sort(timing)
         label = f"{name} (p50 {np.median(values):.1f} us)"
         histogram.hist(values, bins=bins, histtype="step", linewidth=1.4, label=label)
         cdf.plot(values, np.arange(1, len(values) + 1) / len(values), linewidth=1.4, label=name)
@@ -695,11 +704,35 @@ def _plot_model(histogram, cdf, result: ModelBench) -> None:
         ax.set_xlabel("step latency (us, log scale)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    name = Path(result.label).name
-    histogram.set_title(f"{name}: latency histogram")
-    cdf.set_title(f"{name}: latency CDF")
+    histogram.set_title(f"{title}: latency histogram")
+    cdf.set_title(f"{title}: latency CDF")
     histogram.legend(fontsize=8)
     cdf.legend(fontsize=8, loc="lower right")
+
+
+def _check_run_matches(
+    model: str | os.PathLike, run_dir: str | os.PathLike, torch_model, options: dict
+) -> None:
+    """Refuse a run directory whose model is not the one in ``model`` (another task, size or cell)."""
+    info = Stepper(model, **options).info
+    config = torch_model.config
+    if info is None:
+        raise InputError(f"--run: {model} has no edgernn metadata, so it has no run directory to compare")
+    wanted = (
+        info.cell,
+        info.num_layers,
+        info.hidden_size,
+        info.input.kind,
+        info.input.size,
+        info.output.size,
+    )
+    given = (
+        config.cell, config.num_layers, config.hidden_size, config.input_kind, config.input_size,
+        config.output_size,
+    )  # fmt: skip
+    if wanted != given or info.stacks:
+        names = "(cell, layers, hidden size, input kind, input size, output size)"
+        raise InputError(f"--run: {run_dir} holds a model {given} that is not {model}'s {wanted} {names}")
 
 
 def compare(
@@ -720,6 +753,7 @@ def compare(
             from edgernn.checkpoint import load_checkpoint
 
             torch_model = load_checkpoint(run_dir).model
+            _check_run_matches(model, run_dir, torch_model, settings.stepper_options)
         results = [bench_model(model, settings, torch_model=torch_model)]
     if plot is not None:
         try:
@@ -732,3 +766,105 @@ def compare(
         doc = {**docs[0], **context} if model is not None else {**context, "models": docs}
         return json.dumps(doc, indent=2)
     return format_bench(results, settings) + (f"\n\nwrote {plot}" if plot is not None else "")
+
+
+# --- several models side by side (edgernn bench A.onnx B.onnx, --no-baselines, --batch-size) -----------
+
+
+def compare_steppers(
+    models: list[str | os.PathLike],
+    settings: BenchSettings,
+    *,
+    batch_size: int = 1,
+    plot: str | os.PathLike | None = None,
+    as_json: bool = False,
+) -> str:
+    """What ``edgernn bench`` prints for models stepped side by side (e.g. float32 next to int8): each
+    stepper's step latency at ``batch_size``, interleaved in ``settings.rounds`` rounds so the ratios
+    hold, the file sizes, optionally a paced loop per model, and a plot with every model on one pair of
+    axes. Text table, or JSON (one model: its document; several: ``{"models": [...]}``)."""
+    paths = [Path(m) for m in models]
+    steppers = [Stepper(path, threads=settings.threads, **settings.stepper_options) for path in paths]
+    names = _unique_names(paths)
+    calls = {name: step_call(s, batch_size, settings.seed) for name, s in zip(names, steppers, strict=True)}
+    timings = _interleaved(calls, settings)
+    docs = []
+    for name, path, stepper in zip(names, paths, steppers, strict=True):
+        doc = {"model": str(path), "size_bytes": path.stat().st_size}
+        doc["stepper"] = stats_of(timings[name], settings.warmup).to_dict()
+        if settings.paced_hz:
+            paced = bench_paced(stepper, settings.paced_hz, steps=settings.steps, batch_size=batch_size)
+            doc["paced"] = paced.to_dict()
+        docs.append(doc)
+    if plot is not None:
+        _plot_side_by_side(timings, plot, batch_size)
+    context = {"batch_size": batch_size, "threads": settings.threads, "rounds": settings.rounds}
+    if as_json:
+        return json.dumps({**docs[0], **context} if len(docs) == 1 else {**context, "models": docs}, indent=2)
+    head = (
+        f"{', '.join(map(str, paths))}: {settings.steps} steps after {settings.warmup} warm-up, "
+        f"batch {batch_size}, {settings.threads} thread(s), interleaved in {settings.rounds} rounds"
+    )
+    lines = [head, format_side_by_side(docs)]
+    lines += [f"paced, {Path(d['model']).name}: {_paced_text(d['paced'])}" for d in docs if "paced" in d]
+    if plot is not None:
+        lines.append(f"wrote {plot}")
+    return "\n".join(lines)
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    """File names, or paths where names repeat, numbered where paths repeat too."""
+    names = [p.name for p in paths]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{name} ({i + 1})" for i, name in enumerate(names)]
+    return names
+
+
+def _paced_text(doc: dict[str, Any]) -> str:
+    latency, steps = doc["latency"], doc["latency"]["steps"]
+    return (
+        f"{doc['rate_hz']:g} Hz, {steps} steps: latency p50 {latency['p50_us']:.1f} / p99 {latency['p99_us']:.1f} us, "
+        f"deadline misses {doc['missed_deadlines']} ({100 * doc['missed_deadlines'] / steps:.2f}%)"
+    )
+
+
+def format_side_by_side(docs: list[dict[str, Any]]) -> str:
+    """One row per model; with several, the file size and p50 against the first model too. steps/s is
+    the mean rate (timed steps over their total time); the other columns are percentiles."""
+    several = len(docs) > 1
+    name = max(len(Path(d["model"]).name) for d in docs) + 2 if several else 10
+    head = f"{'model' if several else 'path':<{name}}" + ("" if not several else f"{'KiB':>9}")
+    lines = [
+        head
+        + f"{'p50 us':>10}{'p90 us':>10}{'p99 us':>10}{'max us':>10}{'mean steps/s':>14}"
+        + ("  p50 vs first" if several else "")
+    ]
+    first = docs[0]["stepper"]["p50_us"]
+    for d in docs:
+        s = d["stepper"]
+        label = Path(d["model"]).name if several else "stepper"
+        size = f"{d['size_bytes'] / 1024:>9.0f}" if several else ""
+        tail = f"  {s['p50_us'] / first:.2f}x" if several else ""
+        lines.append(
+            f"{label:<{name}}{size}{s['p50_us']:>10.1f}{s['p90_us']:>10.1f}{s['p99_us']:>10.1f}{s['max_us']:>10.1f}{s['steps_per_s']:>14,.0f}{tail}"
+        )
+    return "\n".join(lines)
+
+
+def _plot_side_by_side(timings: dict[str, np.ndarray], path: str | os.PathLike, batch_size: int) -> Path:
+    """One PNG: histogram and CDF of every model's step latency on shared axes (needs matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise InputError("--plot needs matplotlib (pip install 'edgernn[train]')") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (histogram, cdf) = plt.subplots(1, 2, figsize=(12, 3.8))
+    _plot_timings(histogram, cdf, f"{len(timings)} model(s), batch {batch_size}", timings)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)

@@ -14,8 +14,10 @@ from safetensors.torch import load_file, save
 
 from edgernn import __version__
 from edgernn.models import ModelConfig, RecurrentModel
+from edgernn.runtime.contract import MAX_HIDDEN_SIZE, MAX_LAYERS, MAX_SIZE
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.files import atomic_write_bytes, atomic_write_text
+from edgernn.runtime.untrusted import guarded, read_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -63,14 +65,11 @@ def save_checkpoint(
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         raise InputError(
             f"{path.parent}: no {path.name}; expected a run directory written by 'edgernn train'"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: {what} is not valid JSON ({exc})") from None
+        )
+    return read_json(path, what)
 
 
 def load_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
@@ -80,15 +79,16 @@ def load_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
         raise InputError(
             f"{run_dir}: expected a run directory written by 'edgernn train', found no directory"
         )
-    doc = _read_json(run_dir / CONFIG_FILE, "the run config")
+    config_path = run_dir / CONFIG_FILE
+    doc = _read_json(config_path, "the run config")
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
-        raise InputError(f"{run_dir / CONFIG_FILE}: expected an object with a 'model' section")
-    try:
+        raise InputError(f"{config_path}: expected an object with a 'model' section")
+    _check_run_config(config_path, doc)
+    with guarded(config_path, "the model config"):
         config = ModelConfig.from_dict(doc["model"])
-    except TypeError as exc:
-        raise InputError(f"{run_dir / CONFIG_FILE}: invalid model config ({exc})") from None
-    model = RecurrentModel(config)
-    _load_weights(model, run_dir / WEIGHTS_FILE)
+        model = RecurrentModel(config)
+    with guarded(run_dir / WEIGHTS_FILE, "the weights"):
+        _load_weights(model, run_dir / WEIGHTS_FILE)
     model.eval()
     vocab_path = run_dir / VOCAB_FILE
     vocabulary = _read_json(vocab_path, "the vocabulary") if vocab_path.exists() else None
@@ -99,6 +99,25 @@ def load_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
     metrics_path = run_dir / METRICS_FILE
     metrics = _read_json(metrics_path, "the metrics") if metrics_path.exists() else {}
     return Checkpoint(model, str(doc.get("task", "")), vocabulary, doc.get("train") or {}, metrics)
+
+
+def _check_run_config(path: Path, doc: dict) -> None:
+    """The fields beside ``model`` that a run's consumers read: ``task`` one of the known tasks, ``train``
+    an object, and sizes no model edgernn trains has (a config.json edited to hidden_size 10**6 would
+    otherwise allocate terabytes before anything else is checked)."""
+    from edgernn.tasks import TASKS  # the task registry lives with the training side
+
+    task = doc.get("task")
+    if task is not None and task not in TASKS:
+        raise InputError(f"{path}: task: expected one of {', '.join(TASKS)}, got {task!r:.60}")
+    if not isinstance(doc.get("train", {}), dict):
+        raise InputError(f"{path}: train: expected an object, got {type(doc['train']).__name__}")
+    limits = {"hidden_size": MAX_HIDDEN_SIZE, "num_layers": MAX_LAYERS, "input_size": MAX_SIZE}
+    limits |= {"output_size": MAX_SIZE, "embedding_size": MAX_HIDDEN_SIZE}
+    for name, limit in limits.items():
+        value = doc["model"].get(name)
+        if isinstance(value, int) and value > limit:
+            raise InputError(f"{path}: model.{name}: expected at most {limit}, got {value!r:.40}")
 
 
 def _load_weights(model: RecurrentModel, path: Path) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from edgernn import __version__
 from edgernn.runtime.contract import QUANTIZATION_MODES
-from edgernn.runtime.errors import EdgeRNNError, ParityError
+from edgernn.runtime.errors import EdgeRNNError, InputError, ParityError
 
 
 class _Group(click.Group):
@@ -62,6 +63,21 @@ def cli() -> None:
     """
 
 
+class _FiniteFloat(click.ParamType):
+    """A float that is a number: click's float type takes "nan" and "inf"."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"expected a finite number, got {value!r}", param, ctx)
+        return number
+
+
+FINITE_FLOAT = _FiniteFloat()
+
+
 def _names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
@@ -74,8 +90,7 @@ def _names(text: str | None) -> list[str] | None:
 @click.option(
     "--task",
     type=click.Choice(["charlm", "forecast", "anomaly", "classify", "steplabels"]),
-    default="charlm",
-    show_default=True,
+    help="Default: inferred from DATA (.csv forecast, .ts classify, text charlm); refused when ambiguous.",
 )
 @click.option(
     "--columns",
@@ -88,9 +103,13 @@ def _names(text: str | None) -> list[str] | None:
 @click.option(
     "--cell", type=click.Choice(["gru", "lstm", "rnn_tanh", "rnn_relu"]), default="gru", show_default=True
 )
-@click.option("--hidden-size", type=click.IntRange(min=1), help="Default: 256 for charlm, 64 otherwise.")
+@click.option(
+    "--hidden-size", type=click.IntRange(min=1), help="Default: 256 charlm, 32 anomaly, 64 otherwise."
+)
 @click.option("--num-layers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--embedding-size", type=click.IntRange(min=1), help="Token embedding size (charlm).")
+@click.option(
+    "--embedding-size", type=click.IntRange(min=1), help="Token embedding size (charlm; default 64)."
+)
 @click.option(
     "--dropout",
     type=click.FloatRange(0.0, 1.0, max_open=True),
@@ -102,17 +121,35 @@ def _names(text: str | None) -> list[str] | None:
     "--minutes",
     "budget_minutes",
     type=click.FloatRange(min=0, min_open=True),
-    help="Time budget (default 2 unless --steps).",
+    help="Time budget (default 2 unless --steps). With --resume: minutes more.",
 )
-@click.option("--steps", "max_steps", type=click.IntRange(min=1), help="Step budget.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Streams (series) or sequences per step.")
-@click.option("--seq-len", type=click.IntRange(min=2), help="Truncated-BPTT chunk length (series tasks).")
+@click.option(
+    "--steps", "max_steps", type=click.IntRange(min=1), help="Step budget. With --resume: steps more."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Streams (series) or sequences per step (default: 32 charlm, 16 classify, 8 otherwise).",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(min=2),
+    help="Truncated-BPTT chunk length of series tasks (default: 128 charlm, 32 otherwise).",
+)
 @click.option(
     "--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True
 )
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
-@click.option("--eval-every", type=click.IntRange(min=1), help="Validate every N steps.")
-@click.option("--patience", type=click.IntRange(min=1), help="Stop after N validations without improvement.")
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=1),
+    help="Validate every N steps (default: 200 charlm, 100 otherwise).",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    help="Stop after N validations without improvement (default: never).",
+)
 @click.option(
     "--checkpoint-every",
     type=click.IntRange(min=1),
@@ -125,67 +162,97 @@ def _names(text: str | None) -> list[str] | None:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torch threads; 1 holds up when the machine is busy, where more make every step slower (docs/training.md).",
+)
+@click.option(
     "--resume",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Continue this run directory exactly.",
+    help="Continue this run directory exactly (--steps N / --minutes M: that much more).",
 )
+@click.option("--overwrite", is_flag=True, help="Replace a run already in RUN_DIR (refused without it).")
 @click.option(
     "--tensorboard", type=click.Path(file_okay=False, path_type=Path), help="Write TensorBoard logs here."
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="Print nothing but the summary (no progress, no notes).")
 def train(
-    data, run_dir, task, columns, targets, label_column, resume, tensorboard, quiet, **settings
+    data, run_dir, task, columns, targets, label_column, resume, overwrite, tensorboard, quiet, **settings
 ) -> None:
     """Train a model on DATA and write a run directory (best weights, metrics, loss curves, resume state).
+
+    The task is inferred from DATA unless --task names it; an existing run in RUN_DIR is refused unless
+    --overwrite. Progress goes to stderr (a bar on a terminal, a line every 5% elsewhere); the summary to
+    stdout.
 
     \b
     Examples:
       edgernn train examples/data/tinyshakespeare.txt -o runs/shakespeare --minutes 2
-      edgernn train examples/data/japanese_vowels_train.ts --task classify -o runs/vowels --steps 600
+      edgernn train examples/data/japanese_vowels_train.ts -o runs/vowels --steps 600
+      edgernn train readings.csv -o runs/readings --columns temperature,pressure --targets temperature
       edgernn train examples/data/ucr_internalbleeding16_train.csv --task anomaly -o runs/bleeding --steps 400
-      edgernn train --resume runs/shakespeare --minutes 4
+      edgernn train examples/data/ucr_internalbleeding16_test.csv --task steplabels --label-column is_anomaly -o runs/labels
+      edgernn train --resume runs/shakespeare --minutes 4     # four minutes more
       torchrun --nproc_per_node=2 -m edgernn train data.txt -o runs/ddp --steps 500
     """
-    from edgernn.train import configs_for, resume_training, train_task
+    train_module = _train_extra("train", "edgernn.train")
+    from edgernn.report import format_training
 
-    progress = not quiet
-    if resume:
-        result = resume_training(
-            resume,
-            max_steps=settings["max_steps"],
-            budget_minutes=settings["budget_minutes"],
-            progress=progress,
-            tensorboard=tensorboard,
-        )
-    else:
-        if data is None or run_dir is None:
-            raise click.UsageError("give DATA and -o RUN_DIR (or --resume RUN_DIR)")
-        model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
-        model_config, train_config = configs_for(task, {k: settings.pop(k) for k in model_keys}, settings)
-        options = {"columns": _names(columns), "targets": _names(targets), "label_column": label_column}
-        options = {k: v for k, v in options.items() if v}
-        result = train_task(
-            task,
-            data,
-            run_dir,
-            model_config,
-            train_config,
-            data_options=options,
-            progress=progress,
-            tensorboard=tensorboard,
-        )
-    click.echo(_summary(result))
+    if resume and (data is not None or run_dir is not None):
+        raise click.UsageError("--resume RUN_DIR continues that run: give no DATA or -o")
+    if not resume and (data is None or run_dir is None):
+        raise click.UsageError("give DATA and -o RUN_DIR (or --resume RUN_DIR)")
+    with warnings.catch_warnings():
+        if quiet:  # the summary carries the warning
+            warnings.simplefilter("ignore", train_module.FewStepsWarning)
+        if resume:
+            result = train_module.resume_training(
+                resume,
+                more_steps=settings["max_steps"],
+                more_minutes=settings["budget_minutes"],
+                threads=settings["threads"],
+                progress=not quiet,
+                tensorboard=tensorboard,
+            )
+        else:
+            options = {"columns": _names(columns), "targets": _names(targets), "label_column": label_column}
+            result = _train_new(train_module, task, data, run_dir, {k: v for k, v in options.items() if v},
+                                settings, progress=not quiet, tensorboard=tensorboard, overwrite=overwrite)  # fmt: skip
+    click.echo(format_training(result.run_dir, result.metrics))
 
 
-def _summary(result) -> str:
-    m = result.metrics
-    accuracy = (
-        f", validation accuracy {m['best_val_accuracy']:.4f}" if m["best_val_accuracy"] is not None else ""
+def _train_new(train_module, task, data, run_dir, options, settings, **keywords):
+    """Defaults for the task (inferred when not given: train_task infers it again and says so)."""
+    inferred = task or train_module.infer_task(data, **options)[0]
+    model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
+    model_config, train_config = train_module.configs_for(
+        inferred, {k: settings.pop(k) for k in model_keys}, settings
     )
-    return (
-        f"{result.run_dir}: {m['task']}, {m['parameters']:,} parameters, {m['steps']} steps in {m['minutes']:.1f} min, "
-        f"best validation loss {m['best_val_loss']:.4f}{accuracy}"
+    return train_module.train_task(
+        task, data, run_dir, model_config, train_config, data_options=options, **keywords
     )
+
+
+_TRAIN_EXTRA = {"torch", "onnx", "onnxscript", "onnx_ir", "safetensors", "tqdm", "matplotlib"}
+
+
+def _train_extra(command: str, module: str, *names: str):
+    """Import a module of the train extra (and take ``names`` from it, which may import more), or say in
+    one line (exit 2) what to install."""
+    import importlib
+
+    try:
+        imported = importlib.import_module(module)
+        return tuple(getattr(imported, name) for name in names) if names else imported
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in _TRAIN_EXTRA:
+            raise
+        raise InputError(
+            f"edgernn {command} needs the train extra ({missing} is not installed): pip install 'edgernn[train]'"
+        ) from None
 
 
 @cli.command()
@@ -203,7 +270,7 @@ def _summary(result) -> str:
     type=click.Choice(["none", *QUANTIZATION_MODES]),
     default="none",
     show_default=True,
-    help="Weights as int8 (4x smaller), fp16 (2x) or int4 (about 6x; onnxruntime contrib ops).",
+    help="Weights as int8 (about 3.5-4x smaller), fp16 (2x) or int4 (about 4-5x; onnxruntime contrib ops).",
 )
 @click.option(
     "--int8-method",
@@ -216,9 +283,9 @@ def _summary(result) -> str:
 )
 @click.option(
     "--tolerance",
-    type=float,
+    type=FINITE_FLOAT,
     help="Metric change a quantized model may show (default +0.02 nats for language models, -1 point of "
-    "accuracy for classifiers, +2%% RMSE for regressors).",
+    "accuracy for classifiers, +2% RMSE for regressors).",
 )
 @click.option(
     "--force", is_flag=True, help="Write a quantized model even if the metric or drift check fails."
@@ -242,7 +309,7 @@ def export(run_dir, path, quantize, int8_method, tolerance, force, data_path, as
       edgernn export runs/shakespeare -o shakespeare.onnx
       edgernn export runs/shakespeare -o shakespeare-int8.onnx --quantize int8
     """
-    from edgernn.export import QuantizeConfig, export_run
+    QuantizeConfig, export_run = _train_extra("export", "edgernn.export", "QuantizeConfig", "export_run")
     from edgernn.report import export_document, format_export
 
     if quantize == "none" and (force or tolerance is not None or data_path):
@@ -288,7 +355,7 @@ def inspect(model, as_json) -> None:
     help="0 picks the likeliest.",
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample from the k likeliest only.")
-@click.option("--seed", type=int, default=None, help="Seed for repeatable text.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for repeatable text.")
 def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
     """Write text with a character model through the stepper (no torch needed).
 
@@ -337,6 +404,7 @@ def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
 @click.option("--state", "state_map", multiple=True, help="Foreign models: STATE_IN=STATE_OUT (repeat).")
 @click.option("--constant", "constants", multiple=True, help="Foreign models: INPUT=NUMBER (repeat).")
 @click.option("--state-shape", "state_shapes", multiple=True, help="Foreign models: STATE=2,batch,128.")
+@click.option("--data-shape", help="Foreign models: the data input's shape, e.g. batch,512 (others refused).")
 @_json_option
 def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_hz, plot, as_json, **foreign):
     """Measure per-step latency: p50/p90/p99/max and steps/s, measured side by side in one run.
@@ -352,28 +420,51 @@ def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_
     Examples:
       edgernn bench --plot latency.png
       edgernn bench shakespeare.onnx --run runs/shakespeare --paced 1000 --json
-      edgernn bench shakespeare.onnx shakespeare-int8.onnx
+      edgernn bench shakespeare.onnx shakespeare-int8.onnx --plot side-by-side.png --paced 1000
       edgernn bench silero_vad.onnx --state state=stateN --constant sr=16000
     """
-    options = _stepper_options(**foreign)
-    if len(models) > 1 or batch_size > 1 or not baselines:
-        if not models or run_dir or paced_hz or plot:
-            raise click.UsageError("--run, --paced and --plot compare one model (or the reference models)")
-        _bench_steppers(models, steps, warmup, batch_size, threads, as_json, options)
-        return
-    from edgernn.benchmark import BenchSettings, compare
+    from edgernn.benchmark import BenchSettings, compare, compare_steppers
 
+    options = _stepper_options(**foreign)
+    if not options:
+        _refuse_foreign_without_flags(models)
     settings = BenchSettings(steps=steps, warmup=warmup, threads=threads, paced_hz=paced_hz)
     settings.stepper_options = options
+    if len(models) > 1 or batch_size > 1 or not baselines:
+        if not models:
+            raise click.UsageError("--no-baselines and --batch-size time the models you name: give MODEL ...")
+        if run_dir:
+            raise click.UsageError(
+                "--run gives the baselines their weights: one MODEL, batch 1, with baselines"
+            )
+        click.echo(compare_steppers(models, settings, batch_size=batch_size, plot=plot, as_json=as_json))
+        return
     click.echo(compare(models[0] if models else None, settings, run_dir=run_dir, plot=plot, as_json=as_json))
 
 
-def _stepper_options(state_map, constants, state_shapes) -> dict:
-    """--state/--constant/--state-shape as Stepper's keyword arguments (only those given)."""
+def _refuse_foreign_without_flags(models) -> None:
+    """A model without edgernn metadata needs its state named: say so with this command's flags."""
+    from edgernn.runtime import describe
+
+    for model in models:
+        doc = describe(model)
+        if doc["edgernn"] is None:
+            inputs = ", ".join(a["name"] for a in doc["inputs"])
+            outputs = ", ".join(a["name"] for a in doc["outputs"])
+            raise click.UsageError(
+                f"{model} has no edgernn metadata, so its state inputs must be named: --state IN=OUT for each "
+                f"(e.g. --state state=stateN), --constant NAME=NUMBER for fixed inputs (e.g. --constant sr=16000), "
+                f"--state-shape NAME=2,batch,128 where a shape is unknown. Inputs: {inputs}; outputs: {outputs}"
+            )
+
+
+def _stepper_options(state_map, constants, state_shapes, data_shape=None) -> dict:
+    """--state/--constant/--state-shape/--data-shape as Stepper's keyword arguments (only those given)."""
     options = {
         "state_map": dict(_pair(item, "--state", str) for item in state_map),
         "constants": dict(_pair(item, "--constant", _number) for item in constants),
         "state_shapes": dict(_pair(item, "--state-shape", _dims) for item in state_shapes),
+        "data_shape": _data_shape(data_shape) if data_shape else None,
     }
     return {key: value for key, value in options.items() if value}
 
@@ -396,47 +487,13 @@ def _dims(text: str) -> list[int | str]:
     return [d if d == "batch" else int(d) for d in text.split(",")]
 
 
-def _bench_steppers(models, steps, warmup, batch_size, threads, as_json, options) -> None:
-    from edgernn.runtime import Stepper, bench_side_by_side
-
-    steppers = [Stepper(model, threads=threads, **options) for model in models]
-    all_stats = bench_side_by_side(steppers, steps=steps, warmup=warmup, batch_size=batch_size)
-    docs = [
-        {"model": str(m), "size_bytes": m.stat().st_size, "stepper": s.to_dict()}
-        for m, s in zip(models, all_stats, strict=True)
-    ]
-    settings = {"batch_size": batch_size, "threads": threads}
-    if as_json:
-        click.echo(
-            json.dumps({**docs[0], **settings} if len(docs) == 1 else {**settings, "models": docs}, indent=2)
-        )
-        return
-    click.echo(
-        f"{', '.join(map(str, models))}: {steps} steps after {warmup} warm-up, batch {batch_size}, {threads} thread(s)"
-    )
-    click.echo(_bench_table(docs))
-
-
-def _bench_table(docs: list[dict]) -> str:
-    """One row per model; with several, the file size and p50 against the first model too."""
-    several = len(docs) > 1
-    name = max(len(Path(d["model"]).name) for d in docs) + 2 if several else 10
-    head = f"{'model' if several else 'path':<{name}}" + ("" if not several else f"{'KiB':>9}")
-    lines = [
-        head
-        + f"{'p50 us':>10}{'p90 us':>10}{'p99 us':>10}{'max us':>10}{'steps/s':>12}"
-        + ("  p50 vs first" if several else "")
-    ]
-    first = docs[0]["stepper"]["p50_us"]
-    for d in docs:
-        s = d["stepper"]
-        label = Path(d["model"]).name if several else "stepper"
-        size = f"{d['size_bytes'] / 1024:>9.0f}" if several else ""
-        tail = f"  {s['p50_us'] / first:.2f}x" if several else ""
-        lines.append(
-            f"{label:<{name}}{size}{s['p50_us']:>10.1f}{s['p90_us']:>10.1f}{s['p99_us']:>10.1f}{s['max_us']:>10.1f}{s['steps_per_s']:>12,.0f}{tail}"
-        )
-    return "\n".join(lines)
+def _data_shape(text: str) -> list[int | str]:
+    try:
+        return _dims(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected sizes such as batch,512, got {text!r}", param_hint="--data-shape"
+        ) from None
 
 
 @cli.command()
@@ -465,7 +522,7 @@ def _bench_table(docs: list[dict]) -> str:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="c int8: real data for the task-metric check.",
 )
-@click.option("--tolerance", type=float, help="c int8: metric change allowed (as export --tolerance).")
+@click.option("--tolerance", type=FINITE_FLOAT, help="c int8: metric change allowed (as export --tolerance).")
 @click.option(
     "--force", is_flag=True, default=None, help="c int8: write past a failed metric or drift check."
 )
@@ -584,8 +641,8 @@ def quantize(model, path, mode, data_path, int8_method, tolerance, force, as_jso
       edgernn quantize shakespeare.onnx -o shakespeare-int8.onnx --mode int8 --data examples/data/tinyshakespeare.txt
       edgernn quantize sensor.onnx -o sensor-fp16.onnx --mode fp16 --data readings.csv --json
     """
-    from edgernn.export import QuantizeConfig
-    from edgernn.export.exporter import quantize_file
+    (QuantizeConfig,) = _train_extra("quantize", "edgernn.export", "QuantizeConfig")
+    (quantize_file,) = _train_extra("quantize", "edgernn.export.exporter", "quantize_file")
     from edgernn.report import export_document, format_export
 
     config = QuantizeConfig(mode, int8_method, tolerance=tolerance, force=force)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from edgernn.runtime import describe
@@ -11,8 +12,8 @@ from edgernn.runtime import describe
 def weight_table(path: str | os.PathLike) -> list[dict[str, Any]] | None:
     """Every initializer: name, stored dtype, shape, bytes, and what it is.
 
-    ``role`` is ``weight``, ``scale`` or ``zero point`` (quantization parameters) or ``constant`` (indices,
-    shapes); ``precision`` is how a weight's numbers are held (``int4`` for 4-bit weights packed two to a
+    ``role`` is ``weight``, ``scale`` or ``zero point`` (quantization parameters), ``normalisation`` (the
+    training split's mean and std, applied in the graph) or ``constant`` (indices, shapes); ``precision`` is how a weight's numbers are held (``int4`` for 4-bit weights packed two to a
     uint8 byte, with their block size); ``parameters`` counts a weight's numbers (packed ones unpacked).
     None where onnx is not installed.
     """
@@ -58,7 +59,12 @@ def _weight_row(init: Any, packed: tuple[str, int] | None) -> dict[str, Any]:
     }
 
 
+_NORMALISATION = {"input.mean", "input.std", "output.mean", "output.std"}
+
+
 def _role(name: str, dtype: Any) -> str:
+    if name in _NORMALISATION:
+        return "normalisation"  # training statistics, not trained: outside the parameter count, as in train
     # onnxruntime's quantizers name the parameters they add after the tensor they belong to.
     if name.endswith(("_scale", "_scales")):
         return "scale"
@@ -95,7 +101,10 @@ def format_description(doc: dict[str, Any]) -> str:
     lines = [f"{doc['path']}: {doc['size_bytes']:,} bytes"]
     meta = doc["edgernn"]
     if meta is None:
-        lines.append("not an edgernn model (no edgernn metadata): run it with Stepper(..., state_map=...)")
+        lines.append(
+            "not an edgernn model (no edgernn metadata): name its state pairs to run it, e.g. "
+            "edgernn bench MODEL --state IN=OUT [--constant NAME=NUMBER] (Python: Stepper(MODEL, state_map={IN: OUT}))"
+        )
     else:
         inp, out = meta["input"], meta["output"]
         lines.append(
@@ -109,6 +118,7 @@ def format_description(doc: dict[str, Any]) -> str:
         )
         pairs = ", ".join(f"{s['input']} -> {s['output']} (initial {s['initial']:g})" for s in meta["states"])
         lines.append(f"state: {pairs}")
+        lines += _task_lines(meta)
         if meta.get("quantization"):
             lines += _quantization_lines(meta["quantization"])
     lines.append("inputs:")
@@ -120,6 +130,56 @@ def format_description(doc: dict[str, Any]) -> str:
         for w in doc["weights"]:
             shape = "x".join(str(d) for d in w["shape"]) or "scalar"
             lines.append(f"  {w['name']:<28} {w['precision']:<30} {shape:<12} {w['bytes']:>10,} B")
+    return "\n".join(lines)
+
+
+def _names_text(names: list, limit: int = 12) -> str:
+    shown = ", ".join(str(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _task_lines(meta: dict[str, Any]) -> list[str]:
+    """What the task metadata says each input column and output is (``Stepper.info.extra`` in Python)."""
+    task = meta.get("task")
+    lines = [f"task: {task}" if task else "task: not recorded (a model exported from your own module)"]
+    if meta.get("columns"):
+        lines.append(f"  x columns, in order: {_names_text(meta['columns'])}")
+    if meta.get("targets"):
+        unit = " (values in the columns' own units)" if meta["output"]["kind"] == "values" else ""
+        lines.append(f"  y: {_names_text(meta['targets'])}, one step ahead{unit}")
+    if meta.get("classes"):
+        lines.append(f"  y: a logit per class, in order: {_names_text(meta['classes'])}")
+    if meta.get("label_column"):
+        lines.append(f"  labels from column: {meta['label_column']}")
+    if meta.get("anomaly"):
+        lines.append("  anomaly score: |prediction error| / residual_std per column (AnomalyScorer)")
+    if meta["input"].get("vocabulary") and task in (None, "charlm"):
+        lines.append("  x: a token id (index into the vocabulary); y: a logit per token")
+    return lines
+
+
+def format_training(run_dir: Any, m: dict[str, Any]) -> str:
+    """``edgernn train``'s summary of ``metrics.json``: the result, the data it was trained on, what the
+    loss measures, and any warning."""
+    accuracy = (
+        f", validation accuracy {m['best_val_accuracy']:.4f}" if m["best_val_accuracy"] is not None else ""
+    )
+    lines = [
+        f"{run_dir}: {m['task']}, {m['parameters']:,} parameters, {m['steps']} steps in {m['minutes']:.1f} min, "
+        f"best validation loss {m['best_val_loss']:.4f}{accuracy}"
+    ]
+    lines.append(f"  validation loss: {m['loss']}")
+    unit = m["split_unit"]
+    lines.append(
+        f"  data: {m['data']}: {m['train_size']:,} training {unit}, {m['validation_size']:,} validation {unit}"
+    )
+    if m.get("columns"):
+        lines.append(f"  columns used, in order: {_names_text(m['columns'])}")
+    if m.get("targets"):
+        lines.append(f"  targets: {_names_text(m['targets'])}")
+    if m.get("classes"):
+        lines.append(f"  classes: {_names_text(m['classes'])}")
+    lines += [f"warning: {w}" for w in m.get("warnings", [])[-1:]]
     return "\n".join(lines)
 
 
@@ -147,12 +207,13 @@ def _check_lines(checks: dict[str, Any]) -> list[str]:
         return []
     one, loop, m = checks["one_step"], checks["closed_loop"], checks["metric"]
     drift = ", ".join(f"{k} {v[0]:.3g} -> {v[1]:.3g}" for k, v in loop.items() if isinstance(v, list))
+    change = "points" if m["unit"] == "%" else m["unit"]  # a change of a percentage is in points
     others = ", ".join(f"{k} {v:.3g}" for k, v in one.items() if k not in ("y", "y_relative"))
     lines = [
         f"  one step vs float32: max |error| y {one['y']:.3g} ({100 * one['y_relative']:.2g}% of max |y|), {others}",
         f"  closed loop, {loop['steps']} steps, RMS error first -> last {loop['window']} steps: {drift}",
-        f"  {m['name']}: {m['float32']:.4f} float32 -> {m['quantized']:.4f} "
-        f"({m['quantized'] - m['float32']:+.4f} {m['unit']}, tolerance {m['tolerance']:+.4f}) on {m['data']}",
+        f"  {m['name']}: {m['float32']:.4f} {m['unit']} float32 -> {m['quantized']:.4f} {m['unit']} "
+        f"({m['quantized'] - m['float32']:+.4f} {change}, tolerance {m['tolerance']:+.4f} {change}) on {m['data']}",
     ]
     if checks.get("forced"):
         lines.append("  FORCED past: " + "; ".join(checks["failures"]))
@@ -170,6 +231,7 @@ def export_document(report: Any) -> dict[str, Any]:
         else None,  # None: quantized from a verified file (edgernn quantize)
         "tolerances": parity.tolerances if parity else None,
     }
+    doc["files"] = [str(report.path), *([str(report.chunk_path)] if report.chunk_path else [])]
     if report.quantization is not None:
         doc["float32_size_bytes"] = report.float32_size_bytes
         doc["quantization"] = report.quantization
@@ -188,8 +250,18 @@ def format_export(report: Any) -> str:
         atol, rtol = parity.tolerances[check]
         worst = ", ".join(f"{name} {err:.2e}" for name, err in errors.items())
         lines.append(f"  {check:<12} max |error|: {worst}  (atol {atol:g}, rtol {rtol:g})")
+    if report.chunk_path is not None:
+        lines.append(_chunk_line(report))
     if report.quantization is not None:
         ratio = report.float32_size_bytes / report.size_bytes
         lines.append(f"{ratio:.2f}x smaller than float32 ({report.float32_size_bytes:,} bytes)")
         lines += _quantization_lines(report.quantization)
     return "\n".join(lines)
+
+
+def _chunk_line(report: Any) -> str:
+    chunk = Path(report.chunk_path)
+    return (
+        f"wrote {chunk} ({chunk.stat().st_size:,} bytes), its chunk graph ({report.info.chunk_steps} steps per "
+        f"call, paired by checksum): Stepper.run uses it for long sequences; ship both files together"
+    )

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgernn.data import build_vocabulary, encode, read_text, split_train_validation
 from edgernn.runtime.errors import InputError
+from edgernn.runtime.untrusted import reads_untrusted
 
 if TYPE_CHECKING:  # the file readers serve torch-free commands (edgernn eval): tasks import torch inside
     import torch
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # the file readers serve torch-free commands (edgernn eval): 
 TASKS = ("charlm", "forecast", "anomaly", "classify", "steplabels")
 _SKIPPED_COLUMNS = {"timestamp", "time", "date", "datetime", "index"}
 _LABEL_COLUMNS = {"is_anomaly", "label", "labels", "class", "target_label"}
+_ID_COLUMNS = {"series_id", "sequence_id", "case_id", "utterance_id"}
+MIN_VALIDATION_CASES = 20  # classify: fewer validation cases make the kept model a matter of luck
 
 
 @dataclass
@@ -46,6 +49,24 @@ class TaskData:
     @property
     def is_series(self) -> bool:
         return self.task != "classify"
+
+    @property
+    def split_sizes(self) -> tuple[int, int]:
+        """Training and validation sizes: rows (steps) of a series, or sequences."""
+        if self.is_series:
+            return len(self.train[0]), len(self.validation[0])
+        return len(self.train), len(self.validation)
+
+    @property
+    def loss_description(self) -> str:
+        """What the validation loss measures, in words."""
+        if self.loss == "mse":
+            return "MSE of the targets normalised by their training mean and std (1.0: as good as the mean)"
+        if self.task == "charlm":
+            return "cross-entropy, nats per character"
+        if self.task == "classify":
+            return "cross-entropy of the class after each sequence's last step, nats per sequence"
+        return "cross-entropy, nats per step"
 
 
 # --- text --------------------------------------------------------------------------------------------
@@ -78,10 +99,22 @@ def charlm_task(path: str | os.PathLike, validation_fraction: float = 0.1) -> Ta
 
 @dataclass
 class Table:
-    """Numeric columns of a CSV file, by name."""
+    """Numeric columns of a CSV file, by name; ``text`` holds the other columns (ids, text labels)."""
 
     path: Path
     columns: dict[str, np.ndarray]
+    text: dict[str, list[str]] = field(default_factory=dict)
+
+    def labels(self, name: str, what: str = "label") -> list[str]:
+        """A column as one string per row, numeric or text: whole numbers without a decimal point."""
+        if name in self.columns:
+            values = self.columns[name]
+            return [str(int(v)) if v == int(v) else repr(float(v)) for v in values.tolist()]
+        if name in self.text:
+            return self.text[name]
+        raise InputError(
+            f"{self.path}: no {what} column {name!r}; columns are {sorted({**self.columns, **self.text})}"
+        )
 
     def pick(self, names: list[str]) -> np.ndarray:
         missing = [n for n in names if n not in self.columns]
@@ -92,6 +125,7 @@ class Table:
         return np.stack([self.columns[n] for n in names], axis=1).astype(np.float32)  # (N, len(names))
 
 
+@reads_untrusted("the data file")
 def read_csv(path: str | os.PathLike) -> Table:
     """Read a CSV with a header; keep the columns whose every value is a finite number."""
     path = Path(path)
@@ -108,15 +142,16 @@ def read_csv(path: str | os.PathLike) -> Table:
     bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
     if bad:
         raise InputError(f"{path}: expected {len(header)} fields per row, rows {bad[:5]} differ")
-    columns = {}
+    columns, text = {}, {}
     for j, name in enumerate(header):
         try:
             values = np.array([float(row[j]) for row in body], dtype=np.float64)
         except ValueError:
-            continue  # text column (a date, an id): not a feature
+            text[name.strip()] = [row[j].strip() for row in body]  # a date, an id, a text label
+            continue
         if np.isfinite(values).all():
             columns[name.strip()] = values
-    return Table(path, columns)
+    return Table(path, columns, text)
 
 
 def _default_inputs(table: Table, exclude: set[str]) -> list[str]:
@@ -205,23 +240,22 @@ def steplabels_task(
     import torch
 
     table = read_csv(path)
-    if label_column not in table.columns:
-        raise InputError(
-            f"{table.path}: no numeric label column {label_column!r}; numeric columns are {sorted(table.columns)}"
-        )
+    raw_labels = table.labels(label_column)
     columns = columns or _default_inputs(table, {label_column})
-    raw_labels = table.columns[label_column]
-    classes = sorted({int(v) for v in raw_labels}) if np.all(raw_labels == np.round(raw_labels)) else None
-    if classes is None or len(classes) < 2:
-        raise InputError(f"{table.path}: label column {label_column!r} must hold at least 2 integer classes")
-    labels = torch.from_numpy(np.searchsorted(classes, raw_labels.astype(np.int64)))
+    classes = sorted(set(raw_labels), key=_natural_key)
+    if len(classes) < 2:
+        raise InputError(
+            f"{table.path}: label column {label_column!r} must hold at least 2 classes, found {classes}"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    labels = torch.tensor([index[label] for label in raw_labels], dtype=torch.int64)
     features = table.pick(columns)
     cut = _split_series(len(features), validation_fraction)
     mean, std = _stats(features[:cut])
     x = torch.from_numpy(features)
     counts = torch.bincount(labels[:cut], minlength=len(classes)).clamp(min=1).float()
     fields = _classifier_fields(len(columns), len(classes), mean, std)
-    metadata = {"columns": columns, "label_column": label_column, "classes": [str(c) for c in classes]}
+    metadata = {"columns": columns, "label_column": label_column, "classes": classes}
     return TaskData(
         "steplabels", "cross_entropy", fields, train=(x[:cut], labels[:cut]), validation=(x[cut:], labels[cut:]),
         metadata=metadata, class_weights=(counts.sum() / counts) / len(classes),
@@ -231,6 +265,7 @@ def steplabels_task(
 # --- sequence classification ---------------------------------------------------------------------------
 
 
+@reads_untrusted("the data file")
 def read_ts(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
     """A UEA/UCR ``.ts`` file: ``@`` header lines, then one case per line, dimensions split by ``:``,
     values by ``,``, the class label last. Returns sequences ``(T_i, dims)`` float32 and labels."""
@@ -270,20 +305,15 @@ def read_ts(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
 def read_sequences_csv(path: str | os.PathLike, id_column: str, label_column: str, columns: list[str] | None):
     """A CSV with one row per step: a sequence id column, feature columns and a label per sequence."""
     table = read_csv(path)
-    for name in (id_column, label_column):
-        if name not in table.columns:
-            raise InputError(
-                f"{table.path}: no numeric column {name!r}; numeric columns are {sorted(table.columns)}"
-            )
+    ids = np.array(table.labels(id_column, "sequence id"))
+    labels = table.labels(label_column)
     columns = columns or _default_inputs(table, {id_column, label_column})
-    features, ids, labels = table.pick(columns), table.columns[id_column], table.columns[label_column]
+    features = table.pick(columns)
     sequences, sequence_labels = [], []
     for sid in dict.fromkeys(ids.tolist()):  # in order of first appearance
-        rows = ids == sid
+        rows = np.flatnonzero(ids == sid)
         sequences.append(features[rows])
-        sequence_labels.append(
-            str(int(labels[rows][-1])) if labels[rows][-1] == int(labels[rows][-1]) else str(labels[rows][-1])
-        )
+        sequence_labels.append(labels[rows[-1]])  # a label per sequence: its last row's
     return sequences, sequence_labels, columns
 
 
@@ -294,8 +324,14 @@ def classify_task(
     id_column: str = "series_id",
     label_column: str = "label",
     columns: list[str] | None = None,
+    min_validation_cases: int = MIN_VALIDATION_CASES,
 ) -> TaskData:
-    """Sequence classification from a ``.ts`` file or a CSV (id column, features, label column)."""
+    """Sequence classification from a ``.ts`` file or a CSV (id column, features, label column).
+
+    The validation cases are a stratified sample (every class in its share); on a small data set the
+    validation share grows past ``validation_fraction`` to ``min_validation_cases`` (at most a quarter
+    of the cases), so that the model kept is not picked on a handful of cases.
+    """
     import torch
 
     if str(path).endswith(".ts"):
@@ -307,7 +343,9 @@ def classify_task(
     if len(classes) < 2:
         raise InputError(f"{path}: expected at least 2 classes, found {classes}")
     index = {c: i for i, c in enumerate(classes)}
-    order, n_val = case_order(len(sequences), validation_fraction, seed)
+    order, n_val = case_order(
+        [index[label] for label in labels], validation_fraction, seed, min_validation_cases
+    )
     cases = [(torch.from_numpy(sequences[i]), index[labels[i]]) for i in order]
     mean, std = _stats(np.concatenate([s for s, _ in cases[n_val:]]))
     fields = _classifier_fields(len(columns), len(classes), mean, std)
@@ -317,11 +355,33 @@ def classify_task(
     )
 
 
-def case_order(count: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, int]:
-    """How classification cases are split: the seeded order of ``count`` cases, of which the first
-    ``n_val`` validate and the rest train."""
-    order = np.random.default_rng(seed).permutation(count)
-    return order, max(1, math.ceil(count * validation_fraction))
+def case_order(
+    labels: list[int], validation_fraction: float, seed: int, min_validation_cases: int = MIN_VALIDATION_CASES
+) -> tuple[np.ndarray, int]:
+    """How classification cases are split: a seeded, stratified order of the cases (by their class
+    indices ``labels``), of which the first ``n_val`` validate and the rest train."""
+    return stratified_order(labels, seed), validation_cases(
+        len(labels), validation_fraction, min_validation_cases
+    )
+
+
+def validation_cases(cases: int, fraction: float, minimum: int = MIN_VALIDATION_CASES) -> int:
+    """How many of ``cases`` validate: ``fraction`` of them, at least ``minimum`` but at most a quarter."""
+    return max(1, math.ceil(cases * fraction), min(minimum, cases // 4))
+
+
+def stratified_order(labels: list[int], seed: int) -> np.ndarray:
+    """A permutation of the cases whose every prefix holds each class in about its share.
+
+    Each class's cases are shuffled, and case k of a class of n sorts at (k + u) / n, u uniform in [0, 1).
+    """
+    rng = np.random.default_rng(seed)
+    labels_array = np.asarray(labels)
+    keys = np.empty(len(labels_array))
+    for label in np.unique(labels_array):
+        members = rng.permutation(np.flatnonzero(labels_array == label))
+        keys[members] = (np.arange(len(members)) + rng.random(len(members))) / len(members)
+    return np.argsort(keys, kind="stable")
 
 
 def read_labelled_cases(
@@ -355,6 +415,7 @@ def _natural_key(label: str) -> tuple:
         return (1, 0.0, label)
 
 
+@reads_untrusted("the data file")
 def load_task(
     task: str,
     path: str | os.PathLike,
@@ -364,6 +425,7 @@ def load_task(
     label_column=None,
     seed=0,
     validation_fraction=0.1,
+    min_validation_cases=MIN_VALIDATION_CASES,
 ) -> TaskData:
     """Dispatch on the task name."""
     if task == "charlm":
@@ -378,5 +440,82 @@ def load_task(
         return steplabels_task(path, label_column, columns, validation_fraction)
     if task == "classify":
         options = {"label_column": label_column} if label_column else {}
-        return classify_task(path, validation_fraction, seed, columns=columns, **options)
+        return classify_task(
+            path,
+            validation_fraction,
+            seed,
+            columns=columns,
+            min_validation_cases=min_validation_cases,
+            **options,
+        )
     raise InputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+# --- which task a file is for ----------------------------------------------------------------------------
+
+
+def infer_task(path: str | os.PathLike, *, columns=None, targets=None, label_column=None) -> tuple[str, str]:
+    """The task a data file is for, and why, from its kind; InputError when it could be several.
+
+    ``.ts``: classify. ``.csv``: forecast; classify when it has a sequence id column such as
+    ``series_id`` and a ``label`` column (the classification CSV); with ``label_column``, classify when a
+    sequence id column is present, else steplabels. Any other CSV holding a label column (``label``,
+    ``is_anomaly``...) is refused as ambiguous. Any other file: charlm, but a file
+    that reads as a numeric CSV table is refused as ambiguous.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".ts":
+        return "classify", "a .ts file holds labelled sequences"
+    if suffix == ".csv":
+        return _infer_csv_task(path, label_column)
+    if _looks_like_csv(path):
+        raise InputError(
+            f"{path}: cannot tell the task: the file reads as a numeric CSV table but is not named .csv; "
+            "give --task charlm for a character model of its text, or --task forecast, anomaly, classify "
+            "or steplabels"
+        )
+    return "charlm", "a text file: a character model of its text"
+
+
+def _infer_csv_task(path: Path, label_column: str | None) -> tuple[str, str]:
+    table = read_csv(path)
+    names = list(table.columns) + list(table.text)
+    if label_column:
+        ids = [n for n in names if n.lower() in _ID_COLUMNS]
+        if ids:
+            return "classify", f"a CSV with --label-column and a sequence id column ({ids[0]!r})"
+        return "steplabels", "a CSV with --label-column and no sequence id column: a label per row"
+    labels = [n for n in names if n.lower() in _LABEL_COLUMNS]
+    ids = [n for n in names if n.lower() in _ID_COLUMNS]
+    if labels and ids and "label" in names:
+        return "classify", f"a CSV with a sequence id column ({ids[0]!r}) and a 'label' column"
+    if labels:
+        raise InputError(
+            f"{path}: cannot tell the task: the CSV has a label column ({labels[0]!r}); give --task forecast "
+            f"or anomaly (the label is left out), or --task steplabels / classify with --label-column {labels[0]}"
+        )
+    return "forecast", "a CSV table: one step ahead of its columns"
+
+
+def _looks_like_csv(path: Path) -> bool:
+    """The first lines: a header, then rows of the same number of comma-separated numbers."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            lines = [line for _, line in zip(range(6), f, strict=False)]
+    except (OSError, UnicodeDecodeError):
+        return False
+    rows = list(csv.reader(lines))
+    if len(rows) < 3 or len(rows[0]) < 2 or any(len(r) != len(rows[0]) for r in rows[1:]):
+        return False
+    return all(_is_number(cell) for row in rows[1:] for cell in row[:1]) and any(
+        _is_number(cell) for cell in rows[1]
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,33 @@ from safetensors.torch import load_file, save
 from torch import nn
 from tqdm import tqdm
 
-from edgernn.checkpoint import METRICS_FILE, save_checkpoint, write_json
+from edgernn.checkpoint import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    VOCAB_FILE,
+    WEIGHTS_FILE,
+    save_checkpoint,
+    write_json,
+)
 from edgernn.distributed import Distributed
 from edgernn.models import ModelConfig, RecurrentModel, count_parameters
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.files import atomic_write_bytes
-from edgernn.tasks import TaskData, load_task
+from edgernn.runtime.untrusted import guarded, parse_json
+from edgernn.tasks import TaskData, infer_task, load_task
 
 RESUME_FILE = "resume.safetensors"
 CURVES_FILE = "loss_curves.png"
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, RESUME_FILE)
+# One thread for the CLI and the Python API alike (measured in docs/training.md): with other work on the
+# machine one thread degrades gracefully, where torch's default (a spinning worker per core) made every
+# step 5x to 26x slower; what one thread can lose on an idle machine is bounded by the core count.
+DEFAULT_THREADS = 1
+FEW_STEPS = 100  # a time budget that yields fewer steps than this trains a model barely past its warmup
+
+
+class FewStepsWarning(UserWarning):
+    """A time budget gave (or will give) too few steps to train the model."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +80,10 @@ class TrainConfig:
         0.0  # feature inputs: Gaussian noise added in training, in units of each feature's std
     )
     validation_fraction: float = 0.1
+    min_validation_cases: int = 20  # classify: a small data set validates on more than its 10% (see tasks)
     eval_batch_size: int = 32
     seed: int = 0
-    threads: int | None = None
+    threads: int | None = DEFAULT_THREADS  # torch intra-op threads; None: torch's default (every core)
 
     def __post_init__(self) -> None:
         problems = []
@@ -83,6 +103,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 problems.append(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.min_validation_cases, int) or self.min_validation_cases < 0:
+            problems.append(
+                f"min_validation_cases must be an integer >= 0, got {self.min_validation_cases!r}"
+            )
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            problems.append(f"threads must be a positive integer or None, got {self.threads!r}")
         if not 0.0 < self.validation_fraction < 0.5:
             problems.append(f"validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
         if not self.learning_rate > 0 or not self.grad_clip > 0:
@@ -98,15 +124,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in doc.items() if k in known})
 
 
-# Small models get one thread: nothing to parallelise, and a second OpenMP thread spin-waiting on a busy
-# machine makes each step many times slower.
-_SERIES_DEFAULTS = {"batch_size": 8, "seq_len": 32, "eval_every": 100, "eval_batch_size": 4, "threads": 1}
+_SERIES_DEFAULTS = {"batch_size": 8, "seq_len": 32, "eval_every": 100, "eval_batch_size": 4}
 TASK_DEFAULTS: dict[str, dict[str, dict]] = {
     "charlm": {
         "model": {"hidden_size": 256, "embedding_size": 64},
         "train": {"batch_size": 32, "seq_len": 128},
     },
-    "classify": {"model": {"hidden_size": 64}, "train": {"batch_size": 16, "eval_every": 100, "threads": 1}},
+    "classify": {"model": {"hidden_size": 64}, "train": {"batch_size": 16, "eval_every": 100}},
     "forecast": {"model": {"hidden_size": 64}, "train": _SERIES_DEFAULTS},
     "anomaly": {"model": {"hidden_size": 32}, "train": _SERIES_DEFAULTS},
     "steplabels": {"model": {"hidden_size": 64}, "train": _SERIES_DEFAULTS},
@@ -136,39 +160,66 @@ class TrainResult:
 
 
 def train_task(
-    task: str,
+    task: str | None,
     data_path: str | os.PathLike,
     run_dir: str | os.PathLike,
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
     *,
     data_options: dict | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     tensorboard: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train ``task`` on ``data_path``; sizes and normalisation in ``model_config`` are set from the data."""
+    """Train ``task`` on ``data_path``; sizes and normalisation in ``model_config`` are set from the data.
+
+    ``task`` None infers it from the data (``infer_task``). A ``run_dir`` that already holds a run is
+    refused unless ``overwrite``, and then its run files are replaced only once the data has loaded.
+    ``progress``: True (a bar on a terminal, plain periodic lines otherwise), ``"lines"``, or False.
+    """
     train_config = train_config or TrainConfig()
     options = dict(data_options or {})
+    notes = []
+    if task is None:
+        task, reason = infer_task(data_path, **options)
+        notes.append(f"task: {task} ({reason}; --task chooses another)")
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, overwrite)
     data = load_task(
         task,
         data_path,
         seed=train_config.seed,
         validation_fraction=train_config.validation_fraction,
+        min_validation_cases=train_config.min_validation_cases,
         **options,
     )
     base = model_config or ModelConfig(cell="gru", hidden_size=128)
     model_config = replace(base, **data.model_fields)
     setup = {"task": task, "data": str(data_path), "data_options": options}
+    if overwrite:
+        for name in (*RUN_FILES, VOCAB_FILE, CURVES_FILE):
+            (run_dir / name).unlink(missing_ok=True)
     return _run(
         data,
         model_config,
         train_config,
-        Path(run_dir),
+        run_dir,
         setup,
         progress=progress,
         tensorboard=tensorboard,
         resume=None,
+        notes=notes,
     )
+
+
+def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to train into a directory holding a run, unless told to overwrite it."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found and not overwrite:
+        raise InputError(
+            f"{run_dir} already holds a run ({', '.join(found)}); continue it with --resume {run_dir}, "
+            "replace it with --overwrite, or give another -o"
+        )
 
 
 def train_charlm(
@@ -177,43 +228,66 @@ def train_charlm(
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
     *,
-    progress: bool = True,
+    progress: bool | str = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a next-character model on a UTF-8 text file (``train_task("charlm", ...)``)."""
     base = model_config or ModelConfig(cell="gru", hidden_size=256, embedding_size=64)
-    return train_task("charlm", text_path, run_dir, base, train_config, progress=progress)
+    return train_task(
+        "charlm", text_path, run_dir, base, train_config, progress=progress, overwrite=overwrite
+    )
 
 
 def resume_training(
     run_dir: str | os.PathLike,
     *,
+    more_steps: int | None = None,
+    more_minutes: float | None = None,
     max_steps: int | None = None,
     budget_minutes: float | None = None,
-    progress: bool = True,
+    threads: int | None = None,
+    progress: bool | str = True,
     tensorboard: str | os.PathLike | None = None,
 ) -> TrainResult:
-    """Continue a run exactly where its last checkpoint left it (optionally with a larger budget)."""
+    """Continue a run exactly where its last checkpoint left it (``threads``: torch threads for this
+    session, else the run's own).
+
+    With no budget given, the run finishes the budget it was started with (a killed run ends as if it
+    never stopped). ``more_steps`` / ``more_minutes`` train that much beyond what is done (what
+    ``edgernn train --resume R --steps N`` / ``--minutes M`` mean); ``max_steps`` / ``budget_minutes``
+    are totals and must exceed what is done. Budgets given replace the run's own (a step budget alone
+    drops its time budget, and the reverse). A run with nothing left to do is refused.
+    """
     run_dir = Path(run_dir)
     resume_path = run_dir / RESUME_FILE
     if not resume_path.exists():
         raise InputError(f"{run_dir}: no {RESUME_FILE}; expected a run directory written by 'edgernn train'")
     tensors, state = _read_resume(resume_path)
-    setup = state["setup"]
-    train_config = TrainConfig.from_dict(state["train_config"])
-    if max_steps is not None or budget_minutes is not None:
-        train_config = replace(
-            train_config,
-            max_steps=max_steps or train_config.max_steps,
-            budget_minutes=budget_minutes or train_config.budget_minutes,
-        )
+    with guarded(resume_path, "the resume state"):
+        setup = state["setup"]
+        train_config = TrainConfig.from_dict(state["train_config"])
+        model_config = ModelConfig.from_dict(state["model_config"])
+        done_steps, done_minutes = int(state["step"]), float(state["elapsed"]) / 60
+    train_config = _resumed_config(
+        train_config,
+        done_steps,
+        done_minutes,
+        more_steps=more_steps,
+        more_minutes=more_minutes,
+        max_steps=max_steps,
+        budget_minutes=budget_minutes,
+        run_dir=run_dir,
+    )
+    if threads is not None:
+        train_config = replace(train_config, threads=threads)
     data = load_task(
         setup["task"],
         setup["data"],
         seed=train_config.seed,
         validation_fraction=train_config.validation_fraction,
+        min_validation_cases=train_config.min_validation_cases,
         **setup["data_options"],
     )
-    model_config = ModelConfig.from_dict(state["model_config"])
     return _run(
         data,
         model_config,
@@ -226,20 +300,63 @@ def resume_training(
     )
 
 
-def _read_resume(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
+def _resumed_config(
+    config: TrainConfig, done_steps: int, done_minutes: float, *, run_dir: Path, **budgets
+) -> TrainConfig:
+    """The run's config with the budgets of a resume: more_* added to what is done, totals checked."""
+    more_steps, more_minutes = budgets["more_steps"], budgets["more_minutes"]
+    max_steps, budget_minutes = budgets["max_steps"], budgets["budget_minutes"]
+    if (more_steps is not None and max_steps is not None) or (
+        more_minutes is not None and budget_minutes is not None
+    ):
+        raise InputError("give more_steps or max_steps (more_minutes or budget_minutes), not both")
+    for name, value in (("more_steps", more_steps), ("more_minutes", more_minutes)):
+        if value is not None and not value > 0:
+            raise InputError(f"{name} must be positive, got {value}")
+    if more_steps is not None:
+        max_steps = done_steps + more_steps
+    if more_minutes is not None:
+        budget_minutes = done_minutes + more_minutes
+    if max_steps is not None and max_steps <= done_steps:
+        raise InputError(
+            f"{run_dir} has done {done_steps} steps; max_steps {max_steps} is a total and leaves nothing "
+            f"to do: give more than {done_steps}, or more_steps=N (--steps N on the command line) for N more"
+        )
+    if budget_minutes is not None and budget_minutes <= done_minutes:
+        raise InputError(
+            f"{run_dir} has trained {done_minutes:.2f} minutes; budget_minutes {budget_minutes:g} is a total "
+            f"and leaves nothing to do: give more, or more_minutes=M (--minutes M) for M more"
+        )
+    if max_steps is not None or budget_minutes is not None:
+        config = replace(config, max_steps=max_steps, budget_minutes=budget_minutes)
+    steps_left = config.max_steps is None or config.max_steps > done_steps
+    time_left = config.budget_minutes is None or config.budget_minutes > done_minutes
+    if not (steps_left and time_left):
+        budget = f"{config.max_steps} steps" if not steps_left else f"{config.budget_minutes:g} minutes"
+        raise InputError(
+            f"{run_dir} has finished its budget ({done_steps} steps, {done_minutes:.2f} minutes of {budget}); "
+            "give --steps N or --minutes M to train that much more"
+        )
+    return config
 
+
+def _read_resume(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+
+    with guarded(path, "the resume checkpoint"):
+        tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
-            state = json.loads(f.metadata()["state"])
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable resume checkpoint ({exc})") from None
+            state = parse_json(f.metadata()["state"], path, "the resume state")
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: the resume state: expected an object, got {type(state).__name__}")
     return tensors, state
 
 
-def _run(data, model_config, train_config, run_dir, setup, *, progress, tensorboard, resume) -> TrainResult:
+def _run(
+    data, model_config, train_config, run_dir, setup, *, progress, tensorboard, resume, notes=()
+) -> TrainResult:
     dist = Distributed.from_environment()
+    threads_before = torch.get_num_threads()
     try:
         if train_config.threads:
             torch.set_num_threads(train_config.threads)
@@ -250,9 +367,12 @@ def _run(data, model_config, train_config, run_dir, setup, *, progress, tensorbo
         )
         if resume is not None:
             trainer.load_state(*resume)
+        for note in notes:
+            trainer.progress.write(note)
         metrics = trainer.fit()
         return TrainResult(run_dir, trainer.model, data, metrics)
     finally:
+        torch.set_num_threads(threads_before)  # the caller's process keeps its own setting
         dist.close()
 
 
@@ -341,6 +461,58 @@ def pad_sequences(cases: list) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.
 # --- the trainer -----------------------------------------------------------------------------------------
 
 
+class Progress:
+    """Training progress on stderr: a tqdm bar on a terminal, plain lines elsewhere (a log, CI: one every
+    5% of the budget or minute), nothing when off. Evaluations and warnings print in both visible modes."""
+
+    LINE_FRACTION, LINE_SECONDS = 0.05, 60.0
+
+    def __init__(self, mode: bool | str, total_steps: int | None):
+        if mode is True:
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        if mode not in (False, "bar", "lines"):
+            raise InputError(f"progress must be True, False, 'bar' or 'lines', got {mode!r}")
+        self.mode, self.total = mode, total_steps
+        self.bar: tqdm | None = None
+        self.next_fraction, self.last_line = 0.0, 0.0
+
+    def open(self, step: int) -> None:
+        if self.mode == "bar":
+            self.bar = tqdm(total=self.total, initial=step, desc="train", unit="step", file=sys.stderr)
+        self.last_line = time.monotonic()
+
+    def update(self, step: int, fraction: float, loss: float, best: float, rate: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(
+                loss=f"{loss:.3f}", best_val=f"{best:.3f}", mean_timesteps_per_s=f"{rate:,.0f}"
+            )
+        elif self.mode == "lines":
+            now = time.monotonic()
+            if fraction >= self.next_fraction or now - self.last_line >= self.LINE_SECONDS:
+                total = f"/{self.total}" if self.total else ""
+                best_text = f"{best:.4f}" if math.isfinite(best) else "none yet"
+                self.write(
+                    f"train: step {step}{total} ({fraction:.0%}), loss {loss:.4f}, best val {best_text}, "
+                    f"{rate:,.0f} timesteps/s (mean since the start)"
+                )
+                self.next_fraction = (math.floor(fraction / self.LINE_FRACTION) + 1) * self.LINE_FRACTION
+                self.last_line = now
+
+    def write(self, line: str) -> None:
+        if self.mode == "bar":
+            tqdm.write(line, file=sys.stderr)
+        elif self.mode == "lines":
+            print(line, file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        self.write(f"warning: {message}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 class Trainer:
     def __init__(
         self,
@@ -351,7 +523,7 @@ class Trainer:
         setup: dict,
         *,
         dist: Distributed,
-        progress: bool,
+        progress: bool | str,
         tensorboard,
     ):
         self.model, self.data, self.config, self.run_dir, self.setup, self.dist = (
@@ -383,33 +555,31 @@ class Trainer:
             "val_metric": [],
         }
         self.running: list[float] = []
-        self.progress = progress and dist.is_main
+        self.warnings: list[str] = []
+        self.progress = Progress(progress if dist.is_main else False, config.max_steps)
         self.writer = _summary_writer(tensorboard) if tensorboard and dist.is_main else None
 
     # -- the loop --
 
     def fit(self) -> dict:
         config = self.config
-        bar = tqdm(
-            total=config.max_steps,
-            initial=self.step,
-            desc="train",
-            unit="step",
-            file=sys.stderr,
-            disable=not self.progress,
-        )
+        self.progress.open(self.step)
         started, grad_norm, stopped_early = time.monotonic() - self.elapsed, float("nan"), False
+        first_step, start_elapsed = self.step, self.elapsed
         while not self._budget_spent(started):
             loss, grad_norm, items = self.train_step()
             self.step += 1
             self.running.append(loss)
             self.elapsed = time.monotonic() - started
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{loss:.3f}",
-                best_val=f"{self.best:.3f}",
-                per_s=f"{items * self.step / max(self.elapsed, 1e-9):,.0f}",
+            self.progress.update(
+                self.step,
+                self._progress_fraction(),
+                loss,
+                self.best,
+                items * self.step / max(self.elapsed, 1e-9),
             )
+            if self.step == first_step + 5:
+                self._warn_if_few_steps(first_step, start_elapsed, projected=True)
             if self.writer:
                 self.writer.add_scalar("train/loss", loss, self.step)
                 self.writer.add_scalar("train/grad_norm", grad_norm, self.step)
@@ -422,9 +592,34 @@ class Trainer:
                 break
         if self.running or not self.history["step"]:
             self._evaluate_and_keep(grad_norm)
-        bar.close()
+        self.progress.close()
+        if not stopped_early:
+            self._warn_if_few_steps(first_step, start_elapsed, projected=False)
         self.save_state()
         return self._finish(stopped_early)
+
+    def _warn_if_few_steps(self, first_step: int, start_elapsed: float, *, projected: bool) -> None:
+        """A time budget that yields a handful of steps trains nothing useful: say so early, and at the end."""
+        config = self.config
+        if config.budget_minutes is None or not self.dist.is_main:
+            return
+        per_step = (self.elapsed - start_elapsed) / max(1, self.step - first_step)
+        steps = self.step
+        if projected:
+            steps += int((config.budget_minutes * 60 - self.elapsed) / max(per_step, 1e-9))
+        if (config.max_steps is not None and steps >= config.max_steps) or steps >= FEW_STEPS:
+            return
+        verb = "will give about" if projected else "gave"
+        message = (
+            f"the {config.budget_minutes:g}-minute budget {verb} {steps} steps ({per_step:.2f} s each), "
+            f"fewer than {FEW_STEPS}: the model is barely trained; give more --minutes, a --steps budget, "
+            "or a smaller model (--hidden-size)"
+        )
+        self.warnings.append(message)
+        if self.progress.mode:
+            self.progress.warn(message)
+        else:  # progress=False from Python: a warning the caller sees (and can filter)
+            warnings.warn(message, FewStepsWarning, stacklevel=2)
 
     def _budget_spent(self, started: float) -> bool:
         if self.config.max_steps is not None and self.step >= self.config.max_steps:
@@ -519,9 +714,8 @@ class Trainer:
         self.running = []
         if self.dist.is_main:
             metric = f"  val accuracy {val_metric:.4f}" if val_metric is not None else ""
-            tqdm.write(
-                f"step {self.step}: train {history['train_loss'][-1]:.4f}  val {val_loss:.4f}{metric}",
-                file=sys.stderr,
+            self.progress.write(
+                f"step {self.step}: train {history['train_loss'][-1]:.4f}  val {val_loss:.4f}{metric}"
             )
             if self.writer:
                 self.writer.add_scalar("val/loss", val_loss, self.step)
@@ -558,14 +752,27 @@ class Trainer:
             self._save_best()
         history = self.history
         best_index = history["val_loss"].index(min(history["val_loss"]))
+        train_size, validation_size = self.data.split_sizes
         metrics = {
             "task": self.data.task,
             "data": self.setup["data"],
+            **{
+                k: v
+                for k, v in self.data.metadata.items()
+                if k in ("columns", "targets", "classes", "label_column")
+            },
+            "split_unit": {"charlm": "characters", "classify": "sequences"}.get(self.data.task, "rows"),
+            "train_size": train_size,
+            "validation_size": validation_size,
+            "loss": self.data.loss_description,
+            "threads": torch.get_num_threads(),
+            "warnings": self.warnings,
             "steps": self.step,
             "minutes": self.elapsed / 60,
             "processes": self.dist.world,
             "stopped_early": stopped_early,
             "parameters": count_parameters(self.model),
+            "best_step": history["step"][best_index],
             "best_val_loss": history["val_loss"][best_index],
             "best_val_accuracy": history["val_metric"][best_index],
             "final_val_loss": history["val_loss"][-1],
@@ -615,6 +822,11 @@ class Trainer:
         atomic_write_bytes(self.run_dir / RESUME_FILE, save(tensors, metadata={"state": json.dumps(state)}))
 
     def load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Continue from a resume checkpoint; anything missing or malformed in it is an InputError."""
+        with guarded(self.run_dir / RESUME_FILE, "the resume state"):
+            self._load_state(tensors, state)
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
         if state["world"] != self.dist.world:
             raise InputError(
                 f"the run was trained with {state['world']} process(es); resume it with the same number, not {self.dist.world}"
@@ -696,7 +908,8 @@ def plot_curves(history: dict, task: str) -> bytes:
     ax.plot(history["step"], history["train_loss"], label="train", marker=".")
     ax.plot(history["step"], history["val_loss"], label="validation", marker=".")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per step)" if task != "forecast" and task != "anomaly" else "MSE (normalised)")
+    units = {"charlm": "nats per character", "classify": "nats per sequence", "steplabels": "nats per step"}
+    ax.set_ylabel(f"loss ({units[task]})" if task in units else "MSE of the normalised targets")
     ax.set_title(f"edgernn {task}")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -57,6 +57,7 @@ def main(steps: int, out: Path) -> None:
         ModelConfig(hidden_size=32),
         config,
         progress=False,
+        overwrite=True,
     )
     export_run(out, out / "model.onnx")
 

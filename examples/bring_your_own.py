@@ -6,12 +6,12 @@ swaps the GRU for an unrolled cell with the same weights, checks the ONNX graph 
 (one step, 1000 steps with state fed back, after a reset) and writes it only if every check passes. The
 file then runs sample by sample with ``Stepper``, like any edgernn model.
 
-Run:  python examples/bring_your_own.py [OUT.onnx]      (OUT defaults to out/denoiser.onnx; ~10 s on 2 cores)
+Run:  python examples/bring_your_own.py [--out out/byo] [--steps 150]   (writes OUT/denoiser.onnx; ~10 s on 2 cores)
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +59,13 @@ def train(model: Denoiser, steps: int = 150) -> float:
     return loss.item()
 
 
-def main(path: Path) -> None:
+def main(out: Path, steps: int) -> None:
     torch.set_num_threads(1)  # a model this small trains faster without threads waiting on each other
     torch.manual_seed(0)
     model = Denoiser()
-    print(f"trained with a plain PyTorch loop: last batch MSE {train(model):.4f}")
+    print(f"trained with a plain PyTorch loop: last batch MSE {train(model, steps):.4f}")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "denoiser.onnx"
 
     report = export_module(model, path, example_input=torch.randn(1, 64, 1))
     print(f"wrote {report.path} ({report.size_bytes / 1024:.0f} KiB), states {report.info.state_map}")
@@ -82,4 +84,10 @@ def main(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("out/denoiser.onnx"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path("out/byo"), help="directory to write denoiser.onnx in"
+    )
+    parser.add_argument("--steps", type=int, default=150, help="training steps of the plain PyTorch loop")
+    args = parser.parse_args()
+    main(args.out, args.steps)

@@ -3,13 +3,15 @@
 Shows the stepper's Python API on a character model: independent streams sharing one session, a
 per-keystroke step, top-3 suggestions, snapshot/restore to branch a stream, and generation.
 
-Run:  python examples/keyboard_streams.py [MODEL.onnx]
-MODEL defaults to out/shakespeare.onnx (written by `make demo`); without it, a small model is trained on
-the bundled Shakespeare for about 20 seconds and exported first.
+Run:  python examples/keyboard_streams.py [--model out/shakespeare.onnx] [--out out/keyboard] [--steps 300]
+--model defaults to out/shakespeare.onnx (written by `make demo`); when that file does not exist, a small
+model is trained on the bundled Shakespeare for --steps steps (about 30 s on 2 cores) into OUT/run and
+exported to OUT/model.onnx first.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,21 +23,20 @@ from edgernn.runtime import Stepper, generate
 DEFAULT_MODEL = Path("out/shakespeare.onnx")
 
 
-def ensure_model(path: Path) -> Path:
+def ensure_model(path: Path, out: Path, steps: int) -> Path:
+    """``path`` if it exists, else a small model trained for ``steps`` steps and exported under ``out``."""
     if path.exists():
         return path
     from edgernn.export import export_run
     from edgernn.models import ModelConfig
     from edgernn.train import TrainConfig, train_charlm
 
-    print(f"{path} not found: training a small model for ~20 s", file=sys.stderr)
+    print(f"{path} not found: training a small model for {steps} steps into {out}", file=sys.stderr)
     text = Path(__file__).parent / "data" / "tinyshakespeare.txt"
-    run_dir = path.with_suffix("")
-    train_charlm(
-        text, run_dir, ModelConfig(hidden_size=128), TrainConfig(budget_minutes=0.33), progress=False
-    )
-    export_run(run_dir, path)
-    return path
+    budget = TrainConfig(budget_minutes=None, max_steps=steps, batch_size=32, seq_len=64, eval_every=steps)
+    model = ModelConfig(hidden_size=128, embedding_size=32)
+    train_charlm(text, out / "run", model, budget, progress=False, overwrite=True)
+    return export_run(out / "run", out / "model.onnx").path
 
 
 def suggestions(logits: np.ndarray, vocabulary: tuple[str, ...], k: int = 3) -> str:
@@ -43,8 +44,8 @@ def suggestions(logits: np.ndarray, vocabulary: tuple[str, ...], k: int = 3) -> 
     return " ".join(repr(vocabulary[i]) for i in best)
 
 
-def main(model_path: Path) -> None:
-    stepper = Stepper(ensure_model(model_path))
+def main(model_path: Path, out: Path, steps: int) -> None:
+    stepper = Stepper(ensure_model(model_path, out, steps))
     vocabulary = stepper.info.input.vocabulary
     index = {ch: i for i, ch in enumerate(vocabulary)}
     typing = {"alice": "To be, or not", "bob": "KING HENRY", "carol": "My lord, I "}
@@ -76,4 +77,9 @@ def main(model_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_MODEL)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a character model (.onnx)")
+    parser.add_argument("--out", type=Path, default=Path("out/keyboard"), help="where a new model is trained")
+    parser.add_argument("--steps", type=int, default=300, help="training steps when --model does not exist")
+    args = parser.parse_args()
+    main(args.model, args.out, args.steps)

@@ -35,7 +35,9 @@ def main(steps: int, out: Path) -> None:
         input_noise=0.2,
     )
     model = ModelConfig(hidden_size=64, num_layers=2, dropout=0.2)
-    train_task("classify", DATA / "japanese_vowels_train.ts", out, model, config, progress=False)
+    train_task(
+        "classify", DATA / "japanese_vowels_train.ts", out, model, config, progress=False, overwrite=True
+    )
     export_run(out, out / "model.onnx")
 
     classifier = StreamingClassifier(Stepper(out / "model.onnx"))

@@ -47,16 +47,14 @@ from edgernn.export.byo_probe import (
     find_recurrent_layers,
     probe_module,
 )
-from edgernn.export.exporter import ExportReport, quantize_checked
+from edgernn.export.exporter import ExportReport, quantize_checked, seal, sealed_size, write_pair
 from edgernn.export.graph import FLUSH_BELOW
 from edgernn.export.quality import EvaluationData
 from edgernn.export.quantize import QuantizeConfig
 from edgernn.export.verify import States, verify_against
 from edgernn.runtime import contract
-from edgernn.runtime.chunk import chunk_path
 from edgernn.runtime.contract import InputSpec, ModelInfo, OutputSpec, StackSpec
 from edgernn.runtime.errors import InputError
-from edgernn.runtime.files import atomic_write_bytes
 
 __all__ = ["UnsupportedModuleError", "export_module"]
 
@@ -123,11 +121,10 @@ def export_module(
         parity = verify_against(reference, proto, info)
     float32_size = None
     if quantize is not None and quantize.mode != "none":
-        float32_size = proto.ByteSize()
+        float32_size = sealed_size(proto, info)
         proto, info = quantize_checked(proto, info, quantize, data)
-    content = proto.SerializeToString()
-    chunk_path(path).unlink(missing_ok=True)  # an earlier export's chunk graph: Stepper.run would use it
-    written = atomic_write_bytes(path, content)
+    content, info = seal(proto, info)
+    written, _ = write_pair(path, content, None, info)  # removes an earlier export's chunk graph
     return ExportReport(written, len(content), info, parity, float32_size)
 
 

@@ -11,7 +11,7 @@ import onnx
 from onnx import helper
 
 from edgernn.checkpoint import load_checkpoint
-from edgernn.export.chunk import CHUNK_STEPS, build_chunk_model, verify_chunk
+from edgernn.export.chunk import CHUNK_STEPS, build_chunk_model, chunk_info, verify_chunk
 from edgernn.export.graph import build_info, build_step_model
 from edgernn.export.quality import EvaluationData, check_quality, evaluation_data, evaluation_data_from_model
 from edgernn.export.quantize import QuantizeConfig, quantize_step_model
@@ -21,7 +21,8 @@ from edgernn.runtime import contract
 from edgernn.runtime.chunk import chunk_path
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, InputError, QuantizationError
-from edgernn.runtime.files import atomic_write_bytes
+from edgernn.runtime.files import atomic_write_bytes, atomic_write_files
+from edgernn.runtime.integrity import graph_sha256
 
 
 @dataclass
@@ -77,21 +78,50 @@ def export_model(
     chunk = None if quantized or not chunk_steps else build_chunk_model(model, info, chunk_steps)
     chunk_parity = verify_chunk(model, chunk) if chunk is not None and verify else None
     if quantized:
-        float32_size = proto.ByteSize()
+        float32_size = sealed_size(proto, info)
         proto, info = quantize_checked(proto, info, quantize, data)
-    content = proto.SerializeToString()
-    written_chunk = _write_chunk(path, chunk)
-    written = atomic_write_bytes(path, content)
+    if chunk is not None:
+        info = replace(info, chunk_steps=chunk_info(chunk).steps_per_call)
+    content, info = seal(proto, info)
+    written, written_chunk = write_pair(path, content, chunk, info)
     return ExportReport(written, len(content), info, parity, float32_size, written_chunk, chunk_parity)
 
 
-def _write_chunk(path: str | os.PathLike, chunk: onnx.ModelProto | None) -> Path | None:
-    """Write the chunk graph next to ``path``, or remove one an earlier export left there."""
+def seal(proto: onnx.ModelProto, info: ModelInfo) -> tuple[bytes, ModelInfo]:
+    """The file's bytes with ``info`` and the checksum of its graph (``graph_sha256``) in the metadata,
+    which the stepper checks at load (``edgernn.runtime.integrity``)."""
+    info = replace(info, graph_sha256=graph_sha256(proto.SerializeToString()))
+    _set_info(proto, info)
+    content = proto.SerializeToString()
+    assert graph_sha256(content) == info.graph_sha256, "setting the metadata changed the graph's bytes"
+    return content, info
+
+
+def sealed_size(proto: onnx.ModelProto, info: ModelInfo) -> int:
+    """Bytes of the file ``seal`` would make of ``proto`` (the float32 size a quantized export reports)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return len(seal(copy, info)[0])
+
+
+def write_pair(
+    path: str | os.PathLike, content: bytes, chunk: onnx.ModelProto | None, info: ModelInfo
+) -> tuple[Path, Path | None]:
+    """Write a sealed step graph and its chunk graph (which records the step graph's checksum, so a chunk
+    beside another export's step graph is recognised at load), or remove a chunk an earlier export left.
+
+    Both are staged before either is renamed into place, step graph first: a kill in between leaves the
+    new step graph beside the old chunk graph, which the checksum tells apart.
+    """
     target = chunk_path(path)
     if chunk is None:
+        written = atomic_write_bytes(path, content)
         target.unlink(missing_ok=True)
-        return None
-    return atomic_write_bytes(target, chunk.SerializeToString())
+        return written, None
+    chunk_meta = replace(chunk_info(chunk), step_graph_sha256=info.graph_sha256)
+    chunk_content, _ = seal(chunk, chunk_meta)
+    written, written_chunk = atomic_write_files([(path, content), (target, chunk_content)])
+    return written, written_chunk
 
 
 def quantize_checked(
@@ -101,6 +131,7 @@ def quantize_checked(
     closed loop, the task metric) and record it all in the metadata; or refuse (QuantizationError)."""
     if data is None:
         raise InputError("a quantized export is checked on real data: pass data=EvaluationData(...)")
+    info = contract.unsealed(info)  # a new graph: the float32 graph's checksum does not describe it
     quantized, summary = quantize_step_model(proto, info, config, data.calibration)
     _set_info(quantized, info := replace(info, quantization=summary))
     report = check_quality(
@@ -179,9 +210,8 @@ def quantize_file(
     proto, info = _read_float32(model)
     data = evaluation_data_from_model(info, data_path, **data_options)
     quantized, info = quantize_checked(proto, info, config, data)
-    content = quantized.SerializeToString()
-    _write_chunk(path, None)
-    written = atomic_write_bytes(path, content)
+    content, info = seal(quantized, info)
+    written, _ = write_pair(path, content, None, info)  # removes a chunk graph left beside path
     return ExportReport(written, len(content), info, None, model.stat().st_size)
 
 

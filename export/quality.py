@@ -7,7 +7,7 @@ Both models run through edgernn's Stepper, the path users run:
 - ``closed_loop``: ``LOOP_STEPS`` (3000) real inputs, each model feeding back its own state. The error is
   the RMS difference over the first and the last ``WINDOW_STEPS``; an end error past
   ``DRIFT_GROWTH_LIMIT`` times the start error (plus ``DRIFT_FLOOR``) is error growing without bound.
-- ``metric``: the task metric on the validation split, float32 against quantized: a loss (nats per step,
+- ``metric``: the task metric on the validation split, float32 against quantized: a loss (nats per character,
   default tolerance +0.02), an accuracy (percent, -1 point) or an RMSE (output units, +2% of float32's).
 
 Non-finite outputs and structural problems always refuse; the drift and metric checks can be forced.
@@ -57,14 +57,14 @@ class Metric:
             return -1.0  # points
         if self.name == "rmse":
             return 0.02 * fp32_value
-        return 0.02  # nats per step
+        return 0.02  # nats per character
 
     def passes(self, delta: float, tolerance: float) -> bool:
         return delta >= tolerance if self.higher_is_better else delta <= tolerance
 
 
 METRICS = {
-    "loss": Metric("loss", "nats/step", higher_is_better=False),
+    "loss": Metric("loss", "nats/char", higher_is_better=False),  # charlm's next-character loss
     "accuracy": Metric("accuracy", "%", higher_is_better=True),
     "rmse": Metric("rmse", "output units", higher_is_better=False),
 }
@@ -362,6 +362,7 @@ def evaluation_data(checkpoint: Checkpoint, data_path: str | os.PathLike | None 
         return EvaluationData(train, metric, f"{path}", inputs=validation[:-1], targets=validation[1:])
     task = load_task(
         checkpoint.task, path, seed=settings.get("seed", 0), validation_fraction=fraction,
+        min_validation_cases=settings.get("min_validation_cases", 0),  # older runs: 10% (not stratified then)
         **(settings.get("data_options") or {}),
     )  # fmt: skip
     if not task.is_series:
@@ -509,7 +510,7 @@ def _case_data(
     if fraction is None:
         train = judged = cases
     else:
-        order, n_val = case_order(len(cases), fraction, seed)
+        order, n_val = case_order([label for _, label in cases], fraction, seed)
         judged, train = [cases[i] for i in order[:n_val]], [cases[i] for i in order[n_val:]]
     calibration = np.concatenate([frames for frames, _ in train])
     return EvaluationData(

@@ -109,6 +109,7 @@ def quantize_step_model(
     quantizers = {"int8": _int8, "fp16": _fp16, "int4": _int4}
     quantized, described = quantizers[config.mode](_copy(proto), info, config, calibration)
     _compact(quantized.graph)
+    _drop_seal(quantized)
     summary = {
         "mode": config.mode,
         **described,
@@ -120,6 +121,14 @@ def quantize_step_model(
         summary["cell_state"] = "float32, never quantized (unbounded)"
     _check_structure(proto, quantized, info)
     return quantized, summary
+
+
+def _drop_seal(proto: onnx.ModelProto) -> None:
+    """A quantized graph is a new graph: the float32 graph's checksum and chunk pairing (schema 2) do not
+    describe it. The exporter seals the file it writes again (``edgernn.export.exporter.seal``)."""
+    for prop in proto.metadata_props:
+        if prop.key == contract.METADATA_KEY:
+            prop.value = contract.unsealed(contract.parse_info(prop.value)).to_json()
 
 
 def _compact(graph: onnx.GraphProto) -> None:

@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 
 from edgernn.runtime.errors import InputError
-from edgernn.runtime.stepper import DataInput, Stepper
+from edgernn.runtime.inputs import DataInput
+from edgernn.runtime.stepper import Stepper
 
 # Inputs are drawn once and cycled, so the timed loop measures the step, not the random generator.
 _INPUT_POOL_SIZE = 256
+_INPUT_POOL_BYTES = 64 << 20  # fewer inputs to cycle through for very large batches
 
 
 @dataclass(frozen=True)
@@ -111,9 +113,12 @@ def bench_side_by_side(
 
 def _step_call(stepper: Stepper, batch_size: int, seed: int) -> Callable[[], object]:
     """One step of a new stream, state fed back, inputs cycled from a pool drawn once."""
-    stream = stepper.new_stream(batch_size)
+    stream = stepper.new_stream(batch_size)  # refuses a batch past the allocation bound first
     rng = np.random.default_rng(seed)
-    inputs = cycle([random_input(stepper.data_input, batch_size, rng) for _ in range(_INPUT_POOL_SIZE)])
+    data = stepper.data_input
+    row_bytes = data.dtype.itemsize * int(np.prod([d or 1 for d in data.shape[1:]]))
+    count = max(1, min(_INPUT_POOL_SIZE, _INPUT_POOL_BYTES // (row_bytes * batch_size)))
+    inputs = cycle([random_input(data, batch_size, rng) for _ in range(count)])
     return lambda: stream.step(next(inputs))
 
 
@@ -121,7 +126,8 @@ def random_input(data: DataInput, batch_size: int, rng: np.random.Generator) -> 
     """One batched step input for ``data``: ``(batch_size, ...)`` in its dtype."""
     if any(d is None for d in data.shape[1:]):
         raise InputError(
-            f"cannot make random inputs for {data.name!r}: its shape {data.shape} has unknown sizes"
+            f"cannot make random inputs for {data.name!r}: its shape {data.shape} has unknown sizes; "
+            "declare it: Stepper(..., data_shape=('batch', N)), or --data-shape batch,N"
         )
     shape = (batch_size, *data.shape[1:])
     if data.dtype.kind in "iu":

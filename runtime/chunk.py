@@ -28,6 +28,8 @@ import onnxruntime as ort
 from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, EdgeRNNError
+from edgernn.runtime.integrity import check_graph
+from edgernn.runtime.session import model_bytes, read_info
 
 CHUNK_SUFFIX = ".chunk.onnx"
 ORT_CHUNK_SUFFIX = ".chunk.ort"  # an ORT format model's chunk graph (edgernn deploy --target ort)
@@ -77,17 +79,42 @@ def load_chunk(
     """
     if step_info.quantization is not None:
         raise ContractError("the step model is quantized; a chunk graph is only used with float32 models")
+    label = f"chunk graph {source!s:.80}"
     session = open_session(source)
-    text = session.get_modelmeta().custom_metadata_map.get(contract.METADATA_KEY)
-    if text is None:
-        raise ContractError(f"chunk graph {source!s:.80}: no edgernn metadata")
-    info = contract.parse_info(text)
-    if info.steps_per_call < 2 or replace(info, steps_per_call=1) != replace(step_info, steps_per_call=1):
-        raise ContractError(f"chunk graph {source!s:.80}: its metadata does not describe this step model")
+    info = read_info(session, label)
+    if info is None:
+        raise ContractError(f"{label}: no edgernn metadata")
+    if info.steps_per_call < 2 or _unpaired(info) != _unpaired(step_info):
+        raise ContractError(f"{label}: its metadata does not describe this step model")
+    paired = None not in (info.step_graph_sha256, step_info.graph_sha256)
+    if paired and info.step_graph_sha256 != step_info.graph_sha256:
+        raise ContractError(
+            f"{label}: it was not exported from the same weights as this step model (its step_graph_sha256 "
+            f"{info.step_graph_sha256[:16]}... is not this model's {step_info.graph_sha256[:16]}...); "
+            "export again to write the pair together"
+        )
+    check_graph(model_bytes(source), info, label)
     _check_io(session, info)
     chunk = ChunkGraph(session, info)
     _probe(chunk, step)
     return chunk
+
+
+def _unpaired(info: ModelInfo) -> ModelInfo:
+    """The metadata without what differs between a step model and its chunk graph by design."""
+    return replace(contract.unsealed(info), steps_per_call=1)
+
+
+def warn_missing_chunk(info: ModelInfo | None, model: str | bytes | os.PathLike) -> None:
+    """Warn when a step model that was exported with a chunk graph is opened from a path without it."""
+    if info is None or not info.chunk_steps or not isinstance(model, (str, os.PathLike)):
+        return
+    warnings.warn(
+        f"{chunk_path(model)} is missing: {Path(model).name} was exported with a chunk graph of "
+        f"{info.chunk_steps} steps beside it, and without it Stepper.run steps one at a time (several "
+        "times slower); ship both files together (chunk_model=False silences this)",
+        stacklevel=3,
+    )
 
 
 def _check_io(session: ort.InferenceSession, info: ModelInfo) -> None:

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from edgernn.runtime.errors import ContractError
+from edgernn.runtime.untrusted import parse_json
 
-SCHEMA_VERSION = 1
-KNOWN_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2  # 2 adds graph_sha256, chunk_steps, step_graph_sha256 (all optional)
+KNOWN_SCHEMA_VERSIONS = (1, 2)
 METADATA_KEY = "edgernn"
 
 INPUT_NAME = "x"
@@ -59,6 +60,15 @@ ONE_STEP_RTOL = 1e-5
 CLOSED_LOOP_ATOL = 1e-4
 CLOSED_LOOP_RTOL = 1e-4
 CLOSED_LOOP_STEPS = 1000
+
+# Bounds on what metadata may declare: a file's few hundred bytes of JSON decide what the runtime
+# allocates, so each size is bounded far above any model edgernn trains (hidden sizes of 64 to 1024),
+# and the document itself is bounded before it is parsed.
+MAX_METADATA_BYTES = 8 << 20  # a 65,536-entry vocabulary is about 0.5 MiB of JSON
+MAX_HIDDEN_SIZE = 1 << 16
+MAX_LAYERS = 64
+MAX_SIZE = 1 << 20  # vocabulary size, feature count, output size
+MAX_STATES = 64  # state tensors (two per stack for LSTMs)
 
 
 def state_names(cell: str, stack: int | None = None) -> tuple[tuple[str, str], ...]:
@@ -129,6 +139,12 @@ class ModelInfo:
     steps_per_call: int = 1
     quantization: dict[str, Any] | None = None  # absent for float32 models; see _read_quantization
     stacks: tuple[StackSpec, ...] = ()  # absent for one recurrent stack; see _read_stacks
+    # Schema 2, each optional (absent in version 1 files): SHA-256 of the serialized graph (see
+    # ``edgernn.runtime.integrity``); a step model's chunk graph steps (it was exported with one beside it);
+    # a chunk graph's step model's graph_sha256.
+    graph_sha256: str | None = None
+    chunk_steps: int | None = None
+    step_graph_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -138,6 +154,9 @@ class ModelInfo:
             del doc["quantization"]  # float32 models write exactly what they always wrote
         if not doc["stacks"]:
             del doc["stacks"]
+        for key in _OPTIONAL_KEYS:
+            if doc[key] is None:
+                del doc[key]
         return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -152,6 +171,12 @@ class ModelInfo:
     def state_map(self) -> dict[str, str]:
         """State input name -> state output name."""
         return {s.input: s.output for s in self.states}
+
+
+def unsealed(info: ModelInfo) -> ModelInfo:
+    """``info`` without what describes one particular graph (its checksum, its chunk pairing): for a new
+    graph made from a model, such as a quantized or a benchmark copy."""
+    return replace(info, graph_sha256=None, chunk_steps=None, step_graph_sha256=None)
 
 
 def make_info(
@@ -217,10 +242,15 @@ class _Reader:
             return None
         return value
 
-    def positive_int(self, obj: Any, key: str, where: str) -> int | None:
+    def positive_int(self, obj: Any, key: str, where: str, limit: int = MAX_SIZE) -> int | None:
         value = self.get(obj, key, int, where)
         if value is not None and value < 1:
-            self.problems.append(f"{where}.{key}: expected a positive integer, got {value}")
+            self.problems.append(f"{where}.{key}: expected a positive integer, got {value!r:.40}")
+            return None
+        if value is not None and value > limit:
+            self.problems.append(
+                f"{where}.{key}: expected at most {limit} (edgernn's bound), got {value!r:.40}"
+            )
             return None
         return value
 
@@ -258,22 +288,25 @@ def parse_info(text: str) -> ModelInfo:
 
     Raises ContractError listing every problem found; unknown schema versions are refused.
     """
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ContractError(f"edgernn metadata is not valid JSON: {exc}") from None
+    if not isinstance(text, (str, bytes)):
+        raise ContractError(f"edgernn metadata: expected JSON text, got {type(text).__name__}")
+    doc = parse_json(
+        text, "edgernn metadata", "the document", max_bytes=MAX_METADATA_BYTES, error=ContractError
+    )
     if not isinstance(doc, dict):
         raise ContractError(f"edgernn metadata: expected a JSON object, got {type(doc).__name__}")
     version = doc.get("schema_version")
     if version not in KNOWN_SCHEMA_VERSIONS:
         known = ", ".join(str(v) for v in KNOWN_SCHEMA_VERSIONS)
         raise ContractError(
-            f"edgernn metadata schema_version {version!r} is not supported; this edgernn reads version(s) {known}"
+            f"edgernn metadata schema_version {version!r:.60} is not supported; this edgernn reads version(s) {known}"
         )
     problems: list[str] = []
     info = _read_info(doc, _Reader(problems))
     if problems:
-        raise ContractError("invalid edgernn metadata:\n  - " + "\n  - ".join(problems))
+        shown = [p if len(p) <= 300 else p[:300] + "..." for p in problems[:10]]
+        more = [f"... and {len(problems) - 10} more"] if len(problems) > 10 else []
+        raise ContractError("invalid edgernn metadata:\n  - " + "\n  - ".join([*shown, *more]))
     assert info is not None
     return info
 
@@ -281,13 +314,15 @@ def parse_info(text: str) -> ModelInfo:
 _KNOWN_KEYS = {
     "schema_version", "edgernn_version", "opset", "cell", "num_layers", "hidden_size",
     "input", "output", "states", "steps_per_call", "quantization", "stacks",
+    "graph_sha256", "chunk_steps", "step_graph_sha256",
 }  # fmt: skip
+_OPTIONAL_KEYS = ("graph_sha256", "chunk_steps", "step_graph_sha256")
 
 
 def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
     cell = r.choice(doc, "cell", CELLS, "metadata")
-    num_layers = r.positive_int(doc, "num_layers", "metadata")
-    hidden_size = r.positive_int(doc, "hidden_size", "metadata")
+    num_layers = r.positive_int(doc, "num_layers", "metadata", MAX_LAYERS)
+    hidden_size = r.positive_int(doc, "hidden_size", "metadata", MAX_HIDDEN_SIZE)
     opset = r.positive_int(doc, "opset", "metadata")
     steps = r.positive_int(doc, "steps_per_call", "metadata")
     version = r.get(doc, "edgernn_version", str, "metadata")
@@ -296,6 +331,10 @@ def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
     states = _read_states(r.get(doc, "states", list, "metadata"), r)
     quantization = _read_quantization(r.get(doc, "quantization", dict, "metadata", default=None), r)
     stacks = _read_stacks(r.get(doc, "stacks", list, "metadata", default=None), r)
+    digests = {key: _read_digest(doc, key, r) for key in ("graph_sha256", "step_graph_sha256")}
+    chunk_steps = None
+    if doc.get("chunk_steps") is not None:
+        chunk_steps = r.positive_int(doc, "chunk_steps", "metadata", 1 << 16)
     if cell and num_layers and hidden_size and states is not None and stacks is not None:
         _check_stacks(StackSpec(cell, num_layers, hidden_size), stacks, r)
         _check_states(cell, num_layers, hidden_size, stacks, states, r)
@@ -315,8 +354,18 @@ def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
         steps_per_call=steps,
         quantization=quantization,
         stacks=stacks,
+        chunk_steps=chunk_steps,
         extra=extra,
+        **digests,
     )
+
+
+def _read_digest(doc: dict, key: str, r: _Reader) -> str | None:
+    value = r.get(doc, key, str, "metadata", default=None)
+    if value is not None and (len(value) != 64 or set(value) - set("0123456789abcdef")):
+        r.problems.append(f"metadata.{key}: expected 64 lowercase hex digits, got {value!r:.80}")
+        return None
+    return value
 
 
 def _read_input(obj: dict | None, r: _Reader) -> InputSpec | None:
@@ -361,6 +410,9 @@ def _read_quantization(obj: dict | None, r: _Reader) -> dict[str, Any] | None:
 def _read_states(items: list | None, r: _Reader) -> tuple[StateSpec, ...] | None:
     if items is None:
         return None
+    if len(items) > MAX_STATES:
+        r.problems.append(f"states: expected at most {MAX_STATES} state tensors, got {len(items)}")
+        return None
     states = []
     for i, item in enumerate(items):
         where = f"states[{i}]"
@@ -383,12 +435,15 @@ def _read_states(items: list | None, r: _Reader) -> tuple[StateSpec, ...] | None
 def _read_stacks(items: list | None, r: _Reader) -> tuple[StackSpec, ...] | None:
     """Optional: the recurrent stacks of a model with several; None if any entry is invalid."""
     stacks = []
+    if items is not None and len(items) > MAX_STATES // 2:
+        r.problems.append(f"stacks: expected at most {MAX_STATES // 2}, got {len(items)}")
+        return None
     for i, item in enumerate(items or ()):
         where = f"stacks[{i}]"
         fields = (
             r.choice(item, "cell", CELLS, where),
-            r.positive_int(item, "num_layers", where),
-            r.positive_int(item, "hidden_size", where),
+            r.positive_int(item, "num_layers", where, MAX_LAYERS),
+            r.positive_int(item, "hidden_size", where, MAX_HIDDEN_SIZE),
         )
         if None in fields:
             return None
@@ -433,4 +488,4 @@ def _check_states(
             if stacks
             else f"a {cell} model with {layers} layer(s) of {hidden}"
         )
-        r.problems.append(f"states: {model} expects {expected}, got {given}")
+        r.problems.append(f"states: {model} expects {expected!s:.120}, got {given!s:.120}")

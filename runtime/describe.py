@@ -7,7 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgernn.runtime.stepper import onnx_dtype, open_session, read_info
+from edgernn.runtime.errors import ContractError
+from edgernn.runtime.inputs import onnx_dtype
+from edgernn.runtime.session import open_session, read_info
+from edgernn.runtime.stepper import Stepper
+from edgernn.runtime.untrusted import guarded
 
 _UNSET_VERSION = 2**63 - 1  # what onnxruntime reports when model_version was never set
 
@@ -23,8 +27,15 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     Raises InputError for a missing file, ContractError for a file that is not a model or has bad metadata.
     """
     session = open_session(path)
+    with guarded(path, "its metadata", error=ContractError):
+        return _summary(path, session)
+
+
+def _summary(path: str | os.PathLike, session: Any) -> dict[str, Any]:
     meta = session.get_modelmeta()
-    info = read_info(session)
+    info = read_info(session, path)
+    if info is not None:
+        Stepper(path, chunk_model=False)  # every check the stepper makes at load: refused files raise here
     return {
         "path": str(path),
         "size_bytes": Path(path).stat().st_size,

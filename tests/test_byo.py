@@ -625,10 +625,11 @@ def test_stacks_that_do_not_fit_are_refused(edit, match):
 
 def test_bring_your_own_example_runs(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "bring_your_own.py"), str(tmp_path / "sensor.onnx")],
+        [sys.executable, str(ROOT / "examples" / "bring_your_own.py"), "--out", str(tmp_path / "byo")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "sensor.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["denoiser.onnx"]  # under --out only
+    assert (tmp_path / "byo" / "denoiser.onnx").is_file()
     assert "max parity error" in done.stdout
     assert "stepper vs PyTorch" in done.stdout

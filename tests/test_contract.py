@@ -52,7 +52,7 @@ def test_feature_metadata_keeps_normalisation():
     assert parsed.output.mean == (100.0,) and parsed.output.std == (20.0,)
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", None])
+@pytest.mark.parametrize("version", [0, 3, "1", None])
 def test_unknown_schema_version_is_refused_naming_the_known_ones(version):
     doc = metadata_doc()
     doc["schema_version"] = version
@@ -60,7 +60,7 @@ def test_unknown_schema_version_is_refused_naming_the_known_ones(version):
         contract.parse_info(json.dumps(doc))
     message = str(err.value)
     assert f"schema_version {version!r} is not supported" in message
-    assert "reads version(s) 1" in message
+    assert "reads version(s) 1, 2" in message
 
 
 @pytest.mark.parametrize("text", ["{not json", "", "[1, 2]", '"gru"'])

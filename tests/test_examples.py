@@ -30,7 +30,7 @@ def test_keyboard_streams_example(tmp_path):
     model_path = tmp_path / "chars.onnx"
     export_model(RecurrentModel(config), model_path, vocabulary=vocabulary)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "keyboard_streams.py"), str(model_path)],
+        [sys.executable, str(ROOT / "examples" / "keyboard_streams.py"), "--model", str(model_path)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -64,6 +64,18 @@ def test_vowels_stream_example(tmp_path):
     assert "370 test utterances streamed frame by frame" in out
     accuracy = float(out.split("accuracy after the last frame: ")[1].split()[0])
     assert accuracy > 0.5  # 60 steps already separates most speakers; the full run is in the README
+
+
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
+
+
+def test_every_example_has_help_writes_nothing_with_it_and_is_in_the_readme(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in EXAMPLES:
+        out = run_example(name, "--help", cwd=tmp_path)
+        assert "usage:" in out and "--out" in out, name
+        assert f"examples/{name}" in readme, f"README does not list {name}"
+    assert list(tmp_path.iterdir()) == []  # --help wrote no file named --help, nor anything else
 
 
 def _make_mcu(target: str, build: Path, *variables: str, stdin: str | None = None) -> str:

@@ -315,9 +315,10 @@ def test_bad_token_inputs_are_refused_and_state_kept(token_model, x, message):
             np.zeros((3, 4)),
             "x: expected features of shape (2, 4) (this stream's batch size is 2), got shape (3, 4)",
         ),
-        (np.zeros((2, 4), np.int64), "x: expected floating-point values (float32), got dtype int64"),
-        (np.zeros((2, 4), bool), "x: expected floating-point values (float32), got dtype bool"),
-        (np.full((2, 4), "1.0"), "x: expected floating-point values (float32), got dtype <U3"),
+        (np.zeros((2, 4), bool), "x: expected numbers (float32), got dtype bool"),
+        (np.zeros((2, 4), complex), "x: expected numbers (float32), got dtype complex128"),
+        (np.full((2, 4), None), "x: expected numbers (float32), got dtype object"),
+        (np.full((2, 4), "1.0"), "x: expected numbers (float32), got dtype <U3"),
         (np.array([[0, 0, np.nan, 0], [0] * 4]), "got 1 NaN/inf value(s), the first at index (0, 2)"),
         (np.array([[0] * 4, [0, np.inf, -np.inf, 0]]), "got 2 NaN/inf value(s), the first at index (1, 1)"),
         (np.full((2, 4), 1e300), "x: expected finite values, got 8 NaN/inf value(s)"),  # inf as float32
@@ -460,7 +461,7 @@ def test_unknown_schema_version_in_a_file_is_refused(tmp_path, tiny_model_builde
 
 def test_corrupt_metadata_in_a_file_is_refused(tmp_path, tiny_model_builder):
     path = tiny_model_builder(metadata="{cell: gru").save(tmp_path)
-    with pytest.raises(ContractError, match="edgernn metadata is not valid JSON"):
+    with pytest.raises(ContractError, match="edgernn metadata: the document is not valid JSON"):
         Stepper(path)
 
 

@@ -263,9 +263,13 @@ def test_cli_resume_and_bad_options(tmp_path):
     run_dir = tmp_path / "run"
     args = ["train", str(BLEEDING_TRAIN), "--task", "anomaly", "-o", str(run_dir), "--steps", "10", "--quiet"]
     assert runner.invoke(cli, args).exit_code == 0
-    result = runner.invoke(cli, ["train", "--resume", str(run_dir), "--steps", "20", "--quiet"])
+    result = runner.invoke(cli, ["train", "--resume", str(run_dir), "--quiet"])
+    assert result.exit_code == 2 and "has finished its budget (10 steps" in result.stderr  # nothing to do
+    result = runner.invoke(cli, ["train", "--resume", str(run_dir), "--steps", "10", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "20 steps" in result.stdout
+    assert "20 steps" in result.stdout  # --steps on a resume: that many more
+    with pytest.raises(InputError, match="has done 20 steps; max_steps 15 is a total"):
+        resume_training(run_dir, max_steps=15, progress=False)
     result = runner.invoke(
         cli, ["train", str(BLEEDING_TRAIN), "--task", "steplabels", "-o", str(tmp_path / "x")]
     )
@@ -300,7 +304,68 @@ def test_torchrun_two_processes_stay_in_sync(tmp_path):
         "resume.safetensors",
         "vocab.json",
     ]
-    resumed = subprocess.run([*command[:5], "-m", "edgernn", "train", "--resume", str(run_dir), "--steps", "18", "--quiet"],
+    resumed = subprocess.run([*command[:5], "-m", "edgernn", "train", "--resume", str(run_dir), "--steps", "6", "--quiet"],
                              capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 18
+
+
+def write_sequences_csv(path: Path, cases: int, classes: list[str]) -> None:
+    """A classification CSV with text ids and text labels, cases taken from the vowels training set."""
+    sequences, labels = read_ts(VOWELS_TRAIN)
+    wanted = {str(i + 1): name for i, name in enumerate(classes)}
+    per_class = cases // len(classes)
+    picked = []
+    for number, name in wanted.items():
+        picked += [(x, name) for x, label in zip(sequences, labels, strict=True) if label == number][
+            :per_class
+        ]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["series_id", *(f"c{i}" for i in range(12)), "label"])
+        for number, (frames, label) in enumerate(picked):
+            writer.writerows([f"utt-{number}", *row, label] for row in frames.tolist())
+
+
+def test_classify_csv_takes_text_labels_and_validates_on_a_stratified_share(tmp_path):
+    path = tmp_path / "speakers.csv"
+    write_sequences_csv(path, 40, ["alice", "bob", "carol", "dan"])
+    # no task named: series_id and label make it the classification CSV
+    result = train_task(None, path, tmp_path / "run", ModelConfig(hidden_size=8), steps(4, eval_every=2),
+                        progress=False)  # fmt: skip
+    data = result.task
+    assert data.task == "classify" and data.metadata["classes"] == ["alice", "bob", "carol", "dan"]
+    assert data.split_sizes == (30, 10)  # 10% would be 4 cases: a small set validates on a quarter
+    counts = np.bincount([label for _, label in data.validation], minlength=4)
+    assert sorted(counts.tolist()) == [2, 2, 3, 3]  # every class in its share
+    assert result.metrics["validation_size"] == 10 and result.metrics["train_size"] == 30
+
+
+def test_a_time_budget_of_a_handful_of_steps_warns(tmp_path):
+    config = TrainConfig(budget_minutes=0.002, batch_size=8, seq_len=32, eval_every=100, eval_batch_size=4)
+    with pytest.warns(train_module.FewStepsWarning, match="fewer than 100"):
+        result = train_task(
+            "anomaly", BLEEDING_TRAIN, tmp_path, ModelConfig(hidden_size=8), config, progress=False
+        )
+    assert result.metrics["steps"] < 100
+    assert result.metrics["warnings"] and "fewer than 100" in result.metrics["warnings"][-1]
+    assert "--steps budget" in result.metrics["warnings"][-1]
+    counted = train_task(
+        "anomaly", BLEEDING_TRAIN, tmp_path / "b", ModelConfig(hidden_size=8), steps(5), progress=False
+    )
+    assert counted.metrics["warnings"] == []  # a step budget the user chose is not a surprise
+
+
+def test_api_and_cli_share_one_thread_default(tmp_path):
+    from edgernn.train import DEFAULT_THREADS, configs_for
+
+    assert TrainConfig().threads == DEFAULT_THREADS == 1
+    for task in ("charlm", "forecast", "classify"):
+        assert configs_for(task, {}, {}).__getitem__(1).threads == DEFAULT_THREADS
+    before = torch.get_num_threads()
+    result = train_task(
+        "forecast", BLEEDING_TRAIN, tmp_path, ModelConfig(hidden_size=8), steps(2), progress=False
+    )
+    assert (
+        result.metrics["threads"] == 1 and torch.get_num_threads() == before
+    )  # the caller's setting is back

@@ -77,3 +77,33 @@ def test_packages_import_only_under_the_edgernn_name(tmp_path):
         "runtime": "missing",
         "edgernn": ["edgernn.export", "edgernn.runtime"],
     }
+
+
+# A device-only install: train, export and quantize say what to install, in one line, exit code 2.
+TRAIN_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None
+from edgernn.cli import main
+sys.argv = ["edgernn", *sys.argv[1:]]
+main()
+"""
+
+
+def test_train_and_export_without_torch_say_what_to_install(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("hello world " * 200)
+    commands = (
+        ["train", str(text), "-o", str(tmp_path / "run")],
+        ["export", str(tmp_path), "-o", "m.onnx"],
+        ["quantize", str(text), "-o", "m.onnx", "--mode", "int8", "--data", str(text)],
+    )
+    for args in commands:
+        done = subprocess.run(
+            [sys.executable, "-c", TRAIN_WITHOUT_TORCH, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert f"edgernn {args[0]} needs the train extra (torch is not installed)" in lines[0]
+        assert "pip install 'edgernn[train]'" in lines[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "m.onnx").exists()
