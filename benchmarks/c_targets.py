@@ -4,8 +4,9 @@ Cortex-M4F. Prints the Markdown tables of docs/devices.md.
 Speed: for the reference GRU and LSTM of ``edgernn bench`` (2 layers of 128, 32 features, PyTorch's
 initialisation) and the same at hidden 512, each path is timed per step, interleaved in rounds:
 ``baseline_onnx`` (``torch.onnx.export`` of the same weights run with ``session.run``), the stepper,
-and the generated C in float32 and int8 (``-O3 -march=native``, timed in C), each with libm's
-``expf``/``tanhf`` (the default) and with ``--fast-activations``. Goals: float32 C p50 at most 0.3x
+and the generated C in float32 and int8 (``-O3 -march=native``, timed in C), each with the
+default activations (the generated file's own exp/sigmoid/tanh, about 1 ulp) and with ``--fast-activations``
+(a rational tanh). Goals: float32 C p50 at most 0.3x
 baseline_onnx; int8 C at most 0.2x at hidden 128 and 0.15x at hidden 512.
 
 Size: NAME.c alone compiled for the Cortex-M4F (arm-none-eabi-gcc -O2, arm-none-eabi-size), float32 and

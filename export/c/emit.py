@@ -4,9 +4,11 @@ The step is straight-line code over one scratch array on the stack (``t``), whos
 their lifetimes so that buffers no longer read are reused. Weights are ``static const`` arrays. Loops have
 literal bounds; every matrix product is written input-major (``out[j] += x[i] * W[i][j]`` over
 contiguous rows of W, two inputs per pass), a loop with no reduction in it, which gcc and clang vectorise
-at -O2/-O3 without -ffast-math. int8 weights keep one float scale per output (a column of the stored
-input-major matrix, a row of the usual (out, in) one); their products are summed in float and scaled
-once.
+at -O2/-O3 without -ffast-math. int8 weights keep one float scale per output and are stored output-major;
+each product's input is quantized to int8 once per step (one scale per vector), the products are integer
+dot products summed in int32 (a reduction gcc vectorises to pmaddwd/vpdpwssd), scaled once per output.
+Sigmoid, tanh and exp are the file's own branch-free functions (see EXP_MAX_REL_ERROR), so they vectorise
+too and no libm is needed for a GRU/LSTM.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from edgernn.export.c.lower import (
 from edgernn.runtime.errors import ContractError
 
 AXPY_INPUTS = 4  # rows of a matrix each pass over the output adds in
+ROWS_PER_DOT = 4  # int8: outputs each pass over the quantized input computes
 ALIGN = 8  # floats (32 bytes): every scratch tensor starts on a 256-bit vector boundary
 PER_LINE = 12
 
@@ -46,6 +49,29 @@ FAST_TANH_ALPHA = (
 )  # fmt: skip
 FAST_TANH_BETA = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
 FAST_TANH_CLAMP = 7.99881172180175781
+
+# The default exp, sigmoid and tanh: float32 code of the generated file itself, no libm, no branches (every
+# select is a mask on integer bits and every clamp an integer min: gcc does not if-convert float compares,
+# nor speculate float arithmetic that a branch would skip, under the default -ftrapping-math), so the activation
+# loops vectorise at -O3 (and at -O2 wherever the target has vector blends, AVX and up).
+# exp(x): x clamped to [-150, 150] (on its bits); n = round(x / ln 2) by the 1.5 * 2^23 rounding trick; r = x - n ln 2 in
+# two parts (Cody-Waite); exp(r) by Cephes' degree-7 minimax polynomial; 2^n as two powers of two built in
+# the exponent bits, so results overflow to +inf and underflow through the subnormals to 0 as expf's do.
+# sigmoid(x) = 1 / (1 + exp(-x)); tanh(x): Cephes' odd polynomial below |x| = 0.625, else
+# sign(x) (1 - 2 / (exp(2 |x|) + 1)) with |x| clamped to 9. Measured against double precision over every
+# third float32 (benchmarks/c_activations.py; tests/test_c_target.py samples every float's neighbourhood):
+EXP_MAX_REL_ERROR = 8.2e-08  # results in the normal range
+TANH_MAX_ABS_ERROR = 7.9e-08
+SIGMOID_MAX_ABS_ERROR = 8.9e-08
+EXP_POLY = (
+    1.9875691500e-4,
+    1.3981999507e-3,
+    8.3334519073e-3,
+    4.1665795894e-2,
+    1.6666665459e-1,
+    5.0000001201e-1,
+)
+TANH_POLY = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1)
 
 
 def literal(value: float) -> str:
@@ -125,6 +151,7 @@ class Emitted:
     ram_bytes: int
     scratch_bytes: int
     replaced: dict[str, np.ndarray] = field(default_factory=dict)  # initializer -> its int8 rounding
+    quantized_inputs: list[tuple[str, str]] = field(default_factory=list)  # int8: (x tensor, weight)
 
 
 class _Emitter:
@@ -141,6 +168,8 @@ class _Emitter:
         self.arena_base: dict[int, int] = {}
         self.alias: dict[int, tuple[int, int]] = {}  # id(storage) -> (id(the storage it lives in), offset)
         self.arena_size = 0
+        self.quantized_inputs: list[tuple[str, str]] = []  # int8: (graph tensor, weight) of each product
+        self.int8_scratch = 0  # bytes: the largest quantized input vector
 
     # -- constant arrays
 
@@ -265,8 +294,7 @@ class _Emitter:
     def writes(self, op) -> list[Storage]:
         if isinstance(op, Copy):
             return [op.dst]
-        extra = [op.tmp.storage] if isinstance(op, Gemv) and getattr(op, "tmp", None) is not None else []
-        return [op.out.storage, *extra]
+        return [op.out.storage]
 
     def reads(self, op) -> list[Storage]:
         if isinstance(op, Copy):
@@ -303,41 +331,86 @@ class _Emitter:
         lines = [f"{{ /* {op.out.name}: {k} -> {n}{', added' if op.accumulate else ''} */"]
         lines.append(f"    const float *restrict v = {self.ptr(x)};")
         if self.int8:
-            q, scale = quantize_rows(op.weight, axis=1)
-            if op.source is None:
-                raise ContractError(
-                    f"int8: the matrix of {op.out.name!r} is computed in the graph rather than stored, so no "
-                    "reference graph with its int8 rounding can check the C; deploy this file as float32"
-                )
-            self._record(op.source, q, scale)
-            w = self.const_array(q, "int8_t", "q")
-            s = self.const_array(scale, "float", "s")
-            acc = self.ptr(op.tmp) if op.accumulate else self.ptr(op.out)
-            lines.append(f"    float *restrict o = {self.ptr(op.out)};")
+            return self._gemv_int8(op, k, n, lines)
+        w = self.const_array(op.weight, "float", "w")
+        lines.append(f"    float *restrict o = {self.ptr(op.out)};")
+        lines.append(f"    const float *restrict w = {w};")
+        if op.bias is not None:
+            b = self.const_array(op.bias, "float", "b")
+            lines.append(f"    for (int j = 0; j < {n}; j++) o[j] = {b}[j];")
+        elif not op.accumulate:
+            lines.append(f"    for (int j = 0; j < {n}; j++) o[j] = 0.0f;")
+        lines += self._axpy(k, n, "o", "")
+        lines.append("}")
+        return lines
+
+    def _gemv_int8(self, op: Gemv, k: int, n: int, lines: list[str]) -> list[str]:
+        """int8 x int8 in int32: x quantized once (symmetric, one scale from its max |x|, rounded half to
+        even as onnx Round), the weights stored output-major so that each output is a contiguous int8 dot
+        product (gcc: a widening dot-product reduction of int8 weights by int16-held inputs, pmaddwd/vpdpwssd), then scaled by the output's
+        scale times x's and the float bias added."""
+        q, scale = quantize_rows(op.weight, axis=1)
+        if op.source is None:
+            raise ContractError(
+                f"int8: the matrix of {op.out.name!r} is computed in the graph rather than stored, so no "
+                "reference graph with its int8 rounding can check the C; deploy this file as float32"
+            )
+        if op.x_name is None:
+            raise ContractError(f"int8: the input of {op.out.name!r} has no name in the graph")
+        self._record(op.source, q, scale)
+        self.quantized_inputs.append((op.x_name, op.source[0]))
+        self.helpers.add("bits")
+        self.int8_scratch = max(self.int8_scratch, 2 * k)
+        w = self.const_array(np.ascontiguousarray(q.T), "int8_t", "q")
+        s = self.const_array(scale, "float", "s")
+        b = self.const_array(op.bias, "float", "b") if op.bias is not None else None
+        bits = f"{self.name}_bits"
+        lines += [
+            f"    float *restrict o = {self.ptr(op.out)};",
+            f"    const int8_t *restrict w = {w}; /* output-major: row j is output j's {k} weights */",
+            f"    int16_t xq[{k}]; /* int8 values held as int16: the product loop becomes pmaddwd / vpdpwssd */",
+            "    uint32_t top = 0;",
+            f"    for (int i = 0; i < {k}; i++) {{ {bits} a; a.f = v[i]; a.u &= 0x7FFFFFFFu; "
+            "top = a.u > top ? a.u : top; }",
+            f"    {bits} m; m.u = top; /* max |v|: NaN stays NaN */",
+            "    const float peak = m.f < 1e-30f ? 1e-30f : m.f;",
+            "    const float inv = 127.0f / peak, vs = peak / 127.0f;",
+            f"    for (int i = 0; i < {k}; i++) {{ {bits} r; r.f = v[i] * inv + 12583040.0f; "
+            "xq[i] = (int16_t)((int32_t)(r.u - 0x4B400000u) - 128); } /* round half to even */",
+        ]
+
+        def store(index: str, acc: str) -> str:
+            value = f"({s}[{index}] * vs) * (float){acc}"
             if op.accumulate:
-                lines.append(f"    float *restrict a = {acc};")
-            else:
-                lines.append("    float *restrict a = o;")
-            lines.append(f"    const int8_t *restrict w = {w};")
-            lines.append(f"    for (int j = 0; j < {n}; j++) a[j] = 0.0f;")
-            lines += self._axpy(k, n, "a", "(float)")
-            if op.accumulate:
-                lines.append(f"    for (int j = 0; j < {n}; j++) o[j] += {s}[j] * a[j];")
-            elif op.bias is not None:
-                b = self.const_array(op.bias, "float", "b")
-                lines.append(f"    for (int j = 0; j < {n}; j++) o[j] = {s}[j] * o[j] + {b}[j];")
-            else:
-                lines.append(f"    for (int j = 0; j < {n}; j++) o[j] *= {s}[j];")
-        else:
-            w = self.const_array(op.weight, "float", "w")
-            lines.append(f"    float *restrict o = {self.ptr(op.out)};")
-            lines.append(f"    const float *restrict w = {w};")
-            if op.bias is not None:
-                b = self.const_array(op.bias, "float", "b")
-                lines.append(f"    for (int j = 0; j < {n}; j++) o[j] = {b}[j];")
-            elif not op.accumulate:
-                lines.append(f"    for (int j = 0; j < {n}; j++) o[j] = 0.0f;")
-            lines += self._axpy(k, n, "o", "")
+                return f"o[{index}] += {value};"
+            if b is not None:
+                return f"o[{index}] = {value} + {b}[{index}];"
+            return f"o[{index}] = {value};"
+
+        rows = ROWS_PER_DOT
+        whole = n // rows * rows
+        if whole:  # ROWS_PER_DOT outputs per pass over xq: fewer loads of xq, fewer horizontal sums
+            accs = [f"a{g}" for g in range(rows)]
+            lines += [
+                f"    for (int j = 0; j < {whole}; j += {rows}) {{",
+                f"        const int8_t *restrict r = w + j * {k};",
+                f"        int32_t {', '.join(f'{a} = 0' for a in accs)};",
+                f"        for (int i = 0; i < {k}; i++) {{",
+                "            const int32_t x = xq[i];",
+                *(f"            {a} += (int32_t)r[{g * k} + i] * x;" for g, a in enumerate(accs)),
+                "        }",
+                *(f"        {store(f'j + {g}' if g else 'j', a)}" for g, a in enumerate(accs)),
+                "    }",
+            ]
+        if n - whole:
+            lines += [
+                f"    for (int j = {whole}; j < {n}; j++) {{",
+                f"        const int8_t *restrict r = w + j * {k};",
+                "        int32_t acc = 0;",
+                f"        for (int i = 0; i < {k}; i++) acc += (int32_t)r[i] * (int32_t)xq[i];",
+                f"        {store('j', 'acc')}",
+                "    }",
+            ]
         lines.append("}")
         return lines
 
@@ -402,6 +475,11 @@ class _Emitter:
             + f" {self.ref(out.storage, out.offset, out_index)} = {self.expression(op, args)};"
         ]
 
+    def exp(self) -> str:
+        """The generated file's own exp (no libm, vectorisable; see EXP_MAX_REL_ERROR)."""
+        self.helpers.add("exp")
+        return f"{self.name}_exp"
+
     def expression(self, op: Elementwise, args: list[str]) -> str:
         a = args[0]
         b = args[1] if len(args) > 1 else None
@@ -415,12 +493,14 @@ class _Emitter:
             if self.fast:
                 self.helpers.add("fast")
                 return f"{self.name}_fast_sigmoid({a})"
-            return f"1.0f / (1.0f + expf(-{a}))"
+            self.helpers.add("exp")
+            return f"{self.name}_sigmoid({a})"
         if name == "Tanh":
             if self.fast:
                 self.helpers.add("fast")
                 return f"{self.name}_fast_tanh({a})"
-            return f"tanhf({a})"
+            self.helpers.add("exp")
+            return f"{self.name}_tanh({a})"
         table = {
             "Add": f"{a} + {b}",
             "Sub": f"{a} - {b}",
@@ -441,7 +521,7 @@ class _Emitter:
             "Abs": f"fabsf({a})",
             "Neg": f"-{a}",
             "Sqrt": f"sqrtf({a})",
-            "Exp": f"expf({a})",
+            "Exp": f"{self.exp()}({a})",
             "Log": f"logf({a})",
             "Reciprocal": f"1.0f / {a}",
             "Relu": f"({a} > 0.0f ? {a} : 0.0f)",
@@ -457,13 +537,13 @@ class _Emitter:
         if name == "LeakyRelu":
             return f"({a} >= 0.0f ? {a} : {f('alpha', 0.01)} * {a})"
         if name == "Elu":
-            return f"({a} >= 0.0f ? {a} : {f('alpha', 1.0)} * (expf({a}) - 1.0f))"
+            return f"({a} >= 0.0f ? {a} : {f('alpha', 1.0)} * ({self.exp()}({a}) - 1.0f))"
         if name == "Celu":
             alpha = f("alpha", 1.0)
-            return f"({a} > 0.0f ? {a} : {alpha} * (expf({a} / {alpha}) - 1.0f))"
+            return f"({a} > 0.0f ? {a} : {alpha} * ({self.exp()}({a} / {alpha}) - 1.0f))"
         if name == "Selu":
             alpha, gamma = f("alpha", 1.67326319217681884765625), f("gamma", 1.05070102214813232421875)
-            return f"({a} > 0.0f ? {gamma} * {a} : {gamma} * {alpha} * (expf({a}) - 1.0f))"
+            return f"({a} > 0.0f ? {gamma} * {a} : {gamma} * {alpha} * ({self.exp()}({a}) - 1.0f))"
         if name == "ThresholdedRelu":
             return f"({a} > {f('alpha', 1.0)} ? {a} : 0.0f)"
         if name == "Softplus":
@@ -546,13 +626,14 @@ class _Emitter:
 
     def softmax(self, op: Softmax) -> list[str]:
         n, rows = op.size, op.x.size // op.size
-        final = "o[j] = v[j] - top - logf(sum);" if op.log else "o[j] = expf(v[j] - top) / sum;"
+        exp = self.exp()
+        final = "o[j] = v[j] - top - logf(sum);" if op.log else f"o[j] = {exp}(v[j] - top) / sum;"
         return [
             f"for (int r = 0; r < {rows}; r++) {{ /* {op.out.name}: {'Log' if op.log else ''}Softmax over {n} */",
             f"    const float *v = {self.ptr(op.x)} + r * {n}; float *o = {self.ptr(op.out)} + r * {n};",
             "    float top = v[0], sum = 0.0f;",
             f"    for (int j = 1; j < {n}; j++) top = v[j] > top ? v[j] : top;",
-            f"    for (int j = 0; j < {n}; j++) sum += expf(v[j] - top);",
+            f"    for (int j = 0; j < {n}; j++) sum += {exp}(v[j] - top);",
             f"    for (int j = 0; j < {n}; j++) {final}",
             "}",
         ]
@@ -576,12 +657,6 @@ def emit(
     """NAME.h and NAME.c for ``program``."""
     e = _Emitter(program, name, precision, fast, metadata)
     info = program.info
-    # int8 gemvs that add into another's output sum their own product in a buffer of their own first
-    for op in program.ops:
-        if isinstance(op, Gemv):
-            op.tmp = None
-            if e.int8 and op.accumulate:
-                op.tmp = Tensor(f"{op.out.name}_acc", op.out.shape, "f", Storage("arena", op.out.size))
     # outputs that sit in the state itself are copied out before the state is overwritten
     finals = []
     for t in [program.y, *(out for _, out in program.states)]:
@@ -614,7 +689,7 @@ def emit(
     for _, items in strings:
         e.flash += sum(len(s.encode("utf-8")) + 1 for s in items) + 4 * len(items)
     arena = max(1, e.arena_size)
-    ram = 4 * program.state_floats + 4 * arena
+    ram = 4 * program.state_floats + 4 * arena + -(-e.int8_scratch // 4) * 4
     header = _header(program, e, strings, ram, notes)
     src = [f"/* {n}.c: generated by edgernn from the verified step graph; see {n}.h. Do not edit. */"]
     src += [f'#include "{n}.h"', "", "#include <math.h>", "#include <stdint.h>", "#include <string.h>", ""]
@@ -629,6 +704,10 @@ def emit(
             + "\n};"
         )
     src.append("")
+    if e.helpers & {"exp", "bits"}:
+        src += [f"typedef union {{ float f; uint32_t u; }} {n}_bits; /* a float's bits */", ""]
+    if "exp" in e.helpers:
+        src += _exp_helpers(n)
     if "fast" in e.helpers:
         src += _fast_helpers(n)
     src += [
@@ -699,7 +778,69 @@ def emit(
             "    }",
             "}",
         ]
-    return Emitted(header, "\n".join(src) + "\n", e.flash, ram, 4 * arena, e.replaced)
+    return Emitted(
+        header, "\n".join(src) + "\n", e.flash, ram, 4 * arena + -(-e.int8_scratch // 4) * 4, e.replaced,
+        e.quantized_inputs,
+    )  # fmt: skip
+
+
+def _horner(coefficients: tuple[float, ...], var: str) -> str:
+    c = [literal(v) for v in coefficients]
+    poly = c[0]
+    for term in c[1:]:
+        poly = f"({poly} * {var} + {term})"
+    return poly
+
+
+def _exp_helpers(n: str) -> list[str]:
+    return [
+        "/* exp, sigmoid and tanh without libm and without branches, so that their loops vectorise; max error",
+        f" * against double precision: exp {EXP_MAX_REL_ERROR:.2g} relative, sigmoid {SIGMOID_MAX_ABS_ERROR:.2g},"
+        f" tanh {TANH_MAX_ABS_ERROR:.2g} absolute. */",
+        f"static inline float {n}_exp(float x)",
+        "{",
+        f"    {n}_bits v, t, s1, s2;",
+        "    v.f = x;",
+        "    const int32_t mag = (int32_t)(v.u & 0x7FFFFFFFu); /* signed compares: SSE2 has no unsigned ones */",
+        "    t.u = (uint32_t)(mag < 0x43160000 ? mag : 0x43160000) | (v.u & 0x80000000u); /* x clamped to +-150 */",
+        "    const float c = t.f;",
+        "    t.f = c * 1.44269504f + 12582912.0f; /* n = round(c / ln 2) in the low mantissa bits */",
+        "    const float k = t.f - 12582912.0f;",
+        "    const float r = (c - k * 0.693359375f) + k * 2.12194440e-4f;",
+        f"    const float p = {_horner(EXP_POLY, 'r')} * r * r + r + 1.0f;",
+        "    const uint32_t e = t.u - 0x4B400000u + 256u; /* n + 256 */",
+        "    const uint32_t half = e >> 1;",
+        "    s1.u = (half - 1u) << 23; /* 2^(half - 128) */",
+        "    s2.u = (e - half - 1u) << 23; /* 2^(n - half + 128) */",
+        "    t.f = p * s1.f * s2.f; /* overflows to inf, underflows through the subnormals to 0 */",
+        "    const uint32_t nan = 0u - (uint32_t)(mag > 0x7F800000); /* all ones for NaN: masks, not branches */",
+        "    t.u = (v.u & nan) | (t.u & ~nan); /* NaN stays NaN */",
+        "    return t.f;",
+        "}",
+        "",
+        f"static inline float {n}_sigmoid(float x)",
+        "{",
+        f"    return 1.0f / (1.0f + {n}_exp(-x));",
+        "}",
+        "",
+        f"static inline float {n}_tanh(float x)",
+        "{",
+        f"    {n}_bits v, a, c, small, big;",
+        "    v.f = x;",
+        "    a.u = v.u & 0x7FFFFFFFu;",
+        "    const int32_t mag = (int32_t)a.u;",
+        "    const float z = a.f * a.f;",
+        f"    small.f = {_horner(TANH_POLY, 'z')} * z * a.f + a.f;",
+        "    c.u = (uint32_t)(mag < 0x41100000 ? mag : 0x41100000); /* |x| clamped to 9 */",
+        f"    big.f = 1.0f - 2.0f / ({n}_exp(2.0f * c.f) + 1.0f);",
+        "    const uint32_t below = 0u - (uint32_t)(mag < 0x3F200000); /* |x| < 0.625 */",
+        "    const uint32_t nan = 0u - (uint32_t)(mag > 0x7F800000);",
+        "    c.u = ((small.u & below) | (big.u & ~below) | (v.u & 0x80000000u)) & ~nan;",
+        "    c.u |= v.u & nan; /* NaN stays NaN */",
+        "    return c.f;",
+        "}",
+        "",
+    ]
 
 
 def _fast_helpers(n: str) -> list[str]:
@@ -755,7 +896,7 @@ def _header(program: Program, e: _Emitter, strings, ram: int, notes: dict[str, A
         f" *   if ({n}_step{'_token' if tokens else ''}(&st, {'token' if tokens else 'x'}, y) != {N}_OK) "
         "{ bad input: st is as it was }",
         " *",
-        f" * RAM: {ram} bytes ({4 * program.state_floats} state, {e.arena_size * 4} scratch on the stack in a step).",
+        f" * RAM: {ram} bytes ({4 * program.state_floats} state, {ram - 4 * program.state_floats} scratch on the stack in a step).",
         f" * Flash: {e.flash} bytes of weights and constants (plus code).",
         " */",
         f"#ifndef {N}_H",

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -138,8 +139,10 @@ def generate_sources(
     """NAME.h and NAME.c computing one step of ``model`` (an edgernn ONNX file: path, bytes or proto).
 
     precision: ``float32`` (the graph's own weights), or ``int8`` (every matrix and the embedding table
-    as int8 with one float scale per output / per token, computed in float; from a float32 file).
-    fast_activations: tanh and sigmoid as a rational function instead of libm (see emit.FAST_TANH_*).
+    as int8 with one float scale per output / per token; products in integers, their inputs quantized
+    to int8 once per step; from a float32 file).
+    fast_activations: tanh and sigmoid as a cheaper rational function (see emit.FAST_TANH_*) instead of
+    the default ones (emit.TANH_MAX_ABS_ERROR...); neither calls libm.
     Raises ContractError for a graph the C target cannot reproduce, naming the op or the reason.
     """
     check_name(name)
@@ -156,13 +159,16 @@ def generate_sources(
         "generator": f"edgernn {__version__}",
     }
     if precision == "int8":
-        c_target["weights"] = "int8, one float scale per output (embedding: per token), float accumulation"
+        c_target["weights"] = (
+            "int8, one float scale per output (embedding: per token); each product's input quantized to int8 "
+            "per step (one scale from its max |x|), int32 accumulation"
+        )
     metadata = metadata_json(info.to_json(), {"c_target": c_target})
     notes = {"precision": precision}
     emitted = emit(program, name, precision, bool(fast_activations), metadata, notes)
     reference = content
     if precision == "int8":
-        reference = _reference_with(proto, emitted.replaced)
+        reference = _reference_with(proto, emitted.replaced, emitted.quantized_inputs)
     return CSources(
         name=name,
         files={f"{name}.h": emitted.header, f"{name}.c": emitted.source},
@@ -178,9 +184,12 @@ def generate_sources(
     )
 
 
-def _reference_with(proto: onnx.ModelProto, replaced: dict) -> bytes:
-    """``proto`` with the named initializers replaced (their int8 rounding, as float32)."""
+def _reference_with(proto: onnx.ModelProto, replaced: dict, quantized_inputs=()) -> bytes:
+    """``proto`` with the named initializers replaced (their int8 rounding, as float32), and the input
+    of each int8 product quantized as the C quantizes it: ``peak = max(max|x|, 1e-30)`` per row,
+    ``x' = Round(x * (127 / peak)) * (peak / 127)`` (Round: half to even, as the C)."""
     copy = onnx.ModelProto.FromString(proto.SerializeToString())
+    _quantize_inputs(copy, quantized_inputs)
     found = set()
     for init in copy.graph.initializer:
         if init.name in replaced:
@@ -193,3 +202,52 @@ def _reference_with(proto: onnx.ModelProto, replaced: dict) -> bytes:
         if prop.key == contract.METADATA_KEY:
             prop.value = contract.unsealed(contract.parse_info(prop.value)).to_json()
     return copy.SerializeToString()
+
+
+def _quantize_inputs(proto: onnx.ModelProto, quantized_inputs) -> None:
+    from onnx import helper
+
+    if not quantized_inputs:
+        return
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    graph = proto.graph
+    pairs = set(quantized_inputs)
+    consts = {
+        "edgernn_q_127": np.array(127.0, np.float32),
+        "edgernn_q_tiny": np.array(1e-30, np.float32),
+    }
+    if opset >= 18:
+        consts["edgernn_q_axes"] = np.array([-1], np.int64)
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    made: dict[str, str] = {}
+    nodes = []
+    for node in graph.node:
+        if (
+            node.op_type in ("MatMul", "Gemm")
+            and len(node.input) > 1
+            and (node.input[0], node.input[1]) in pairs
+        ):
+            x = node.input[0]
+            if x not in made:
+                p = f"edgernn_q{len(made)}_{x}"
+                if opset >= 18:
+                    reduce = helper.make_node(
+                        "ReduceMax", [p + "_abs", "edgernn_q_axes"], [p + "_max"], keepdims=1
+                    )
+                else:
+                    reduce = helper.make_node("ReduceMax", [p + "_abs"], [p + "_max"], axes=[-1], keepdims=1)
+                nodes += [
+                    helper.make_node("Abs", [x], [p + "_abs"]),
+                    reduce,
+                    helper.make_node("Max", [p + "_max", "edgernn_q_tiny"], [p + "_peak"]),
+                    helper.make_node("Div", ["edgernn_q_127", p + "_peak"], [p + "_inv"]),
+                    helper.make_node("Mul", [x, p + "_inv"], [p + "_scaled"]),
+                    helper.make_node("Round", [p + "_scaled"], [p + "_int"]),
+                    helper.make_node("Div", [p + "_peak", "edgernn_q_127"], [p + "_step"]),
+                    helper.make_node("Mul", [p + "_int", p + "_step"], [p + "_q"]),
+                ]
+                made[x] = p + "_q"
+            node.input[0] = made[x]
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)

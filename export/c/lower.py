@@ -69,6 +69,7 @@ class Gemv:
     bias: np.ndarray | None = None
     accumulate: bool = False
     source: tuple[str, str] | None = None
+    x_name: str | None = None  # the graph tensor x is (the int8 reference quantizes it as the C does)
 
 
 @dataclass(eq=False)
@@ -743,7 +744,7 @@ class _Lowering:
             raise ContractError(f"{op} of {a.shape} by {b.shape}: only one row at a time (batch 1)")
         out = self.new(out_name, shape)
         source = (b_name, source_kind) if b_name in self.initializer_names else None
-        self.emit(Gemv(out, a, np.ascontiguousarray(b), bias, source=source))
+        self.emit(Gemv(out, a, np.ascontiguousarray(b), bias, source=source, x_name=a_name))
         self.values[out_name] = out
 
     def layer_norm(self, names: list[str], attrs: dict, out_names: list[str], shapes) -> None:

@@ -27,6 +27,21 @@ STEPS = 1000
 MAX_GOLDEN_FLOATS = 24_000  # y values stored (plus the final state): about 300 kB of C text
 ATOL = 1e-4
 RTOL = 1e-4
+# int8: the C quantizes each product's input vector at every step; its reference graph does the same, but a
+# value within a rounding of a half step of the grid can round the other way in the two (their float sums
+# differ in the last bits), which moves the outputs by about one quantization step from then on. The self-test
+# of an int8 target therefore allows this fraction of the golden outputs' largest magnitude on top of ATOL:
+# it still catches a wrong layout, scale or op (errors of the order of the outputs); the quality gates
+# measure the int8 C against float32.
+INT8_ATOL_FRACTION = 0.02
+
+
+def tolerance_for(sources: CSources, golden: Golden) -> float:
+    """The self-test's absolute tolerance (ATOL; for int8 plus INT8_ATOL_FRACTION of the largest |y|)."""
+    if sources.precision != "int8":
+        return ATOL
+    return ATOL + INT8_ATOL_FRACTION * float(np.abs(golden.ys).max(initial=0.0))
+
 
 PASSAGE = (
     "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. First Citizen: You "

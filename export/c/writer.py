@@ -9,7 +9,7 @@ from typing import Any
 
 from edgernn.export.c.build import build_shared_library, verify_host
 from edgernn.export.c.generate import PRECISIONS, CSources, check_name, generate_sources
-from edgernn.export.c.selftest import ATOL, RTOL, golden_inputs, record_golden, test_source
+from edgernn.export.c.selftest import RTOL, golden_inputs, record_golden, test_source, tolerance_for
 from edgernn.export.deploy import DeployReport
 from edgernn.runtime.errors import InputError, ParityError, QuantizationError
 
@@ -47,7 +47,8 @@ def write(
     sources = generate_sources(model, name=name, precision=precision, fast_activations=bool(fast_activations))
     golden = record_golden(sources)
     files = dict(sources.files)
-    files[f"{name}_test.c"] = test_source(sources, golden)
+    atol = tolerance_for(sources, golden)
+    files[f"{name}_test.c"] = test_source(sources, golden, atol=atol)
     for file_name, text in files.items():
         (stage / file_name).write_text(text, encoding="utf-8")
     report = DeployReport(target="c", out_dir=stage)
@@ -79,7 +80,7 @@ def write(
         report.checks.append(
             f"host self-test (cc -std=c99 -Wall -Wextra -Werror -pedantic -O2): {result.steps} steps against "
             f"the onnxruntime stepper, state fed back, largest error {result.max_abs_error:.3g} "
-            f"(tolerance {ATOL:g} + {RTOL:g} x |want|); error paths checked"
+            f"(tolerance {atol:.3g} + {RTOL:g} x |want|); error paths checked"
         )
     if precision == "int8":
         _quality_gates(sources, report, details, data, tolerance, bool(force), skip_verify=bool(skip_verify))
