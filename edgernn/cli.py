@@ -583,7 +583,7 @@ def evaluate(model, data, series_column, label_column, as_json) -> None:
 
 @cli.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("source", default="-", type=click.File("r", encoding="utf-8"))
+@click.argument("source", default="-", type=click.File("rb"))
 @click.option("--series-column", help="Column whose change starts a new sequence (a blank line does too).")
 @click.option(
     "--threshold", type=float, help="anomaly: add a 0/1 'anomaly' column, 1 where score > THRESHOLD."
@@ -609,7 +609,7 @@ def stream(model, source, series_column, threshold, top_k, as_json) -> None:
     from edgernn.runtime.streaming_io import predict_lines
 
     options = {"series_column": series_column, "threshold": threshold, "top_k": top_k, "as_json": as_json}
-    for line in predict_lines(Stepper(model), iter(source.readline, ""), **options):
+    for line in predict_lines(Stepper(model), iter(source.readline, b""), **options):
         click.echo(line)  # click.echo flushes: every prediction leaves as soon as it is made
 
 

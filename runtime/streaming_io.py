@@ -42,7 +42,7 @@ FEATURE_TASKS = ("forecast", "anomaly", "classify", "steplabels")
 
 def predict_lines(
     stepper: Stepper,
-    lines: Iterable[str],
+    lines: Iterable[str | bytes],
     *,
     series_column: str | None = None,
     threshold: float | None = None,
@@ -51,6 +51,7 @@ def predict_lines(
 ) -> Iterator[str]:
     """Output lines (no newline) for input ``lines``, one per sample, as they are read (see the module)."""
     task = _task(stepper)
+    lines = _text_lines(lines)
     if task == "charlm":
         if series_column is not None or threshold is not None:
             raise InputError("--series-column and --threshold apply to feature models, not a character model")
@@ -59,6 +60,19 @@ def predict_lines(
     if threshold is not None and task != "anomaly":
         raise InputError(f"--threshold applies to anomaly models; this is a {task} model")
     yield from _Rows(_predictor(stepper, task, threshold), series_column).lines(lines, as_json)
+
+
+def _text_lines(lines: Iterable[str | bytes]) -> Iterator[str]:
+    """``lines`` as text: bytes are decoded line by line, and bytes that are not UTF-8 are refused by line."""
+    for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"line {number}: expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x}"
+                ) from None
+        yield line
 
 
 def _task(stepper: Stepper) -> str:

@@ -205,3 +205,11 @@ def test_step_labels_stream_through_one_sequence(root):
     want = [reference.step(frame) for frame in frames.astype(np.float32)]
     assert [d["label"] for d in docs] == [label for label, _ in want]
     np.testing.assert_allclose([[d["p_0"], d["p_1"]] for d in docs], [p for _, p in want], rtol=1e-6)
+
+
+def test_bytes_that_are_not_text_get_one_line_naming_the_line(forecaster):
+    command = [sys.executable, "-m", "edgernn", "stream", str(forecaster.path)]
+    done = subprocess.run(command, input=b"a,b\n1,2\n\xff\xfe,1\n", capture_output=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode().strip().splitlines() == ["Error: line 3: expected UTF-8 text, got byte 0xff"]
+    assert len(done.stdout.decode().splitlines()) == 2  # the header and the first row's prediction
