@@ -18,6 +18,17 @@ def task_model(directory: Path, name: str, extra: dict, **shape) -> TinyModel:
     return model
 
 
+def anomaly_model(directory: Path) -> TinyModel:
+    """A one-column anomaly model (residual std 0.5) with untrained weights."""
+    extra = {
+        "task": "anomaly",
+        "columns": ["value"],
+        "targets": ["value"],
+        "anomaly": {"residual_std": [0.5]},
+    }
+    return task_model(directory, "anomaly.onnx", extra, input_kind="features", input_size=1, hidden_size=4)
+
+
 def write_csv(path: Path, header: list[str], rows: np.ndarray) -> Path:
     lines = [",".join(header), *(",".join(f"{v:.5f}" for v in row) for row in rows)]
     path.write_text("\n".join(lines) + "\n")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import VOCABULARY, TinyModel
-from task_models import task_model, write_csv
+from task_models import anomaly_model, task_model, write_csv
 
 from edgernn.cli import cli
 from edgernn.export.quality import evaluation_data_from_model
@@ -77,13 +77,7 @@ def test_forecast_mse_and_rmse_in_user_units_with_columns_matched_by_name(root):
 
 
 def test_anomaly_reports_the_top_score_and_its_row(root):
-    extra = {
-        "task": "anomaly",
-        "columns": ["value"],
-        "targets": ["value"],
-        "anomaly": {"residual_std": [0.5]},
-    }
-    model = task_model(root, "anomaly.onnx", extra, input_kind="features", input_size=1, hidden_size=4)
+    model = anomaly_model(root)
     signal = np.sin(np.arange(300) / 5.0)[:, None]
     signal[150] += 1000.0
     doc = run_eval(model.path, write_csv(root / "signal.csv", ["value"], signal))

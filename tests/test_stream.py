@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import VOCABULARY
-from task_models import task_model, write_csv
+from task_models import anomaly_model, task_model, write_csv
 
 from edgernn.cli import cli
 from edgernn.runtime import Stepper
@@ -67,13 +67,7 @@ def test_json_lines_in_and_out(forecaster):
 
 
 def test_anomaly_scores_and_the_threshold_flag(root):
-    extra = {
-        "task": "anomaly",
-        "columns": ["value"],
-        "targets": ["value"],
-        "anomaly": {"residual_std": [0.5]},
-    }
-    model = task_model(root, "anomaly.onnx", extra, input_kind="features", input_size=1, hidden_size=4)
+    model = anomaly_model(root)
     signal = np.sin(np.arange(40) / 3.0)[:, None]
     signal[30] += 50.0
     path = write_csv(root / "s.csv", ["value"], signal)
