@@ -19,7 +19,8 @@ from edgernn.models import ModelConfig, RecurrentModel
 ROOT = Path(__file__).parents[1]
 
 
-def test_keyboard_streams_example(tmp_path):
+def _char_model(directory: Path, **options) -> tuple[Path, list[str]]:
+    """An untrained GRU 1x16 character model over tinyshakespeare's vocabulary, exported to chars.onnx: (path, vocabulary)."""
     vocabulary = build_vocabulary(
         (ROOT / "examples" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")
     )
@@ -27,8 +28,13 @@ def test_keyboard_streams_example(tmp_path):
     config = ModelConfig(
         input_size=len(vocabulary), output_size=len(vocabulary), hidden_size=16, embedding_size=8
     )
-    model_path = tmp_path / "chars.onnx"
-    export_model(RecurrentModel(config), model_path, vocabulary=vocabulary)
+    path = directory / "chars.onnx"
+    export_model(RecurrentModel(config), path, vocabulary=vocabulary, **options)
+    return path, vocabulary
+
+
+def test_keyboard_streams_example(tmp_path):
+    model_path, _ = _char_model(tmp_path)
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "keyboard_streams.py"), "--model", str(model_path)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
@@ -114,15 +120,7 @@ def test_mcu_anomaly_scorer_on_the_cortex_m4_and_csv_stream_on_the_host(tmp_path
 
 
 def test_mcu_chargen_on_the_cortex_m4(tmp_path):
-    vocabulary = build_vocabulary(
-        (ROOT / "examples" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")
-    )
-    torch.manual_seed(0)
-    config = ModelConfig(
-        input_size=len(vocabulary), output_size=len(vocabulary), hidden_size=16, embedding_size=8
-    )
-    model_path = tmp_path / "chars.onnx"
-    export_model(RecurrentModel(config), model_path, vocabulary=vocabulary, chunk_steps=None)
+    model_path, vocabulary = _char_model(tmp_path, chunk_steps=None)
     out = _make_mcu(
         "chargen", tmp_path / "build", f"CHAR_MODEL={model_path}", "CHAR_PRECISION=float32", "CHARS=120"
     )
