@@ -97,7 +97,9 @@ class NativeStream:
             self._slots.append((spec, offset, size))
             offset += size
         self._state_floats = offset
-        self._state = np.zeros((batch_size, max(1, offset)), np.float32)
+        # one word past the floats: the struct's pass bit (int8 files; which way the rows are walked,
+        # never part of the values), so that a row is as large as the generated state struct
+        self._state = np.zeros((batch_size, offset + 1), np.float32)
         self._x = np.zeros((batch_size, max(1, self._features)), np.float32)
         self._y = np.zeros((batch_size, info.output.size), np.float32)
         rows = range(batch_size)

@@ -6,7 +6,11 @@ literal bounds; every matrix product is written input-major (``out[j] += x[i] * 
 contiguous rows of W, two inputs per pass), a loop with no reduction in it, which gcc and clang vectorise
 at -O2/-O3 without -ffast-math. int8 weights keep one float scale per output and are stored output-major;
 each product's input is quantized to int8 once per step (one scale per vector), the products are integer
-dot products summed in int32 (a reduction gcc vectorises to pmaddwd/vpdpwssd), scaled once per output.
+dot products summed in int32, scaled once per output. The weights are stored offset by 128 (uint8), so that
+each dot product is unsigned-by-signed bytes, the form of x86's vpdpbusd that gcc vectorises to; the offset's
+share, 128 times the input's sum, is taken off exactly in int32. Each int8 product walks its rows forward on
+one step and backward on the next (a bit in the state), so that rows read last stay in cache for the next
+step when the weights are larger than the cache.
 Sigmoid, tanh and exp are the file's own branch-free functions (see EXP_MAX_REL_ERROR), so they vectorise
 too and no libm is needed for a GRU/LSTM.
 """
@@ -170,6 +174,7 @@ class _Emitter:
         self.arena_size = 0
         self.quantized_inputs: list[tuple[str, str]] = []  # int8: (graph tensor, weight) of each product
         self.int8_scratch = 0  # bytes: the largest quantized input vector
+        self.serpentine = False  # an int8 product reads the state's pass bit
 
     # -- constant arrays
 
@@ -180,9 +185,10 @@ class _Emitter:
             return self.array_names[key]
         symbol = f"{self.name}_{prefix}{len(self.array_names)}"
         self.array_names[key] = symbol
-        body = _ints(array) if ctype == "int8_t" else _floats(array)
+        byte = ctype in ("int8_t", "uint8_t")
+        body = _ints(array) if byte else _floats(array)
         self.arrays.append(f"static const {ctype} {symbol}[{max(1, array.size)}] = {{\n{body}\n}};")
-        self.flash += array.size * (1 if ctype == "int8_t" else 4)
+        self.flash += array.size * (1 if byte else 4)
         return symbol
 
     def storage_symbol(self, s: Storage) -> str:
@@ -346,9 +352,11 @@ class _Emitter:
 
     def _gemv_int8(self, op: Gemv, k: int, n: int, lines: list[str]) -> list[str]:
         """int8 x int8 in int32: x quantized once (symmetric, one scale from its max |x|, rounded half to
-        even as onnx Round), the weights stored output-major so that each output is a contiguous int8 dot
-        product (gcc: a widening dot-product reduction of int8 weights by int16-held inputs, pmaddwd/vpdpwssd), then scaled by the output's
-        scale times x's and the float bias added."""
+        even as onnx Round), the weights stored output-major and offset by 128 (uint8), so that each output
+        is a contiguous unsigned-by-signed byte dot product (gcc: vpdpbusd with AVX512-VNNI / AVX-VNNI,
+        pmaddwd elsewhere); 128 times the sum of x is taken off in int32, which leaves exactly the int8
+        product. Then it is scaled by the output's scale times x's and the float bias added. The rows are
+        walked forward or backward as the state's pass bit says (the same sums either way)."""
         q, scale = quantize_rows(op.weight, axis=1)
         if op.source is None:
             raise ContractError(
@@ -360,27 +368,31 @@ class _Emitter:
         self._record(op.source, q, scale)
         self.quantized_inputs.append((op.x_name, op.source[0]))
         self.helpers.add("bits")
-        self.int8_scratch = max(self.int8_scratch, 2 * k)
-        w = self.const_array(np.ascontiguousarray(q.T), "int8_t", "q")
+        self.int8_scratch = max(self.int8_scratch, 2 * k)  # int16 where the bytes have no dot product
+        offset = (np.ascontiguousarray(q.T).astype(np.int16) + 128).astype(np.uint8)
+        w = self.const_array(offset, "uint8_t", "q")
         s = self.const_array(scale, "float", "s")
         b = self.const_array(op.bias, "float", "b") if op.bias is not None else None
         bits = f"{self.name}_bits"
         lines += [
             f"    float *restrict o = {self.ptr(op.out)};",
-            f"    const int8_t *restrict w = {w}; /* output-major: row j is output j's {k} weights */",
-            f"    int16_t xq[{k}]; /* int8 values held as int16: the product loop becomes pmaddwd / vpdpwssd */",
+            f"    const uint8_t *restrict w = {w}; /* output-major: row j is output j's {k} weights + 128 */",
+            f"    {self.name}_xq xq[{k}];",
             "    uint32_t top = 0;",
             f"    for (int i = 0; i < {k}; i++) {{ {bits} a; a.f = v[i]; a.u &= 0x7FFFFFFFu; "
             "top = a.u > top ? a.u : top; }",
             f"    {bits} m; m.u = top; /* max |v|: NaN stays NaN */",
             "    const float peak = m.f < 1e-30f ? 1e-30f : m.f;",
             "    const float inv = 127.0f / peak, vs = peak / 127.0f;",
+            "    int32_t xsum = 0;",
             f"    for (int i = 0; i < {k}; i++) {{ {bits} r; r.f = v[i] * inv + 12583040.0f; "
-            "xq[i] = (int16_t)((int32_t)(r.u - 0x4B400000u) - 128); } /* round half to even */",
+            "const int32_t qi = (int32_t)((r.u - 0x4B400000u) & 0xFFu) - 128; "
+            f"xq[i] = ({self.name}_xq)qi; xsum += qi; }} /* round half to even */",
+            "    const int32_t offset = 128 * xsum; /* the weights' +128 times x */",
         ]
 
         def store(index: str, acc: str) -> str:
-            value = f"({s}[{index}] * vs) * (float){acc}"
+            value = f"({s}[{index}] * vs) * (float)({acc} - offset)"
             if op.accumulate:
                 return f"o[{index}] += {value};"
             if b is not None:
@@ -390,10 +402,12 @@ class _Emitter:
         rows = ROWS_PER_DOT
         whole = n // rows * rows
         if whole:  # ROWS_PER_DOT outputs per pass over xq: fewer loads of xq, fewer horizontal sums
+            self.serpentine = True
             accs = [f"a{g}" for g in range(rows)]
             lines += [
-                f"    for (int j = 0; j < {whole}; j += {rows}) {{",
-                f"        const int8_t *restrict r = w + j * {k};",
+                f"    for (int jj = 0; jj < {whole}; jj += {rows}) {{",
+                f"        const int j = back ? {whole - rows} - jj : jj;",
+                f"        const uint8_t *restrict r = w + j * {k};",
                 f"        int32_t {', '.join(f'{a} = 0' for a in accs)};",
                 f"        for (int i = 0; i < {k}; i++) {{",
                 "            const int32_t x = xq[i];",
@@ -405,7 +419,7 @@ class _Emitter:
         if n - whole:
             lines += [
                 f"    for (int j = {whole}; j < {n}; j++) {{",
-                f"        const int8_t *restrict r = w + j * {k};",
+                f"        const uint8_t *restrict r = w + j * {k};",
                 "        int32_t acc = 0;",
                 f"        for (int i = 0; i < {k}; i++) acc += (int32_t)r[i] * (int32_t)xq[i];",
                 f"        {store('j', 'acc')}",
@@ -689,7 +703,7 @@ def emit(
     for _, items in strings:
         e.flash += sum(len(s.encode("utf-8")) + 1 for s in items) + 4 * len(items)
     arena = max(1, e.arena_size)
-    ram = 4 * program.state_floats + 4 * arena + -(-e.int8_scratch // 4) * 4
+    ram = 4 * program.state_floats + 4 * e.serpentine + 4 * arena + -(-e.int8_scratch // 4) * 4
     header = _header(program, e, strings, ram, notes)
     src = [f"/* {n}.c: generated by edgernn from the verified step graph; see {n}.h. Do not edit. */"]
     src += [f'#include "{n}.h"', "", "#include <math.h>", "#include <stdint.h>", "#include <string.h>", ""]
@@ -706,6 +720,17 @@ def emit(
     src.append("")
     if e.helpers & {"exp", "bits"}:
         src += [f"typedef union {{ float f; uint32_t u; }} {n}_bits; /* a float's bits */", ""]
+    if e.int8_scratch:
+        src += [
+            "/* the quantized inputs: int8 where the CPU has an unsigned-by-signed byte dot product (gcc emits",
+            " * vpdpbusd), int16 elsewhere (pmaddwd on SSE2/AVX2, vpdpwssd); the same sums either way */",
+            "#if defined(__AVX512VNNI__) || defined(__AVXVNNI__)",
+            f"typedef int8_t {n}_xq;",
+            "#else",
+            f"typedef int16_t {n}_xq;",
+            "#endif",
+            "",
+        ]
     if "exp" in e.helpers:
         src += _exp_helpers(n)
     if "fast" in e.helpers:
@@ -726,14 +751,19 @@ def emit(
         size = int(np.prod(spec.shape))
         src.append(f"    for (int i = 0; i < {size}; i++) st->s[{offset} + i] = {literal(spec.initial)};")
         offset += size
+    if e.serpentine:
+        src.append("    st->pass = 0u;")
     src += ["}", "", f"const char *{n}_metadata(void)", "{", f"    return (const char *){n}_meta;", "}", ""]
     checks = [f"!{n}_finite({e.ptr(y)}, {y.size})"]
     checks += [f"!{n}_finite({e.ptr(t)}, {t.size})" for t in next_states]
     commit = [f"    memcpy(y, {e.ptr(y)}, {y.size} * sizeof(float));"]
     for (state_in, _), t in zip(program.states, next_states, strict=True):
         commit.append(f"    memcpy(st->s + {state_in.storage.base}, {e.ptr(t)}, {t.size} * sizeof(float));")
+    if e.serpentine:
+        commit.append("    st->pass ^= 1u; /* the next step walks the int8 rows the other way */")
     step_body = [
         f"    float t[{arena}]; /* scratch: {4 * arena} bytes */",
+        *(["    const int back = (int)(st->pass & 1u);"] if e.serpentine else []),
         *("    " + line for line in body),
         f"    if ({' || '.join(checks)})",
         f"        return {N}_ERR_NONFINITE;",
@@ -937,7 +967,12 @@ def _header(program: Program, e: _Emitter, strings, ram: int, notes: dict[str, A
     if strings:
         lines.append("")
     lines += [
-        f"typedef struct {{ float s[{N}_STATE_FLOATS]; }} {n}_state;",
+        (
+            f"typedef struct {{ float s[{N}_STATE_FLOATS]; uint32_t pass; }} {n}_state; "
+            "/* pass: which way the int8 products walk their rows this step */"
+            if e.serpentine
+            else f"typedef struct {{ float s[{N}_STATE_FLOATS]; }} {n}_state;"
+        ),
         "",
         f"void {n}_reset({n}_state *st);",
         f"int {n}_step({n}_state *st, const float *x, float *y);",
