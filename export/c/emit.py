@@ -227,8 +227,43 @@ class _Emitter:
 
     # -- scratch placement
 
-    def plan(self, extra_live: list[Storage]) -> None:
-        """Place every scratch storage so that no two alive at the same op overlap."""
+    def split_state_products(self) -> None:
+        """A product of a state alone that adds into another product's output (a layer's hidden-to-hidden
+        product added to its input-to-hidden one) writes its own buffer instead, added after: it can then
+        run first (``hoistable``), and both orders compute the same bits."""
+        ops = []
+        for op in self.p.ops:
+            if isinstance(op, Gemv) and op.accumulate and op.x.storage.kind == "state" and op.bias is None:
+                alone = Tensor(f"{op.out.name}_state", op.out.shape, "f", Storage("arena", op.out.size))
+                ops.append(Gemv(alone, op.x, op.weight, None, False, op.source, op.x_name))
+                ops.append(Elementwise(op.out, "Add", [op.out, alone]))
+            else:
+                ops.append(op)
+        self.p.ops = ops
+
+    def hoistable(self) -> list[int]:
+        """The indices of the products of a state alone (each layer's hidden-to-hidden product): nothing
+        computed in the step feeds them, so they may run first. int8 steps run them first, last layer
+        first, on the steps that walk their rows backward: the weights read at the end of one step are
+        then the first read by the next, which keeps about half of them in a cache too small for all."""
+        if any(s.kind == "state" for op in self.p.ops for s in self.writes(op)):
+            return []
+        found, touched = [], set()
+        for index, op in enumerate(self.p.ops):
+            if (
+                isinstance(op, Gemv)
+                and not op.accumulate
+                and op.x.storage.kind == "state"
+                and op.out.storage.kind == "arena"
+                and id(op.out.storage) not in touched
+            ):
+                found.append(index)
+            touched.update(id(s) for s in (*self.writes(op), *self.reads(op)))
+        return found
+
+    def plan(self, extra_live: list[Storage], born_first: list[Storage] = ()) -> None:
+        """Place every scratch storage so that no two alive at the same op overlap; ``born_first``
+        storages are alive from the first op (their op may run first)."""
         first: dict[int, int] = {}
         last: dict[int, int] = {}
         storages: dict[int, Storage] = {}
@@ -247,6 +282,8 @@ class _Emitter:
         for s in extra_live:
             if s.kind == "arena" and id(s) in first:
                 last[id(s)] = end
+        for s in born_first:
+            first[id(s)] = 0
         self._in_place(first, last, storages)
         placed: list[tuple[int, int, int, int]] = []  # (first, last, start, stop)
         for key in sorted(storages, key=lambda k: (first[k], -storages[k].size)):
@@ -690,10 +727,23 @@ def emit(
             )
             t = copy
         finals.append(t)
-    e.plan([t.storage for t in finals])
+    if e.int8:
+        e.split_state_products()
+    hoisted = e.hoistable() if e.int8 else []
+    e.plan([t.storage for t in finals], [program.ops[i].out.storage for i in hoisted])
+    pieces = [e.emit_op(op) for op in program.ops]
     body: list[str] = []
-    for op in program.ops:
-        body += e.emit_op(op)
+    if hoisted:
+        e.serpentine = True
+        body.append("if (back) { /* the products of the state alone first, last layer first */")
+        for i in reversed(hoisted):
+            body += ["    " + line for line in pieces[i]]
+        body.append("}")
+    for i, lines in enumerate(pieces):
+        if i in hoisted:
+            body += ["if (!back) {", *("    " + line for line in lines), "}"]
+        else:
+            body += lines
     y, next_states = finals[0], finals[1:]
     tokens = info.input.kind == "tokens"
     N, n = e.NAME, e.name
