@@ -2,22 +2,27 @@
 StreamPool, in one run; prints docs/triton.md's table.
 
 The model: a character GRU (1 layer of 128, 65 tokens; PyTorch's initialisation, seed 0) exported with
-edgernn, or ``--model``. Triton: the python-backend repository ``edgernn deploy --target triton --backend
-python`` writes, served by the pip-installed tritonserver on 127.0.0.1. ``--sequences`` clients each
-send ``--steps`` requests over one gRPC stream, closed loop (a sequence's next step leaves when its
+edgernn, or ``--model``. Triton: the repositories ``edgernn deploy --target triton --backend c`` (the
+generated C in a backend of its own) and ``--backend python`` (a StreamPool in model.py) write, served
+by the pip-installed tritonserver on 127.0.0.1, one after the other. ``--sequences`` clients each send
+``--steps`` unary gRPC requests, closed loop (a sequence's next step leaves when its
 answer is back), so the server sees up to ``--sequences`` requests at once. The pool: one
 ``StreamPool.step`` of all sequences per step, as a single-process server would run it. Also measured:
-CPU seconds per 1,000 stream-steps of this process (the client), tritonserver and its python stub, and
-what the machine's other processes used meanwhile (the machine is shared: compare the ratios).
+CPU seconds per 1,000 stream-steps of this process (the client), tritonserver and (python) its stub, and
+what the machine's other processes used meanwhile (the machine is shared: compare the ratios). The
+client's garbage collector is off while it loads (``collector_off``), and the served model.py freezes
+what it loaded (gc.freeze): full collections had stalled all sequences at once for ~100 ms, every ~2 s.
 
-Run: python benchmarks/triton_load.py [--sequences 256] [--steps 1000] [--model M.onnx] [--json out.json]
-(needs pip install 'edgernn[serve]'; ~1 min)
+Run: python benchmarks/triton_load.py [--sequences 256] [--steps 1000] [--backends c,python] [--model M.onnx]
+[--json out.json]  (needs pip install 'edgernn[serve]' and a C compiler; ~2 min)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import tempfile
@@ -32,6 +37,7 @@ from edgernn.export.triton.server import TritonServer
 from edgernn.runtime import Stepper
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+BACKEND_LABELS = {"python": "python backend (StreamPool)", "c": "C backend (generated C)"}
 
 
 @dataclass
@@ -122,6 +128,20 @@ class CpuMeter:
         self.others_cores = max(others, 0.0) / wall
 
 
+@contextlib.contextmanager
+def collector_off():
+    """The load generator's garbage collector off while it runs (as timeit does): with 256 coroutines'
+    objects alive its full collections stalled every sequence in flight for about 100 ms at a time."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 # --- the in-process pool --------------------------------------------------------------------------
 
 
@@ -135,7 +155,7 @@ def pool_load(model: Path, xs: np.ndarray) -> tuple[Load, np.ndarray]:
     for i in ids:
         pool.reset(i)
     latencies = np.empty(xs.shape[1])
-    with CpuMeter({}) as meter:
+    with collector_off(), CpuMeter({}) as meter:
         start = time.perf_counter()
         for t in range(xs.shape[1]):
             began = time.perf_counter()
@@ -198,12 +218,13 @@ class Client:
         return asyncio.run(self._all())
 
 
-def triton_load(model: Path, xs: np.ndarray, workdir: Path) -> tuple[Load, np.ndarray]:
-    """The load on tritonserver; returns it and every sequence's last y ``(S, O)``."""
-    repo = workdir / "repo"
+def triton_load(model: Path, xs: np.ndarray, workdir: Path, backend: str) -> tuple[Load, np.ndarray]:
+    """The load on tritonserver serving ``backend``'s repository; returns it and every sequence's last
+    y ``(S, O)``."""
+    repo = workdir / f"repo_{backend}"
     sequences = len(xs)
     deploy(
-        model, "triton", repo, backend="python", max_batch_size=sequences, max_candidate_sequences=sequences
+        model, "triton", repo, backend=backend, max_batch_size=sequences, max_candidate_sequences=sequences
     )
     with TritonServer(repo) as server:
         size = Stepper(model, chunk_model=False).info.output.size
@@ -211,12 +232,11 @@ def triton_load(model: Path, xs: np.ndarray, workdir: Path) -> tuple[Load, np.nd
         stub = children(server.process.pid)
         pids = {"tritonserver": server.process.pid, **{f"python stub {i}": p for i, p in enumerate(stub)}}
         client = Client(server.grpc_url, model.stem, xs, 1, size)
-        with CpuMeter(pids) as meter:
+        with collector_off(), CpuMeter(pids) as meter:
             seconds = client.run()
     latencies = client.latencies.ravel() * 1e3
-    load = Load(
-        "Triton, python backend, gRPC (asyncio)", xs.size, seconds, latencies, meter.used, meter.others_cores
-    )
+    label = f"Triton, {BACKEND_LABELS[backend]}, gRPC (asyncio)"
+    load = Load(label, xs.size, seconds, latencies, meter.used, meter.others_cores)
     return load, client.last_ys
 
 
@@ -254,23 +274,35 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--model", type=Path, help="an edgernn token model (default: the GRU 1x128 above)")
     parser.add_argument("--json", type=Path, help="write the numbers here too")
+    parser.add_argument(
+        "--backends", default="c,python", help="the Triton flavours to load, in order (default: c,python)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="triton-load-") as scratch:
         workdir = Path(scratch)
         model = args.model or export_reference(workdir)
         xs = token_inputs(Stepper(model, chunk_model=False), args.sequences, args.steps)
         load_before = os.getloadavg()[0]
-        triton, triton_ys = triton_load(model, xs, workdir)
+        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        unknown = sorted(set(backends) - set(BACKEND_LABELS))
+        if unknown or not backends:
+            parser.error(f"--backends: expected some of {', '.join(BACKEND_LABELS)}, got {args.backends!r}")
+        served = [triton_load(model, xs, workdir, backend) for backend in backends]
         pool, pool_ys = pool_load(model, xs)
-        loads = [pool, triton]
-        error = float(np.max(np.abs(triton_ys - pool_ys)))
+        loads = [pool, *(load for load, _ in served)]
+        errors = [float(np.max(np.abs(ys - pool_ys))) for _, ys in served]
     lines = table(loads, args.sequences, args.steps)
-    lines += ["", *goals(loads[1])]
-    lines.append(f"every sequence's last y, Triton against the pool: largest difference {error:.2g}")
+    for load, error in zip(loads[1:], errors, strict=True):
+        lines += ["", f"{load.label}:", *goals(load)]
+        lines.append(f"every sequence's last y, Triton against the pool: largest difference {error:.2g}")
     lines.append(f"load average before the run: {load_before:.2f} on {os.cpu_count()} cores")
     print("\n".join(lines))
     if args.json:
-        doc = {"loads": [load.summary() for load in loads], "answer_error": error, "load_before": load_before}
+        doc = {
+            "loads": [load.summary() for load in loads],
+            "answer_errors": errors,
+            "load_before": load_before,
+        }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 

@@ -526,7 +526,7 @@ def _data_shape(text: str) -> list[int | str]:
 @click.option(
     "--force", is_flag=True, default=None, help="c int8: write past a failed metric or drift check."
 )
-@click.option("--backend", type=click.Choice(["onnxruntime", "python"]), help="triton: the backend.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "python", "c"]), help="triton: the backend.")
 @click.option("--model-name", help="triton: the model's name in the repository.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="triton: max_batch_size.")
 @click.option(

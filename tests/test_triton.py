@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -212,23 +213,25 @@ def test_a_model_without_edgernn_metadata_is_refused_in_one_line(tmp_path):
 # --- a real tritonserver ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """One server, two python-backend models: ``chars`` (GRU, tokens) and ``sensor`` (LSTM, features,
-    4 candidate sequences, idle after 1 s). Always stopped, whatever the tests did."""
+@pytest.fixture(scope="module", params=["python", "c"])
+def served(request, tmp_path_factory):
+    """One server, two models of one flavour (the python backend, then the C backend): ``chars`` (GRU,
+    tokens) and ``sensor`` (LSTM, features, 4 candidate sequences, idle after 1 s). Always stopped,
+    whatever the tests did."""
     _need("tritonserver (nvidia-pytriton)", pytriton_root() is not None and _tritonclient_installed())
-    root = tmp_path_factory.mktemp("triton")
+    backend = request.param
+    root = tmp_path_factory.mktemp(f"triton_{backend}")
     chars = _save(build_tiny_model("gru", "tokens", hidden_size=16), root, "chars")
     sensor = _save(build_tiny_model("lstm", "features", input_size=3, hidden_size=8), root, "sensor")
     deploy(
-        chars, "triton", root / "repo_chars", backend="python", max_batch_size=64, max_candidate_sequences=64
+        chars, "triton", root / "repo_chars", backend=backend, max_batch_size=64, max_candidate_sequences=64
     )
     small = dict(max_candidate_sequences=SMALL_CANDIDATES, idle_timeout_us=IDLE_TIMEOUT_US)
-    deploy(sensor, "triton", root / "repo_sensor", backend="python", max_batch_size=8, **small)
+    deploy(sensor, "triton", root / "repo_sensor", backend=backend, max_batch_size=8, **small)
     server = TritonServer([root / "repo_chars", root / "repo_sensor"])
     try:
         server.start()
-        yield {"server": server, "chars": chars, "sensor": sensor}
+        yield {"server": server, "chars": chars, "sensor": sensor, "backend": backend}
     finally:
         server.stop()
 
@@ -306,6 +309,15 @@ def _tokens(rng, steps: int) -> np.ndarray:
     return rng.integers(0, 9, steps, dtype=np.int64)
 
 
+def _assert_served(served, got, want, err_msg: str = "") -> None:
+    """The python flavour runs the stepper's own graph (1e-5); the C flavour the generated C, held to
+    the C target's self-test tolerance (1e-4 + 1e-4 x |want|)."""
+    if served["backend"] == "c":
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=err_msg)
+    else:
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=err_msg)
+
+
 def test_64_concurrent_sequences_of_200_steps_each_equal_a_stepper_stream(served):
     rng = np.random.default_rng(1)
     inputs = {corrid: _tokens(rng, 200) for corrid in range(1, 65)}
@@ -316,14 +328,24 @@ def test_64_concurrent_sequences_of_200_steps_each_equal_a_stepper_stream(served
 
     got = _run(all_sequences, served["server"].grpc_url)
     for corrid, xs in inputs.items():
-        np.testing.assert_allclose(got[corrid], _reference(served["chars"], xs), atol=1e-5, rtol=0)
+        _assert_served(served, got[corrid], _reference(served["chars"], xs))
 
 
 def test_the_state_comes_back_when_asked_for(served):
     import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
 
     xs = _tokens(np.random.default_rng(2), 3)
     client = grpcclient.InferenceServerClient(served["server"].grpc_url)
+    if served["backend"] == "c":  # the C backend answers y alone, and Triton says so
+        wanted = [grpcclient.InferRequestedOutput(name) for name in ("y", "h_next")]
+        try:
+            with pytest.raises(InferenceServerException, match="h_next"):
+                client.infer("chars", [_input(_request_x(xs[0]))], sequence_id=900, sequence_start=True,
+                             sequence_end=True, outputs=wanted)  # fmt: skip
+        finally:
+            client.close()
+        return
     try:
         for t, x in enumerate(xs):
             wanted = [grpcclient.InferRequestedOutput(name) for name in ("y", "h_next")]
@@ -336,7 +358,7 @@ def test_the_state_comes_back_when_asked_for(served):
     stream = Stepper(served["chars"], chunk_model=False).new_stream()
     for x in xs:
         stream.step(x)
-    np.testing.assert_allclose(result.as_numpy("h_next"), stream.state["h"], atol=1e-5, rtol=0)
+    _assert_served(served, result.as_numpy("h_next"), stream.state["h"])
 
 
 def test_end_frees_the_state_and_a_reused_id_starts_from_the_initial_state(served):
@@ -354,7 +376,7 @@ def test_end_frees_the_state_and_a_reused_id_starts_from_the_initial_state(serve
         return runs
 
     for ys in _run(sequences, served["server"].grpc_url):
-        np.testing.assert_allclose(ys, want, atol=1e-5, rtol=0)
+        _assert_served(served, ys, want)
 
 
 def test_idle_sequences_are_freed_after_the_timeout(served):
@@ -377,9 +399,12 @@ def test_idle_sequences_are_freed_after_the_timeout(served):
         return results
 
     for ys in _run(waves, served["server"].grpc_url):
-        np.testing.assert_allclose(ys, want, atol=1e-5, rtol=0)
+        _assert_served(served, ys, want)
     log = served["server"].log_path.read_text()
-    assert f"freed {SMALL_CANDIDATES} sequence(s) idle for more than 1 s" in log
+    if served["backend"] == "python":
+        assert f"freed {SMALL_CANDIDATES} sequence(s) idle for more than 1 s" in log
+    else:  # the C backend frees an idle stream when a new sequence needs its slot
+        assert log.count("edgernn backend: freed sequence 10") == SMALL_CANDIDATES
 
 
 def test_bad_requests_get_errors_and_every_other_sequence_goes_on(served):
@@ -408,9 +433,7 @@ def test_bad_requests_get_errors_and_every_other_sequence_goes_on(served):
 
     results = _run(mixed, served["server"].grpc_url)
     for ys, (corrid, xs) in zip(results, good.items(), strict=False):
-        np.testing.assert_allclose(
-            ys, _reference(served["sensor"], xs), atol=1e-5, rtol=0, err_msg=str(corrid)
-        )
+        _assert_served(served, ys, _reference(served["sensor"], xs), err_msg=str(corrid))
 
 
 def test_a_killed_server_fails_its_clients_and_a_restarted_one_serves_new_sequences(tmp_path):
@@ -449,3 +472,28 @@ def test_the_deploy_command_writes_a_python_repository(tmp_path, need_tritonclie
     assert {f["path"] for f in doc["files"]} >= {"keys/config.pbtxt", "keys/1/model.py", "keys/1/model.onnx"}
     config = _parsed(tmp_path / "r", "keys")
     assert (config.max_batch_size, config.instance_group[0].count) == (8, 2)
+
+
+def test_c_repository_layout_config_and_a_built_backend(tmp_path, need_tritonclient):
+    path = _save(build_tiny_model("lstm", "features", input_size=3, hidden_size=8), tmp_path, "sensor")
+    args = ["deploy", str(path), "--target", "triton", "--backend", "c", "--max-candidate-sequences", "40"]
+    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "repo"), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["details"]["backend"] == "c" and doc["details"]["streams_per_instance"] == 80
+    assert doc["details"]["c_target"]["verified"] is True
+    version = tmp_path / "repo" / "sensor" / "1"
+    assert sorted(p.name for p in version.iterdir()) == [
+        "c_backend.c", "libtriton_edgernn.so", "model.c", "model.h",
+    ]  # fmt: skip
+    assert any("host self-test" in c and "1000 steps" in c for c in doc["checks"])
+    c = _parsed(tmp_path / "repo", "sensor")
+    assert (c.backend, list(c.parameters)) == ("edgernn", [])
+    assert [(o.name, list(o.dims)) for o in c.output] == [("y", [c.output[0].dims[0]])]  # no state outputs
+    controls = [ci.name for ci in c.sequence_batching.control_input]
+    assert controls == ["START", "END", "READY", "CORRID"]
+    symbols = subprocess.run(["nm", "-D", "--defined-only", str(version / "libtriton_edgernn.so")],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for entry in ("TRITONBACKEND_Initialize", "TRITONBACKEND_ModelInstanceInitialize",
+                  "TRITONBACKEND_ModelInstanceExecute", "TRITONBACKEND_ModelInstanceFinalize"):  # fmt: skip
+        assert f" T {entry}\n" in symbols

@@ -2,6 +2,7 @@
 
     edgernn deploy model.onnx --target triton -o model_repository                     # onnxruntime backend
     edgernn deploy model.onnx --target triton --backend python -o model_repository    # python backend
+    edgernn deploy model.onnx --target triton --backend c -o model_repository         # generated C
 
 writes ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx`` (and ``model.py`` for the python
 backend; ``REPO/NAME/initial_state/`` for a state that does not start at zero). Triton ignores the
@@ -12,6 +13,10 @@ backend; ``REPO/NAME/initial_state/`` for a state that does not start at zero). 
 - ``python``: ``model.py`` keeps an edgernn ``StreamPool`` keyed by correlation ID (the python backend
   implements no implicit state); for CPU-only servers without the onnxruntime backend, such as the
   tritonserver ``pip install 'edgernn[serve]'`` brings (see ``edgernn.export.triton.server``).
+- ``c``: the model's generated C (the C target, self-tested) inside a Triton backend of its own,
+  ``libtriton_edgernn.so``, built in the version folder (``c_backend.c``): the streams' states live in
+  the backend, keyed by correlation ID, and each step is a C call; no Python or onnxruntime in the
+  server. Needs a C compiler where the repository is written and a Linux x86-64 or aarch64 server.
 
 Details and measurements: docs/triton.md.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +38,7 @@ from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.stepper import open_session, read_info
 
-BACKENDS = ("onnxruntime", "python")
+BACKENDS = ("onnxruntime", "python", "c")
 DEFAULTS = {
     "max_batch_size": 64,
     "max_candidate_sequences": 1024,
@@ -71,17 +77,22 @@ def write(
         triton_config.check_state_pairing(info)
     folder = stage / settings.name
     (folder / VERSION).mkdir(parents=True)
-    shutil.copyfile(model, folder / VERSION / MODEL_FILE)
     config = triton_config.build(info, settings)
     text = triton_config.to_text(config)
     (folder / "config.pbtxt").write_text(text, encoding="utf-8")
+    report = DeployReport(
+        target="triton", out_dir=stage, details={"backend": settings.backend, "model_name": settings.name}
+    )
+    if settings.backend == "c":
+        report.checks += _write_c_backend(model, folder / VERSION, settings, report)
+        report.checks.append(_parse_check(text))
+        report.notes += _notes(settings)
+        return report
+    shutil.copyfile(model, folder / VERSION / MODEL_FILE)
     if settings.backend == "python":
         shutil.copyfile(Path(__file__).with_name("python_model.py"), folder / VERSION / "model.py")
     else:
         _write_initial_states(folder, info)
-    report = DeployReport(
-        target="triton", out_dir=stage, details={"backend": settings.backend, "model_name": settings.name}
-    )
     report.checks += _verify(folder, text, info, settings)
     report.notes += _notes(settings)
     return report
@@ -137,6 +148,48 @@ def _verify(folder: Path, text: str, info: ModelInfo, settings: Settings) -> lis
         compile((folder / VERSION / "model.py").read_text(encoding="utf-8"), "model.py", "exec")
         checks.append(_pool_check(folder, info))
     return checks
+
+
+def _write_c_backend(model: Path, version: Path, settings: Settings, report: DeployReport) -> list[str]:
+    """The C target's verified model.h / model.c and the backend source in ``version``, built there as
+    libtriton_edgernn.so. Returns the checks that ran."""
+    from edgernn.export.c import writer as c_writer
+    from edgernn.export.c.build import SHARED_FLAGS, find_compiler
+
+    c_report = c_writer.write(model, version)
+    (version / "model_test.c").unlink()  # the self-test ran; the server needs none of it
+    shutil.copyfile(Path(__file__).with_name("c_backend.c"), version / "c_backend.c")
+    library = version / f"libtriton_{triton_config.C_BACKEND}.so"
+    command = [
+        *find_compiler().split(),
+        *SHARED_FLAGS,
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-D_POSIX_C_SOURCE=199309L",
+        f"-DEDGERNN_SLOTS={2 * settings.max_candidate_sequences}",
+        f"-DEDGERNN_IDLE_US={settings.idle_timeout_us}",
+        "-I",
+        str(version),
+        str(version / "c_backend.c"),
+        str(version / "model.c"),
+        "-o",
+        str(library),
+        "-lm",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise InputError(f"the Triton C backend did not build: {(done.stderr + done.stdout).strip()[-1500:]}")
+    report.details.update(
+        c_target={k: c_report.details[k] for k in ("precision", "ram_bytes", "state_bytes", "verified")},
+        streams_per_instance=2 * settings.max_candidate_sequences,
+    )
+    return [
+        *c_report.checks,
+        f"{library.name} built ({' '.join(command[:1] + list(SHARED_FLAGS))} -Wall -Wextra -Werror): "
+        f"{2 * settings.max_candidate_sequences} stream states per instance, "
+        f"{2 * settings.max_candidate_sequences * c_report.details['state_bytes']:,} bytes",
+    ]
 
 
 def _parse_check(text: str) -> str:
@@ -214,7 +267,12 @@ def _pool_check(folder: Path, info: ModelInfo) -> str:
 
 
 def _notes(settings: Settings) -> list[str]:
-    if settings.backend == "python":
+    if settings.backend == "c":
+        serve = (
+            "python -m edgernn.export.triton.server REPO  (pip install 'edgernn[serve]'), or any "
+            "tritonserver >= 2.51 on this CPU architecture: the backend is in the version folder"
+        )
+    elif settings.backend == "python":
         serve = "python -m edgernn.export.triton.server REPO  (pip install 'edgernn[serve]')"
     else:
         serve = "tritonserver --model-repository REPO  (a server with the onnxruntime backend, e.g. NGC's)"

@@ -18,6 +18,7 @@ from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import InputError
 
 DATA_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
+C_BACKEND = "edgernn"  # the C flavour's backend name: its library is libtriton_edgernn.so
 CONTROLS = (  # (input name, control kind) as Triton's sequence batcher documents them
     ("START", "CONTROL_SEQUENCE_START"),
     ("END", "CONTROL_SEQUENCE_END"),
@@ -44,7 +45,7 @@ class Settings:
 
 
 def build(info: ModelInfo, settings: Settings) -> dict[str, Any]:
-    """The ModelConfig of ``info``'s model for ``settings.backend`` ("onnxruntime" or "python")."""
+    """The ModelConfig of ``info``'s model for ``settings.backend`` ("onnxruntime", "python" or "c")."""
     batching: dict[str, Any] = {
         "max_sequence_idle_microseconds": settings.idle_timeout_us,
         "oldest": {
@@ -52,13 +53,14 @@ def build(info: ModelInfo, settings: Settings) -> dict[str, Any]:
             "max_queue_delay_microseconds": 0,
         },
     }
+    served_states = () if settings.backend == "c" else info.states  # the C backend answers y alone
     config: dict[str, Any] = {
         "name": settings.name,
-        "backend": settings.backend,
+        "backend": C_BACKEND if settings.backend == "c" else settings.backend,
         "max_batch_size": settings.max_batch_size,
         "input": [_data_input(info, settings.backend)],
         "output": [_output(contract.OUTPUT_NAME, (info.output.size,))]
-        + [_output(s.output, s.shape) for s in info.states],
+        + [_output(s.output, s.shape) for s in served_states],
         "sequence_batching": batching,
         "instance_group": [{"count": settings.instances, "kind": Enum("KIND_CPU")}],
     }
@@ -75,7 +77,8 @@ def build(info: ModelInfo, settings: Settings) -> dict[str, Any]:
         ]
     else:
         batching["control_input"] = [_control(name, kind) for name, kind in CONTROLS]
-        config["parameters"] = [{"key": "model_file", "value": {"string_value": settings.model_file}}]
+        if settings.backend == "python":
+            config["parameters"] = [{"key": "model_file", "value": {"string_value": settings.model_file}}]
     return config
 
 
