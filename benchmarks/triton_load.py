@@ -4,17 +4,18 @@ StreamPool, in one run; prints docs/triton.md's table.
 The model: a character GRU (1 layer of 128, 65 tokens; PyTorch's initialisation, seed 0) exported with
 edgernn, or ``--model``. Triton: the repositories ``edgernn deploy --target triton --backend c`` (the
 generated C in a backend of its own) and ``--backend python`` (a StreamPool in model.py) write, served
-by the pip-installed tritonserver on 127.0.0.1, one after the other. ``--sequences`` clients each send
-``--steps`` unary gRPC requests, closed loop (a sequence's next step leaves when its
-answer is back), so the server sees up to ``--sequences`` requests at once. The pool: one
-``StreamPool.step`` of all sequences per step, as a single-process server would run it. Also measured:
-CPU seconds per 1,000 stream-steps of this process (the client), tritonserver and (python) its stub, and
-what the machine's other processes used meanwhile (the machine is shared: compare the ratios). The
-client's garbage collector is off while it loads (``collector_off``), and the served model.py freezes
-what it loaded (gc.freeze): full collections had stalled all sequences at once for ~100 ms, every ~2 s.
+by the pip-installed tritonserver on 127.0.0.1, one load after the other. ``--sequences`` clients each
+send ``--steps`` requests (over 4 bidirectional gRPC streams, or one unary call each: see ``Client``),
+closed loop (a sequence's next step leaves when its answer is back), so the server sees up to
+``--sequences`` requests at once. The pool: one ``StreamPool.step`` of all sequences per step, as a
+single-process server would run it. Also measured: CPU seconds per 1,000 stream-steps of this process
+(the client), tritonserver (and the python flavour's stub), and what the machine's other processes used
+meanwhile (the machine may be shared: compare the ratios). The client's garbage collector is off while
+it loads (``collector_off``), and the served model.py freezes what it loaded (gc.freeze): full
+collections had stalled all sequences at once for ~100 ms every ~2 s.
 
-Run: python benchmarks/triton_load.py [--sequences 256] [--steps 1000] [--backends c,python] [--model M.onnx]
-[--json out.json]  (needs pip install 'edgernn[serve]' and a C compiler; ~2 min)
+Run: python benchmarks/triton_load.py [--sequences 256] [--steps 1000] [--loads c:4,c:0,python:0] [--model M.onnx]
+[--json out.json]  (needs pip install 'edgernn[serve]' and a C compiler; ~3 min)
 """
 
 from __future__ import annotations
@@ -175,31 +176,40 @@ class Client:
     tritonclient's own protobuf messages, kept per sequence and sent with grpcio's asyncio stub: the
     same wire format as ``tritonclient.grpc.aio`` at about two thirds of its client CPU per request.
 
-    Unary calls, not one bidirectional stream: under a gRPC stream with 256 sequences in flight,
-    tritonserver 2.51's python backend crashed (SIGSEGV in TRITONBACKEND_RequestRelease) in most runs.
+    ``streams`` 0: one unary call per request. Otherwise the sequences share that many bidirectional
+    gRPC streams (``ModelStreamInfer``, sequence k on stream k mod streams; answers matched by the
+    request ID), as a streaming front end would hold a few connections for many users: less CPU per
+    request on both sides. Under streams with 256 sequences in flight tritonserver 2.51's python backend
+    crashed in most runs (SIGSEGV in TRITONBACKEND_RequestRelease), so it is loaded with unary calls.
     """
 
-    def __init__(self, url: str, model: str, xs: np.ndarray, first_id: int, output_size: int):
+    def __init__(
+        self, url: str, model: str, xs: np.ndarray, first_id: int, output_size: int, streams: int = 0
+    ):
         self.url, self.model, self.xs, self.first_id = url, model, xs, first_id
-        self.output_size = output_size
+        self.output_size, self.streams = output_size, streams
         self.latencies = np.zeros(xs.shape)
 
-    async def sequence(self, stub, k: int) -> None:
-        """One sequence's requests: one ModelInferRequest message, its input and flags set per step."""
+    def request(self, k: int):
+        """Sequence k's one ModelInferRequest message; its input and flags are set per step."""
         from tritonclient.grpc import service_pb2
 
-        request = service_pb2.ModelInferRequest(model_name=self.model)
+        request = service_pb2.ModelInferRequest(model_name=self.model, id=str(k))
         x = request.inputs.add(name="x", datatype="INT64")
         x.shape.extend([1, 1])
         request.outputs.add(name="y")
         request.parameters["sequence_id"].int64_param = self.first_id + k
+        return request
+
+    async def sequence(self, send, k: int) -> None:
+        request = self.request(k)
         steps = self.xs.shape[1]
         for t in range(steps):
             request.parameters["sequence_start"].bool_param = t == 0
             request.parameters["sequence_end"].bool_param = t == steps - 1
             request.raw_input_contents[:] = [self.xs[k, t : t + 1].tobytes()]
             began = time.perf_counter()
-            response = await stub.ModelInfer(request)
+            response = await send(k, request)
             self.latencies[k, t] = time.perf_counter() - began
         self.last_ys[k] = np.frombuffer(response.raw_output_contents[0], np.float32)
 
@@ -210,32 +220,73 @@ class Client:
         async with grpc.aio.insecure_channel(self.url) as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             self.last_ys = np.zeros((len(self.xs), self.output_size), np.float32)
-            start = time.perf_counter()
-            await asyncio.gather(*(self.sequence(stub, k) for k in range(len(self.xs))))
-            return time.perf_counter() - start
+            if not self.streams:
+                return await self._timed(lambda k, request: stub.ModelInfer(request))
+            return await self._over_streams(stub)
+
+    async def _timed(self, send) -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(self.sequence(send, k) for k in range(len(self.xs))))
+        return time.perf_counter() - start
+
+    async def _over_streams(self, stub) -> float:
+        loop = asyncio.get_running_loop()
+        waiting: dict[str, asyncio.Future] = {}  # request id (the sequence) -> its answer
+        queues = [asyncio.Queue() for _ in range(self.streams)]
+
+        async def outgoing(queue):
+            while (request := await queue.get()) is not None:
+                yield request
+
+        async def incoming(call):
+            async for message in call:
+                answer = waiting.pop(message.infer_response.id)
+                if message.error_message:
+                    answer.set_exception(RuntimeError(message.error_message))
+                else:
+                    answer.set_result(message.infer_response)
+
+        calls = [stub.ModelStreamInfer(outgoing(queue)) for queue in queues]
+        readers = [asyncio.create_task(incoming(call)) for call in calls]
+
+        async def send(k: int, request):
+            answer = waiting[request.id] = loop.create_future()
+            queues[k % self.streams].put_nowait(request)
+            return await answer
+
+        try:
+            return await self._timed(send)
+        finally:
+            for queue in queues:
+                queue.put_nowait(None)
+            for reader in readers:
+                reader.cancel()
 
     def run(self) -> float:
         return asyncio.run(self._all())
 
 
-def triton_load(model: Path, xs: np.ndarray, workdir: Path, backend: str) -> tuple[Load, np.ndarray]:
-    """The load on tritonserver serving ``backend``'s repository; returns it and every sequence's last
-    y ``(S, O)``."""
-    repo = workdir / f"repo_{backend}"
+def triton_load(
+    model: Path, xs: np.ndarray, workdir: Path, backend: str, streams: int = 0
+) -> tuple[Load, np.ndarray]:
+    """The load on tritonserver serving ``backend``'s repository, over ``streams`` bidirectional
+    streams (0: unary calls); returns it and every sequence's last y ``(S, O)``."""
+    repo = workdir / f"repo_{backend}_{streams}"
     sequences = len(xs)
     deploy(
         model, "triton", repo, backend=backend, max_batch_size=sequences, max_candidate_sequences=sequences
     )
     with TritonServer(repo) as server:
         size = Stepper(model, chunk_model=False).info.output.size
-        Client(server.grpc_url, model.stem, xs[:, :20], 1_000_000, size).run()  # warm up
+        Client(server.grpc_url, model.stem, xs[:, :20], 1_000_000, size, streams).run()  # warm up
         stub = children(server.process.pid)
         pids = {"tritonserver": server.process.pid, **{f"python stub {i}": p for i, p in enumerate(stub)}}
-        client = Client(server.grpc_url, model.stem, xs, 1, size)
+        client = Client(server.grpc_url, model.stem, xs, 1, size, streams)
         with collector_off(), CpuMeter(pids) as meter:
             seconds = client.run()
     latencies = client.latencies.ravel() * 1e3
-    label = f"Triton, {BACKEND_LABELS[backend]}, gRPC (asyncio)"
+    transport = f"{streams} gRPC streams" if streams else "unary gRPC"
+    label = f"Triton, {BACKEND_LABELS[backend]}, {transport}"
     load = Load(label, xs.size, seconds, latencies, meter.used, meter.others_cores)
     return load, client.last_ys
 
@@ -268,6 +319,20 @@ def goals(triton: Load) -> list[str]:
     ]
 
 
+def _loads(parser: argparse.ArgumentParser, text: str) -> list[tuple[str, int]]:
+    loads = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        backend, _, streams = item.partition(":")
+        if backend not in BACKEND_LABELS or not streams.isdigit():
+            parser.error(
+                f"--loads: expected FLAVOUR:STREAMS with FLAVOUR one of {', '.join(BACKEND_LABELS)}, got {item!r}"
+            )
+        loads.append((backend, int(streams)))
+    if not loads:
+        parser.error("--loads: expected at least one FLAVOUR:STREAMS")
+    return loads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sequences", type=int, default=256)
@@ -275,7 +340,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="an edgernn token model (default: the GRU 1x128 above)")
     parser.add_argument("--json", type=Path, help="write the numbers here too")
     parser.add_argument(
-        "--backends", default="c,python", help="the Triton flavours to load, in order (default: c,python)"
+        "--loads",
+        default="c:4,c:0,python:0",
+        help="the Triton loads, in order: FLAVOUR:STREAMS (0: unary calls); default c:4,c:0,python:0",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="triton-load-") as scratch:
@@ -283,11 +350,10 @@ def main() -> None:
         model = args.model or export_reference(workdir)
         xs = token_inputs(Stepper(model, chunk_model=False), args.sequences, args.steps)
         load_before = os.getloadavg()[0]
-        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-        unknown = sorted(set(backends) - set(BACKEND_LABELS))
-        if unknown or not backends:
-            parser.error(f"--backends: expected some of {', '.join(BACKEND_LABELS)}, got {args.backends!r}")
-        served = [triton_load(model, xs, workdir, backend) for backend in backends]
+        served = [
+            triton_load(model, xs, workdir, backend, streams)
+            for backend, streams in _loads(parser, args.loads)
+        ]
         pool, pool_ys = pool_load(model, xs)
         loads = [pool, *(load for load, _ in served)]
         errors = [float(np.max(np.abs(ys - pool_ys))) for _, ys in served]
