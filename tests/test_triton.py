@@ -331,6 +331,50 @@ def test_64_concurrent_sequences_of_200_steps_each_equal_a_stepper_stream(served
         _assert_served(served, got[corrid], _reference(served["chars"], xs))
 
 
+def test_32_sequences_over_one_bidirectional_stream_each_equal_a_stepper_stream(served):
+    """A streaming front end's way in: every sequence's requests on one gRPC stream, interleaved, closed
+    loop per sequence; the answers matched to their sequence by request ID."""
+    import tritonclient.grpc as grpcclient
+
+    rng = np.random.default_rng(7)
+    inputs = {corrid: _tokens(rng, 40) for corrid in range(2001, 2033)}
+
+    async def over_one_stream(client):
+        outgoing: asyncio.Queue = asyncio.Queue()
+        answers = {corrid: asyncio.Queue() for corrid in inputs}
+
+        async def requests():
+            while (request := await outgoing.get()) is not None:
+                yield request
+
+        async def sequence(corrid, xs):
+            ys = []
+            for t, x in enumerate(xs):
+                outgoing.put_nowait({
+                    "model_name": "chars", "inputs": [_input(_request_x(x))], "request_id": str(corrid),
+                    "sequence_id": corrid, "sequence_start": t == 0, "sequence_end": t == len(xs) - 1,
+                    "outputs": [grpcclient.InferRequestedOutput("y")],
+                })  # fmt: skip
+                ys.append(await answers[corrid].get())
+            return corrid, np.stack(ys)
+
+        async def reader(stream):
+            async for result, error in stream:
+                assert error is None, error
+                answers[int(result.get_response().id)].put_nowait(result.as_numpy("y")[0])
+
+        task = asyncio.create_task(reader(client.stream_infer(requests())))
+        try:
+            return dict(await asyncio.gather(*(sequence(c, xs) for c, xs in inputs.items())))
+        finally:
+            outgoing.put_nowait(None)
+            task.cancel()
+
+    got = _run(over_one_stream, served["server"].grpc_url)
+    for corrid, xs in inputs.items():
+        _assert_served(served, got[corrid], _reference(served["chars"], xs))
+
+
 def test_the_state_comes_back_when_asked_for(served):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
