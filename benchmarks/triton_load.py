@@ -38,7 +38,11 @@ from edgernn.export.triton.server import TritonServer
 from edgernn.runtime import Stepper
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-BACKEND_LABELS = {"python": "python backend (StreamPool)", "c": "C backend (generated C)"}
+BACKEND_LABELS = {
+    "python": "python backend (StreamPool)",
+    "c": "C backend (generated C)",
+    "c-int8": "C backend (generated int8 C)",
+}
 
 
 @dataclass
@@ -273,9 +277,8 @@ def triton_load(
     streams (0: unary calls); returns it and every sequence's last y ``(S, O)``."""
     repo = workdir / f"repo_{backend}_{streams}"
     sequences = len(xs)
-    deploy(
-        model, "triton", repo, backend=backend, max_batch_size=sequences, max_candidate_sequences=sequences
-    )
+    flavour = {"backend": "c", "precision": "int8"} if backend == "c-int8" else {"backend": backend}
+    deploy(model, "triton", repo, max_batch_size=sequences, max_candidate_sequences=sequences, **flavour)
     with TritonServer(repo) as server:
         size = Stepper(model, chunk_model=False).info.output.size
         Client(server.grpc_url, model.stem, xs[:, :20], 1_000_000, size, streams).run()  # warm up

@@ -512,7 +512,11 @@ def _data_shape(text: str) -> list[int | str]:
 )
 @click.option("--static-batch", is_flag=True, default=None, help="ort: batch fixed at 1 (NNAPI, CoreML).")
 @click.option("--name", help="c: base name of the files and C symbols (default: model).")
-@click.option("--precision", type=click.Choice(["float32", "int8"]), help="c: weights (default float32).")
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "int8"]),
+    help="c, triton --backend c: weights (default float32).",
+)
 @click.option(
     "--fast-activations", is_flag=True, default=None, help="c: approximate tanh/sigmoid (error documented)."
 )

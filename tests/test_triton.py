@@ -189,10 +189,11 @@ def test_state_pairs_must_sort_alike_for_implicit_state():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"backend": "tensorrt"}, "--backend 'tensorrt': expected one of onnxruntime, python"),
+        ({"backend": "tensorrt"}, "--backend 'tensorrt': expected one of onnxruntime, python, c"),
         ({"model_name": "../x"}, "--model-name '../x': expected letters"),
         ({"max_batch_size": 0}, "--max-batch-size: expected a positive integer, got 0"),
-        ({"precision": "int8"}, "--precision: not an option of --target triton"),
+        ({"precision": "int8"}, "--precision: only --backend c takes it"),  # default onnxruntime
+        ({"fast_activations": True}, "--fast-activations: not an option of --target triton"),
     ],
 )
 def test_bad_options_are_refused_and_nothing_is_written(tmp_path, options, message):
@@ -541,3 +542,34 @@ def test_c_repository_layout_config_and_a_built_backend(tmp_path, need_tritoncli
     for entry in ("TRITONBACKEND_Initialize", "TRITONBACKEND_ModelInstanceInitialize",
                   "TRITONBACKEND_ModelInstanceExecute", "TRITONBACKEND_ModelInstanceFinalize"):  # fmt: skip
         assert f" T {entry}\n" in symbols
+
+
+def test_precision_is_for_the_c_flavour_only(tmp_path):
+    path = _save(build_tiny_model("gru", "tokens"), tmp_path, "chars")
+    with pytest.raises(InputError, match="--precision: only --backend c takes it"):
+        deploy(path, "triton", tmp_path / "repo", backend="python", precision="int8")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_an_int8_c_flavour_serves_what_the_int8_c_target_computes(tmp_path):
+    """--backend c --precision int8: the server's answers are the int8 C's (the same C, the same flags),
+    to the bit, over a sequence with state fed back."""
+    _need("tritonserver (nvidia-pytriton)", pytriton_root() is not None and _tritonclient_installed())
+    from edgernn.export.c.build import build_shared_library
+    from edgernn.runtime.native import NativeStepper
+
+    path = _save(build_tiny_model("lstm", "tokens", hidden_size=16), tmp_path, "chars")
+    report = deploy(path, "triton", tmp_path / "repo", backend="c", precision="int8")
+    assert report.details["c_target"]["precision"] == "int8"
+    assert "static const uint8_t" in (tmp_path / "repo" / "chars" / "1" / "model.c").read_text()
+    deploy(path, "c", tmp_path / "c", precision="int8")
+    native = NativeStepper(build_shared_library(tmp_path / "c", "model", tmp_path / "libmodel.so"))
+    xs = _tokens(np.random.default_rng(8), 30)
+    want = np.stack([native.step(int(x)) for x in xs])
+    server = TritonServer(tmp_path / "repo")
+    try:
+        server.start()
+        got = _run(lambda c: _sequence(c, "chars", 5, xs), server.grpc_url)
+    finally:
+        server.stop()
+    np.testing.assert_array_equal(got, want)

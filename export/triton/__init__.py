@@ -62,16 +62,24 @@ def write(
     max_candidate_sequences: int | None = None,
     idle_timeout_us: int | None = None,
     instances: int | None = None,
+    precision: str | None = None,
 ) -> DeployReport:
     """Write a Triton model repository for ``model`` into ``stage`` and check it.
 
     Defaults: backend onnxruntime, model name the file's stem, max_batch_size 64, 1024 candidate
-    sequences (oldest strategy), sequences idle for 60 s freed, 1 CPU instance. Raises InputError for a
-    bad option, a model without edgernn metadata, or (onnxruntime) state pairs Triton would mismatch.
+    sequences (oldest strategy), sequences idle for 60 s freed, 1 CPU instance. ``precision`` (the c
+    flavour only): the generated C's, ``float32`` (default) or ``int8`` (the C target's int8, with its
+    quality gates). Raises InputError for a bad option, a model without edgernn metadata, or
+    (onnxruntime) state pairs Triton would mismatch.
     """
     settings = _settings(
         model, backend, model_name, max_batch_size, max_candidate_sequences, idle_timeout_us, instances
     )
+    if precision is not None and settings.backend != "c":
+        raise InputError(
+            f"--precision: only --backend c takes it (the generated C's precision); --backend "
+            f"{settings.backend} serves the ONNX file as it is"
+        )
     info = _model_info(model)
     if settings.backend == "onnxruntime":
         triton_config.check_state_pairing(info)
@@ -84,7 +92,7 @@ def write(
         target="triton", out_dir=stage, details={"backend": settings.backend, "model_name": settings.name}
     )
     if settings.backend == "c":
-        report.checks += _write_c_backend(model, folder / VERSION, settings, report)
+        report.checks += _write_c_backend(model, folder / VERSION, settings, report, precision)
         report.checks.append(_parse_check(text))
         report.notes += _notes(settings)
         return report
@@ -150,13 +158,15 @@ def _verify(folder: Path, text: str, info: ModelInfo, settings: Settings) -> lis
     return checks
 
 
-def _write_c_backend(model: Path, version: Path, settings: Settings, report: DeployReport) -> list[str]:
+def _write_c_backend(
+    model: Path, version: Path, settings: Settings, report: DeployReport, precision: str | None
+) -> list[str]:
     """The C target's verified model.h / model.c and the backend source in ``version``, built there as
     libtriton_edgernn.so. Returns the checks that ran."""
     from edgernn.export.c import writer as c_writer
     from edgernn.export.c.build import SHARED_FLAGS, find_compiler
 
-    c_report = c_writer.write(model, version)
+    c_report = c_writer.write(model, version, precision=precision)
     (version / "model_test.c").unlink()  # the self-test ran; the server needs none of it
     shutil.copyfile(Path(__file__).with_name("c_backend.c"), version / "c_backend.c")
     library = version / f"libtriton_{triton_config.C_BACKEND}.so"
@@ -184,6 +194,7 @@ def _write_c_backend(model: Path, version: Path, settings: Settings, report: Dep
         c_target={k: c_report.details[k] for k in ("precision", "ram_bytes", "state_bytes", "verified")},
         streams_per_instance=2 * settings.max_candidate_sequences,
     )
+    report.notes += [n for n in c_report.notes if "WARNING" in n]
     return [
         *c_report.checks,
         f"{library.name} built ({' '.join(command[:1] + list(SHARED_FLAGS))} -Wall -Wextra -Werror): "
