@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -164,42 +163,21 @@ def _write_c_backend(
     """The C target's verified model.h / model.c and the backend source in ``version``, built there as
     libtriton_edgernn.so. Returns the checks that ran."""
     from edgernn.export.c import writer as c_writer
-    from edgernn.export.c.build import SHARED_FLAGS, find_compiler
+    from edgernn.export.triton.c_flavour import build_backend
 
     c_report = c_writer.write(model, version, precision=precision)
     (version / "model_test.c").unlink()  # the self-test ran; the server needs none of it
     shutil.copyfile(Path(__file__).with_name("c_backend.c"), version / "c_backend.c")
-    library = version / f"libtriton_{triton_config.C_BACKEND}.so"
-    command = [
-        *find_compiler().split(),
-        *SHARED_FLAGS,
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-D_POSIX_C_SOURCE=199309L",
-        f"-DEDGERNN_SLOTS={2 * settings.max_candidate_sequences}",
-        f"-DEDGERNN_IDLE_US={settings.idle_timeout_us}",
-        "-I",
-        str(version),
-        str(version / "c_backend.c"),
-        str(version / "model.c"),
-        "-o",
-        str(library),
-        "-lm",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise InputError(f"the Triton C backend did not build: {(done.stderr + done.stdout).strip()[-1500:]}")
+    slots = 2 * settings.max_candidate_sequences
+    _, built = build_backend(version, slots=slots, idle_us=settings.idle_timeout_us)
     report.details.update(
         c_target={k: c_report.details[k] for k in ("precision", "ram_bytes", "state_bytes", "verified")},
-        streams_per_instance=2 * settings.max_candidate_sequences,
+        streams_per_instance=slots,
     )
     report.notes += [n for n in c_report.notes if "WARNING" in n]
     return [
         *c_report.checks,
-        f"{library.name} built ({' '.join(command[:1] + list(SHARED_FLAGS))} -Wall -Wextra -Werror): "
-        f"{2 * settings.max_candidate_sequences} stream states per instance, "
-        f"{2 * settings.max_candidate_sequences * c_report.details['state_bytes']:,} bytes",
+        f"{built}: {slots} stream states per instance, {slots * c_report.details['state_bytes']:,} bytes",
     ]
 
 

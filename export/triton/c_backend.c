@@ -79,6 +79,42 @@ extern TRITONSERVER_Error *TRITONBACKEND_ResponseSend(TRITONBACKEND_Response *, 
 
 #define EXPORT __attribute__((visibility("default")))
 
+/* --- the model's step, for the best x86-64 level the CPU has ------------------------------------ */
+
+#ifdef EDGERNN_LEVELS /* model.c built three times, its names suffixed (see c_flavour.py) */
+#define LEVEL_DECLARATIONS(suffix)                                                                     \
+	void model_reset_##suffix(model_state *st);                                                    \
+	int model_step_##suffix(model_state *st, const float *x, float *y);                            \
+	int model_step_token_##suffix(model_state *st, int32_t token, float *y);
+LEVEL_DECLARATIONS(vnni)
+LEVEL_DECLARATIONS(avx2)
+LEVEL_DECLARATIONS(base)
+static void (*reset_fn)(model_state *) = model_reset_base;
+static int (*step_fn)(model_state *, const float *, float *) = model_step_base;
+static int (*step_token_fn)(model_state *, int32_t, float *) = model_step_token_base;
+
+static const char *choose_level(void)
+{
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	    __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+	    __builtin_cpu_supports("avx512vnni")) {
+		reset_fn = model_reset_vnni, step_fn = model_step_vnni, step_token_fn = model_step_token_vnni;
+		return "x86-64-v4 with AVX-512 VNNI";
+	}
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) {
+		reset_fn = model_reset_avx2, step_fn = model_step_avx2, step_token_fn = model_step_token_avx2;
+		return "x86-64-v3 (AVX2, FMA)";
+	}
+	return "x86-64 (SSE2)";
+}
+#else
+#define reset_fn model_reset
+#define step_fn model_step
+#define step_token_fn model_step_token
+static const char *choose_level(void) { return "this machine's default"; }
+#endif
+
 /* --- the streams of one model instance ---------------------------------------------------------- */
 
 typedef struct {
@@ -145,6 +181,11 @@ EXPORT TRITONSERVER_Error *TRITONBACKEND_Initialize(TRITONBACKEND_Backend *backe
 			 API_MAJOR, API_MINOR, major, minor);
 		return TRITONSERVER_ErrorNew(ERROR_UNSUPPORTED, message);
 	}
+	char message[160];
+	snprintf(message, sizeof message, "edgernn backend: the model's step built for %s", choose_level());
+	err = TRITONSERVER_LogMessage(LOG_INFO, __FILE__, __LINE__, message);
+	if (err != NULL)
+		TRITONSERVER_ErrorDelete(err);
 	return NULL;
 }
 
@@ -237,7 +278,7 @@ static int serve(streams *s, TRITONBACKEND_Request *r, int64_t now, float *y, in
 			return 1;
 		}
 		c->corrid = *corrid;
-		model_reset(&c->state);
+		reset_fn(&c->state);
 	} else if (c == NULL) {
 		snprintf(why, room,
 			 "sequence %llu: unknown to this model instance (never started, ended, or freed after "
@@ -250,9 +291,9 @@ static int serve(streams *s, TRITONBACKEND_Request *r, int64_t now, float *y, in
 	if (MODEL_VOCAB_SIZE > 0) {
 		const int64_t token = *(const int64_t *)x;
 		rc = token < 0 || token >= MODEL_VOCAB_SIZE ? MODEL_ERR_TOKEN
-							    : model_step_token(&c->state, (int32_t)token, y);
+							    : step_token_fn(&c->state, (int32_t)token, y);
 	} else {
-		rc = model_step(&c->state, (const float *)x, y);
+		rc = step_fn(&c->state, (const float *)x, y);
 	}
 	if (*end)
 		c->corrid = 0; /* Triton has ended the sequence, even when its last step failed */
