@@ -727,9 +727,10 @@ def emit(
             )
             t = copy
         finals.append(t)
+    hoisted: list[int] = []
     if e.int8:
         e.split_state_products()
-    hoisted = e.hoistable() if e.int8 else []
+        hoisted = e.hoistable()
     e.plan([t.storage for t in finals], [program.ops[i].out.storage for i in hoisted])
     pieces = [e.emit_op(op) for op in program.ops]
     body: list[str] = []

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import platform
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
-from edgernn.export.c.build import SHARED_FLAGS, find_compiler
+from edgernn.export.c.build import SHARED_FLAGS, _run, _tail, find_compiler
 from edgernn.runtime.errors import InputError
 
 # (suffix, flags): most capable first; the backend checks them in this order at load
@@ -26,7 +25,6 @@ X86_LEVELS = (
 )
 PUBLIC = ("model_reset", "model_step", "model_step_token", "model_metadata")
 _EXTERN_ARRAY = re.compile(r"^extern const char \*const (model_\w+)\[", re.MULTILINE)
-_TIMEOUT_S = 600
 
 
 def build_backend(version: Path, *, slots: int, idle_us: int, cc: str | None = None) -> tuple[Path, str]:
@@ -47,12 +45,14 @@ def build_backend(version: Path, *, slots: int, idle_us: int, cc: str | None = N
             for suffix, flags in X86_LEVELS:
                 renames = [f"-D{name}={name}_{suffix}" for name in names]
                 obj = Path(tmp) / f"model_{suffix}.o"
-                _run([*compiler, *common, *flags, *renames, "-c", str(version / "model.c"), "-o", str(obj)])
+                _compile(
+                    [*compiler, *common, *flags, *renames, "-c", str(version / "model.c"), "-o", str(obj)]
+                )
                 objects.append(str(obj))
             backend_flags.append("-DEDGERNN_LEVELS")
         else:
             objects.append(str(version / "model.c"))
-        _run(
+        _compile(
             [
                 *compiler,
                 *backend_flags,
@@ -73,7 +73,7 @@ def build_backend(version: Path, *, slots: int, idle_us: int, cc: str | None = N
     return library, f"{library.name} built ({' '.join(compiler[:1] + common)}; {how}; -Wall -Wextra -Werror)"
 
 
-def _run(command: list[str]) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_S)
+def _compile(command: list[str]) -> None:
+    done = _run(command, "the C compiler")
     if done.returncode != 0:
-        raise InputError(f"the Triton C backend did not build: {(done.stderr + done.stdout).strip()[-1500:]}")
+        raise InputError("the Triton C backend did not build:\n" + _tail(done.stderr + done.stdout))
