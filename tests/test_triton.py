@@ -459,23 +459,37 @@ def test_bad_requests_get_errors_and_every_other_sequence_goes_on(served):
     rng = np.random.default_rng(5)
     good = {corrid: rng.standard_normal((12, 3)).astype(np.float32) for corrid in (501, 502, 503)}
     nan = np.full((1, 3), np.nan, np.float32)
+    inside = [  # bad steps inside the open sequence 502: each fails, its state stays
+        (nan, "finite"),  # a NaN
+        (np.zeros((1, 4), np.float32), "shape"),  # Triton checks dims against the config
+    ]
     bad_requests = [
-        ("sensor", 502, nan, "finite"),  # a NaN inside a good sequence: that step fails, its state stays
-        ("sensor", 502, np.zeros((1, 4), np.float32), "shape"),  # Triton checks dims against the config
         ("sensor", 0, np.zeros((1, 3), np.float32), "correlation ID"),  # no correlation ID at all
         ("chars", 901, np.array([[42]], np.int64), "42"),  # a token outside the vocabulary
     ]
 
-    async def bad(client, model, corrid, x, expected):
-        await asyncio.sleep(0.01)
-        start = model == "chars"  # a new sequence whose first step is bad
+    async def bad(client, model, corrid, x, expected, start):
         with pytest.raises(InferenceServerException, match=expected):
             await client.infer(model, [_input(x)], sequence_id=corrid, sequence_start=start)
         return expected
 
+    async def interrupted(client, xs):
+        """Sequence 502: six good steps, the bad ones, then six more going on from the same state (the
+        bad ones are sent only once the sequence is open and before it ends)."""
+        first = await _sequence(client, "sensor", 502, xs[:6], end=False)
+        for x, expected in inside:
+            await bad(client, "sensor", 502, x, expected, start=False)
+        return np.concatenate([first, await _sequence(client, "sensor", 502, xs[6:], start=False)])
+
     async def mixed(client):
-        sequences = [_sequence(client, "sensor", c, xs) for c, xs in good.items()]
-        return await asyncio.gather(*sequences, *(bad(client, *b) for b in bad_requests))
+        sequences = [
+            interrupted(client, xs) if c == 502 else _sequence(client, "sensor", c, xs)
+            for c, xs in good.items()
+        ]
+        others = [
+            bad(client, model, c, x, expected, model == "chars") for model, c, x, expected in bad_requests
+        ]
+        return await asyncio.gather(*sequences, *others)
 
     results = _run(mixed, served["server"].grpc_url)
     for ys, (corrid, xs) in zip(results, good.items(), strict=False):
