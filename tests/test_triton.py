@@ -333,6 +333,31 @@ def test_64_concurrent_sequences_of_200_steps_each_equal_a_stepper_stream(served
         _assert_served(served, got[corrid], _reference(served["chars"], xs))
 
 
+def test_the_model_reports_triton_statistics_for_each_request(served):
+    """What the statistics API, /metrics and perf_analyzer read: every request counted, with its times."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(served["server"].grpc_url)
+
+    def stats():
+        return client.get_inference_statistics("sensor").model_stats[0]
+
+    try:
+        before = stats()
+        xs = np.random.default_rng(9).standard_normal((6, 3)).astype(np.float32)
+        _run(lambda aio: _sequence(aio, "sensor", 4242, xs), served["server"].grpc_url)
+        after = stats()
+    finally:
+        client.close()
+    counted = after.inference_stats.success.count - before.inference_stats.success.count
+    assert counted == len(xs)
+    assert after.inference_count - before.inference_count == len(xs)
+    assert 1 <= after.execution_count - before.execution_count <= len(xs)
+    computed = after.inference_stats.compute_infer.ns - before.inference_stats.compute_infer.ns
+    assert computed > 0
+    assert after.last_inference > 0
+
+
 def test_32_sequences_over_one_bidirectional_stream_each_equal_a_stepper_stream(served):
     """A streaming front end's way in: every sequence's requests on one gRPC stream, interleaved, closed
     loop per sequence; the answers matched to their sequence by request ID."""
