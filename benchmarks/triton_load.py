@@ -4,18 +4,22 @@ StreamPool, in one run; prints docs/triton.md's table.
 The model: a character GRU (1 layer of 128, 65 tokens; PyTorch's initialisation, seed 0) exported with
 edgernn, or ``--model``. Triton: the repositories ``edgernn deploy --target triton --backend c`` (the
 generated C in a backend of its own) and ``--backend python`` (a StreamPool in model.py) write, served
-by the pip-installed tritonserver on 127.0.0.1, one load after the other. ``--sequences`` clients each
-send ``--steps`` requests (over 4 bidirectional gRPC streams, or one unary call each: see ``Client``),
-closed loop (a sequence's next step leaves when its answer is back), so the server sees up to
-``--sequences`` requests at once. The pool: one ``StreamPool.step`` of all sequences per step, as a
-single-process server would run it. Also measured: CPU seconds per 1,000 stream-steps of this process
-(the client), tritonserver (and the python flavour's stub), and what the machine's other processes used
-meanwhile (the machine may be shared: compare the ratios). The client's garbage collector is off while
-it loads (``collector_off``), and the served model.py freezes what it loaded (gc.freeze): full
-collections had stalled all sequences at once for ~100 ms every ~2 s.
+by the pip-installed tritonserver on 127.0.0.1, one load after the other. ``--sequences`` sequences each
+send ``--steps`` requests, closed loop (a sequence's next step leaves when its answer is back), so the
+server sees up to ``--sequences`` requests at once. Two clients: the C++ load generator
+(triton_grpc_load.cc on grpc++, built on first use by triton_grpc_client.py; over bidirectional gRPC
+streams) and ``Client`` in Python (grpcio's asyncio stub; streams or unary calls). Client and server
+share this machine's cores, so the client's CPU per request counts. The pool: one ``StreamPool.step``
+of all sequences per step, as a single-process server would run it. Also measured: CPU seconds per
+1,000 stream-steps of the client, tritonserver (and the python flavour's stub), what the machine's
+other processes used meanwhile, and how steady the machine's speed was just before (the machine may be
+shared: compare the ratios). The Python client's garbage collector is off while it loads
+(``collector_off``), and the served model.py freezes what it loaded (gc.freeze): full collections had
+stalled all sequences at once for ~100 ms every ~2 s.
 
-Run: python benchmarks/triton_load.py [--sequences 256] [--steps 1000] [--loads c:4,c:0,python:0] [--model M.onnx]
-[--json out.json]  (needs pip install 'edgernn[serve]' and a C compiler; ~3 min)
+Run: python benchmarks/triton_load.py [--sequences 256] [--steps 1000] [--loads c:4:cpp,c:4:python,python:0:python]
+[--model M.onnx] [--json out.json]  (needs pip install 'edgernn[serve]', a C compiler and, for the C++
+client, apt-get install g++ libgrpc++-dev protobuf-compiler-grpc; ~3 min)
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import contextlib
 import gc
 import json
 import os
+import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,7 +42,10 @@ from edgernn.export.deploy import deploy
 from edgernn.export.triton.server import TritonServer
 from edgernn.runtime import Stepper
 
+import triton_grpc_client  # benchmarks/triton_grpc_client.py, beside this script
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CLIENT_LABELS = {"python": "Python client", "cpp": "C++ client"}
 BACKEND_LABELS = {
     "python": "python backend (StreamPool)",
     "c": "C backend (generated C)",
@@ -113,6 +121,12 @@ def machine_busy_s() -> float:
     return (sum(values[:8]) - idle) / CLOCK_TICKS
 
 
+def client_cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (the C++ load generator)."""
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ended.ru_utime + ended.ru_stime
+
+
 class CpuMeter:
     """CPU seconds of named processes over a span, and what the rest of the machine used meanwhile."""
 
@@ -121,16 +135,36 @@ class CpuMeter:
 
     def __enter__(self) -> CpuMeter:
         self.start = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
-        self.client0 = time.process_time()
+        self.client0 = client_cpu_s()
         self.machine0, self.wall0 = machine_busy_s(), time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.used = {name: process_cpu_s(pid) - self.start[name] for name, pid in self.pids.items()}
-        self.used["client"] = time.process_time() - self.client0
+        self.used["client"] = client_cpu_s() - self.client0
         wall = time.perf_counter() - self.wall0
         others = machine_busy_s() - self.machine0 - sum(self.used.values())
         self.others_cores = max(others, 0.0) / wall
+
+
+def machine_steadiness(seconds: float = 5.0, window_s: float = 0.1) -> tuple[float, float]:
+    """A fixed piece of work counted in each 100 ms window for ``seconds``, on one core of a machine
+    otherwise idle: (the slowest window's count over the median window's, the share of windows below
+    80% of the median). A steady machine gives about 0.95 and 0; a shared one slows down for
+    100-200 ms at a time, and a closed-loop load at saturation waits that much longer meanwhile."""
+    counts, count = [], 0
+    end = time.perf_counter() + seconds
+    window_end = time.perf_counter() + window_s
+    while (now := time.perf_counter()) < end:
+        if now >= window_end:
+            counts.append(count)
+            count, window_end = 0, window_end + window_s
+        total = 0
+        for i in range(2000):
+            total += i
+        count += 1
+    median = float(np.median(counts))
+    return min(counts) / median, float(np.mean(np.asarray(counts) < 0.8 * median))
 
 
 @contextlib.contextmanager
@@ -271,27 +305,38 @@ class Client:
 
 
 def triton_load(
-    model: Path, xs: np.ndarray, workdir: Path, backend: str, streams: int = 0
+    model: Path, xs: np.ndarray, workdir: Path, backend: str, streams: int = 0, client: str = "python"
 ) -> tuple[Load, np.ndarray]:
     """The load on tritonserver serving ``backend``'s repository, over ``streams`` bidirectional
-    streams (0: unary calls); returns it and every sequence's last y ``(S, O)``."""
-    repo = workdir / f"repo_{backend}_{streams}"
+    streams (0: unary calls) from ``client`` ("python": ``Client``, "cpp": triton_grpc_load.cc);
+    returns it and every sequence's last y ``(S, O)``."""
+    repo = workdir / f"repo_{backend}_{streams}_{client}"
     sequences = len(xs)
     flavour = {"backend": "c", "precision": "int8"} if backend == "c-int8" else {"backend": backend}
     deploy(model, "triton", repo, max_batch_size=sequences, max_candidate_sequences=sequences, **flavour)
+    executable = triton_grpc_client.build() if client == "cpp" else None
     with TritonServer(repo) as server:
         size = Stepper(model, chunk_model=False).info.output.size
-        Client(server.grpc_url, model.stem, xs[:, :20], 1_000_000, size, streams).run()  # warm up
+
+        def load(first_id: int, inputs: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            if executable is None:
+                python = Client(server.grpc_url, model.stem, inputs, first_id, size, streams)
+                return python.run(), python.latencies, python.last_ys
+            done = triton_grpc_client.run(
+                executable, server.grpc_url, model.stem, inputs,
+                streams=streams, first_id=first_id, output_size=size,
+            )  # fmt: skip
+            return done.seconds, done.latencies_s, done.last_ys
+
+        load(1_000_000, xs[:, :20])  # warm up
         stub = children(server.process.pid)
         pids = {"tritonserver": server.process.pid, **{f"python stub {i}": p for i, p in enumerate(stub)}}
-        client = Client(server.grpc_url, model.stem, xs, 1, size, streams)
         with collector_off(), CpuMeter(pids) as meter:
-            seconds = client.run()
-    latencies = client.latencies.ravel() * 1e3
+            seconds, latencies, last_ys = load(1, xs)
     transport = f"{streams} gRPC streams" if streams else "unary gRPC"
-    label = f"Triton, {BACKEND_LABELS[backend]}, {transport}"
-    load = Load(label, xs.size, seconds, latencies, meter.used, meter.others_cores)
-    return load, client.last_ys
+    label = f"Triton, {BACKEND_LABELS[backend]}, {transport}, {CLIENT_LABELS[client]}"
+    result = Load(label, xs.size, seconds, latencies.ravel() * 1e3, meter.used, meter.others_cores)
+    return result, last_ys
 
 
 # --- the table --------------------------------------------------------------------------------------
@@ -322,17 +367,22 @@ def goals(triton: Load) -> list[str]:
     ]
 
 
-def _loads(parser: argparse.ArgumentParser, text: str) -> list[tuple[str, int]]:
+def _loads(parser: argparse.ArgumentParser, text: str) -> list[tuple[str, int, str]]:
     loads = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        backend, _, streams = item.partition(":")
-        if backend not in BACKEND_LABELS or not streams.isdigit():
+        backend, _, rest = item.partition(":")
+        streams, _, client = rest.partition(":")
+        client = client or ("cpp" if streams not in ("", "0") else "python")
+        if backend not in BACKEND_LABELS or not streams.isdigit() or client not in CLIENT_LABELS:
             parser.error(
-                f"--loads: expected FLAVOUR:STREAMS with FLAVOUR one of {', '.join(BACKEND_LABELS)}, got {item!r}"
+                f"--loads: expected FLAVOUR:STREAMS[:CLIENT] with FLAVOUR one of {', '.join(BACKEND_LABELS)} "
+                f"and CLIENT one of {', '.join(CLIENT_LABELS)}, got {item!r}"
             )
-        loads.append((backend, int(streams)))
+        if client == "cpp" and streams == "0":
+            parser.error(f"--loads: the C++ client sends over streams only (STREAMS >= 1), got {item!r}")
+        loads.append((backend, int(streams), client))
     if not loads:
-        parser.error("--loads: expected at least one FLAVOUR:STREAMS")
+        parser.error("--loads: expected at least one FLAVOUR:STREAMS[:CLIENT]")
     return loads
 
 
@@ -344,8 +394,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the numbers here too")
     parser.add_argument(
         "--loads",
-        default="c:4,c:0,python:0",
-        help="the Triton loads, in order: FLAVOUR:STREAMS (0: unary calls); default c:4,c:0,python:0",
+        default="c:4:cpp,c:4:python,python:0:python",
+        help="the Triton loads, in order: FLAVOUR:STREAMS[:CLIENT] (STREAMS 0: unary calls; CLIENT cpp, the "
+        "default with streams, or python); default c:4:cpp,c:4:python,python:0:python",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="triton-load-") as scratch:
@@ -353,9 +404,10 @@ def main() -> None:
         model = args.model or export_reference(workdir)
         xs = token_inputs(Stepper(model, chunk_model=False), args.sequences, args.steps)
         load_before = os.getloadavg()[0]
+        slowest, slow_share = machine_steadiness()
         served = [
-            triton_load(model, xs, workdir, backend, streams)
-            for backend, streams in _loads(parser, args.loads)
+            triton_load(model, xs, workdir, backend, streams, client)
+            for backend, streams, client in _loads(parser, args.loads)
         ]
         pool, pool_ys = pool_load(model, xs)
         loads = [pool, *(load for load, _ in served)]
@@ -365,12 +417,17 @@ def main() -> None:
         lines += ["", f"{load.label}:", *goals(load)]
         lines.append(f"every sequence's last y, Triton against the pool: largest difference {error:.2g}")
     lines.append(f"load average before the run: {load_before:.2f} on {os.cpu_count()} cores")
+    lines.append(
+        f"machine steadiness before the loads (a fixed piece of work per 100 ms, 5 s): slowest window "
+        f"{slowest:.0%} of the median, {slow_share:.0%} of windows below 80%"
+    )
     print("\n".join(lines))
     if args.json:
         doc = {
             "loads": [load.summary() for load in loads],
             "answer_errors": errors,
             "load_before": load_before,
+            "steadiness": {"slowest_window": slowest, "windows_below_80_percent": slow_share},
         }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -521,6 +521,41 @@ def test_bad_requests_get_errors_and_every_other_sequence_goes_on(served):
         _assert_served(served, ys, _reference(served["sensor"], xs), err_msg=str(corrid))
 
 
+def _grpc_load_client():
+    """benchmarks/triton_grpc_client.py, with its C++ load generator built (a skip naming the Debian
+    packages without the tools; a failure under CI)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import triton_grpc_client
+
+    try:
+        return triton_grpc_client, triton_grpc_client.build()
+    except triton_grpc_client.ClientUnavailable as missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must have it: {missing}")
+        pytest.skip(str(missing))
+
+
+def test_the_benchmarks_cpp_load_generator_gets_every_sequences_answers(served):
+    """benchmarks/triton_load.py's C++ client: 24 sequences over 2 streams, closed loop; each sequence's
+    last answer equals a Stepper stream's, every request timed; an error answer ends it with exit 1."""
+    module, executable = _grpc_load_client()
+    rng = np.random.default_rng(11)
+    xs = rng.integers(0, 9, (24, 30), dtype=np.int64)
+    url = served["server"].grpc_url
+    size = Stepper(served["chars"], chunk_model=False).info.output.size
+    done = module.run(executable, url, "chars", xs, streams=2, first_id=7000, output_size=size)
+    assert done.latencies_s.shape == xs.shape and np.all(done.latencies_s > 0)
+    assert 0 < done.seconds < 60 and done.cpu_s > 0
+    for k, tokens in enumerate(xs):
+        _assert_served(served, done.last_ys[k], _reference(served["chars"], tokens)[-1])
+    bad = xs.copy()
+    bad[3, 5] = 1_000  # out of the vocabulary: the server answers an error
+    with pytest.raises(RuntimeError, match=r"exit 1\): request 3: .*(token|1000)"):
+        module.run(executable, url, "chars", bad, streams=2, first_id=8000, output_size=size)
+
+
 def test_a_killed_server_fails_its_clients_and_a_restarted_one_serves_new_sequences(tmp_path):
     _need("tritonserver (nvidia-pytriton)", pytriton_root() is not None and _tritonclient_installed())
     from tritonclient.utils import InferenceServerException
