@@ -37,12 +37,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import triton_grpc_client  # benchmarks/triton_grpc_client.py, beside this script
 
 from edgernn.export.deploy import deploy
 from edgernn.export.triton.server import TritonServer
 from edgernn.runtime import Stepper
-
-import triton_grpc_client  # benchmarks/triton_grpc_client.py, beside this script
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CLIENT_LABELS = {"python": "Python client", "cpp": "C++ client"}
