@@ -17,7 +17,7 @@ shared: compare the ratios). The Python client's garbage collector is off while 
 (``collector_off``), and the served model.py freezes what it loaded (gc.freeze): full collections had
 stalled all sequences at once for ~100 ms every ~2 s.
 
-Run: python benchmarks/triton_load.py [--sequences 256] [--steps 1000] [--loads c:4:cpp,c:4:python,python:0:python]
+Run: python benchmarks/triton_load.py [--sequences 256] [--steps 1000] [--loads c:1:cpp,c:4:python,python:0:python]
 [--model M.onnx] [--json out.json]  (needs pip install 'edgernn[serve]', a C compiler and, for the C++
 client, apt-get install g++ libgrpc++-dev protobuf-compiler-grpc; ~3 min)
 """
@@ -304,7 +304,13 @@ class Client:
 
 
 def triton_load(
-    model: Path, xs: np.ndarray, workdir: Path, backend: str, streams: int = 0, client: str = "python"
+    model: Path,
+    xs: np.ndarray,
+    workdir: Path,
+    backend: str,
+    streams: int = 0,
+    client: str = "python",
+    queue_delay_us: int = 0,
 ) -> tuple[Load, np.ndarray]:
     """The load on tritonserver serving ``backend``'s repository, over ``streams`` bidirectional
     streams (0: unary calls) from ``client`` ("python": ``Client``, "cpp": triton_grpc_load.cc);
@@ -312,7 +318,10 @@ def triton_load(
     repo = workdir / f"repo_{backend}_{streams}_{client}"
     sequences = len(xs)
     flavour = {"backend": "c", "precision": "int8"} if backend == "c-int8" else {"backend": backend}
-    deploy(model, "triton", repo, max_batch_size=sequences, max_candidate_sequences=sequences, **flavour)
+    deploy(
+        model, "triton", repo, max_batch_size=sequences, max_candidate_sequences=sequences,
+        max_queue_delay_us=queue_delay_us, **flavour,
+    )  # fmt: skip
     executable = triton_grpc_client.build() if client == "cpp" else None
     with TritonServer(repo) as server:
         size = Stepper(model, chunk_model=False).info.output.size
@@ -341,10 +350,10 @@ def triton_load(
 # --- the table --------------------------------------------------------------------------------------
 
 
-def table(loads: list[Load], sequences: int, steps: int) -> list[str]:
+def table(loads: list[Load], sequences: int, steps: int, queue_delay_us: int) -> list[str]:
     pool = loads[0]
     lines = [
-        f"{sequences} concurrent sequences x {steps} steps:",
+        f"{sequences} concurrent sequences x {steps} steps (Triton: max_queue_delay_microseconds {queue_delay_us}):",
         "",
         "| path | stream-steps/s | p50 ms | p99 ms | CPU s per 1,000 stream-steps | other processes (cores) | steps/s / pool's |",
         "|---|---|---|---|---|---|---|",
@@ -393,9 +402,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the numbers here too")
     parser.add_argument(
         "--loads",
-        default="c:4:cpp,c:4:python,python:0:python",
+        default="c:1:cpp,c:4:python,python:0:python",
         help="the Triton loads, in order: FLAVOUR:STREAMS[:CLIENT] (STREAMS 0: unary calls; CLIENT cpp, the "
-        "default with streams, or python); default c:4:cpp,c:4:python,python:0:python",
+        "default with streams, or python); default c:1:cpp,c:4:python,python:0:python",
+    )
+    parser.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=1000,
+        help="the oldest strategy's max_queue_delay_microseconds (edgernn deploy --max-queue-delay-us); default 1000",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="triton-load-") as scratch:
@@ -405,13 +420,13 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         slowest, slow_share = machine_steadiness()
         served = [
-            triton_load(model, xs, workdir, backend, streams, client)
+            triton_load(model, xs, workdir, backend, streams, client, args.max_queue_delay_us)
             for backend, streams, client in _loads(parser, args.loads)
         ]
         pool, pool_ys = pool_load(model, xs)
         loads = [pool, *(load for load, _ in served)]
         errors = [float(np.max(np.abs(ys - pool_ys))) for _, ys in served]
-    lines = table(loads, args.sequences, args.steps)
+    lines = table(loads, args.sequences, args.steps, args.max_queue_delay_us)
     for load, error in zip(loads[1:], errors, strict=True):
         lines += ["", f"{load.label}:", *goals(load)]
         lines.append(f"every sequence's last y, Triton against the pool: largest difference {error:.2g}")

@@ -538,6 +538,11 @@ def _data_shape(text: str) -> list[int | str]:
 )
 @click.option("--idle-timeout-us", type=click.IntRange(min=1), help="triton: max_sequence_idle_microseconds.")
 @click.option("--instances", type=click.IntRange(min=1), help="triton: instance count.")
+@click.option(
+    "--max-queue-delay-us",
+    type=click.IntRange(min=0),
+    help="triton: how long the oldest strategy may hold a request to batch it (default 0).",
+)
 @_json_option
 def deploy(model, target, out_dir, as_json, **options) -> None:
     """Write MODEL's artefacts for a target into a directory, verified, from the ONNX file alone.

@@ -122,7 +122,9 @@ def test_python_repository_layout_and_config(tmp_path, need_tritonclient):
 
     path = _save(build_tiny_model("gru", "tokens"), tmp_path, "chars")
     options = dict(backend="python", model_name="keys", max_batch_size=16, max_candidate_sequences=40)
-    report = deploy(path, "triton", tmp_path / "repo", idle_timeout_us=5_000, **options)
+    report = deploy(
+        path, "triton", tmp_path / "repo", idle_timeout_us=5_000, max_queue_delay_us=2_000, **options
+    )
     repo = tmp_path / "repo"
     assert sorted(p for p, _ in report.files) == [
         "deploy.json",
@@ -138,6 +140,7 @@ def test_python_repository_layout_and_config(tmp_path, need_tritonclient):
     assert [(o.name, list(o.dims)) for o in c.output] == [("y", [9]), ("h_next", [2, 6])]
     s = c.sequence_batching
     assert (s.max_sequence_idle_microseconds, s.oldest.max_candidate_sequences) == (5_000, 40)
+    assert s.oldest.max_queue_delay_microseconds == 2_000
     assert list(s.state) == []  # the python backend ignores implicit state: model.py keeps it
     controls = {ci.name: ci.control[0] for ci in s.control_input}
     assert list(controls) == ["START", "END", "READY", "CORRID"]
@@ -193,6 +196,7 @@ def test_state_pairs_must_sort_alike_for_implicit_state():
         ({"backend": "tensorrt"}, "--backend 'tensorrt': expected one of onnxruntime, python, c"),
         ({"model_name": "../x"}, "--model-name '../x': expected letters"),
         ({"max_batch_size": 0}, "--max-batch-size: expected a positive integer, got 0"),
+        ({"max_queue_delay_us": -1}, "--max-queue-delay-us: expected an integer >= 0, got -1"),
         ({"precision": "int8"}, "--precision: only --backend c takes it"),  # default onnxruntime
         ({"fast_activations": True}, "--fast-activations: not an option of --target triton"),
     ],
@@ -584,14 +588,17 @@ def test_the_deploy_command_writes_a_python_repository(tmp_path, need_tritonclie
     path = _save(build_tiny_model("gru", "tokens"), tmp_path, "chars")
     args = ["deploy", str(path), "--target", "triton", "--backend", "python", "--model-name", "keys"]
     result = CliRunner().invoke(
-        cli, [*args, "--max-batch-size", "8", "--instances", "2", "-o", str(tmp_path / "r"), "--json"]
-    )
+        cli,
+        [*args, "--max-batch-size", "8", "--instances", "2", "--max-queue-delay-us", "500", "-o", str(tmp_path / "r"),
+         "--json"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert doc["details"] == {"backend": "python", "model_name": "keys"}
     assert {f["path"] for f in doc["files"]} >= {"keys/config.pbtxt", "keys/1/model.py", "keys/1/model.onnx"}
     config = _parsed(tmp_path / "r", "keys")
     assert (config.max_batch_size, config.instance_group[0].count) == (8, 2)
+    assert config.sequence_batching.oldest.max_queue_delay_microseconds == 500
 
 
 def test_c_repository_layout_config_and_a_built_backend(tmp_path, need_tritonclient):

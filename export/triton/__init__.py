@@ -43,6 +43,7 @@ DEFAULTS = {
     "max_candidate_sequences": 1024,
     "idle_timeout_us": 60_000_000,
     "instances": 1,
+    "max_queue_delay_us": 0,
 }
 MODEL_FILE = "model.onnx"
 VERSION = "1"
@@ -61,19 +62,22 @@ def write(
     max_candidate_sequences: int | None = None,
     idle_timeout_us: int | None = None,
     instances: int | None = None,
+    max_queue_delay_us: int | None = None,
     precision: str | None = None,
 ) -> DeployReport:
     """Write a Triton model repository for ``model`` into ``stage`` and check it.
 
     Defaults: backend onnxruntime, model name the file's stem, max_batch_size 64, 1024 candidate
-    sequences (oldest strategy), sequences idle for 60 s freed, 1 CPU instance. ``precision`` (the c
+    sequences (oldest strategy) and no queue delay (``max_queue_delay_us``: how long the oldest strategy
+    may hold a request to batch it with others), sequences idle for 60 s freed, 1 CPU instance. ``precision`` (the c
     flavour only): the generated C's, ``float32`` (default) or ``int8`` (the C target's int8, with its
     quality gates). Raises InputError for a bad option, a model without edgernn metadata, or
     (onnxruntime) state pairs Triton would mismatch.
     """
     settings = _settings(
-        model, backend, model_name, max_batch_size, max_candidate_sequences, idle_timeout_us, instances
-    )
+        model, backend, model_name, max_batch_size, max_candidate_sequences, idle_timeout_us, instances,
+        max_queue_delay_us,
+    )  # fmt: skip
     if precision is not None and settings.backend != "c":
         raise InputError(
             f"--precision: only --backend c takes it (the generated C's precision); --backend "
@@ -105,7 +109,7 @@ def write(
     return report
 
 
-def _settings(model, backend, name, max_batch_size, candidates, idle_us, instances) -> Settings:
+def _settings(model, backend, name, max_batch_size, candidates, idle_us, instances, delay_us) -> Settings:
     backend = backend or "onnxruntime"
     if backend not in BACKENDS:
         raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -125,7 +129,11 @@ def _settings(model, backend, name, max_batch_size, candidates, idle_us, instanc
             values[key] = DEFAULTS[key]
         elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InputError(f"--{key.replace('_', '-')}: expected a positive integer, got {value!r}")
-    return Settings(backend=backend, name=name, model_file=MODEL_FILE, **values)
+    if delay_us is None:
+        delay_us = DEFAULTS["max_queue_delay_us"]
+    elif not isinstance(delay_us, int) or isinstance(delay_us, bool) or delay_us < 0:
+        raise InputError(f"--max-queue-delay-us: expected an integer >= 0, got {delay_us!r}")
+    return Settings(backend=backend, name=name, model_file=MODEL_FILE, max_queue_delay_us=delay_us, **values)
 
 
 def _model_info(model: Path) -> ModelInfo:

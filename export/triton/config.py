@@ -42,6 +42,7 @@ class Settings:
     idle_timeout_us: int
     instances: int
     model_file: str
+    max_queue_delay_us: int = 0
 
 
 def build(info: ModelInfo, settings: Settings) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def build(info: ModelInfo, settings: Settings) -> dict[str, Any]:
         "max_sequence_idle_microseconds": settings.idle_timeout_us,
         "oldest": {
             "max_candidate_sequences": settings.max_candidate_sequences,
-            "max_queue_delay_microseconds": 0,
+            "max_queue_delay_microseconds": settings.max_queue_delay_us,
         },
     }
     served_states = () if settings.backend == "c" else info.states  # the C backend answers y alone
