@@ -341,7 +341,7 @@ def triton_load(
         pids = {"tritonserver": server.process.pid, **{f"python stub {i}": p for i, p in enumerate(stub)}}
         with collector_off(), CpuMeter(pids) as meter:
             seconds, latencies, last_ys = load(1, xs)
-    transport = f"{streams} gRPC streams" if streams else "unary gRPC"
+    transport = f"{streams} gRPC stream{'s' if streams > 1 else ''}" if streams else "unary gRPC"
     label = f"Triton, {BACKEND_LABELS[backend]}, {transport}, {CLIENT_LABELS[client]}"
     result = Load(label, xs.size, seconds, latencies.ravel() * 1e3, meter.used, meter.others_cores)
     return result, last_ys
