@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgernn.export.c.build import _run as run_tool
+from edgernn.export.c.build import _tail as output_tail
+
 SOURCE = Path(__file__).with_name("triton_grpc_load.cc")
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "triton_grpc_load"
 PACKAGES = "g++ pkg-config libgrpc++-dev protobuf-compiler-grpc"
@@ -65,16 +68,13 @@ def _tools() -> dict[str, str]:
     return {name: str(path) for name, path in found.items()}
 
 
-def _run(command: list[str], what: str, cwd: Path) -> str:
-    try:
-        done = subprocess.run(
-            command, cwd=cwd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{what} did not finish in {COMPILE_TIMEOUT_S} s") from None
+def _run(command: list[str], what: str) -> str:
+    """``command``'s output, through the C target's compiler runner (a timeout, the output's tail)."""
+    done = run_tool(command, what, timeout=COMPILE_TIMEOUT_S)
     if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
-        raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{tail}")
+        raise RuntimeError(
+            f"{what} failed (exit {done.returncode}):\n{output_tail(done.stdout + done.stderr)}"
+        )
     return done.stdout
 
 
@@ -82,8 +82,8 @@ def build(build_root: Path = BUILD_ROOT) -> Path:
     """The load generator's executable, built here if this source and these libraries have none yet."""
     tools = _tools()
     descriptors = _descriptor_set()
-    flags = _run(["pkg-config", "--cflags", "--libs", "grpc++", "protobuf"], "pkg-config", Path.cwd()).split()
-    versions = _run(["pkg-config", "--modversion", "grpc++", "protobuf"], "pkg-config", Path.cwd())
+    flags = _run(["pkg-config", "--cflags", "--libs", "grpc++", "protobuf"], "pkg-config").split()
+    versions = _run(["pkg-config", "--modversion", "grpc++", "protobuf"], "pkg-config")
     key = hashlib.sha256(SOURCE.read_bytes() + descriptors + versions.encode()).hexdigest()[:16]
     executable = build_root / key / "triton_grpc_load"
     if executable.is_file():
@@ -94,11 +94,11 @@ def build(build_root: Path = BUILD_ROOT) -> Path:
         (work / "triton.pb").write_bytes(descriptors)
         _run(
             [
-                tools["protoc"], "--descriptor_set_in=triton.pb", "--cpp_out=.", "--grpc_out=.",
-                f"--plugin=protoc-gen-grpc={tools['grpc_cpp_plugin']}", "grpc_service.proto", "model_config.proto",
+                tools["protoc"], f"--descriptor_set_in={work / 'triton.pb'}", f"--cpp_out={work}",
+                f"--grpc_out={work}", f"--plugin=protoc-gen-grpc={tools['grpc_cpp_plugin']}",
+                "grpc_service.proto", "model_config.proto",
             ],
             "protoc (Triton's service definition to C++)",
-            work,
         )  # fmt: skip
         sources = [
             SOURCE,
@@ -106,19 +106,17 @@ def build(build_root: Path = BUILD_ROOT) -> Path:
             work / "grpc_service.grpc.pb.cc",
             work / "model_config.pb.cc",
         ]
-        compile_flags = ["-O2", "-std=c++17", "-I.", *(f for f in flags if not f.startswith("-l"))]
+        compile_flags = ["-O2", "-std=c++17", f"-I{work}", *(f for f in flags if not f.startswith("-l"))]
 
         def compile_one(source: Path) -> Path:
             obj = work / f"{source.stem}.o"
-            _run(
-                [tools["g++"], *compile_flags, "-c", str(source), "-o", str(obj)], f"g++ {source.name}", work
-            )
+            _run([tools["g++"], *compile_flags, "-c", str(source), "-o", str(obj)], f"g++ {source.name}")
             return obj
 
         with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
             objects = list(pool.map(compile_one, sources))
         linked = work / "triton_grpc_load"
-        _run([tools["g++"], *map(str, objects), "-o", str(linked), *flags, "-pthread"], "g++ (link)", work)
+        _run([tools["g++"], *map(str, objects), "-o", str(linked), *flags, "-pthread"], "g++ (link)")
         target = build_root / key
         staged = work / key
         staged.mkdir()

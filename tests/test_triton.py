@@ -530,7 +530,9 @@ def _grpc_load_client():
     packages without the tools; a failure under CI)."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)
     import triton_grpc_client
 
     try:

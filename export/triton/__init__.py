@@ -123,17 +123,16 @@ def _settings(model, backend, name, max_batch_size, candidates, idle_us, instanc
         "max_candidate_sequences": candidates,
         "idle_timeout_us": idle_us,
         "instances": instances,
+        "max_queue_delay_us": delay_us,
     }
     for key, value in values.items():
+        least = 0 if key == "max_queue_delay_us" else 1  # no delay is Triton's default; the rest count things
         if value is None:
             values[key] = DEFAULTS[key]
-        elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InputError(f"--{key.replace('_', '-')}: expected a positive integer, got {value!r}")
-    if delay_us is None:
-        delay_us = DEFAULTS["max_queue_delay_us"]
-    elif not isinstance(delay_us, int) or isinstance(delay_us, bool) or delay_us < 0:
-        raise InputError(f"--max-queue-delay-us: expected an integer >= 0, got {delay_us!r}")
-    return Settings(backend=backend, name=name, model_file=MODEL_FILE, max_queue_delay_us=delay_us, **values)
+        elif not isinstance(value, int) or isinstance(value, bool) or value < least:
+            wanted = "a positive integer" if least else "an integer >= 0"
+            raise InputError(f"--{key.replace('_', '-')}: expected {wanted}, got {value!r}")
+    return Settings(backend=backend, name=name, model_file=MODEL_FILE, **values)
 
 
 def _model_info(model: Path) -> ModelInfo:

@@ -42,7 +42,7 @@ class Settings:
     idle_timeout_us: int
     instances: int
     model_file: str
-    max_queue_delay_us: int = 0
+    max_queue_delay_us: int
 
 
 def build(info: ModelInfo, settings: Settings) -> dict[str, Any]:
