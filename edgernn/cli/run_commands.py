@@ -1,0 +1,117 @@
+"""Commands that run a model torch-free: inspect, generate, eval, stream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgernn.cli.common import json_option
+from edgernn.cli.group import cli
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def inspect(model, as_json) -> None:
+    """Show the contract, metadata and sizes of an ONNX model.
+
+    Example: edgernn inspect shakespeare.onnx
+    """
+    from edgernn.report import describe_model, format_description
+
+    doc = describe_model(model)
+    click.echo(json.dumps(doc, indent=2) if as_json else format_description(doc))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--prompt", default="\n", show_default=True, help="Text to start from.")
+@click.option(
+    "-n",
+    "--length",
+    "max_new_tokens",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Characters to write.",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0),
+    default=0.8,
+    show_default=True,
+    help="0 picks the likeliest.",
+)
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample from the k likeliest only.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed for repeatable text.")
+def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
+    """Write text with a character model through the stepper (no torch needed).
+
+    Example: edgernn generate shakespeare.onnx --prompt "ROMEO:" -n 300 --seed 1
+    """
+    from edgernn.runtime import Stepper
+    from edgernn.runtime import generate as generate_text
+
+    stepper = Stepper(model)
+    text = generate_text(
+        stepper, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed
+    )
+    click.echo(prompt + text)
+
+
+@cli.command("eval")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--series-column", default="series_id", show_default=True, help="classify CSV: sequence ids.")
+@click.option("--label-column", help="classify CSV: the label column (default: label).")
+@json_option
+def evaluate(model, data, series_column, label_column, as_json) -> None:
+    """The task's metric of MODEL on the test file DATA, streamed through the stepper (no torch needed).
+
+    Accuracy for classifiers, loss in nats per character for character models, MSE and RMSE in the
+    targets' units for forecasts, the top anomaly score for anomaly models, loss for step labels. DATA
+    is a file as training reads it (text, CSV with the model's columns by name, or .ts).
+
+    \b
+    Examples:
+      edgernn eval vowels.onnx examples/data/japanese_vowels_test.ts
+      edgernn eval bleeding.onnx examples/data/ucr_internalbleeding16_test.csv --json
+    """
+    from edgernn.export.evaluation import evaluate_file
+
+    result = evaluate_file(model, data, id_column=series_column, label_column=label_column)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format())
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("source", default="-", type=click.File("rb"))
+@click.option("--series-column", help="Column whose change starts a new sequence (a blank line does too).")
+@click.option(
+    "--threshold", type=float, help="anomaly: add a 0/1 'anomaly' column, 1 where score > THRESHOLD."
+)
+@click.option(
+    "--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="charlm: characters shown."
+)
+@json_option
+def stream(model, source, series_column, threshold, top_k, as_json) -> None:
+    """Predict line by line: CSV or JSON lines from SOURCE (default stdin), one prediction per line out.
+
+    Columns are matched by name against the model's. Forecasts come in the user's units, anomaly models
+    give a score per sample, classifiers their label and probabilities after every frame; a character
+    model reads text lines and gives the likeliest next characters. No torch needed.
+
+    \b
+    Examples:
+      edgernn stream bleeding.onnx examples/data/ucr_internalbleeding16_test.csv --threshold 6
+      sensor-reader | edgernn stream forecast.onnx --json
+      echo "ROMEO:" | edgernn stream shakespeare.onnx --top-k 3
+    """
+    from edgernn.runtime import Stepper
+    from edgernn.runtime.streaming_io import predict_lines
+
+    options = {"series_column": series_column, "threshold": threshold, "top_k": top_k, "as_json": as_json}
+    for line in predict_lines(Stepper(model), iter(source.readline, b""), **options):
+        click.echo(line)  # click.echo flushes: every prediction leaves as soon as it is made

@@ -1,0 +1,271 @@
+"""Commands that need the train extra: train, export, quantize."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import click
+
+from edgernn.cli.common import FINITE_FLOAT, json_option, names, train_extra
+from edgernn.cli.group import cli
+from edgernn.runtime.contract import QUANTIZATION_MODES
+
+
+@cli.command()
+@click.argument("data", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o", "--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory to write."
+)
+@click.option(
+    "--task",
+    type=click.Choice(["charlm", "forecast", "anomaly", "classify", "steplabels"]),
+    help="Default: inferred from DATA (.csv forecast, .ts classify, text charlm); refused when ambiguous.",
+)
+@click.option(
+    "--columns",
+    help="Comma-separated input columns of a CSV (default: numeric columns except timestamps and labels).",
+)
+@click.option("--targets", help="Comma-separated columns to forecast (default: the first input column).")
+@click.option(
+    "--label-column", help="Label column: per row (steplabels) or per sequence (classify from CSV)."
+)
+@click.option(
+    "--cell", type=click.Choice(["gru", "lstm", "rnn_tanh", "rnn_relu"]), default="gru", show_default=True
+)
+@click.option(
+    "--hidden-size", type=click.IntRange(min=1), help="Default: 256 charlm, 32 anomaly, 64 otherwise."
+)
+@click.option("--num-layers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--embedding-size", type=click.IntRange(min=1), help="Token embedding size (charlm; default 64)."
+)
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Between layers.",
+)
+@click.option(
+    "--minutes",
+    "budget_minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Time budget (default 2 unless --steps). With --resume: minutes more.",
+)
+@click.option(
+    "--steps", "max_steps", type=click.IntRange(min=1), help="Step budget. With --resume: steps more."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Streams (series) or sequences per step (default: 32 charlm, 16 classify, 8 otherwise).",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(min=2),
+    help="Truncated-BPTT chunk length of series tasks (default: 128 charlm, 32 otherwise).",
+)
+@click.option(
+    "--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True
+)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=1),
+    help="Validate every N steps (default: 200 charlm, 100 otherwise).",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    help="Stop after N validations without improvement (default: never).",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Steps between resume checkpoints.",
+)
+@click.option(
+    "--reset-state-per-chunk", is_flag=True, help="Start every chunk from zero state instead of carrying it."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torch threads; 1 holds up when the machine is busy, where more make every step slower (docs/training.md).",
+)
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Continue this run directory exactly (--steps N / --minutes M: that much more).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a run already in RUN_DIR (refused without it).")
+@click.option(
+    "--tensorboard", type=click.Path(file_okay=False, path_type=Path), help="Write TensorBoard logs here."
+)
+@click.option("--quiet", is_flag=True, help="Print nothing but the summary (no progress, no notes).")
+def train(
+    data, run_dir, task, columns, targets, label_column, resume, overwrite, tensorboard, quiet, **settings
+) -> None:
+    """Train a model on DATA and write a run directory (best weights, metrics, loss curves, resume state).
+
+    The task is inferred from DATA unless --task names it; an existing run in RUN_DIR is refused unless
+    --overwrite. Progress goes to stderr (a bar on a terminal, a line every 5% elsewhere); the summary to
+    stdout.
+
+    \b
+    Examples:
+      edgernn train examples/data/tinyshakespeare.txt -o runs/shakespeare --minutes 2
+      edgernn train examples/data/japanese_vowels_train.ts -o runs/vowels --steps 600
+      edgernn train readings.csv -o runs/readings --columns temperature,pressure --targets temperature
+      edgernn train examples/data/ucr_internalbleeding16_train.csv --task anomaly -o runs/bleeding --steps 400
+      edgernn train examples/data/ucr_internalbleeding16_test.csv --task steplabels --label-column is_anomaly -o runs/labels
+      edgernn train --resume runs/shakespeare --minutes 4     # four minutes more
+      torchrun --nproc_per_node=2 -m edgernn train data.txt -o runs/ddp --steps 500
+    """
+    train_module = train_extra("train", "edgernn.train")
+    from edgernn.report import format_training
+
+    if resume and (data is not None or run_dir is not None):
+        raise click.UsageError("--resume RUN_DIR continues that run: give no DATA or -o")
+    if not resume and (data is None or run_dir is None):
+        raise click.UsageError("give DATA and -o RUN_DIR (or --resume RUN_DIR)")
+    with warnings.catch_warnings():
+        if quiet:  # the summary carries the warning
+            warnings.simplefilter("ignore", train_module.FewStepsWarning)
+        if resume:
+            result = train_module.resume_training(
+                resume,
+                more_steps=settings["max_steps"],
+                more_minutes=settings["budget_minutes"],
+                threads=settings["threads"],
+                progress=not quiet,
+                tensorboard=tensorboard,
+            )
+        else:
+            options = {"columns": names(columns), "targets": names(targets), "label_column": label_column}
+            result = _train_new(train_module, task, data, run_dir, {k: v for k, v in options.items() if v},
+                                settings, progress=not quiet, tensorboard=tensorboard, overwrite=overwrite)  # fmt: skip
+    click.echo(format_training(result.run_dir, result.metrics))
+
+
+def _train_new(train_module, task, data, run_dir, options, settings, **keywords):
+    """Defaults for the task (inferred when not given: train_task infers it again and says so)."""
+    inferred = task or train_module.infer_task(data, **options)[0]
+    model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
+    model_config, train_config = train_module.configs_for(
+        inferred, {k: settings.pop(k) for k in model_keys}, settings
+    )
+    return train_module.train_task(
+        task, data, run_dir, model_config, train_config, data_options=options, **keywords
+    )
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="ONNX file to write.",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["none", *QUANTIZATION_MODES]),
+    default="none",
+    show_default=True,
+    help="Weights as int8 (about 3.5-4x smaller), fp16 (2x) or int4 (about 4-5x; onnxruntime contrib ops).",
+)
+@click.option(
+    "--int8-method",
+    type=click.Choice(["auto", "weights", "dynamic", "static"]),
+    default="auto",
+    show_default=True,
+    help="int8: weights stored int8, float32 arithmetic after load (weights); int8 arithmetic with "
+    "activation ranges measured every step (dynamic) or calibrated on real states (static, QDQ); auto: "
+    "weights below 512 KiB of float32 weights, dynamic above.",
+)
+@click.option(
+    "--tolerance",
+    type=FINITE_FLOAT,
+    help="Metric change a quantized model may show (default +0.02 nats for language models, -1 point of "
+    "accuracy for classifiers, +2% RMSE for regressors).",
+)
+@click.option(
+    "--force", is_flag=True, help="Write a quantized model even if the metric or drift check fails."
+)
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Data to check a quantized model on (default: the file the run was trained on).",
+)
+@json_option
+def export(run_dir, path, quantize, int8_method, tolerance, force, data_path, as_json) -> None:
+    """Export a run directory to a single-step ONNX model with explicit state, verified against PyTorch.
+
+    With --quantize the verified graph is quantized with onnxruntime's tools and checked against itself
+    (one step, 3000 steps closed loop, the task metric on the validation split); a model that loses more
+    than --tolerance is refused and nothing is written.
+
+    \b
+    Examples:
+      edgernn export runs/shakespeare -o shakespeare.onnx
+      edgernn export runs/shakespeare -o shakespeare-int8.onnx --quantize int8
+    """
+    QuantizeConfig, export_run = train_extra("export", "edgernn.export", "QuantizeConfig", "export_run")
+    from edgernn.report import export_document, format_export
+
+    if quantize == "none" and (force or tolerance is not None or data_path):
+        raise click.UsageError("--force, --tolerance and --data apply to --quantize int8/fp16/int4 only")
+    config = QuantizeConfig(quantize, int8_method, tolerance=tolerance, force=force)
+    report = export_run(run_dir, path, quantize=config, data_path=data_path)
+    click.echo(json.dumps(export_document(report), indent=2) if as_json else format_export(report))
+    if report.quantization and report.quantization["checks"]["forced"]:
+        click.echo("warning: written with --force past failed check(s)", err=True)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--mode", required=True, type=click.Choice(QUANTIZATION_MODES), help="Weights as int8, fp16 or int4."
+)
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Real data in the model's format (text, CSV with its columns, .ts); split as training splits it.",
+)
+@click.option("--int8-method", type=click.Choice(["auto", "weights", "dynamic", "static"]), default="auto")
+@click.option("--tolerance", type=float, help="Metric change allowed (as export --tolerance).")
+@click.option("--force", is_flag=True, help="Write even if the metric or drift check fails.")
+@json_option
+def quantize(model, path, mode, data_path, int8_method, tolerance, force, as_json) -> None:
+    """Quantize a verified float32 ONNX file (edgernn's own or a bring-your-own model) without its run.
+
+    The same quantization and checks as export --quantize (one step, 3000 steps closed loop, the task
+    metric on the validation split of --data); refused past --tolerance with nothing written.
+
+    \b
+    Examples:
+      edgernn quantize shakespeare.onnx -o shakespeare-int8.onnx --mode int8 --data examples/data/tinyshakespeare.txt
+      edgernn quantize sensor.onnx -o sensor-fp16.onnx --mode fp16 --data readings.csv --json
+    """
+    (QuantizeConfig,) = train_extra("quantize", "edgernn.export", "QuantizeConfig")
+    (quantize_file,) = train_extra("quantize", "edgernn.export.exporter", "quantize_file")
+    from edgernn.report import export_document, format_export
+
+    config = QuantizeConfig(mode, int8_method, tolerance=tolerance, force=force)
+    report = quantize_file(model, path, config, data_path)
+    click.echo(json.dumps(export_document(report), indent=2) if as_json else format_export(report))
+    if report.quantization["checks"]["forced"]:
+        click.echo("warning: written with --force past failed check(s)", err=True)
