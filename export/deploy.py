@@ -17,6 +17,7 @@ behind, and an earlier deployment in ``out_dir`` stays as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -24,7 +25,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ TARGETS = {
     "triton": "edgernn.export.triton",
 }
 MANIFEST = "deploy.json"
+# What targets need beyond the base install (numpy, onnxruntime, click): onnx, to read and rewrite graphs
+# (ort, c, triton --backend c). The ``deploy`` extra brings it without torch: pip install 'edgernn[deploy]'.
+DEPLOY_EXTRA = {"onnx"}
 _FLAGS = {"skip_verify": "--no-verify"}  # options whose command-line flag is not their name
 
 
@@ -84,7 +88,8 @@ def deploy(model: str | os.PathLike, target: str, out_dir: str | os.PathLike, **
     """
     model = Path(model)
     out_dir = Path(out_dir)
-    writer = _writer(target)
+    with _deploy_extra(target):
+        writer = _writer(target)
     _check_options(writer, target, options)
     if not model.is_file():
         raise InputError(f"model {str(model)!r}: expected an ONNX file, found none")
@@ -92,7 +97,8 @@ def deploy(model: str | os.PathLike, target: str, out_dir: str | os.PathLike, **
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".stage", dir=out_dir.parent))
     try:
-        report = writer(model, stage, **options)
+        with _deploy_extra(target):
+            report = writer(model, stage, **options)
         report.out_dir = out_dir
         report.files = _listing(stage)
         _write_manifest(stage, model, report)
@@ -108,6 +114,21 @@ def _writer(target: str) -> Callable[..., DeployReport]:
     if target not in TARGETS:
         raise InputError(f"target {target!r}: expected one of {', '.join(TARGETS)}")
     return importlib.import_module(TARGETS[target]).write
+
+
+@contextlib.contextmanager
+def _deploy_extra(target: str) -> Iterator[None]:
+    """A module of the deploy extra missing becomes one line naming the extra to install."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in DEPLOY_EXTRA:
+            raise
+        raise InputError(
+            f"deploy --target {target} needs the deploy extra ({missing} is not installed): "
+            "pip install 'edgernn[deploy]'"
+        ) from None
 
 
 def _check_options(writer: Callable[..., DeployReport], target: str, options: dict[str, Any]) -> None:
