@@ -23,7 +23,7 @@ from edge_models import TEXT, VOCAB, SensorGRU, export_char
 from edgernn.cli import cli
 from edgernn.export import export_model, export_module
 from edgernn.export.c import build_shared_library, compile_host, generate_sources, run_self_test
-from edgernn.export.c.emit import FAST_TANH_CLAMP
+from edgernn.export.c.activations import FAST_TANH_CLAMP
 from edgernn.export.deploy import deploy
 from edgernn.models import ModelConfig, RecurrentModel
 from edgernn.runtime import Stepper

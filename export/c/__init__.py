@@ -8,7 +8,7 @@ See docs/c.md: the API of the generated files, precision, error codes, fast acti
 
 from edgernn.export.c.build import build_shared_library, compile_host, run_self_test, verify_host
 from edgernn.export.c.generate import PRECISIONS, CSources, generate_sources
-from edgernn.export.c.lower import SUPPORTED_OPS
+from edgernn.export.c.reference import SUPPORTED_OPS
 from edgernn.export.c.writer import write
 
 __all__ = [

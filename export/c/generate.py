@@ -141,8 +141,8 @@ def generate_sources(
     precision: ``float32`` (the graph's own weights), or ``int8`` (every matrix and the embedding table
     as int8 with one float scale per output / per token; products in integers, their inputs quantized
     to int8 once per step; from a float32 file).
-    fast_activations: tanh and sigmoid as a cheaper rational function (see emit.FAST_TANH_*) instead of
-    the default ones (emit.TANH_MAX_ABS_ERROR...); neither calls libm.
+    fast_activations: tanh and sigmoid as a cheaper rational function (see activations.FAST_TANH_*) instead of
+    the default ones (activations.TANH_MAX_ABS_ERROR...); neither calls libm.
     Raises ContractError for a graph the C target cannot reproduce, naming the op or the reason.
     """
     check_name(name)

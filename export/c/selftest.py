@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgernn.export.c.emit import _floats, _ints
+from edgernn.export.c.ctext import c_floats, c_ints
 from edgernn.export.c.generate import CSources
 from edgernn.runtime import Stepper
 from edgernn.runtime.contract import ModelInfo
@@ -138,16 +138,16 @@ def test_source(sources: CSources, golden: Golden, atol: float = ATOL, rtol: flo
         f"#define STRIDE {golden.stride}",
         f"#define CHECKED {len(checked)}",
         "",
-        f"static const float golden_y[CHECKED * {N}_OUTPUT_SIZE] = {{\n{_floats(checked)}\n}};",
-        f"static const float golden_state[{N}_STATE_FLOATS] = {{\n{_floats(golden.state)}\n}};",
+        f"static const float golden_y[CHECKED * {N}_OUTPUT_SIZE] = {{\n{c_floats(checked)}\n}};",
+        f"static const float golden_state[{N}_STATE_FLOATS] = {{\n{c_floats(golden.state)}\n}};",
     ]
     if tokens:
         ctype = "int16_t" if info.input.size <= 32767 else "int32_t"
-        lines.append(f"static const {ctype} tokens[STEPS] = {{\n{_ints(golden_inputs(info, steps))}\n}};")
+        lines.append(f"static const {ctype} tokens[STEPS] = {{\n{c_ints(golden_inputs(info, steps))}\n}};")
     else:
         mean, std = feature_scales(info)
-        lines.append(f"static const float feature_mean[{N}_INPUT_SIZE] = {{\n{_floats(mean)}\n}};")
-        lines.append(f"static const float feature_std[{N}_INPUT_SIZE] = {{\n{_floats(std)}\n}};")
+        lines.append(f"static const float feature_mean[{N}_INPUT_SIZE] = {{\n{c_floats(mean)}\n}};")
+        lines.append(f"static const float feature_std[{N}_INPUT_SIZE] = {{\n{c_floats(std)}\n}};")
         lines += [
             "",
             "static uint32_t mix(uint32_t t, uint32_t f)",
