@@ -11,7 +11,9 @@ import dataclasses
 import json
 import os
 import platform
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -664,3 +666,63 @@ def test_an_int8_c_flavour_serves_what_the_int8_c_target_computes(tmp_path):
         server.stop()
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
     assert "edgernn backend: the model's step built for " in log
+
+
+def test_a_nan_request_is_invalid_argument_in_both_flavours(served):
+    """One error, one status: x not finite is the request's fault (INVALID_ARGUMENT), python or C."""
+    from tritonclient.utils import InferenceServerException
+
+    async def nan_step(client):
+        await _sequence(client, "sensor", 601, np.zeros((1, 3), np.float32), end=False)
+        nan = _input(np.full((1, 3), np.nan, np.float32))
+        with pytest.raises(InferenceServerException) as caught:
+            await client.infer("sensor", [nan], sequence_id=601, sequence_end=True)
+        return caught.value
+
+    error = _run(nan_step, served["server"].grpc_url)
+    assert error.status() == "StatusCode.INVALID_ARGUMENT", (error.status(), error.message())
+    assert "finite" in error.message()
+
+
+# --- python -m edgernn.export.triton.server ------------------------------------------------------
+
+
+def _server_command(*args) -> list[str]:
+    return [sys.executable, "-m", "edgernn.export.triton.server", *map(str, args)]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
+def test_the_server_command_stops_tritonserver_on_sigterm(tmp_path):
+    _need("tritonserver (nvidia-pytriton)", pytriton_root() is not None and _tritonclient_installed())
+    from edgernn.export.triton.server import check_port, free_port
+
+    path = _save(build_tiny_model("gru", "tokens"), tmp_path, "chars")
+    deploy(path, "triton", tmp_path / "repo", backend="python")
+    port = free_port()
+    command = _server_command(tmp_path / "repo", "--grpc-port", port)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        serving = process.stderr.readline()  # printed once every model is ready
+        [tritonserver] = _children(process.pid)
+        busy = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert serving.startswith("serving ") and "Ctrl-C or SIGTERM stops" in serving
+    assert busy.returncode == 2
+    assert busy.stderr.strip().splitlines() == [
+        f"Error: --grpc-port {port}: 127.0.0.1:{port} is in use (Address already in use); stop what listens "
+        "there or pick another port"
+    ]
+    assert not Path(f"/proc/{tritonserver}").exists()  # tritonserver went with it
+    check_port(port)  # and the port is free for the next start
+
+
+def test_the_server_commands_help_names_the_module():
+    done = subprocess.run(_server_command("--help"), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m edgernn.export.triton.server ")

@@ -8,7 +8,8 @@ Triton's sequence batcher (oldest strategy) sends each request with its controls
 sequence starts: a new stream at the initial state, or an existing one reset), ``END`` (the stream leaves
 after this step), ``READY`` (0: the slot holds no request; nothing steps) and ``CORRID`` (the sequence's
 correlation ID). Every request of one ``execute`` call is stepped in one pool call. A bad request (x not
-finite, a token out of range, an unknown sequence) gets a Triton error and no other sequence is touched.
+finite, a token out of range, an unknown sequence) gets a Triton error with status INVALID_ARGUMENT (as in
+the c flavour) and no other sequence is touched.
 The python backend does not implement implicit state, so the state lives here, in the pool: sequences
 idle for longer than ``max_sequence_idle_microseconds`` (after which Triton has forgotten them too) are
 freed. Open sequences are lost when the server stops.
@@ -161,7 +162,9 @@ class TritonPythonModel:
 
     def _response(self, r: _Request):
         if r.error is not None:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(r.error))
+            # INVALID_ARG, as the c flavour answers: every error here is the request's (not the server's)
+            error = pb_utils.TritonError(r.error, pb_utils.TritonError.INVALID_ARG)
+            return pb_utils.InferenceResponse(error=error)
         if r.tensors is None:  # READY was 0: the slot holds no request and nothing stepped
             zeros = np.zeros((1, self.y_size), np.float32)
             return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.y_name, zeros)])

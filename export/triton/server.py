@@ -15,13 +15,14 @@ and starts the server with an environment in which the stub's embedded Python is
   takes its prefix from it, so a virtual environment's site-packages (``edgernn``, ``onnxruntime``,
   ``numpy``) are the stub's, .pth files included (the same way pytriton starts it).
 
-Run ``python -m edgernn.export.triton.server REPO`` to serve a repository in the foreground.
+Run ``python -m edgernn.export.triton.server REPO`` to serve a repository in the foreground: SIGTERM,
+SIGHUP or Ctrl-C stops tritonserver too (exit 0); a port in use or a missing repository is one line,
+exit 2; tritonserver failing to start or dying is exit 1 with its log's tail.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import shutil
@@ -34,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgernn.runtime.errors import EdgeRNNError
+from edgernn.runtime.errors import EdgeRNNError, InputError
 
 INSTALL_HINT = "pip install 'edgernn[serve]'"
 START_TIMEOUT_S = 60.0
@@ -42,6 +43,10 @@ START_TIMEOUT_S = 60.0
 
 class ServerError(EdgeRNNError):
     """tritonserver is missing, did not start, or stopped."""
+
+
+class PortInUse(ServerError, InputError):
+    """The gRPC port asked for is taken (another server listens on it)."""
 
 
 def pytriton_root() -> Path | None:
@@ -65,6 +70,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def check_port(port: int) -> None:
+    """Raise PortInUse when something listens on 127.0.0.1:``port`` (connections of a server that just
+    stopped, in TIME_WAIT, do not count: tritonserver binds past them, as this check does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUse(
+                f"--grpc-port {port}: 127.0.0.1:{port} is in use ({exc.strerror}); stop what listens "
+                "there or pick another port"
+            ) from None
 
 
 def prepare_backends(directory: Path) -> Path:
@@ -153,6 +172,8 @@ class TritonServer:
         backends = self._workdir / "backends"
         if self.grpc_port is None:
             self.grpc_port = free_port()
+        else:
+            check_port(self.grpc_port)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(backends),
@@ -231,18 +252,64 @@ class TritonServer:
         self.stop()
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived: stop as Ctrl-C does."""
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve a Triton model repository on 127.0.0.1 (gRPC).")
-    parser.add_argument("repository", type=Path, nargs="+")
-    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser = argparse.ArgumentParser(
+        prog="python -m edgernn.export.triton.server",
+        description="Serve Triton model repositories on 127.0.0.1 (gRPC) with the tritonserver of "
+        "pip install 'edgernn[serve]'. SIGTERM, SIGHUP or Ctrl-C stops it.",
+    )
+    parser.add_argument(
+        "repository", type=Path, nargs="+", help="model repositories (edgernn deploy --target triton)"
+    )
+    parser.add_argument("--grpc-port", type=int, default=8001, help="port on 127.0.0.1 (default 8001)")
     args = parser.parse_args(argv)
-    with TritonServer(args.repository, grpc_port=args.grpc_port) as server:
+    for repository in args.repository:
+        if not repository.is_dir():
+            _fail(f"{str(repository)!r}: expected a model repository directory, found none", 2)
+    if not 0 < args.grpc_port < 65536:
+        _fail(f"--grpc-port: expected a port in 1..65535, got {args.grpc_port}", 2)
+    server = TritonServer(args.repository, grpc_port=args.grpc_port)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGHUP, _stop_on_signal)
+    error: tuple[str, int] | None = None
+    try:
+        server.start()
         print(
-            f"serving {', '.join(map(str, args.repository))} on {server.grpc_url} (gRPC); Ctrl-C stops",
+            f"serving {', '.join(map(str, args.repository))} on {server.grpc_url} (gRPC); "
+            "Ctrl-C or SIGTERM stops",
             file=sys.stderr,
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            server.process.wait()
+        code = server.process.wait()
+        error = (f"tritonserver exited with {code}:\n{server.log_tail()}", 1)
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    except PortInUse as exc:
+        error = (str(exc), 2)
+    except ServerError as exc:
+        error = (str(exc), 1)
+    finally:
+        for sig in signals:  # a second signal must not cut the stop short and leave tritonserver running
+            signal.signal(sig, signal.SIG_IGN)
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if error is not None:
+        _fail(*error)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"Error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
