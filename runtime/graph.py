@@ -6,10 +6,8 @@ edgernn did not write); streams (``edgernn.runtime.stream``) and pools (``edgern
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -19,36 +17,22 @@ import onnxruntime as ort
 from edgernn.runtime.chunk import ChunkGraph, load_chunk, try_load_chunk
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, InputError
-from edgernn.runtime.inputs import DataInput, convert_floats, convert_integers
+from edgernn.runtime.inputs import (
+    MAX_STREAM_BYTES,
+    DataInput,
+    StateSlot,
+    check_state,
+    check_stream_bytes,
+    mib,
+)
 from edgernn.runtime.session import ModelSource
 
-# What one stream (or pool) may make the runtime allocate for its state and results. A file's metadata
-# decides these sizes, so they are bounded: a few hundred bytes of metadata must not cost gigabytes.
-MAX_STREAM_BYTES = 1 << 28
+__all__ = ["MAX_STREAM_BYTES", "Graph", "StateSlot"]
 
 
 def _row_bytes(info: ModelInfo | None, states: tuple[StateSlot, ...]) -> int:
     """Bytes of state (and, for edgernn models, results) one batch row takes."""
-    total = sum(math.prod(d for d in s.shape if d is not None) * s.dtype.itemsize for s in states)
-    return total + (0 if info is None else 4 * info.output.size)
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:,.1f} MiB"
-
-
-@dataclass(frozen=True)
-class StateSlot:
-    """One state tensor; ``shape`` has None where the stream's batch size goes."""
-
-    input: str
-    output: str
-    shape: tuple[int | None, ...]
-    dtype: np.dtype
-    initial: float = 0.0
-
-    def shape_for(self, batch_size: int) -> tuple[int, ...]:
-        return tuple(batch_size if d is None else d for d in self.shape)
+    return sum(s.row_bytes for s in states) + (0 if info is None else 4 * info.output.size)
 
 
 class Graph:
@@ -74,19 +58,14 @@ class Graph:
         self.row_bytes = _row_bytes(info, states)
         if 2 * self.row_bytes > MAX_STREAM_BYTES:
             raise ContractError(
-                f"the model's state needs {_mib(2 * self.row_bytes)} per stream, more than the "
-                f"{_mib(MAX_STREAM_BYTES)} edgernn allocates for one; its metadata or state shapes are not "
+                f"the model's state needs {mib(2 * self.row_bytes)} per stream, more than the "
+                f"{mib(MAX_STREAM_BYTES)} edgernn allocates for one; its metadata or state shapes are not "
                 "those of a model edgernn can step"
             )
 
     def check_allocation(self, batch_size: int, what: str = "batch_size") -> None:
         """Refuse (InputError) a batch whose state and result buffers (two sets) would pass the bound."""
-        need = 2 * self.row_bytes * batch_size
-        if need > MAX_STREAM_BYTES:
-            raise InputError(
-                f"{what} {batch_size}: expected at most {MAX_STREAM_BYTES // (2 * self.row_bytes)} for this "
-                f"model, whose buffers would take {_mib(need)} (the bound is {_mib(MAX_STREAM_BYTES)})"
-            )
+        check_stream_bytes(2 * self.row_bytes, batch_size, what)
 
     def offer_chunk(
         self,
@@ -129,37 +108,4 @@ class Graph:
 
     def check_state(self, state: Any, batch_size: int) -> dict[str, np.ndarray]:
         """Validated copies of ``state`` (name -> array); raises InputError listing every problem."""
-        if not isinstance(state, Mapping):
-            raise InputError(f"state: expected a dict of state name -> array, got {type(state).__name__}")
-        expected = [s.input for s in self.states]
-        problems = []
-        if set(state) != set(expected):
-            problems.append(f"expected names {expected}, got {sorted(map(str, state))}")
-        checked = {}
-        for slot in self.states:
-            if slot.input in state:
-                checked[slot.input] = _check_state_array(slot, state[slot.input], batch_size, problems)
-        if problems:
-            raise InputError("invalid state:\n  - " + "\n  - ".join(problems))
-        return checked
-
-
-def _check_state_array(
-    slot: StateSlot, value: Any, batch_size: int, problems: list[str]
-) -> np.ndarray | None:
-    expected_shape = slot.shape_for(batch_size)
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        problems.append(f"{slot.input}: expected an array, got {type(value).__name__} ({exc})")
-        return None
-    if array.shape != expected_shape:
-        problems.append(f"{slot.input}: expected shape {expected_shape} ({slot.dtype}), got {array.shape}")
-        return None
-    try:
-        if slot.dtype.kind == "f":
-            return convert_floats(array, slot.dtype, slot.input).copy()
-        return convert_integers(array, slot.dtype, None, slot.input).copy()
-    except InputError as exc:
-        problems.append(str(exc))
-        return None
+        return check_state(state, self.states, batch_size)

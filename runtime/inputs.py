@@ -1,13 +1,16 @@
 """Converting and checking what a step is fed: the data input, and a state handed back in.
 
-Every value from a caller goes through here before a session sees it; the messages say what was expected
-and what was given. ``DataInput.validate`` is the one rule for a step's x, for a single stream and for a
-pool's batch alike.
+Every value from a caller goes through here before a session (or the generated C) sees it; the messages
+say what was expected and what was given. ``DataInput.validate`` is the one rule for a step's x,
+``check_state`` the one rule for a state handed back, ``check_stream_bytes`` the one bound on what a
+stream allocates: for a single stream and a pool's batch, and for the onnxruntime ``Stepper`` and the
+ctypes ``NativeStepper`` alike. numpy only: ``edgernn.runtime.native`` loads this without onnxruntime.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,3 +155,90 @@ def convert_integers(array: np.ndarray, dtype: np.dtype, vocab_size: int | None,
 def check_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InputError(f"{name}: expected a positive integer, got {value!r}")
+
+
+# --- the state a caller hands back, and what a stream may allocate ------------------------------------------
+
+# What one stream (or pool) may make the runtime allocate for its state and results. A file's metadata
+# decides these sizes, so they are bounded: a few hundred bytes of metadata must not cost gigabytes.
+MAX_STREAM_BYTES = 1 << 28
+
+
+def mib(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB"
+
+
+def check_stream_bytes(row_bytes: int, batch_size: int, what: str = "batch_size") -> None:
+    """Refuse (InputError) a batch whose buffers, ``row_bytes`` for each of its rows, would pass the bound.
+
+    Checked before anything is allocated, so ``new_stream(10**7)`` says how large a batch fits instead of
+    asking the allocator for gigabytes."""
+    check_positive_int(what, batch_size)
+    need = row_bytes * batch_size
+    if need > MAX_STREAM_BYTES:
+        raise InputError(
+            f"{what} {batch_size}: expected at most {MAX_STREAM_BYTES // row_bytes} for this model, whose "
+            f"buffers would take {mib(need)} (the bound is {mib(MAX_STREAM_BYTES)})"
+        )
+
+
+@dataclass(frozen=True)
+class StateSlot:
+    """One state tensor; ``shape`` has None where the stream's batch size goes."""
+
+    input: str
+    output: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+    initial: float = 0.0
+
+    def shape_for(self, batch_size: int) -> tuple[int, ...]:
+        return tuple(batch_size if d is None else d for d in self.shape)
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of this state for one batch row."""
+        return math.prod(d for d in self.shape if d is not None) * self.dtype.itemsize
+
+
+def check_state(state: Any, slots: Sequence[StateSlot], batch_size: int) -> dict[str, np.ndarray]:
+    """Validated copies of ``state`` (name -> array, one per slot, in the slot's dtype, finite for floats);
+    raises InputError listing every problem. Nothing of the caller's is kept: the arrays are new."""
+    if not isinstance(state, Mapping):
+        raise InputError(f"state: expected a dict of state name -> array, got {type(state).__name__}")
+    expected = [s.input for s in slots]
+    problems = []
+    if set(state) != set(expected):
+        problems.append(f"expected names {expected}, got {sorted(map(str, state))}")
+    checked = {}
+    for slot in slots:
+        if slot.input in state:
+            array = _check_state_array(slot, state[slot.input], batch_size, problems)
+            if array is not None:
+                checked[slot.input] = array
+    if problems:
+        raise InputError("invalid state:\n  - " + "\n  - ".join(problems))
+    return checked
+
+
+def _check_state_array(
+    slot: StateSlot, value: Any, batch_size: int, problems: list[str]
+) -> np.ndarray | None:
+    expected_shape = slot.shape_for(batch_size)
+    try:
+        array = as_array(value, slot.input)
+    except InputError as exc:
+        problems.append(str(exc))
+        return None
+    if array.shape != expected_shape:
+        problems.append(f"{slot.input}: expected shape {expected_shape} ({slot.dtype}), got {array.shape}")
+        return None
+    try:
+        if slot.dtype.kind == "f":
+            converted = convert_floats(array, slot.dtype, slot.input)
+        else:
+            converted = convert_integers(array, slot.dtype, None, slot.input)
+    except InputError as exc:
+        problems.append(str(exc))
+        return None
+    return converted.copy()

@@ -10,7 +10,8 @@ Needs numpy and ctypes only: no torch, no onnx, no onnxruntime. The library desc
 types bound once; each step is one foreign call on buffers bound once. A stream of ``batch_size`` B keeps
 B C state structs in one array and steps them one after another.
 
-Every input is checked before the C runs, and the C checks again (a token out of range, a NaN or inf
+Every input is checked before the C runs, by the rules the onnxruntime ``Stepper`` applies
+(``edgernn.runtime.inputs``), and the C checks again (a token out of range, a NaN or inf
 input, a step that would produce NaN or inf: an error code, the state untouched); on any error the
 stream's state is left exactly as it was (a batch rolls back every row) and InputError says why.
 """
@@ -18,8 +19,10 @@ stream's state is left exactly as it was (a batch rolls back every row) and Inpu
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,8 @@ import numpy as np
 from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.default_stream import DefaultStream
-from edgernn.runtime.errors import ContractError, InputError
+from edgernn.runtime.errors import ContractError, EdgeRNNError, InputError
+from edgernn.runtime.inputs import DataInput, StateSlot, check_positive_int, check_state, check_stream_bytes
 
 OK, ERR_TOKEN, ERR_NONFINITE, ERR_KIND = 0, 1, 2, 3
 _INT32_MAX = 2**31 - 1
@@ -79,26 +83,42 @@ class _Library:
 
 
 class NativeStream:
-    """One independent stream (of ``batch_size`` sequences) over a loaded library, with its own state."""
+    """One independent stream (of ``batch_size`` sequences) over a loaded library, with its own state.
+
+    Made by ``NativeStepper.new_stream``. Its inputs follow the onnxruntime ``Stream``'s rules
+    (``edgernn.runtime.inputs``: the same x, the same state checks, the same allocation bound). Safe to
+    share between threads: each call runs whole, one at a time (the foreign call releases the GIL, so
+    without the lock two steps would read and write one state at once).
+    """
 
     def __init__(self, library: _Library, batch_size: int):
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
         self._lib = library
         info = self.info = library.info
-        self.batch_size = batch_size
         self._tokens = info.input.kind == "tokens"
         self._features = 0 if self._tokens else info.input.size
         self._vocab = info.input.size if self._tokens else 0
-        self._slots = []
+        self._data = DataInput(
+            "x",
+            np.dtype(np.int64 if self._tokens else np.float32),
+            (None,) if self._tokens else (None, self._features),
+            self._vocab or None,
+        )
+        self._slots = tuple(
+            StateSlot(spec.input, spec.output, (None, *spec.shape), np.dtype(np.float32), spec.initial)
+            for spec in info.states
+        )
+        self._offsets = []
         offset = 0
         for spec in info.states:
-            size = int(np.prod(spec.shape))
-            self._slots.append((spec, offset, size))
+            size = math.prod(spec.shape)
+            self._offsets.append((offset, size))
             offset += size
         self._state_floats = offset
-        # one word past the floats: the struct's pass bit (int8 files; which way the rows are walked,
-        # never part of the values), so that a row is as large as the generated state struct
+        # per batch row: the state struct (its floats and one word past them: the int8 files' pass bit,
+        # which way the rows are walked, never part of the values), x, y, and the copy a batch rolls back to
+        row_floats = 2 * (offset + 1) + max(1, self._features) + info.output.size
+        check_stream_bytes(4 * row_floats, batch_size)
+        self.batch_size = batch_size
         self._state = np.zeros((batch_size, offset + 1), np.float32)
         self._x = np.zeros((batch_size, max(1, self._features)), np.float32)
         self._y = np.zeros((batch_size, info.output.size), np.float32)
@@ -108,34 +128,42 @@ class NativeStream:
         self._y_ptr = [self._y.ctypes.data + b * self._y.strides[0] for b in rows]
         self._step = library.step
         self._step_token = library.step_token
+        # One lock per stream, as the onnxruntime Stream has: calls from several threads run one at a time.
+        self._lock = threading.Lock()
+        self._acquire, self._release = self._lock.acquire, self._lock.release
         self.reset()
 
     # --- stepping
 
     def step(self, x: Any) -> np.ndarray:
-        """Feed one step and advance the state. x: token ids ``(B,)`` / features ``(B, F)``; with batch
-        size 1 also an int / ``(F,)``. Returns y ``(B, O)`` or ``(O,)`` for an unbatched x (a new array)."""
-        if self.batch_size == 1:
-            if self._tokens and type(x) is int and 0 <= x < self._vocab:
-                rc = self._step_token(self._state_ptr[0], x, self._y_ptr[0])
-                if rc == OK:
-                    return self._y[0].copy()
-            elif type(x) is np.ndarray and x.dtype == np.float32 and x.shape == (self._features,):
-                self._x[0] = x
-                rc = self._step(self._state_ptr[0], self._x_ptr[0], self._y_ptr[0])
-                if rc == OK:
-                    return self._y[0].copy()
-        batch, unbatched = self._validate(x, sequence=False)
-        self._run_rows(batch[:, None], None)
-        return self._y[0].copy() if unbatched else self._y.copy()
+        """Feed one step and advance the state. x: token ids ``(B,)`` / features ``(B, F)`` (float, or
+        integer readings converted to float32); with batch size 1 also an int / ``(F,)``. Returns y
+        ``(B, O)`` or ``(O,)`` for an unbatched x (a new array)."""
+        self._acquire()  # acquire/release in try/finally, as Stream.step: half the cost of "with lock"
+        try:
+            if self.batch_size == 1:
+                if self._tokens and type(x) is int and 0 <= x < self._vocab:
+                    if self._step_token(self._state_ptr[0], x, self._y_ptr[0]) == OK:
+                        return self._y[0].copy()
+                elif type(x) is np.ndarray and x.dtype == np.float32 and x.shape == (self._features,):
+                    self._x[0] = x
+                    if self._step(self._state_ptr[0], self._x_ptr[0], self._y_ptr[0]) == OK:
+                        return self._y[0].copy()
+                # anything else, or a step the C refused (state untouched): the full rules and messages
+            batch, unbatched = self._data.validate(x, self.batch_size)
+            self._run_rows(batch[:, None], None)
+            return self._y[0].copy() if unbatched else self._y.copy()
+        finally:
+            self._release()
 
     def run(self, xs: Any) -> np.ndarray:
         """Feed a sequence, carrying state: ``(B, T)`` tokens or ``(B, T, F)`` features (``(T,)`` /
         ``(T, F)`` with batch size 1). Returns ys ``(B, T, O)`` or ``(T, O)``; the state moves only if
         every step ran."""
-        batch, unbatched = self._validate(xs, sequence=True)
+        batch, unbatched = self._data.validate(xs, self.batch_size, sequence=True)
         ys = np.empty((self.batch_size, batch.shape[1], self._y.shape[1]), np.float32)
-        self._run_rows(batch, ys)
+        with self._lock:
+            self._run_rows(batch, ys)
         return ys[0] if unbatched else ys
 
     def _run_rows(self, batch: np.ndarray, ys: np.ndarray | None) -> None:
@@ -159,7 +187,7 @@ class NativeStream:
             self._state[...] = before
             raise
 
-    def _error(self, rc: int, x: Any, row: int, step: int) -> InputError:
+    def _error(self, rc: int, x: Any, row: int, step: int) -> EdgeRNNError:
         where = f" (row {row}, step {step})" if self.batch_size > 1 or step else ""
         if rc == ERR_TOKEN:
             return InputError(
@@ -173,103 +201,32 @@ class NativeStream:
             return ContractError("the library's step function refused the input kind its metadata declares")
         return ContractError(f"the library returned the unknown error code {rc}")
 
-    def _validate(self, x: Any, *, sequence: bool) -> tuple[np.ndarray, bool]:
-        """x as ``(B, [T,] ...)`` in the input dtype, checked (shape, dtype, range, finite)."""
-        label = "xs" if sequence else "x"
-        try:
-            array = np.asarray(x)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InputError(
-                f"{label}: expected an array of numbers, got {type(x).__name__} ({exc})"
-            ) from None
-        item = () if self._tokens else (self._features,)
-        dims = (self.batch_size, *((None,) if sequence else ()), *item)
-        unbatched = self.batch_size == 1 and array.ndim == len(dims) - 1
-        if unbatched:
-            array = array[np.newaxis]
-        if array.ndim != len(dims) or any(
-            d is not None and d != n for d, n in zip(dims, array.shape, strict=False)
-        ):
-            labels = [*(["T"] if sequence else []), *(str(d) for d in item)]
-            expected = "(" + ", ".join([str(self.batch_size), *labels]) + ")"
-            if self.batch_size == 1:
-                expected += " or (" + ", ".join(labels) + ("," if len(labels) == 1 else "") + ")"
-            noun = "token ids" if self._tokens else "features"
-            raise InputError(
-                f"{label}: expected {noun} of shape {expected}, got shape {np.shape(x)} ({array.dtype})"
-            )
-        if sequence and array.shape[1] == 0:
-            raise InputError(f"{label}: expected at least one step, got shape {array.shape}")
-        if self._tokens:
-            if array.dtype.kind not in "iu":
-                raise InputError(f"{label}: expected integer token ids (int64), got dtype {array.dtype}")
-            if array.size and (array.min() < 0 or array.max() >= self._vocab):
-                bad = np.unique(array[(array < 0) | (array >= self._vocab)])[:5].tolist()
-                raise InputError(
-                    f"{label}: expected token ids in [0, {self._vocab}) (the vocabulary size), got {bad}"
-                )
-            return array.astype(np.int64), unbatched
-        if array.dtype.kind != "f":
-            raise InputError(f"{label}: expected floating-point values (float32), got dtype {array.dtype}")
-        with np.errstate(over="ignore"):
-            converted = np.ascontiguousarray(array, dtype=np.float32)
-        finite = np.isfinite(converted)
-        if not finite.all():
-            where = tuple(int(i) for i in np.argwhere(~finite)[0])
-            raise InputError(
-                f"{label}: expected finite values, got {int((~finite).sum())} NaN/inf value(s), the first at index {where}"
-            )
-        return converted, unbatched
-
     # --- state
 
     def reset(self) -> None:
         """Every state tensor to its initial value (the generated NAME_reset)."""
-        for ptr in self._state_ptr:
-            self._lib.reset(ptr)
+        with self._lock:
+            for ptr in self._state_ptr:
+                self._lib.reset(ptr)
 
     @property
     def state(self) -> dict[str, np.ndarray]:
-        """A copy of the state, name -> ``(B, layers, hidden)`` float32; assign a dict to replace it."""
-        return {
-            spec.input: self._state[:, offset : offset + size].reshape(self.batch_size, *spec.shape).copy()
-            for spec, offset, size in self._slots
-        }
+        """A copy of the state, name -> ``(B, layers, hidden)`` float32; assign a dict to replace it
+        (validated as the onnxruntime Stream validates it: names, shapes, numbers, finite in float32)."""
+        with self._lock:
+            return {
+                slot.input: self._state[:, offset : offset + size]
+                .reshape(slot.shape_for(self.batch_size))
+                .copy()
+                for slot, (offset, size) in zip(self._slots, self._offsets, strict=True)
+            }
 
     @state.setter
     def state(self, value: Mapping[str, Any]) -> None:
-        if not isinstance(value, Mapping):
-            raise InputError(f"state: expected a dict of state name -> array, got {type(value).__name__}")
-        expected = [spec.input for spec, _, _ in self._slots]
-        problems = []
-        if set(value) != set(expected):
-            problems.append(f"expected names {expected}, got {sorted(map(str, value))}")
-        checked = {}
-        for spec, _, _ in self._slots:
-            if spec.input not in value:
-                continue
-            shape = (self.batch_size, *spec.shape)
-            try:
-                array = np.asarray(value[spec.input])
-            except (TypeError, ValueError) as exc:
-                problems.append(
-                    f"{spec.input}: expected an array, got {type(value[spec.input]).__name__} ({exc})"
-                )
-                continue
-            if array.shape != shape:
-                problems.append(f"{spec.input}: expected shape {shape} (float32), got {array.shape}")
-            elif array.dtype.kind != "f":
-                problems.append(
-                    f"{spec.input}: expected floating-point values (float32), got dtype {array.dtype}"
-                )
-            elif not np.isfinite(array).all():
-                problems.append(f"{spec.input}: expected finite values")
-            else:
-                checked[spec.input] = array.astype(np.float32)
-        if problems:
-            raise InputError("invalid state:\n  - " + "\n  - ".join(problems))
-        for spec, offset, size in self._slots:
-            self._state[:, offset : offset + size] = checked[spec.input].reshape(self.batch_size, size)
+        checked = check_state(value, self._slots, self.batch_size)
+        with self._lock:
+            for slot, (offset, size) in zip(self._slots, self._offsets, strict=True):
+                self._state[:, offset : offset + size] = checked[slot.input].reshape(self.batch_size, size)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """A copy of the state to ``restore`` later (into this stream or another of the same batch size)."""
@@ -288,7 +245,10 @@ class NativeStepper(DefaultStream):
     missing file, ContractError for a library that is not a generated edgernn model.
     """
 
+    _closes = ("_stream", "_library")
+
     def __init__(self, library: str | os.PathLike, *, name: str | None = None, batch_size: int = 1):
+        check_positive_int("batch_size", batch_size)
         self._library = _Library(Path(library), name)
         self._stream = NativeStream(self._library, batch_size)
 
@@ -313,7 +273,3 @@ class NativeStepper(DefaultStream):
     def new_stream(self, batch_size: int = 1) -> NativeStream:
         """A new stream with its own state, from the initial state."""
         return NativeStream(self._library, batch_size)
-
-    def close(self) -> None:
-        """Drop this stepper's references to the library (the process unloads it when nothing holds it)."""
-        self._stream = None  # type: ignore[assignment]

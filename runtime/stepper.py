@@ -71,6 +71,8 @@ class Stepper(DefaultStream):
     can run.
     """
 
+    _closes = ("_stream", "_graph")
+
     def __init__(
         self,
         model: ModelSource,

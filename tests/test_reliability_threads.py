@@ -1,5 +1,6 @@
-"""Threads: a Stream and a StreamPool shared between threads serialise their calls (nothing interleaves),
-and concurrent first ``run()`` calls load the chunk graph once and take the same numeric path."""
+"""Threads: a Stream, a StreamPool and a NativeStream (the generated C through ctypes, which releases the
+GIL) shared between threads serialise their calls (nothing interleaves), and concurrent first ``run()``
+calls load the chunk graph once and take the same numeric path."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 
 import numpy as np
 import pytest
+from native_support import native_pair
 
 from edgernn.runtime import Stepper
 from edgernn.runtime.errors import InputError
@@ -57,6 +59,46 @@ def test_two_threads_on_one_stream_equal_the_same_steps_in_one_thread(token_mode
     order = np.lexsort(got.T[::-1])
     np.testing.assert_array_equal(got[order], want[np.lexsort(want.T[::-1])])
     np.testing.assert_array_equal(shared.state["h"], serial.state["h"])
+
+
+@pytest.fixture(scope="module")
+def natives(tmp_path_factory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("native_threads")
+    return {
+        f"{cell}-{kind}": native_pair(root, cell, kind)[0]
+        for cell, kind in (("gru", "tokens"), ("lstm", "features"))
+    }
+
+
+@pytest.mark.parametrize("key", ["gru-tokens", "lstm-features"])
+def test_two_threads_on_one_native_stream_equal_a_serial_order_every_trial(natives, key):
+    """Each thread feeds its own varied inputs, so the outputs tell which thread's step ran when: the
+    threads' outputs must be those of one serial order of whole steps (found step by step), and the final
+    state that order's. Before the stream had a lock, most trials matched no serial order."""
+    native = natives[key]
+    steps = 300
+    for trial in range(5):
+        rng = np.random.default_rng(trial)
+        if native.info.input.kind == "tokens":
+            inputs = rng.integers(0, native.info.input.size, size=(2, steps)).tolist()
+        else:
+            inputs = list(rng.standard_normal((2, steps, native.info.input.size)).astype(np.float32))
+        shared = native.new_stream()
+        got = in_threads(2, lambda k, shared=shared, inputs=inputs: [shared.step(x) for x in inputs[k]])
+        replay = native.new_stream()
+        taken = [0, 0]  # steps of each thread replayed so far
+        while taken != [steps, steps]:
+            snap = replay.snapshot()
+            for k in (0, 1):
+                if taken[k] < steps:
+                    replay.restore(snap)
+                    if np.array_equal(replay.step(inputs[k][taken[k]]), got[k][taken[k]]):
+                        taken[k] += 1
+                        break
+            else:
+                raise AssertionError(f"trial {trial}: after {sum(taken)} whole steps no serial order fits")
+        for name, value in replay.state.items():
+            np.testing.assert_array_equal(shared.state[name], value)
 
 
 def test_a_pool_stepped_while_another_thread_joins_and_leaves_keeps_every_stream(token_model):
