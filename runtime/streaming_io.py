@@ -15,29 +15,32 @@ steplabels      as classify, for the sample's own label
 charlm          every input line is text: after it, the ``top_k`` likeliest next characters
 ==============  =====================================================================================
 
-Plain output is CSV with a header row; ``as_json`` gives one JSON object per line. A line that cannot be
-read (a missing column, a value that is no finite number, a character outside the vocabulary) raises
-InputError naming its line number; the lines before it were already answered.
+Plain output is CSV with a header row; ``as_json`` gives one JSON object per line. What a row may hold,
+and what a bad row does under ``on_bad_row`` (``stop``: InputError naming its line, the lines before it
+already answered; ``skip``; ``hold``), is in ``edgernn.runtime.stream_rows``. A character model's line is
+read and fed in pieces, so a line of any length takes bounded memory; a line with a character outside
+the vocabulary (or bytes that are not UTF-8) is a bad row too: ``skip`` answers it with an empty line
+(JSON: ``{"line": n, "skipped": reason}``) and puts the state back to where it was before the line.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from edgernn.runtime.errors import ContractError, InputError
+from edgernn.runtime.stream_lines import MAX_ROW_CHARS, Line, file_lines, lines_of
+from edgernn.runtime.stream_rows import BAD_ROW_POLICIES, Rows
 from edgernn.runtime.tasks import AnomalyScorer, StreamingClassifier, metadata_strings
 
 if TYPE_CHECKING:
     from edgernn.runtime import Stepper
 
 FEATURE_TASKS = ("forecast", "anomaly", "classify", "steplabels")
+OUTPUTS_PER_CALL = 1 << 14  # a character model is fed at most this many logits' worth of characters at once
 
 
 def predict_lines(
@@ -48,31 +51,61 @@ def predict_lines(
     threshold: float | None = None,
     top_k: int = 5,
     as_json: bool = False,
+    on_bad_row: str = "stop",
+    warn: Callable[[str], None] | None = None,
 ) -> Iterator[str]:
-    """Output lines (no newline) for input ``lines``, one per sample, as they are read (see the module)."""
+    """Output lines (no newline) for input ``lines`` (each item one line, str or UTF-8 bytes), one per
+    sample, as they are read (see the module). ``warn`` receives one line per bad row that ``skip`` or
+    ``hold`` got past (naming its line number); by default they are dropped."""
+    options = (series_column, threshold, top_k, as_json, on_bad_row, warn)
+    yield from _predict(stepper, lines_of(lines), *options)
+
+
+def predict_file(
+    stepper: Stepper,
+    source: BinaryIO,
+    *,
+    series_column: str | None = None,
+    threshold: float | None = None,
+    top_k: int = 5,
+    as_json: bool = False,
+    on_bad_row: str = "stop",
+    warn: Callable[[str], None] | None = None,
+) -> Iterator[str]:
+    """As ``predict_lines`` for the lines of a binary file (stdin, a pipe), each line read in pieces: a
+    character model's line of any length takes bounded memory, a longer CSV or JSON row than
+    ``stream_lines.MAX_ROW_CHARS`` is a bad row, never held whole."""
+    options = (series_column, threshold, top_k, as_json, on_bad_row, warn)
+    yield from _predict(stepper, file_lines(source), *options)
+
+
+def _predict(
+    stepper: Stepper,
+    lines: Iterable[Line],
+    series_column: str | None,
+    threshold: float | None,
+    top_k: int,
+    as_json: bool,
+    on_bad_row: str,
+    warn: Callable[[str], None] | None,
+) -> Iterator[str]:
     task = _task(stepper)
-    lines = _text_lines(lines)
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise InputError(f"--on-bad-row: expected one of {', '.join(BAD_ROW_POLICIES)}, got {on_bad_row!r}")
     if task == "charlm":
         if series_column is not None or threshold is not None:
             raise InputError("--series-column and --threshold apply to feature models, not a character model")
-        yield from _Text(stepper, top_k).lines(lines, as_json)
+        if on_bad_row == "hold":
+            raise InputError(
+                "--on-bad-row hold reuses a column's last good value; a character model has no columns "
+                "(use skip or stop)"
+            )
+        yield from _Text(stepper, top_k, on_bad_row == "skip", warn).lines(lines, as_json)
         return
     if threshold is not None and task != "anomaly":
         raise InputError(f"--threshold applies to anomaly models; this is a {task} model")
-    yield from _Rows(_predictor(stepper, task, threshold), series_column).lines(lines, as_json)
-
-
-def _text_lines(lines: Iterable[str | bytes]) -> Iterator[str]:
-    """``lines`` as text: bytes are decoded line by line, and bytes that are not UTF-8 are refused by line."""
-    for number, line in enumerate(lines, start=1):
-        if isinstance(line, bytes):
-            try:
-                line = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(
-                    f"line {number}: expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x}"
-                ) from None
-        yield line
+    rows = Rows(_predictor(stepper, task, threshold), series_column, on_bad_row, warn)
+    yield from rows.lines(lines, as_json)
 
 
 def _task(stepper: Stepper) -> str:
@@ -151,127 +184,15 @@ def _predictor(stepper: Stepper, task: str, threshold: float | None) -> Any:
     return _Classifier(stepper)
 
 
-class _Rows:
-    """Reads CSV or JSON lines sample by sample and answers each through a predictor."""
-
-    def __init__(self, predictor: Any, series_column: str | None):
-        self.predictor, self.series_column = predictor, series_column
-        self.series: Any = None
-        self.index: list[int] = []  # CSV: field index of each model column
-        self.series_index: int | None = None
-        self.width = 0
-
-    def lines(self, lines: Iterable[str], as_json: bool) -> Iterator[str]:
-        mode = None
-        for number, line in enumerate(lines, start=1):
-            text = line.rstrip("\r\n")
-            if not text.strip():
-                self._boundary()
-                continue
-            if mode is None:
-                mode = "json" if text.lstrip().startswith("{") else "csv"
-                if mode == "csv":
-                    self._read_header(text, number)
-                    if not as_json:
-                        yield _csv_line(self._out_header())
-                    continue
-                if not as_json:
-                    yield _csv_line(self._out_header())
-            series, x = self._json_row(text, number) if mode == "json" else self._csv_row(text, number)
-            if self.series_column is not None and series != self.series:
-                self._boundary()
-                self.series = series
-            doc = self._predict(x, number)
-            if self.series_column is not None:
-                doc = {self.series_column: series, **doc}
-            yield json.dumps({"line": number, **doc}) if as_json else _csv_line(list(doc.values()))
-
-    def _out_header(self) -> list[str]:
-        return [*([self.series_column] if self.series_column else []), *self.predictor.header]
-
-    def _boundary(self) -> None:
-        self.predictor.reset()
-        self.series = None
-
-    def _read_header(self, text: str, number: int) -> None:
-        names = [name.strip() for name in _fields(text)]
-        wanted = self.predictor.columns + ([self.series_column] if self.series_column else [])
-        missing = [name for name in wanted if name not in names]
-        if missing:
-            raise InputError(f"line {number}: the header has no column(s) {missing}; it has {names}")
-        self.index = [names.index(name) for name in self.predictor.columns]
-        self.series_index = names.index(self.series_column) if self.series_column else None
-        self.width = len(names)
-
-    def _csv_row(self, text: str, number: int) -> tuple[Any, np.ndarray]:
-        fields = _fields(text)
-        if len(fields) != self.width:
-            raise InputError(
-                f"line {number}: expected {self.width} fields as in the header, got {len(fields)}"
-            )
-        values = [
-            _number(fields[i], name, number)
-            for i, name in zip(self.index, self.predictor.columns, strict=True)
-        ]
-        series = fields[self.series_index].strip() if self.series_index is not None else None
-        return series, np.array(values, dtype=np.float32)
-
-    def _json_row(self, text: str, number: int) -> tuple[Any, np.ndarray]:
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"line {number}: not a JSON object ({exc.msg})") from None
-        if not isinstance(doc, dict):
-            raise InputError(f"line {number}: expected a JSON object, got {type(doc).__name__}")
-        missing = [name for name in self.predictor.columns if name not in doc]
-        if self.series_column is not None and self.series_column not in doc:
-            missing.append(self.series_column)
-        if missing:
-            raise InputError(f"line {number}: no field(s) {missing}; it has {sorted(doc)}")
-        values = [_number(doc[name], name, number) for name in self.predictor.columns]
-        series = doc.get(self.series_column) if self.series_column else None
-        return series, np.array(values, dtype=np.float32)
-
-    def _predict(self, x: np.ndarray, number: int) -> dict[str, Any]:
-        try:
-            return self.predictor.predict(x)
-        except InputError as exc:
-            raise InputError(f"line {number}: {exc}") from None
-
-
-def _fields(text: str) -> list[str]:
-    return next(csv.reader([text]))
-
-
-def _number(value: Any, column: str, number: int) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InputError(f"line {number}: column {column!r}: expected a number, got {value!r:.40}")
-    try:
-        result = float(value)
-    except ValueError:
-        raise InputError(f"line {number}: column {column!r}: expected a number, got {value!r:.40}") from None
-    if not math.isfinite(result):
-        raise InputError(f"line {number}: column {column!r}: expected a finite number, got {value!r:.40}")
-    return result
-
-
-def _csv_line(values: list[Any]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(
-        [f"{v:.6g}" if isinstance(v, float) else v for v in values]
-    )
-    return buffer.getvalue()
-
-
 # --- character models -----------------------------------------------------------------------------------
 
 
 class _Text:
     """Every input line is text, stepped character by character; the newline that ends a line is fed before
     the next line's characters (when the vocabulary has one), so the model sees the text as it is and
-    predicts at each line's end."""
+    predicts at each line's end. A line is fed piece by piece and only the last logits are kept."""
 
-    def __init__(self, stepper: Stepper, top_k: int):
+    def __init__(self, stepper: Stepper, top_k: int, skip: bool, warn: Callable[[str], None] | None):
         vocabulary = stepper.info.input.vocabulary
         if not vocabulary:
             raise ContractError("a token model without a vocabulary in its metadata cannot read text")
@@ -281,25 +202,58 @@ class _Text:
         self.index = {token: i for i, token in enumerate(self.vocabulary)}
         self.top_k = min(top_k, len(self.vocabulary))
         self.newline = "\n" if "\n" in self.index else ""
+        self.skip, self.warn = skip, warn or (lambda message: None)
+        chunk = stepper.chunk_steps or 1
+        self.steps_per_call = max(chunk, OUTPUTS_PER_CALL // len(self.vocabulary) // chunk * chunk)
 
-    def lines(self, lines: Iterable[str], as_json: bool) -> Iterator[str]:
-        for number, line in enumerate(lines, start=1):
-            text = line.rstrip("\r\n")
-            fed = (self.newline if number > 1 else "") + text
-            if not fed:
+    def lines(self, lines: Iterable[Line], as_json: bool) -> Iterator[str]:
+        for line in lines:
+            before = self.stepper.snapshot()
+            try:
+                length, logits, kept = self._feed(line)
+            except InputError as exc:
+                self.stepper.restore(before)  # a line is fed whole or not at all
+                if not self.skip:
+                    raise InputError(f"line {line.number}: {exc}") from None
+                self.warn(f"line {line.number}: {exc}; line skipped")
+                yield json.dumps({"line": line.number, "skipped": str(exc)}) if as_json else ""
+                continue
+            if logits is None:
                 continue  # an empty first line: nothing to predict from yet
-            top = self._feed(fed, number)
+            top = self._top(logits)
             if as_json:
-                yield json.dumps({"line": number, "text": text, "top_k": [[t, p] for t, p in top]})
+                doc = {"line": line.number, "text": "".join(kept), "top_k": [[t, p] for t, p in top]}
+                if length > len(doc["text"]):
+                    doc["text_cut"] = True  # a line longer than MAX_ROW_CHARS is not repeated whole
+                yield json.dumps(doc)
             else:
                 yield "  ".join(f"{json.dumps(t)} {p:.4f}" for t, p in top)
 
-    def _feed(self, text: str, number: int) -> list[tuple[str, float]]:
+    def _feed(self, line: Line) -> tuple[int, np.ndarray | None, list[str]]:
+        """Feeds the line (after the newline before it); returns its length, the last logits (None when
+        nothing was fed) and its first ``MAX_ROW_CHARS`` characters (JSON output repeats them), in pieces."""
+        length, logits, kept = 0, None, []
+        if line.number > 1 and self.newline:
+            logits = self._run(self.newline)
+        for piece in filter(None, line.pieces()):
+            if length < MAX_ROW_CHARS:
+                kept.append(piece[: MAX_ROW_CHARS - length])
+            logits = self._run(piece)
+            length += len(piece)
+        return length, logits, kept
+
+    def _run(self, text: str) -> np.ndarray:
+        """Steps through ``text`` (not empty), a bounded number of characters per call; the last logits."""
         unknown = sorted(set(text) - self.index.keys())
         if unknown:
-            raise InputError(f"line {number}: characters not in the model's vocabulary: {''.join(unknown)!r}")
-        ids = np.array([self.index[c] for c in text], dtype=np.int64)
-        logits = np.asarray(self.stepper.run(ids)[-1], dtype=np.float64)  # (V,) after the last character
+            raise InputError(f"characters not in the model's vocabulary: {''.join(unknown)!r}")
+        ids = np.fromiter((self.index[c] for c in text), dtype=np.int64, count=len(text))
+        for begin in range(0, len(ids), self.steps_per_call):
+            logits = self.stepper.run(ids[begin : begin + self.steps_per_call])[-1]
+        return logits
+
+    def _top(self, logits: np.ndarray) -> list[tuple[str, float]]:
+        logits = np.asarray(logits, dtype=np.float64)  # (V,) after the last character
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()
         order = np.argsort(-probabilities, kind="stable")[: self.top_k]

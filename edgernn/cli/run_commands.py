@@ -95,8 +95,16 @@ def evaluate(model, data, series_column, label_column, as_json) -> None:
 @click.option(
     "--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="charlm: characters shown."
 )
+@click.option(
+    "--on-bad-row",
+    type=click.Choice(["stop", "skip", "hold"]),
+    default="stop",
+    show_default=True,
+    help="A row that cannot be read: stop (exit 2), skip it (an empty answer), or hold each bad reading "
+    "at its column's last good value. Every skipped or held row is a warning on stderr.",
+)
 @json_option
-def stream(model, source, series_column, threshold, top_k, as_json) -> None:
+def stream(model, source, series_column, threshold, top_k, on_bad_row, as_json) -> None:
     """Predict line by line: CSV or JSON lines from SOURCE (default stdin), one prediction per line out.
 
     Columns are matched by name against the model's. Forecasts come in the user's units, anomaly models
@@ -107,11 +115,13 @@ def stream(model, source, series_column, threshold, top_k, as_json) -> None:
     Examples:
       edgernn stream bleeding.onnx examples/data/ucr_internalbleeding16_test.csv --threshold 6
       sensor-reader | edgernn stream forecast.onnx --json
+      sensor-reader | edgernn stream forecast.onnx --on-bad-row hold
       echo "ROMEO:" | edgernn stream shakespeare.onnx --top-k 3
     """
     from edgernn.runtime import Stepper
-    from edgernn.runtime.streaming_io import predict_lines
+    from edgernn.runtime.streaming_io import predict_file
 
     options = {"series_column": series_column, "threshold": threshold, "top_k": top_k, "as_json": as_json}
-    for line in predict_lines(Stepper(model), iter(source.readline, b""), **options):
+    warn = lambda message: click.echo(f"Warning: {message}", err=True)  # noqa: E731
+    for line in predict_file(Stepper(model), source, on_bad_row=on_bad_row, warn=warn, **options):
         click.echo(line)  # click.echo flushes: every prediction leaves as soon as it is made
