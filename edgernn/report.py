@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,30 @@ def export_document(report: Any) -> dict[str, Any]:
         doc["float32_size_bytes"] = report.float32_size_bytes
         doc["quantization"] = report.quantization
     return doc
+
+
+def failure_document(error: Any) -> dict[str, Any]:
+    """``edgernn export --json`` when a check refused the model (exit 1, nothing written): every mismatch,
+    and what each check measured where the check has it (y on the model's scale, as the tolerances)."""
+    quantized = hasattr(error, "forceable")  # QuantizationError
+    doc: dict[str, Any] = {
+        "written": False,
+        "error": "quantization" if quantized else "parity",
+        "message": str(error),
+        "mismatches": list(error.mismatches),
+    }
+    if quantized:
+        doc["forceable"] = error.forceable
+    parity = getattr(error, "report", None)
+    if parity is not None:
+        errors = {check: {k: _json_number(v) for k, v in e.items()} for check, e in parity.errors.items()}
+        doc.update(parity=errors, tolerances=parity.tolerances, y_scale=list(parity.y_scale))
+    return doc
+
+
+def _json_number(value: float) -> float | None:
+    """JSON has no NaN or infinity: a non-finite error is null."""
+    return value if math.isfinite(value) else None
 
 
 def format_export(report: Any) -> str:

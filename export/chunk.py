@@ -126,14 +126,14 @@ def verify_chunk(model: RecurrentModel, proto: onnx.ModelProto, seed: int = 0) -
     ``chunk_after_reset``: the initial state again, then two chunks. Raises ParityError listing every
     mismatch, else returns the largest errors.
     """
-    checker = _Checker()
-    for check in ("chunk_one_call", "chunk_closed_loop", "chunk_after_reset"):
-        checker.report.tolerances[check] = (contract.CLOSED_LOOP_ATOL, contract.CLOSED_LOOP_RTOL)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ParityError([f"onnx.checker (chunk graph): {exc}"]) from None
     info = chunk_info(proto)
+    checker = _Checker(info)  # y judged on the model's scale, as the step graph's checks
+    for check in ("chunk_one_call", "chunk_closed_loop", "chunk_after_reset"):
+        checker.report.tolerances[check] = (contract.CLOSED_LOOP_ATOL, contract.CLOSED_LOOP_RTOL)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -148,7 +148,7 @@ def verify_chunk(model: RecurrentModel, proto: onnx.ModelProto, seed: int = 0) -
     reset_xs = _random_inputs(info, CHUNK_BATCH_FOR_LOOP, 2 * steps, rng)
     _check_chunks(checker, "chunk_after_reset", model, session, info, reset_xs, None)
     if checker.mismatches:
-        raise ParityError(checker.mismatches)
+        raise ParityError(checker.mismatches, checker.report)
     return checker.report
 
 

@@ -33,13 +33,13 @@ import numpy as np
 import onnxruntime as ort
 
 from edgernn.export.deploy import DeployReport
-from edgernn.runtime import Stepper, contract
+from edgernn.runtime import Stepper, contract, tolerance
 from edgernn.runtime.chunk import chunk_path, probe_input
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, InputError, ParityError
 
 VERIFY_STEPS = 1000
-TOLERANCE = 1e-6  # largest |error| allowed, relative to max(1, largest |y|) of the ONNX file
+TOLERANCE = 1e-6  # largest |error| allowed, relative to max(1, largest |y|) of the ONNX file; y in std units
 CONFIG_NAME = "required_operators_and_types.config"
 STATIC_SUFFIX = ".batch1"
 STYLES = ("runtime", "fixed")
@@ -197,15 +197,18 @@ def _verify(
     want = _stepped(Stepper(model, chunk_model=False), xs)
     errors: dict[str, float] = {}
     step_ort = converted[0].ort_path
-    errors[step_ort.name] = _compare(want, _stepped(Stepper(step_ort, chunk_model=False), xs), step_ort.name)
+    y_scale = tolerance.output_scale(info)
+    errors[step_ort.name] = _compare(
+        want, _stepped(Stepper(step_ort, chunk_model=False), xs), step_ort.name, y_scale
+    )
     report.checks.append(_check_line(step_ort.name, "the Stepper, step by step", errors[step_ort.name]))
     if chunk is not None:
         chunk_ort = converted[1].ort_path
-        errors[chunk_ort.name] = _verify_chunk(model, step_ort, chunk_ort, xs)
+        errors[chunk_ort.name] = _verify_chunk(model, step_ort, chunk_ort, xs, y_scale)
         report.checks.append(_check_line(chunk_ort.name, "Stepper.run()", errors[chunk_ort.name]))
     if converted[-1].ort_path.stem.endswith(STATIC_SUFFIX):
         static = converted[-1].ort_path
-        errors[static.name] = _compare(want, _session_loop(static, info, xs), static.name)
+        errors[static.name] = _compare(want, _session_loop(static, info, xs), static.name, y_scale)
         report.checks.append(
             _check_line(static.name, "an onnxruntime session at batch 1", errors[static.name])
         )
@@ -225,7 +228,7 @@ def _stepped(stepper: Stepper, xs: np.ndarray) -> list[np.ndarray]:
     return [ys, *(stepper.state[s.input][0] for s in stepper.info.states)]
 
 
-def _verify_chunk(model: Path, step_ort: Path, chunk_ort: Path, xs: np.ndarray) -> float:
+def _verify_chunk(model: Path, step_ort: Path, chunk_ort: Path, xs: np.ndarray, y_scale: np.ndarray) -> float:
     reference = Stepper(model)
     converted = Stepper(step_ort, chunk_model=chunk_ort)
     if converted.chunk_steps is None or reference.chunk_steps is None:
@@ -234,7 +237,7 @@ def _verify_chunk(model: Path, step_ort: Path, chunk_ort: Path, xs: np.ndarray) 
     for stepper in (reference, converted):
         ys = stepper.run(xs)  # (T, O), through the chunk graph
         results.append([ys, *(stepper.state[s.input][0] for s in stepper.info.states)])
-    return _compare(results[0], results[1], chunk_ort.name)
+    return _compare(results[0], results[1], chunk_ort.name, y_scale)
 
 
 def _session_loop(path: Path, info: ModelInfo, xs: np.ndarray) -> list[np.ndarray]:
@@ -252,9 +255,14 @@ def _session_loop(path: Path, info: ModelInfo, xs: np.ndarray) -> list[np.ndarra
     return [np.stack(ys), *(state[s.input][0] for s in info.states)]
 
 
-def _compare(want: list[np.ndarray], got: list[np.ndarray], name: str) -> float:
-    error = max(float(np.abs(g.astype(np.float64) - w).max()) for w, g in zip(want, got, strict=True))
-    scale = max(1.0, float(np.abs(want[0]).max()))
+def _compare(want: list[np.ndarray], got: list[np.ndarray], name: str, y_scale: np.ndarray) -> float:
+    """want, got: y ``(T, O)`` then every state. y is compared on the model's scale (divided by each
+    output's training std, ``edgernn.runtime.tolerance``), so the bound means the same in any units."""
+    scales = [y_scale, *([1.0] * (len(want) - 1))]
+    error = max(
+        tolerance.largest(tolerance.scaled_error(g, w, s)) for w, g, s in zip(want, got, scales, strict=True)
+    )
+    scale = max(1.0, float(np.abs(want[0] / y_scale).max()))
     if not error <= TOLERANCE * scale:
         raise ParityError(
             [f"{name}: largest error {error:.3g} over {VERIFY_STEPS} steps against the ONNX file, past "

@@ -7,6 +7,9 @@ Both models run through edgernn's Stepper, the path users run:
 - ``closed_loop``: ``LOOP_STEPS`` (3000) real inputs, each model feeding back its own state. The error is
   the RMS difference over the first and the last ``WINDOW_STEPS``; an end error past
   ``DRIFT_GROWTH_LIMIT`` times the start error (plus ``DRIFT_FLOOR``) is error growing without bound.
+
+Errors of y are on the scale the model computes in (``edgernn.runtime.tolerance``): a regression model's
+in units of each output's training std, so ``DRIFT_FLOOR`` means the same for readings in milli-g as in g.
 - ``metric``: the task metric on the validation split, float32 against quantized: a loss (nats per character,
   default tolerance +0.02), an accuracy (percent, -1 point) or an RMSE (output units, +2% of float32's).
 
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgernn.data import encode, read_text, split_train_validation
-from edgernn.runtime import Stepper
+from edgernn.runtime import Stepper, tolerance
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.tasks import metadata_strings
@@ -191,25 +194,25 @@ def _one_step(fp32: Stepper, quantized: Stepper, info: ModelInfo, series: np.nda
     a.state = b.state = warm.state
     x = series[:, WARM_STEPS]
     y_a, y_b = a.step(x), b.step(x)
-    errors = {"y": _max_error(y_a, y_b)}
-    errors["y_relative"] = errors["y"] / max(float(np.abs(y_a).max()), 1e-12)
+    errors = {"y": _max_error(y_a, y_b, tolerance.output_scale(info))}
+    errors["y_relative"] = _max_error(y_a, y_b) / max(float(np.abs(y_a).max()), 1e-12)
     for spec in info.states:
         errors[spec.output] = _max_error(a.state[spec.input], b.state[spec.input])
     return errors
 
 
-def _max_error(want: np.ndarray, got: np.ndarray) -> float:
-    error = float(np.abs(got.astype(np.float64) - want).max())
-    return error if math.isfinite(error) else math.inf
+def _max_error(want: np.ndarray, got: np.ndarray, scale: np.ndarray | float = 1.0) -> float:
+    return tolerance.largest(tolerance.scaled_error(got, want, scale))
 
 
 def _closed_loop(fp32: Stepper, quantized: Stepper, info: ModelInfo, xs: np.ndarray) -> dict[str, Any]:
     """Per tensor: RMS error over the first and the last WINDOW_STEPS of the loop."""
     a, b = fp32.new_stream(xs.shape[0]), quantized.new_stream(xs.shape[0])
     squared: dict[str, list[np.ndarray]] = {"y": [], **{s.output: [] for s in info.states}}
+    y_scale = tolerance.output_scale(info)
     for start in range(0, xs.shape[1], _CHUNK_STEPS):
         chunk = xs[:, start : start + _CHUNK_STEPS]
-        squared["y"].append(_squared_error(a.run(chunk), b.run(chunk)).mean(axis=(0, 2)))  # (T,)
+        squared["y"].append(_squared_error(a.run(chunk), b.run(chunk), y_scale).mean(axis=(0, 2)))  # (T,)
         for spec in info.states:  # states at the end of each chunk
             squared[spec.output].append(_squared_error(a.state[spec.input], b.state[spec.input]).mean()[None])
     result: dict[str, Any] = {"steps": int(xs.shape[1]), "window": WINDOW_STEPS}
@@ -220,8 +223,8 @@ def _closed_loop(fp32: Stepper, quantized: Stepper, info: ModelInfo, xs: np.ndar
     return result
 
 
-def _squared_error(want: np.ndarray, got: np.ndarray) -> np.ndarray:
-    return np.square(got.astype(np.float64) - want)
+def _squared_error(want: np.ndarray, got: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray:
+    return np.square(tolerance.scaled_error(got, want, scale))
 
 
 def _rms(mean_squares: np.ndarray) -> float:

@@ -17,10 +17,14 @@ class InputError(EdgeRNNError):
 
 
 class ParityError(EdgeRNNError):
-    """An exported model disagrees with the PyTorch model it came from."""
+    """An exported model disagrees with the PyTorch model it came from. ``report``: what every check
+    measured, where the check that raised has it (``edgernn.export.verify.ParityReport``), else None."""
 
-    def __init__(self, mismatches: list[str]):
+    report = None
+
+    def __init__(self, mismatches: list[str], report=None):
         self.mismatches = list(mismatches)
+        self.report = report
         lines = "\n  - ".join(self.mismatches)
         super().__init__(f"export failed {len(self.mismatches)} parity check(s):\n  - {lines}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -226,7 +227,8 @@ def export(run_dir, path, quantize, int8_method, tolerance, force, data_path, as
     if quantize == "none" and (force or tolerance is not None or data_path):
         raise click.UsageError("--force, --tolerance and --data apply to --quantize int8/fp16/int4 only")
     config = QuantizeConfig(quantize, int8_method, tolerance=tolerance, force=force)
-    report = export_run(run_dir, path, quantize=config, data_path=data_path)
+    with _failure_as_json(as_json):
+        report = export_run(run_dir, path, quantize=config, data_path=data_path)
     click.echo(json.dumps(export_document(report), indent=2) if as_json else format_export(report))
     if report.quantization and report.quantization["checks"]["forced"]:
         click.echo("warning: written with --force past failed check(s)", err=True)
@@ -265,7 +267,24 @@ def quantize(model, path, mode, data_path, int8_method, tolerance, force, as_jso
     from edgernn.report import export_document, format_export
 
     config = QuantizeConfig(mode, int8_method, tolerance=tolerance, force=force)
-    report = quantize_file(model, path, config, data_path)
+    with _failure_as_json(as_json):
+        report = quantize_file(model, path, config, data_path)
     click.echo(json.dumps(export_document(report), indent=2) if as_json else format_export(report))
     if report.quantization["checks"]["forced"]:
         click.echo("warning: written with --force past failed check(s)", err=True)
+
+
+@contextmanager
+def _failure_as_json(as_json: bool):
+    """With --json, a refused export prints its report on stdout (one JSON object) before the error line
+    on stderr and exit 1."""
+    from edgernn.runtime.errors import ParityError
+
+    try:
+        yield
+    except ParityError as exc:
+        if as_json:
+            from edgernn.report import failure_document
+
+            click.echo(json.dumps(failure_document(exc), indent=2))
+        raise

@@ -22,6 +22,7 @@ from edgernn.export.c.generate import CSources
 from edgernn.runtime import Stepper
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError
+from edgernn.runtime.tolerance import output_scale
 
 STEPS = 1000
 MAX_GOLDEN_FLOATS = 24_000  # y values stored (plus the final state): about 300 kB of C text
@@ -37,10 +38,12 @@ INT8_ATOL_FRACTION = 0.02
 
 
 def tolerance_for(sources: CSources, golden: Golden) -> float:
-    """The self-test's absolute tolerance (ATOL; for int8 plus INT8_ATOL_FRACTION of the largest |y|)."""
+    """The self-test's absolute tolerance on the model's scale (ATOL; for int8 plus INT8_ATOL_FRACTION of
+    the largest |y|). The C allows it times each output's training std for y (``edgernn.runtime.tolerance``)."""
     if sources.precision != "int8":
         return ATOL
-    return ATOL + INT8_ATOL_FRACTION * float(np.abs(golden.ys).max(initial=0.0))
+    scaled = golden.ys / output_scale(sources.info)
+    return ATOL + INT8_ATOL_FRACTION * float(np.abs(scaled).max(initial=0.0))
 
 
 PASSAGE = (
@@ -124,7 +127,8 @@ def test_source(sources: CSources, golden: Golden, atol: float = ATOL, rtol: flo
     checked = golden.ys[:: golden.stride]
     lines = [
         f"/* {n}_test.c: replays {steps} steps recorded from the onnxruntime stepper (state fed back) and",
-        f" * checks y every {golden.stride} step(s) and the final state against them, within {atol:g} + {rtol:g} * |want|;",
+        f" * checks y every {golden.stride} step(s) and the final state against them, within {atol:g} * scale + {rtol:g} * |want|",
+        " * (scale: each output's training std for y, 1 for the state); errors are reported divided by the scale;",
         " * then the error paths. Prints max_abs_error=<g> steps=<n>, then PASS or FAIL; returns 0 on PASS.",
         " * Build: cc -std=c99 -Wall -Wextra -Werror -pedantic -O2 " + f"{n}.c {n}_test.c -lm */",
         "#include <math.h>",
@@ -140,6 +144,7 @@ def test_source(sources: CSources, golden: Golden, atol: float = ATOL, rtol: flo
         "",
         f"static const float golden_y[CHECKED * {N}_OUTPUT_SIZE] = {{\n{c_floats(checked)}\n}};",
         f"static const float golden_state[{N}_STATE_FLOATS] = {{\n{c_floats(golden.state)}\n}};",
+        f"static const float y_scale[{N}_OUTPUT_SIZE] = {{\n{c_floats(output_scale(info))}\n}};",
     ]
     if tokens:
         ctype = "int16_t" if info.input.size <= 32767 else "int32_t"
@@ -176,11 +181,12 @@ def test_source(sources: CSources, golden: Golden, atol: float = ATOL, rtol: flo
         "static double worst = 0.0;",
         "static int bad = 0;",
         "",
-        "static void compare(const float *got, const float *want, int count, const char *what, int step)",
+        "static void compare(const float *got, const float *want, const float *scale, int count, const char *what, int step)",
         "{",
         "    for (int i = 0; i < count; i++) {",
-        "        const double error = fabs((double)got[i] - (double)want[i]);",
-        f"        if (!(error <= {atol!r} + {rtol!r} * fabs((double)want[i]))) {{",
+        "        const double unit = scale ? (double)scale[i] : 1.0;",
+        "        const double error = fabs((double)got[i] - (double)want[i]) / unit;",
+        f"        if (!(error * unit <= {atol!r} * unit + {rtol!r} * fabs((double)want[i]))) {{",
         "            if (!bad)",
         '                printf("mismatch: %s[%d] at step %d: got %.9g, want %.9g\\n", what, i, step, (double)got[i], (double)want[i]);',
         "            bad = 1;",
@@ -211,10 +217,10 @@ def test_source(sources: CSources, golden: Golden, atol: float = ATOL, rtol: flo
         "        }",
         "        steps++;",
         "        if (t % STRIDE == 0)",
-        f'            compare(y, golden_y + (t / STRIDE) * {N}_OUTPUT_SIZE, {N}_OUTPUT_SIZE, "y", t);',
+        f'            compare(y, golden_y + (t / STRIDE) * {N}_OUTPUT_SIZE, y_scale, {N}_OUTPUT_SIZE, "y", t);',
         "    }",
         "    if (steps == STEPS)",
-        f'        compare(st.s, golden_state, {N}_STATE_FLOATS, "state", STEPS);',
+        f'        compare(st.s, golden_state, NULL, {N}_STATE_FLOATS, "state", STEPS);',
         "    memcpy(&before, &st, sizeof st);",
     ]
     if tokens:

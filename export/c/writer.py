@@ -79,8 +79,8 @@ def write(
         details.update(verified=True, max_abs_error=result.max_abs_error, self_test_steps=result.steps)
         report.checks.append(
             f"host self-test (cc -std=c99 -Wall -Wextra -Werror -pedantic -O2): {result.steps} steps against "
-            f"the onnxruntime stepper, state fed back, largest error {result.max_abs_error:.3g} "
-            f"(tolerance {atol:.3g} + {RTOL:g} x |want|); error paths checked"
+            f"the onnxruntime stepper, state fed back, largest error {result.max_abs_error:.3g} on the model's "
+            f"scale (tolerance {atol:.3g} x each output's training std + {RTOL:g} x |want|); error paths checked"
         )
     if precision == "int8":
         _quality_gates(sources, report, details, data, tolerance, bool(force), skip_verify=bool(skip_verify))

@@ -32,7 +32,7 @@ import numpy as np
 from edgernn.export.deploy import DeployReport
 from edgernn.export.triton import config as triton_config
 from edgernn.export.triton.config import Settings
-from edgernn.runtime import Stepper, contract
+from edgernn.runtime import Stepper, contract, tolerance
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.stepper import open_session, read_info
@@ -225,15 +225,20 @@ def _implicit_state_check(folder: Path, info: ModelInfo) -> str:
         named = dict(zip([o.name for o in session.get_outputs()], results, strict=True))
         state = {i: named[o] for i, o in zip(inputs, outputs, strict=True)}
         ys.append(named[contract.OUTPUT_NAME])
-    error = float(np.max(np.abs(np.stack(ys, axis=1) - _reference(path, xs))))
+    error = _scaled_error(np.stack(ys, axis=1), _reference(path, xs), info)
     if error > 1e-5:
         raise InputError(
-            f"the implicit-state replay differs from the stepper by {error:.3g} (expected <= 1e-5)"
+            f"the implicit-state replay differs from the stepper by {error:.3g} (expected <= 1e-5 on the model's scale)"
         )
     return (
         f"{CHECK_SEQUENCES} sequences x {CHECK_STEPS} steps with state fed back as Triton pairs it "
         f"(sorted names, initial state from the config): largest difference from the stepper {error:.2g}"
     )
+
+
+def _scaled_error(got: np.ndarray, want: np.ndarray, info: ModelInfo) -> float:
+    """Largest |got - want| of y on the model's scale (each output's training std as the unit)."""
+    return tolerance.largest(tolerance.scaled_error(got, want, tolerance.output_scale(info)))
 
 
 def _initial(folder: Path, state, batch: int) -> np.ndarray:
@@ -253,9 +258,11 @@ def _pool_check(folder: Path, info: ModelInfo) -> str:
     ids = [pool.join() for _ in range(CHECK_SEQUENCES)]
     ys = [pool.step({i: xs[k, t] for k, i in enumerate(ids)}) for t in range(CHECK_STEPS)]
     got = np.stack([np.stack([y[i] for y in ys]) for i in ids])
-    error = float(np.max(np.abs(got - _reference(path, xs))))
+    error = _scaled_error(got, _reference(path, xs), info)
     if error > 1e-5:
-        raise InputError(f"the pool differs from the stepper by {error:.3g} (expected <= 1e-5)")
+        raise InputError(
+            f"the pool differs from the stepper by {error:.3g} (expected <= 1e-5 on the model's scale)"
+        )
     return (
         f"{CHECK_SEQUENCES} sequences x {CHECK_STEPS} steps through the StreamPool model.py keeps: "
         f"largest difference from the stepper {error:.2g}"

@@ -1,0 +1,52 @@
+"""Parity on the scale the model computes in: the one rule every check that compares outputs follows.
+
+A regression model de-normalises inside its graph (``y = y_n * std + mean``), so ``y`` is in the user's
+units. Float32 rounding of ``y`` grows with those units: an absolute tolerance in them refuses a forecaster
+of values in the thousands for rounding alone, and waves through real errors of a model whose values are
+near 1e-4. So every check allows, per element,
+
+    |got - want| <= atol * scale + rtol * |want|
+
+where ``scale`` is each output's training std (``output.std`` of the metadata) for ``y`` of a regression
+model, and 1 for logits, for outputs without statistics and for states (the states are on the model's own
+scale already). Errors are reported divided by the scale: the error on the scale the model computes in,
+comparable with ``atol`` whatever the units.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgernn.runtime.contract import ModelInfo
+
+
+def output_scale(info: ModelInfo) -> np.ndarray:
+    """One unit of each output on the model's scale: ``(output_size,)`` float64, the training std of each
+    regression output, else ones."""
+    std = info.output.std if info.output.kind == "values" else None
+    if std is None:
+        return np.ones(info.output.size, np.float64)
+    return np.asarray(std, np.float64)
+
+
+def scaled_error(got: np.ndarray, want: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray:
+    """``|got - want| / scale`` elementwise, float64; ``scale`` broadcasts along the last axis (outputs).
+    NaN where either side is NaN."""
+    return np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64)) / scale
+
+
+def within(
+    got: np.ndarray, want: np.ndarray, atol: float, rtol: float, scale: np.ndarray | float = 1.0
+) -> np.ndarray:
+    """Elementwise ``|got - want| <= atol * scale + rtol * |want|`` (bool; False for NaN or inf)."""
+    want = np.asarray(want, np.float64)
+    error = np.abs(np.asarray(got, np.float64) - want)
+    return error <= atol * np.asarray(scale, np.float64) + rtol * np.abs(want)
+
+
+def largest(errors: np.ndarray) -> float:
+    """The largest of ``errors`` as a float: 0 for none, inf when any is NaN or inf."""
+    if errors.size == 0:
+        return 0.0
+    worst = float(np.max(errors))
+    return worst if np.isfinite(worst) else float("inf")
