@@ -92,6 +92,9 @@ class _LineReader:
             self._read()
 
     def pieces(self) -> Iterator[str]:
+        if self.ended:  # the common case: the whole line came in the first piece
+            yield from _whole(self.first)
+            return
         decoder = codecs.getincrementaldecoder("utf-8")()
         held = ""  # trailing "\r" of a piece: part of the line end if the line ends right after it
         for raw in self._raw():

@@ -205,14 +205,14 @@ def _prefixed(number: int, read: Callable[..., Any], *args: Any) -> Any:
 
 
 def _reading(series: Any, cells: list[Any], columns: list[str]) -> Reading:
-    values = np.full(len(columns), np.nan, np.float32)
-    problems = []
-    for i, (cell, name) in enumerate(zip(cells, columns, strict=True)):
+    values, problems = [], []
+    for cell, name in zip(cells, columns, strict=True):
         try:
-            values[i] = number(cell)
+            values.append(number(cell))
         except InputError as exc:
+            values.append(math.nan)
             problems.append(f"column {name!r}: {exc}")
-    return Reading(series, values, problems)
+    return Reading(series, np.array(values, dtype=np.float32), problems)
 
 
 def number(value: Any) -> float:
@@ -220,9 +220,9 @@ def number(value: Any) -> float:
     finite and within float32's range. InputError says what was expected and what was given."""
     if isinstance(value, str):
         text = value.strip(" \t")
-        if _NOT_FINITE.fullmatch(text):
-            raise InputError(f"expected a finite number, got {value!r:.40}")
         if not _DECIMAL.fullmatch(text):
+            if _NOT_FINITE.fullmatch(text):
+                raise InputError(f"expected a finite number, got {value!r:.40}")
             raise InputError(
                 f"expected a number, got {value!r:.40} (ASCII decimal, as Python or JSON write it)"
             )
