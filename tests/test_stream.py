@@ -17,6 +17,8 @@ from task_models import anomaly_model, task_model, write_csv
 
 from edgernn.cli import cli
 from edgernn.runtime import Stepper
+from edgernn.runtime.errors import InputError
+from edgernn.runtime.streaming_io import predict_lines
 from edgernn.runtime.tasks import AnomalyScorer, StreamingClassifier
 
 
@@ -155,7 +157,7 @@ import sys
 sys.modules["torch"] = None
 sys.modules["onnx"] = None
 from edgernn.cli import main
-sys.argv = ["edgernn", "stream", sys.argv[1]]
+sys.argv = ["edgernn", "stream", *sys.argv[1:]]
 main()
 """
 
@@ -185,6 +187,49 @@ def test_each_prediction_is_flushed_as_its_line_arrives_without_torch(forecaster
         process.kill()
     want = Stepper(forecaster.path).step(np.array([1.0, 2.0], np.float32))
     np.testing.assert_allclose([float(v) for v in answers[1].split(",")], want, rtol=1e-5)
+
+
+def read_lines(pipe, count: int) -> list[str]:
+    """``count`` lines from a pipe, or fewer if they do not come within 60 s."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(pipe.readline() for _ in range(count)), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    return lines
+
+
+def test_a_skipped_rows_marker_and_warning_leave_as_it_arrives(forecaster, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-c", STREAM_WITHOUT_TORCH, str(forecaster.path), "--on-bad-row", "skip"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        process.stdin.write("a,b\n1.0,2.0\n1.0,\n")
+        process.stdin.flush()  # stdin stays open, as behind tail -f
+        assert read_lines(process.stdout, 3)[::2] == ["next_b,next_a\n", ",\n"]
+        assert read_lines(process.stderr, 1) == [
+            "Warning: line 3: column 'b': expected a number, got '' (ASCII decimal, as Python or JSON write it); "
+            "row skipped\n"
+        ]
+        process.stdin.write("3.0,4.0\n")
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0, process.stderr.read()
+        last = process.stdout.read().splitlines()
+    finally:
+        process.kill()
+    want = Stepper(forecaster.path).run(np.array([[1, 2], [3, 4]], np.float32))[1]
+    np.testing.assert_allclose([float(v) for v in last[0].split(",")], want, rtol=1e-5)
+
+
+def test_the_library_reports_bad_rows_through_warn(forecaster):
+    warnings: list[str] = []
+    lines = ["a,b", "1,2", "x,3", "4,5"]
+    out = list(predict_lines(Stepper(forecaster.path), lines, on_bad_row="hold", warn=warnings.append))
+    assert len(out) == 4 and warnings[0].startswith("line 3: column 'a'") and warnings[0].endswith("(a=1)")
+    want = Stepper(forecaster.path).run(np.array([[1, 2], [1, 3], [4, 5]], np.float32))
+    np.testing.assert_allclose(np.loadtxt(out[1:], delimiter=","), want, rtol=1e-5)
+    with pytest.raises(InputError, match="--on-bad-row: expected one of stop, skip, hold, got 'ignore'"):
+        list(predict_lines(Stepper(forecaster.path), lines, on_bad_row="ignore"))
 
 
 def test_step_labels_stream_through_one_sequence(root):
