@@ -40,6 +40,12 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 
+def check_policy(on_bad_row: str) -> None:
+    """InputError unless ``on_bad_row`` is one of BAD_ROW_POLICIES."""
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise InputError(f"--on-bad-row: expected one of {', '.join(BAD_ROW_POLICIES)}, got {on_bad_row!r}")
+
+
 class RowError(InputError):
     """A row that cannot be read at all (no column of it can be trusted)."""
 
@@ -64,10 +70,7 @@ class Rows:
         on_bad_row: str = "stop",
         warn: Callable[[str], None] | None = None,
     ):
-        if on_bad_row not in BAD_ROW_POLICIES:
-            raise InputError(
-                f"--on-bad-row: expected one of {', '.join(BAD_ROW_POLICIES)}, got {on_bad_row!r}"
-            )
+        check_policy(on_bad_row)
         self.predictor, self.series_column = predictor, series_column
         self.on_bad_row, self.warn = on_bad_row, warn or (lambda message: None)
         self.series: Any = None

@@ -33,7 +33,7 @@ import numpy as np
 
 from edgernn.runtime.errors import ContractError, InputError
 from edgernn.runtime.stream_lines import MAX_ROW_CHARS, Line, file_lines, lines_of
-from edgernn.runtime.stream_rows import BAD_ROW_POLICIES, Rows
+from edgernn.runtime.stream_rows import Rows, check_policy
 from edgernn.runtime.tasks import AnomalyScorer, StreamingClassifier, metadata_strings
 
 if TYPE_CHECKING:
@@ -90,8 +90,7 @@ def _predict(
     warn: Callable[[str], None] | None,
 ) -> Iterator[str]:
     task = _task(stepper)
-    if on_bad_row not in BAD_ROW_POLICIES:
-        raise InputError(f"--on-bad-row: expected one of {', '.join(BAD_ROW_POLICIES)}, got {on_bad_row!r}")
+    check_policy(on_bad_row)
     if task == "charlm":
         if series_column is not None or threshold is not None:
             raise InputError("--series-column and --threshold apply to feature models, not a character model")
