@@ -2,6 +2,8 @@
 # and `make test`.
 # Both set everything up from nothing: a virtual environment in .venv, torch==2.13.0 first (the CPU
 # build; any looser spec lets pip pull a CUDA build), then edgernn with its train and dev extras.
+# `make system-deps` installs the Debian packages of .ci/debian-packages.txt (the device toolchains and
+# emulators the device tests and the end of `make demo` use; CI installs the same list).
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +11,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgernn-installed
 DEMO_MINUTES ?= 2
 
-.PHONY: setup demo test lint results training-results quant-results stepper-results clean
+DEBIAN_PACKAGES := $(strip $(shell sed 's/\#.*//' .ci/debian-packages.txt))
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: setup system-deps demo test lint results training-results quant-results stepper-results clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +23,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+system-deps:  # Debian: the packages the device tests and `make demo`'s last step need (uses sudo unless root)
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y $(DEBIAN_PACKAGES)
 
 demo: $(STAMP)
 	$(BIN)/edgernn train examples/data/tinyshakespeare.txt -o runs/shakespeare --minutes $(DEMO_MINUTES)

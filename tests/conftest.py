@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,3 +320,48 @@ def two_output_model_path(models_dir: Path) -> Path:
 
 
 # --- end of runtime fixtures ------------------------------------------------------------------------
+
+
+# --- the last line of a run: how many tests skipped for want of which packages ----------------------
+
+_DEBIAN = re.compile(r"Debian packages?:?\s+(.*)")
+_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*")
+_NOT_PACKAGES = {"and", "or", "for", "the", "then", "to", "with", "set"}
+_PIP_EXTRA = re.compile(r"pip install '(edgernn\[\w+\])'")
+_PYTHON_MODULE = re.compile(r"could not import '([\w.]+)'")
+
+
+def _packages_named(reason: str) -> tuple[set[str], set[str]]:
+    """The Debian packages and the pip requirements a skip reason names."""
+    debian: set[str] = set()
+    for match in _DEBIAN.finditer(reason):
+        for word in match.group(1).split():
+            name = word.rstrip("),;:.")
+            if not _PACKAGE_NAME.fullmatch(name) or name in _NOT_PACKAGES:
+                break
+            debian.add(name)
+            if name != word:  # punctuation ends the list
+                break
+    pip = set(_PIP_EXTRA.findall(reason)) | set(_PYTHON_MODULE.findall(reason))
+    return debian, pip
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After pytest's own summary: one line saying how many tests skipped for want of which packages."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not hasattr(reporter, "stats") or config.option.collectonly:
+        return
+    count, debian, pip = 0, set(), set()
+    for report in reporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        named_debian, named_pip = _packages_named(reason)
+        count += bool(named_debian or named_pip)
+        debian |= named_debian
+        pip |= named_pip
+    wanted = []
+    if debian:
+        wanted.append(f"Debian {' '.join(sorted(debian))} (make system-deps)")
+    if pip:
+        wanted.append(f"Python {' '.join(sorted(pip))} (pip install)")
+    line = f"{count} test(s) skipped for want of packages" + (f": {'; '.join(wanted)}" if wanted else "")
+    reporter.write_line(line)
