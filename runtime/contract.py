@@ -70,6 +70,13 @@ MAX_LAYERS = 64
 MAX_SIZE = 1 << 20  # vocabulary size, feature count, output size
 MAX_STATES = 64  # state tensors (two per stack for LSTMs)
 
+# Bounds on what a graph may allocate by itself, checked before a session is opened
+# (``edgernn.runtime.graph_bounds``): one stored tensor (a 65,536 x 1,024 output layer is 2**26 weights),
+# and all the tensors its nodes make from constant shapes (ConstantOfShape, Expand, Tile, Range...), which
+# edgernn's own graphs never do: 64 MiB of float32.
+MAX_TENSOR_ELEMENTS = 1 << 26
+MAX_GENERATED_ELEMENTS = 1 << 24
+
 
 def state_names(cell: str, stack: int | None = None) -> tuple[tuple[str, str], ...]:
     """(input name, output name) for each state tensor of ``cell``, in graph order.

@@ -12,6 +12,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, InputError
+from edgernn.runtime.graph_bounds import check_model_graph
 from edgernn.runtime.inputs import check_positive_int
 from edgernn.runtime.untrusted import guarded, read_bytes
 
@@ -40,10 +41,12 @@ def open_session(
 ) -> ort.InferenceSession:
     """An onnxruntime session tuned for tiny models.
 
-    Raises InputError for a missing file or bad argument, ContractError for a file onnxruntime cannot load.
+    Raises InputError for a missing file or bad argument, ContractError for a file onnxruntime cannot load
+    or whose graph ``graph_bounds`` refuses (dead nodes, allocations past the contract's bounds).
     """
     check_positive_int("threads", threads)
     source, label = _model_source(model)
+    check_model_graph(model_bytes(model), label)  # before onnxruntime folds or allocates anything
     options = session_options or _default_session_options(threads)
     try:
         return ort.InferenceSession(
