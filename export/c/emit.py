@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from edgernn.export.c import step
+from edgernn.export.c.check import string_tables
 from edgernn.export.c.emitter import Emitter
-from edgernn.export.c.header import header, string_tables
+from edgernn.export.c.header import header
 from edgernn.export.c.ir import Program
 
 

@@ -13,6 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgernn import __version__
+from edgernn.export.c.check import check_graph, check_strings, check_vocabulary
 from edgernn.export.c.emit import emit, metadata_json
 from edgernn.export.c.lower import lower
 from edgernn.runtime import contract
@@ -152,7 +153,10 @@ def generate_sources(
     info = read_info(proto)
     _check_quantization(info, precision)
     _check_io(proto, info)
+    check_strings(info)
+    check_graph(proto, info)
     program = lower(proto, info)
+    check_vocabulary(program)
     c_target = {
         "precision": precision,
         "fast_activations": bool(fast_activations),

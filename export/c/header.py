@@ -12,15 +12,12 @@ if TYPE_CHECKING:
     from edgernn.export.c.emitter import Emitter
 
 
-def string_tables(info) -> list[tuple[str, list[str]]]:
-    tables = []
-    if info.input.vocabulary is not None:
-        tables.append(("vocabulary", list(info.input.vocabulary)))
-    for key in ("classes", "columns", "targets"):
-        value = info.extra.get(key)
-        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            tables.append((key, list(value)))
-    return tables
+def vocab_bound(program: Program) -> int:
+    """The token ids a step accepts: the embedding table's rows, from the graph (generate_sources refuses
+    metadata that says otherwise); the metadata's vocabulary only where no table is indexed by the token."""
+    if program.token_rows is not None:
+        return program.token_rows
+    return program.info.input.size
 
 
 def header(program: Program, e: Emitter, strings, ram: int, notes: dict[str, Any]) -> str:
@@ -51,7 +48,7 @@ def header(program: Program, e: Emitter, strings, ram: int, notes: dict[str, Any
         "#endif",
         "",
         f"#define {N}_INPUT_SIZE    {0 if tokens else info.input.size}",
-        f"#define {N}_VOCAB_SIZE    {info.input.size if tokens else 0}",
+        f"#define {N}_VOCAB_SIZE    {vocab_bound(program) if tokens else 0}",
         f"#define {N}_OUTPUT_SIZE   {info.output.size}",
         f"#define {N}_STATE_FLOATS  {program.state_floats}",
         f"#define {N}_RAM_BYTES     {ram}",

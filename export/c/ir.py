@@ -125,6 +125,7 @@ class Program:
     states: list[tuple[Tensor, Tensor]]  # (state input, state output) per metadata state
     y: Tensor
     state_floats: int
+    token_rows: int | None = None  # rows of the embedding tables the token indexes (the fewest); None: none
 
 
 # --- strides ------------------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class Lowering:
         self.uses: dict[str, int] = {}
         self.aliases: dict[int, list[str]] = {}  # id(storage) -> the tensor names over it, in order
         self.outputs = {o.name for o in self.graph.output}
+        self.token_rows: int | None = None  # the bound of the token: the embedding tables' rows
         for node in self.graph.node:
             for name in node.input:
                 self.uses[name] = self.uses.get(name, 0) + 1
@@ -322,6 +323,8 @@ class Lowering:
             raise ContractError(f"Gather by the token from a table of shape {table.shape} (expected 2-D)")
         out = self.new(out_name, shape)
         source = names[0] if names[0] in self.initializer_names else None
+        rows = table.shape[0]
+        self.token_rows = rows if self.token_rows is None else min(self.token_rows, rows)
         self.emit(GatherRow(out, self.values[names[1]], table, source))
         self.values[out_name] = out
 
@@ -446,4 +449,5 @@ def lower(proto: onnx.ModelProto, info: ModelInfo) -> Program:
     for spec, t in zip(info.states, next_states, strict=True):
         if t.size != int(np.prod(spec.shape)):
             raise ContractError(f"state output {spec.output!r} has {t.size} values, expected {spec.shape}")
-    return Program(info, low.ops, x, list(zip(state_inputs, next_states, strict=True)), y, state_floats)
+    states = list(zip(state_inputs, next_states, strict=True))
+    return Program(info, low.ops, x, states, y, state_floats, low.token_rows)

@@ -298,7 +298,7 @@ static int serve(streams *s, TRITONBACKEND_Request *r, int64_t now, float *y, in
 	}
 	s->seen_us[c] = now;
 	int rc;
-	if (MODEL_VOCAB_SIZE > 0) {
+	if (MODEL_VOCAB_SIZE > 0) { /* the embedding table's rows, from the graph: no token reads past it */
 		const int64_t token = *(const int64_t *)x;
 		rc = token < 0 || token >= MODEL_VOCAB_SIZE ? MODEL_ERR_TOKEN
 							    : step_token_fn(&s->state[c], (int32_t)token, y);
