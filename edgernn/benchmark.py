@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from edgernn.bench_plot import check_plot_path, plot_latency, plot_side_by_side
 from edgernn.runtime import Stepper
 from edgernn.runtime.bench import (
     ColdStart,
@@ -52,7 +53,6 @@ from edgernn.runtime.bench import (
 )
 from edgernn.runtime.contract import METADATA_KEY, ModelInfo, parse_info, unsealed
 from edgernn.runtime.errors import EdgeRNNError, InputError
-from edgernn.runtime.files import atomic_write_bytes
 
 PATHS = ("baseline_onnx", "baseline_torch", "floor", "stepper", "c")
 REFERENCE_CELLS = ("gru", "lstm")
@@ -667,49 +667,6 @@ def _format_paced(paced: PacedStats) -> str:
     )
 
 
-def plot_latency(results: list[ModelBench], path: str | os.PathLike) -> Path:
-    """A PNG: per model, the histogram and the CDF of per-step latency of each path (needs matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(len(results), 2, figsize=(12, 3.6 * len(results)), squeeze=False)
-    for (histogram, cdf), result in zip(axes, results, strict=True):
-        _plot_model(histogram, cdf, result)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())  # an unwritable path: InputError naming it
-
-
-def _plot_model(histogram, cdf, result: ModelBench) -> None:
-    timings = {name: result.timings_us[name] for name in PATHS if name in result.timings_us}
-    _plot_timings(histogram, cdf, Path(result.label).name, timings)
-
-
-def _plot_timings(histogram, cdf, title: str, timings: dict[str, np.ndarray]) -> None:
-    """Histogram and CDF of per-step latency, one line per entry of ``timings`` (microseconds)."""
-    everything = np.concatenate(list(timings.values()))
-    low, high = np.percentile(everything, 0.1), np.percentile(everything, 99.9)
-    bins = np.geomspace(max(low, 0.1), max(high, low * 1.01), 80)
-    for name, timing in timings.items():
-        values = np.sort(timing)
-        label = f"{name} (p50 {np.median(values):.1f} us)"
-        histogram.hist(values, bins=bins, histtype="step", linewidth=1.4, label=label)
-        cdf.plot(values, np.arange(1, len(values) + 1) / len(values), linewidth=1.4, label=name)
-    for ax, ylabel in ((histogram, "steps"), (cdf, "fraction of steps")):
-        ax.set_xscale("log")
-        ax.set_xlabel("step latency (us, log scale)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-    histogram.set_title(f"{title}: latency histogram")
-    cdf.set_title(f"{title}: latency CDF")
-    histogram.legend(fontsize=8)
-    cdf.legend(fontsize=8, loc="lower right")
-
-
 def _check_run_matches(
     model: str | os.PathLike, run_dir: str | os.PathLike, torch_model, options: dict
 ) -> None:
@@ -745,6 +702,10 @@ def compare(
 ) -> str:
     """What ``edgernn bench`` prints for one model, or for the reference models when ``model`` is None:
     the text report, or JSON (one model: its document; the reference: ``{"models": [...]}``)."""
+    if plot is not None:
+        check_plot_path(
+            plot
+        )  # before measuring: a path that cannot be written is one line, not a minute lost
     if model is None:
         results = bench_reference(settings)
     else:
@@ -756,10 +717,7 @@ def compare(
             _check_run_matches(model, run_dir, torch_model, settings.stepper_options)
         results = [bench_model(model, settings, torch_model=torch_model)]
     if plot is not None:
-        try:
-            plot_latency(results, plot)
-        except ImportError:
-            raise InputError("--plot needs matplotlib (pip install 'edgernn[train]')") from None
+        plot_latency(results, plot)
     if as_json:
         context = {"batch_size": 1, "threads": settings.threads, "rounds": settings.rounds}
         docs = [result.to_dict() for result in results]
@@ -783,6 +741,8 @@ def compare_steppers(
     stepper's step latency at ``batch_size``, interleaved in ``settings.rounds`` rounds so the ratios
     hold, the file sizes, optionally a paced loop per model, and a plot with every model on one pair of
     axes. Text table, or JSON (one model: its document; several: ``{"models": [...]}``)."""
+    if plot is not None:
+        check_plot_path(plot)
     paths = [Path(m) for m in models]
     steppers = [Stepper(path, threads=settings.threads, **settings.stepper_options) for path in paths]
     names = _unique_names(paths)
@@ -797,7 +757,7 @@ def compare_steppers(
             doc["paced"] = paced.to_dict()
         docs.append(doc)
     if plot is not None:
-        _plot_side_by_side(timings, plot, batch_size)
+        plot_side_by_side(timings, plot, batch_size)
     context = {"batch_size": batch_size, "threads": settings.threads, "rounds": settings.rounds}
     if as_json:
         return json.dumps({**docs[0], **context} if len(docs) == 1 else {**context, "models": docs}, indent=2)
@@ -851,20 +811,3 @@ def format_side_by_side(docs: list[dict[str, Any]]) -> str:
             f"{label:<{name}}{size}{s['p50_us']:>10.1f}{s['p90_us']:>10.1f}{s['p99_us']:>10.1f}{s['max_us']:>10.1f}{s['steps_per_s']:>14,.0f}{tail}"
         )
     return "\n".join(lines)
-
-
-def _plot_side_by_side(timings: dict[str, np.ndarray], path: str | os.PathLike, batch_size: int) -> Path:
-    """One PNG: histogram and CDF of every model's step latency on shared axes (needs matplotlib)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise InputError("--plot needs matplotlib (pip install 'edgernn[train]')") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (histogram, cdf) = plt.subplots(1, 2, figsize=(12, 3.8))
-    _plot_timings(histogram, cdf, f"{len(timings)} model(s), batch {batch_size}", timings)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return Path(path)
