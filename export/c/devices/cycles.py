@@ -1,0 +1,136 @@
+"""Estimated cycles from the traced per-block execution counts.
+
+Each executed block (its exact instructions, as QEMU decoded them) is one code region for ``llvm-mca-14``
+with the core's scheduling model; its steady-state cycles per pass (over 100 passes, as in a loop) times
+the times it ran, plus ``branch_penalty`` cycles for each taken branch on cores that do not predict
+branches (their TRMs' pipeline refill), is the estimate. The Cortex-M0+ has no scheduling model in
+llvm-mca: its TRM's instruction timings are used instead (loads and stores 2 cycles, LDM/STM/PUSH/POP
+1 + registers, BL 3, a taken branch 2, everything else, the single-cycle multiplier included, 1).
+What neither models: flash wait states, caches (Cortex-M7, Cortex-A53), bus contention, interrupts.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from edgernn.export.c.devices import Device, ToolchainMissing
+from edgernn.export.c.devices.trace import Trace
+
+LLVM_MCA = "llvm-mca-14"
+ITERATIONS = 100
+MCA_ATTRIBUTES = {"rv32imc": "+m,+c", "rv32imafc": "+m,+a,+f,+c"}
+_ARM_BRANCH = re.compile(r"^(b|bl|blx|cbz|cbnz|b[a-z]{2}|b\.w|b[a-z]{2}\.w|bl\.w)\b")
+_TARGET = re.compile(r"#-?0x[0-9a-f]+$")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated cycles of all the counted steps together, and how they were estimated."""
+
+    cycles: float
+    method: str
+    unmodelled: int  # instructions llvm-mca could not read, counted as one cycle each
+
+
+def estimate(device: Device, trace: Trace) -> Estimate:
+    """The cycles of the traced steps (all of them together) on ``device`` at zero wait states."""
+    taken = sum(trace.taken.values()) * device.branch_penalty
+    if device.mca is None:
+        total = sum(_m0plus_block(trace.blocks[pc].instructions) * n for pc, n in trace.executed.items())
+        method = "Cortex-M0+ TRM instruction timings (fast multiplier) x per-block counts"
+        return Estimate(float(total + taken), method, 0)
+    if shutil.which(LLVM_MCA) is None:
+        raise ToolchainMissing(
+            f"device {device.name}: {LLVM_MCA} not found; install the Debian package llvm-14"
+        )
+    pcs = sorted(trace.executed)
+    per_block, unmodelled = _mca_cycles(device, [trace.blocks[pc].instructions for pc in pcs])
+    total = sum(per_block[i] * trace.executed[pc] for i, pc in enumerate(pcs))
+    lost = sum(unmodelled[i] * trace.executed[pc] for i, pc in enumerate(pcs))
+    triple, cpu = device.mca
+    method = f"llvm-mca-14 -mcpu={cpu} per executed block x its count"
+    if device.branch_penalty:
+        method += f", +{device.branch_penalty} per taken branch"
+    return Estimate(float(total + taken), method, lost)
+
+
+def _m0plus_block(instructions: list[str]) -> int:
+    cycles = 0
+    for text in instructions:
+        mnemonic = text.split(None, 1)[0].lower()
+        registers = text.count(",") + 1 if "{" in text else 0
+        if mnemonic in ("push", "pop", "ldm", "stm", "ldmia", "stmia"):
+            cycles += 1 + registers
+        elif mnemonic.startswith(("ldr", "str")):
+            cycles += 2
+        elif mnemonic == "bl":
+            cycles += 2  # 3 with the taken branch's refill
+        else:
+            cycles += 1
+    return cycles
+
+
+def _fix(device: Device, text: str, label: str) -> str:
+    """One instruction as QEMU printed it, in the syntax llvm-mca reads."""
+    if device.kind == "riscv":
+        return text
+    mnemonic = text.split(None, 1)[0]
+    if _ARM_BRANCH.match(mnemonic) or (
+        device.kind == "linux"
+        and mnemonic in ("b", "bl", "cbz", "cbnz", "tbz", "tbnz")
+        or mnemonic.startswith("b.")
+    ):
+        return _TARGET.sub(label, text)
+    return text
+
+
+def _mca_cycles(device: Device, blocks: list[list[str]]) -> tuple[list[float], list[int]]:
+    """Steady-state cycles per pass of each block, and how many of its instructions were unreadable."""
+    assert device.mca is not None
+    triple, cpu = device.mca
+    lines: list[str] = []
+    where: dict[int, tuple[int, int]] = {}  # line number (1-based) -> (block, instruction)
+    header = [".syntax unified", ".thumb"] if device.kind == "cortex-m" else []
+    lines += header
+    for b, instructions in enumerate(blocks):
+        lines.append(f"# LLVM-MCA-BEGIN b{b}")
+        for i, text in enumerate(instructions):
+            lines.append(_fix(device, text, f"end{b}"))
+            where[len(lines)] = (b, i)
+        lines.append(f"end{b}:")
+        lines.append("# LLVM-MCA-END")
+    unreadable = [0] * len(blocks)
+    command = [
+        LLVM_MCA,
+        f"-mtriple={triple}",
+        f"-mcpu={cpu}",
+        f"-iterations={ITERATIONS}",
+        "-all-views=false",
+        "-summary-view",
+    ]
+    if device.name in MCA_ATTRIBUTES:
+        command.append(f"-mattr={MCA_ATTRIBUTES[device.name]}")
+    for _ in range(200):
+        done = subprocess.run(command, input="\n".join(lines) + "\n", capture_output=True, text=True)
+        bad = {int(m) for m in re.findall(r"<stdin>:(\d+):\d+: error", done.stderr)}
+        if done.returncode == 0 and not bad:
+            break
+        if not bad:
+            raise RuntimeError(f"llvm-mca failed: {done.stderr[-1000:]}")
+        for number in bad:
+            if number in where:
+                lines[number - 1] = "nop"
+                unreadable[where[number][0]] += 1
+            else:
+                raise RuntimeError(
+                    f"llvm-mca failed on line {number}: {lines[number - 1]!r}: {done.stderr[-500:]}"
+                )
+    else:
+        raise RuntimeError("llvm-mca kept failing")
+    totals = [float(v) for v in re.findall(r"Total Cycles:\s+(\d+)", done.stdout)]
+    if len(totals) != len(blocks):
+        raise RuntimeError(f"llvm-mca reported {len(totals)} regions for {len(blocks)} blocks")
+    return [t / ITERATIONS for t in totals], unreadable
