@@ -10,6 +10,12 @@ from torch import nn
 from edgernn.runtime.errors import InputError
 
 
+def series_steps_needed(batch_size: int, seq_len: int, world: int = 1) -> int:
+    """The fewest training steps ``SeriesBatches`` takes: every stream two chunks long, plus one chunk of
+    room for the epochs' shifting offset."""
+    return 2 * seq_len * batch_size * world + seq_len
+
+
 class SeriesBatches:
     """Consecutive ``(B, T)`` chunks of ``B`` contiguous streams over one long series, epoch after epoch.
 
@@ -31,10 +37,10 @@ class SeriesBatches:
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
         self.rank, self.world = rank, world
         self.stream_len = (len(inputs) - seq_len) // (batch_size * world)
-        if self.stream_len < 2 * seq_len:
+        if len(inputs) < series_steps_needed(batch_size, seq_len, world):
             raise InputError(
                 f"the training series has {len(inputs)} steps; batch_size {batch_size} x {world} process(es) "
-                f"of seq_len {seq_len} needs at least {2 * seq_len * batch_size * world + seq_len}"
+                f"of seq_len {seq_len} needs at least {series_steps_needed(batch_size, seq_len, world)}"
             )
         self.chunks_per_epoch = self.stream_len // seq_len
         self.epoch, self.chunk = 0, 0

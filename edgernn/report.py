@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgernn.runtime import describe
+from edgernn.train_summary import names_text
 
 
 def weight_table(path: str | os.PathLike) -> list[dict[str, Any]] | None:
@@ -134,54 +135,32 @@ def format_description(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _names_text(names: list, limit: int = 12) -> str:
-    shown = ", ".join(str(n) for n in names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
 def _task_lines(meta: dict[str, Any]) -> list[str]:
     """What the task metadata says each input column and output is (``Stepper.info.extra`` in Python)."""
     task = meta.get("task")
     lines = [f"task: {task}" if task else "task: not recorded (a model exported from your own module)"]
     if meta.get("columns"):
-        lines.append(f"  x columns, in order: {_names_text(meta['columns'])}")
+        lines.append(
+            f"  x columns, in order: {names_text(meta['columns'])} (the C target's header lists them too: "
+            "<name>_columns)"
+        )
     if meta.get("targets"):
         unit = " (values in the columns' own units)" if meta["output"]["kind"] == "values" else ""
-        lines.append(f"  y: {_names_text(meta['targets'])}, one step ahead{unit}")
+        lines.append(f"  y: {names_text(meta['targets'])}, one step ahead{unit}")
     if meta.get("classes"):
-        lines.append(f"  y: a logit per class, in order: {_names_text(meta['classes'])}")
+        lines.append(f"  y: a logit per class, in order: {names_text(meta['classes'])}")
     if meta.get("label_column"):
         lines.append(f"  labels from column: {meta['label_column']}")
     if meta.get("anomaly"):
-        lines.append("  anomaly score: |prediction error| / residual_std per column (AnomalyScorer)")
+        lines.append(
+            "  anomaly score: the largest |prediction error| / residual_std over the columns (AnomalyScorer)"
+        )
+        threshold = meta["anomaly"].get("suggested_threshold") if isinstance(meta["anomaly"], dict) else None
+        if isinstance(threshold, (int, float)):
+            lines.append(f"  suggested stream --threshold: {threshold:g} (from the validation scores)")
     if meta["input"].get("vocabulary") and task in (None, "charlm"):
         lines.append("  x: a token id (index into the vocabulary); y: a logit per token")
     return lines
-
-
-def format_training(run_dir: Any, m: dict[str, Any]) -> str:
-    """``edgernn train``'s summary of ``metrics.json``: the result, the data it was trained on, what the
-    loss measures, and any warning."""
-    accuracy = (
-        f", validation accuracy {m['best_val_accuracy']:.4f}" if m["best_val_accuracy"] is not None else ""
-    )
-    lines = [
-        f"{run_dir}: {m['task']}, {m['parameters']:,} parameters, {m['steps']} steps in {m['minutes']:.1f} min, "
-        f"best validation loss {m['best_val_loss']:.4f}{accuracy}"
-    ]
-    lines.append(f"  validation loss: {m['loss']}")
-    unit = m["split_unit"]
-    lines.append(
-        f"  data: {m['data']}: {m['train_size']:,} training {unit}, {m['validation_size']:,} validation {unit}"
-    )
-    if m.get("columns"):
-        lines.append(f"  columns used, in order: {_names_text(m['columns'])}")
-    if m.get("targets"):
-        lines.append(f"  targets: {_names_text(m['targets'])}")
-    if m.get("classes"):
-        lines.append(f"  classes: {_names_text(m['classes'])}")
-    lines += [f"warning: {w}" for w in m.get("warnings", [])[-1:]]
-    return "\n".join(lines)
 
 
 def _quantization_lines(q: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgernn.csv_table import DEFAULT_MISSING, Table, delimiter_name, read_csv
 from edgernn.data import build_vocabulary, encode, read_text, split_train_validation
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.untrusted import reads_untrusted
@@ -45,6 +46,7 @@ class TaskData:
     metadata: dict[str, Any] = field(default_factory=dict)  # extra metadata for the ONNX file
     vocabulary: list[str] | None = None
     class_weights: torch.Tensor | None = None
+    notes: dict[str, Any] = field(default_factory=dict)  # how a CSV was read: missing cells, left out...
 
     @property
     def is_series(self) -> bool:
@@ -97,70 +99,46 @@ def charlm_task(path: str | os.PathLike, validation_fraction: float = 0.1) -> Ta
 # --- CSV -----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Table:
-    """Numeric columns of a CSV file, by name; ``text`` holds the other columns (ids, text labels)."""
-
-    path: Path
-    columns: dict[str, np.ndarray]
-    text: dict[str, list[str]] = field(default_factory=dict)
-
-    def labels(self, name: str, what: str = "label") -> list[str]:
-        """A column as one string per row, numeric or text: whole numbers without a decimal point."""
-        if name in self.columns:
-            values = self.columns[name]
-            return [str(int(v)) if v == int(v) else repr(float(v)) for v in values.tolist()]
-        if name in self.text:
-            return self.text[name]
-        raise InputError(
-            f"{self.path}: no {what} column {name!r}; columns are {sorted({**self.columns, **self.text})}"
-        )
-
-    def pick(self, names: list[str]) -> np.ndarray:
-        missing = [n for n in names if n not in self.columns]
-        if missing:
-            raise InputError(
-                f"{self.path}: no numeric column(s) {missing}; numeric columns are {sorted(self.columns)}"
-            )
-        return np.stack([self.columns[n] for n in names], axis=1).astype(np.float32)  # (N, len(names))
-
-
-@reads_untrusted("the data file")
-def read_csv(path: str | os.PathLike) -> Table:
-    """Read a CSV with a header; keep the columns whose every value is a finite number."""
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file; expected a CSV file with a header row") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: expected a UTF-8 CSV file, found undecodable bytes") from None
-    if len(rows) < 3:
-        raise InputError(f"{path}: expected a header row and at least 2 data rows, found {len(rows)} row(s)")
-    header, body = rows[0], rows[1:]
-    bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
-    if bad:
-        raise InputError(f"{path}: expected {len(header)} fields per row, rows {bad[:5]} differ")
-    columns, text = {}, {}
-    for j, name in enumerate(header):
-        try:
-            values = np.array([float(row[j]) for row in body], dtype=np.float64)
-        except ValueError:
-            text[name.strip()] = [row[j].strip() for row in body]  # a date, an id, a text label
-            continue
-        if np.isfinite(values).all():
-            columns[name.strip()] = values
-    return Table(path, columns, text)
-
-
-def _default_inputs(table: Table, exclude: set[str]) -> list[str]:
-    names = [
-        n for n in table.columns if n.lower() not in _SKIPPED_COLUMNS | _LABEL_COLUMNS and n not in exclude
-    ]
+def _default_inputs(table: Table, exclude: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The numeric columns but timestamps, labels, sequence ids and ``exclude`` (name -> why), and why
+    each other column is left out (name -> reason): nothing is left out without a word."""
+    names, left_out = [], {}
+    for name in table.names:
+        lower = name.lower()
+        if name in exclude:
+            left_out[name] = exclude[name]
+        elif name in table.text:
+            left_out[name] = "text"
+        elif lower in _SKIPPED_COLUMNS:
+            left_out[name] = "a time or index column"
+        elif lower in _LABEL_COLUMNS:
+            left_out[name] = "a label column"
+        elif lower in _ID_COLUMNS:
+            left_out[name] = "a sequence id column"
+        else:
+            names.append(name)
     if not names:
-        raise InputError(f"{table.path}: no numeric feature columns found (columns: {sorted(table.columns)})")
-    return names
+        raise InputError(
+            f"{table.path}: no numeric feature columns found (columns: {table.names}, left out: "
+            f"{', '.join(f'{k} ({v})' for k, v in left_out.items())}); name them with --columns"
+        )
+    return names, left_out
+
+
+def _check_options(table: Table, columns, targets, label_column) -> None:
+    """Every name given on the command line is a column of the file (else the known ones are named)."""
+    table.check_names(columns or [], "--columns")
+    table.check_names(targets or [], "--targets")
+    if label_column:
+        table.check_names([label_column], "--label-column")
+
+
+def _csv_notes(table: Table, missing: dict, left_out: dict[str, str], **more) -> dict[str, Any]:
+    """What the training summary says about how the CSV was read (``metrics.json`` keeps it)."""
+    notes = {"missing": missing, "left_out": left_out, **more}
+    if table.delimiter != ",":
+        notes["delimiter"] = delimiter_name(table.delimiter)
+    return notes
 
 
 def _stats(array: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -177,10 +155,28 @@ def _classifier_fields(inputs: int, classes: int, mean: tuple, std: tuple) -> di
     }  # fmt: skip
 
 
+MIN_SPLIT_ROWS = 16  # rows each side of a series split, at least
+
+
+def minimum_series_rows(validation_fraction: float, training_rows: int = MIN_SPLIT_ROWS) -> int:
+    """The fewest rows a series needs so that its split leaves ``training_rows`` for training and
+    ``MIN_SPLIT_ROWS`` for validation at ``validation_fraction``."""
+    n = training_rows + MIN_SPLIT_ROWS
+    while True:
+        cut = int(n * (1.0 - validation_fraction))
+        if cut >= training_rows and n - cut >= MIN_SPLIT_ROWS:
+            return n
+        n += 1
+
+
 def _split_series(n: int, validation_fraction: float) -> int:
     cut = int(n * (1.0 - validation_fraction))
-    if cut < 16 or n - cut < 16:
-        raise InputError(f"a series of {n} rows is too short to split into training and validation")
+    if cut < MIN_SPLIT_ROWS or n - cut < MIN_SPLIT_ROWS:
+        raise InputError(
+            f"a series of {n} rows is too short to split into training and validation: at validation "
+            f"fraction {validation_fraction:g} it needs at least {minimum_series_rows(validation_fraction)} "
+            f"rows ({MIN_SPLIT_ROWS} or more each side)"
+        )
     return cut
 
 
@@ -190,17 +186,27 @@ def forecast_task(
     targets: list[str] | None = None,
     validation_fraction: float = 0.1,
     task: str = "forecast",
+    *,
+    label_column: str | None = None,
+    missing: str = DEFAULT_MISSING,
 ) -> TaskData:
     """One step ahead: the columns at time t predict the target columns at t + 1.
 
-    Normalisation statistics come from the training split only; the model applies them in its graph, so
-    users feed raw values and get predictions in their own units.
+    The inputs are ``columns`` in the order given (default: the numeric columns but timestamps, labels and
+    ``label_column``, in the file's order); ``targets`` default to the first input column. Bad cells of
+    the columns used are handled by ``missing`` (``edgernn.csv_table``). Normalisation statistics come
+    from the training split only; the model applies them in its graph, so users feed raw values and get
+    predictions in their own units.
     """
     import torch
 
     table = read_csv(path)
-    targets = targets or (columns[:1] if columns else _default_inputs(table, set())[:1])
-    columns = columns or _default_inputs(table, set())
+    _check_options(table, columns, targets, label_column)
+    exclude = {label_column: "the --label-column"} if label_column else {}
+    columns, left_out = (columns, {}) if columns else _default_inputs(table, exclude)
+    targets_default = not targets
+    targets = columns if task == "anomaly" else (targets or columns[:1])
+    table, missing_report = table.resolve_missing([*columns, *targets], missing)
     features, target_values = table.pick(columns), table.pick(targets)
     cut = _split_series(len(features), validation_fraction)
     input_mean, input_std = _stats(features[:cut])
@@ -211,6 +217,9 @@ def forecast_task(
         "input_mean": input_mean, "input_std": input_std, "output_mean": output_mean, "output_std": output_std,
     }  # fmt: skip
     metadata = {"columns": columns, "targets": targets}
+    notes = _csv_notes(
+        table, missing_report, left_out, targets_default=targets_default and task == "forecast"
+    )
     return TaskData(
         task,
         "mse",
@@ -218,16 +227,22 @@ def forecast_task(
         train=(x[: cut - 1], y[: cut - 1]),
         validation=(x[cut - 1 :], y[cut - 1 :]),
         metadata=metadata,
+        notes=notes,
     )
 
 
 def anomaly_task(
-    path: str | os.PathLike, columns: list[str] | None = None, validation_fraction: float = 0.1
+    path: str | os.PathLike,
+    columns: list[str] | None = None,
+    validation_fraction: float = 0.1,
+    *,
+    label_column: str | None = None,
+    missing: str = DEFAULT_MISSING,
 ) -> TaskData:
     """A forecaster of its own inputs whose normalised prediction error is the anomaly score."""
-    table = read_csv(path)
-    columns = columns or _default_inputs(table, set())
-    return forecast_task(path, columns, columns, validation_fraction, task="anomaly")
+    return forecast_task(
+        path, columns, None, validation_fraction, task="anomaly", label_column=label_column, missing=missing
+    )
 
 
 def steplabels_task(
@@ -235,13 +250,18 @@ def steplabels_task(
     label_column: str,
     columns: list[str] | None = None,
     validation_fraction: float = 0.1,
+    *,
+    missing: str = DEFAULT_MISSING,
 ) -> TaskData:
     """A label per row: a streaming classifier that emits class logits at every step."""
     import torch
 
     table = read_csv(path)
+    _check_options(table, columns, None, label_column)
+    columns, left_out = (columns, {}) if columns else _default_inputs(table, {label_column: "the labels"})
+    resolved = [*columns, label_column] if missing == "drop-rows" else columns  # labels are never filled
+    table, missing_report = table.resolve_missing(resolved, missing)
     raw_labels = table.labels(label_column)
-    columns = columns or _default_inputs(table, {label_column})
     classes = sorted(set(raw_labels), key=_natural_key)
     if len(classes) < 2:
         raise InputError(
@@ -259,6 +279,7 @@ def steplabels_task(
     return TaskData(
         "steplabels", "cross_entropy", fields, train=(x[:cut], labels[:cut]), validation=(x[cut:], labels[cut:]),
         metadata=metadata, class_weights=(counts.sum() / counts) / len(classes),
+        notes=_csv_notes(table, missing_report, left_out),
     )  # fmt: skip
 
 
@@ -302,19 +323,38 @@ def read_ts(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
     return sequences, labels
 
 
-def read_sequences_csv(path: str | os.PathLike, id_column: str, label_column: str, columns: list[str] | None):
-    """A CSV with one row per step: a sequence id column, feature columns and a label per sequence."""
+def read_sequences_csv(
+    path: str | os.PathLike,
+    id_column: str,
+    label_column: str,
+    columns: list[str] | None,
+    missing: str = DEFAULT_MISSING,
+) -> tuple[list[np.ndarray], list[str], list[str], dict[str, Any]]:
+    """A CSV with one row per step: a sequence id column, feature columns and a label per sequence.
+
+    Returns the sequences ``(T_i, F)`` float32, their labels, the feature columns and notes on how the
+    file was read. Bad cells are filled inside their own sequence (``missing``); ids and labels are
+    never filled.
+    """
     table = read_csv(path)
-    ids = np.array(table.labels(id_column, "sequence id"))
+    _check_options(table, columns, None, label_column)
+    table.check_names([id_column], "the sequence id column")
+    exclude = {id_column: "the sequence ids", label_column: "the labels"}
+    columns, left_out = (columns, {}) if columns else _default_inputs(table, exclude)
+    if missing == "drop-rows":
+        table, report = table.resolve_missing([*columns, id_column, label_column], missing)
+        ids = np.array(table.labels(id_column, "sequence id"))
+    else:
+        ids = np.array(table.labels(id_column, "sequence id"))
+        table, report = table.resolve_missing(columns, missing, groups=ids)
     labels = table.labels(label_column)
-    columns = columns or _default_inputs(table, {id_column, label_column})
     features = table.pick(columns)
     sequences, sequence_labels = [], []
     for sid in dict.fromkeys(ids.tolist()):  # in order of first appearance
         rows = np.flatnonzero(ids == sid)
         sequences.append(features[rows])
         sequence_labels.append(labels[rows[-1]])  # a label per sequence: its last row's
-    return sequences, sequence_labels, columns
+    return sequences, sequence_labels, columns, _csv_notes(table, report, left_out)
 
 
 def classify_task(
@@ -325,6 +365,7 @@ def classify_task(
     label_column: str = "label",
     columns: list[str] | None = None,
     min_validation_cases: int = MIN_VALIDATION_CASES,
+    missing: str = DEFAULT_MISSING,
 ) -> TaskData:
     """Sequence classification from a ``.ts`` file or a CSV (id column, features, label column).
 
@@ -334,11 +375,14 @@ def classify_task(
     """
     import torch
 
+    notes: dict[str, Any] = {}
     if str(path).endswith(".ts"):
         sequences, labels = read_ts(path)
         columns = [f"dim_{i}" for i in range(sequences[0].shape[1])]
     else:
-        sequences, labels, columns = read_sequences_csv(path, id_column, label_column, columns)
+        sequences, labels, columns, notes = read_sequences_csv(
+            path, id_column, label_column, columns, missing
+        )
     classes = sorted(set(labels), key=_natural_key)
     if len(classes) < 2:
         raise InputError(f"{path}: expected at least 2 classes, found {classes}")
@@ -351,8 +395,9 @@ def classify_task(
     fields = _classifier_fields(len(columns), len(classes), mean, std)
     metadata = {"columns": columns, "classes": classes}
     return TaskData(
-        "classify", "cross_entropy", fields, train=cases[n_val:], validation=cases[:n_val], metadata=metadata
-    )
+        "classify", "cross_entropy", fields, train=cases[n_val:], validation=cases[:n_val], metadata=metadata,
+        notes=notes,
+    )  # fmt: skip
 
 
 def case_order(
@@ -392,7 +437,7 @@ def read_labelled_cases(
     if str(path).endswith(".ts"):
         sequences, labels = read_ts(path)
     else:
-        sequences, labels, _ = read_sequences_csv(path, **csv_options)
+        sequences, labels, _, _ = read_sequences_csv(path, **csv_options)
     unknown = sorted(set(labels) - set(classes))
     if unknown:
         raise InputError(f"{path}: labels {unknown} were not in the training classes {classes}")
@@ -423,21 +468,28 @@ def load_task(
     columns=None,
     targets=None,
     label_column=None,
+    missing=DEFAULT_MISSING,
     seed=0,
     validation_fraction=0.1,
     min_validation_cases=MIN_VALIDATION_CASES,
 ) -> TaskData:
-    """Dispatch on the task name."""
+    """Dispatch on the task name. ``columns``, ``targets``, ``label_column`` and ``missing`` are the CSV
+    options (``--columns`` ...); a name the file does not have is refused, naming those it has."""
     if task == "charlm":
         return charlm_task(path, validation_fraction)
+    csv_options = {"label_column": label_column, "missing": missing}
     if task == "forecast":
-        return forecast_task(path, columns, targets, validation_fraction)
+        return forecast_task(path, columns, targets, validation_fraction, **csv_options)
+    if targets:
+        raise InputError(
+            f"--targets applies to the forecast task; the {task} task predicts {_PREDICTS[task]}"
+        )
     if task == "anomaly":
-        return anomaly_task(path, columns, validation_fraction)
+        return anomaly_task(path, columns, validation_fraction, **csv_options)
     if task == "steplabels":
         if not label_column:
             raise InputError("the steplabels task needs a label column (--label-column NAME)")
-        return steplabels_task(path, label_column, columns, validation_fraction)
+        return steplabels_task(path, label_column, columns, validation_fraction, missing=missing)
     if task == "classify":
         options = {"label_column": label_column} if label_column else {}
         return classify_task(
@@ -446,29 +498,38 @@ def load_task(
             seed,
             columns=columns,
             min_validation_cases=min_validation_cases,
+            missing=missing,
             **options,
         )
     raise InputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+_PREDICTS = {
+    "anomaly": "every input column",
+    "steplabels": "the --label-column",
+    "classify": "the label column",
+}
 
 
 # --- which task a file is for ----------------------------------------------------------------------------
 
 
 def infer_task(path: str | os.PathLike, *, columns=None, targets=None, label_column=None) -> tuple[str, str]:
-    """The task a data file is for, and why, from its kind; InputError when it could be several.
+    """The task a data file is for, and why, from its kind and the CSV options; InputError when it could
+    be several, or when an option names a column the file does not have (naming those it has).
 
     ``.ts``: classify. ``.csv``: forecast; classify when it has a sequence id column such as
     ``series_id`` and a ``label`` column (the classification CSV); with ``label_column``, classify when a
-    sequence id column is present, else steplabels. Any other CSV holding a label column (``label``,
-    ``is_anomaly``...) is refused as ambiguous. Any other file: charlm, but a file
-    that reads as a numeric CSV table is refused as ambiguous.
+    sequence id column is present, else steplabels; with ``columns`` or ``targets``, forecast of them. Any
+    other CSV holding a label column (``label``, ``is_anomaly``...) is refused as ambiguous. Any other
+    file: charlm, but a file that reads as a numeric CSV table is refused as ambiguous.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".ts":
         return "classify", "a .ts file holds labelled sequences"
     if suffix == ".csv":
-        return _infer_csv_task(path, label_column)
+        return _infer_csv_task(path, columns, targets, label_column)
     if _looks_like_csv(path):
         raise InputError(
             f"{path}: cannot tell the task: the file reads as a numeric CSV table but is not named .csv; "
@@ -478,22 +539,28 @@ def infer_task(path: str | os.PathLike, *, columns=None, targets=None, label_col
     return "charlm", "a text file: a character model of its text"
 
 
-def _infer_csv_task(path: Path, label_column: str | None) -> tuple[str, str]:
+def _infer_csv_task(path: Path, columns, targets, label_column) -> tuple[str, str]:
     table = read_csv(path)
-    names = list(table.columns) + list(table.text)
+    _check_options(table, columns, targets, label_column)
+    names = table.names
+    ids = [n for n in names if n.lower() in _ID_COLUMNS]
     if label_column:
-        ids = [n for n in names if n.lower() in _ID_COLUMNS]
         if ids:
             return "classify", f"a CSV with --label-column and a sequence id column ({ids[0]!r})"
         return "steplabels", "a CSV with --label-column and no sequence id column: a label per row"
     labels = [n for n in names if n.lower() in _LABEL_COLUMNS]
-    ids = [n for n in names if n.lower() in _ID_COLUMNS]
-    if labels and ids and "label" in names:
+    if labels and ids and "label" in names and not (columns or targets):
         return "classify", f"a CSV with a sequence id column ({ids[0]!r}) and a 'label' column"
+    if columns or targets:
+        given = " and ".join(o for o, v in (("--columns", columns), ("--targets", targets)) if v)
+        unused = [n for n in labels if n not in (columns or [])]
+        left = f", the label column {unused[0]!r} not an input" if unused else ""
+        return "forecast", f"a CSV table with {given}: one step ahead{left}"
     if labels:
         raise InputError(
-            f"{path}: cannot tell the task: the CSV has a label column ({labels[0]!r}); give --task forecast "
-            f"or anomaly (the label is left out), or --task steplabels / classify with --label-column {labels[0]}"
+            f"{path}: cannot tell the task: the CSV has a label column ({labels[0]!r}); give --columns (a "
+            f"forecast of them), --task forecast or anomaly (the label is left out), or --task steplabels / "
+            f"classify with --label-column {labels[0]}"
         )
     return "forecast", "a CSV table: one step ahead of its columns"
 

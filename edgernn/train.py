@@ -81,7 +81,8 @@ def train_task(
     options = dict(data_options or {})
     notes = []
     if task is None:
-        task, reason = infer_task(data_path, **options)
+        naming = {k: options.get(k) for k in ("columns", "targets", "label_column")}
+        task, reason = infer_task(data_path, **naming)
         notes.append(f"task: {task} ({reason}; --task chooses another)")
     run_dir = Path(run_dir)
     check_run_dir(run_dir, overwrite)

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save
 from torch import nn
 
-from edgernn.batches import SequenceBatches, SeriesBatches, pad_sequences
+from edgernn.batches import SequenceBatches, SeriesBatches, pad_sequences, series_steps_needed
 from edgernn.checkpoint import METRICS_FILE, save_checkpoint, write_json
 from edgernn.distributed import Distributed
 from edgernn.models import RecurrentModel, count_parameters
@@ -25,8 +25,9 @@ from edgernn.progress import Progress
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.files import atomic_write_bytes
 from edgernn.runtime.untrusted import guarded
-from edgernn.tasks import TaskData
+from edgernn.tasks import TaskData, minimum_series_rows
 from edgernn.train_config import CURVES_FILE, FEW_STEPS, RESUME_FILE, FewStepsWarning, TrainConfig
+from edgernn.train_summary import percent
 
 
 class Trainer:
@@ -55,6 +56,7 @@ class Trainer:
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         if data.is_series:
+            check_series_length(data, config, setup["data"], dist.world)
             self.batches = SeriesBatches(
                 *data.train, config.batch_size, config.seq_len, config.seed, dist.rank, dist.world
             )
@@ -229,7 +231,7 @@ class Trainer:
         history["lr"].append(self.optimizer.param_groups[0]["lr"])
         self.running = []
         if self.dist.is_main:
-            metric = f"  val accuracy {val_metric:.4f}" if val_metric is not None else ""
+            metric = f"  val accuracy {percent(val_metric)}" if val_metric is not None else ""
             self.progress.write(
                 f"step {self.step}: train {history['train_loss'][-1]:.4f}  val {val_loss:.4f}{metric}"
             )
@@ -264,7 +266,7 @@ class Trainer:
     def _finish(self, stopped_early: bool) -> dict:
         self.model.load_state_dict(self.best_weights)  # hand back the model that was saved
         if self.data.task == "anomaly":
-            self.data.metadata["anomaly"] = {"residual_std": residual_std(self.model, *self.data.validation)}
+            self.data.metadata["anomaly"] = anomaly_calibration(self.model, *self.data.validation)
             self._save_best()
         history = self.history
         best_index = history["val_loss"].index(min(history["val_loss"]))
@@ -275,8 +277,9 @@ class Trainer:
             **{
                 k: v
                 for k, v in self.data.metadata.items()
-                if k in ("columns", "targets", "classes", "label_column")
+                if k in ("columns", "targets", "classes", "label_column", "anomaly")
             },
+            **self.data.notes,
             "split_unit": {"charlm": "characters", "classify": "sequences"}.get(self.data.task, "rows"),
             "train_size": train_size,
             "validation_size": validation_size,
@@ -411,6 +414,44 @@ def residual_std(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Ten
     predictions, _ = model(inputs[None])  # (1, N, targets)
     errors = (targets - predictions[0]).double()
     return [max(float(s), 1e-12) for s in errors.std(dim=0)]
+
+
+def check_series_length(data: TaskData, config: TrainConfig, source: str, world: int) -> None:
+    """Refuse a training split too short for the batches, saying how long a file would do."""
+    needed = series_steps_needed(config.batch_size, config.seq_len, world)
+    have = len(data.train[0])
+    if have >= needed:
+        return
+    unit = "characters" if data.task == "charlm" else "rows"
+    fraction = config.validation_fraction
+    raise InputError(
+        f"{source}: the training split has {have:,} {unit}; batch_size {config.batch_size} x {world} "
+        f"process(es) of seq_len {config.seq_len} needs at least {needed:,}: a file of at least "
+        f"{minimum_series_rows(fraction, needed + 1):,} {unit} at validation fraction {fraction:g}, or a "
+        "smaller --batch-size or --seq-len"
+    )
+
+
+THRESHOLD_QUANTILE = 0.999  # the suggested anomaly threshold: this quantile of the validation scores
+
+
+@torch.no_grad()
+def anomaly_calibration(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    """The anomaly metadata from one clean validation series: ``residual_std`` per target (the spread of
+    the one-step error, in the user's units) and a ``suggested_threshold`` for the score (``AnomalyScorer``:
+    the maximum over the targets of ``|error| / residual_std``): its ``THRESHOLD_QUANTILE`` quantile over
+    the validation steps, so that about 1 normal step in 1,000 scores above it."""
+    std = residual_std(model, inputs, targets)
+    model.eval()
+    predictions, _ = model(inputs[None])  # (1, N, targets)
+    errors = (targets - predictions[0]).double().abs()  # (N, targets)
+    scores = (errors / torch.tensor(std, dtype=torch.float64)).max(dim=1).values  # (N,)
+    threshold = float(torch.quantile(scores, THRESHOLD_QUANTILE))
+    return {
+        "residual_std": std,
+        "suggested_threshold": float(f"{threshold:.4g}"),
+        "threshold_quantile": THRESHOLD_QUANTILE,
+    }
 
 
 def plot_curves(history: dict, task: str) -> bytes:

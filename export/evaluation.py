@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from edgernn.csv_table import DEFAULT_MISSING, read_csv
 from edgernn.export.quality import EvaluationData, evaluation_data_from_model, measure
 from edgernn.runtime import Stepper
 from edgernn.runtime.tasks import AnomalyScorer, metadata_strings
-from edgernn.tasks import read_csv
 
 _METRICS = {  # task -> (metric, unit) in the order shown
     "charlm": (("loss", "nats/char"), ("bits_per_char", "bits/char")),
@@ -66,11 +66,16 @@ class Evaluation:
 
     def format(self) -> str:
         lines = [f"{self.model} on {self.data}: {self.task}, {self.count:,} {self.counted}, one stream"]
-        lines += [f"  {name:<14}{value:.6g} {self.units[name]}" for name, value in self.metrics.items()]
+        lines += [f"  {name:<14}{_value(value, self.units[name])}" for name, value in self.metrics.items()]
         if self.top_anomaly is not None:
             top = self.top_anomaly
             lines.append(f"  top anomaly   score {top['score']:.4g} at row {top['row']} (line {top['line']})")
         return "\n".join(lines)
+
+
+def _value(value: float, unit: str) -> str:
+    """A percentage as ``edgernn train`` prints accuracy (``90.91 %``), anything else to 6 digits."""
+    return f"{value:.2f} %" if unit == "%" else f"{value:.6g} {unit}"
 
 
 def evaluate_file(
@@ -79,12 +84,13 @@ def evaluate_file(
     *,
     id_column: str = "series_id",
     label_column: str | None = None,
+    missing: str = DEFAULT_MISSING,
 ) -> Evaluation:
-    """The task metrics of ``model`` on the test file ``data_path`` (see the module docstring)."""
+    """The task metrics of ``model`` on the test file ``data_path`` (see the module docstring); empty or
+    non-numeric cells of the columns used are handled by ``missing`` (``edgernn.csv_table``)."""
     stepper = Stepper(model)
-    data = evaluation_data_from_model(
-        stepper.info, data_path, validation_fraction=None, id_column=id_column, label_column=label_column
-    )
+    options = {"id_column": id_column, "label_column": label_column, "missing": missing}
+    data = evaluation_data_from_model(stepper.info, data_path, validation_fraction=None, **options)
     task = _task(stepper)
     names = [name for name, _ in _METRICS[task]]
     measured = measure(stepper, data, [n if n != "bits_per_char" else "loss" for n in names], streams=1)
@@ -99,7 +105,7 @@ def evaluate_file(
         counted=counted,
         metrics={n: measured[n] for n in names},
         units=dict(_METRICS[task]),
-        top_anomaly=_top_anomaly(Stepper(model), data_path) if task == "anomaly" else None,
+        top_anomaly=_top_anomaly(Stepper(model), data_path, missing) if task == "anomaly" else None,
     )
 
 
@@ -114,9 +120,10 @@ def _count(data: EvaluationData) -> tuple[int, str]:
     return len(data.inputs), "steps"
 
 
-def _top_anomaly(stepper: Stepper, data_path: str | os.PathLike) -> dict[str, Any]:
+def _top_anomaly(stepper: Stepper, data_path: str | os.PathLike, missing: str) -> dict[str, Any]:
     """The highest anomaly score over the file's rows (AnomalyScorer, from the initial state)."""
-    series = read_csv(data_path).pick(metadata_strings(stepper.info, "columns", stepper.info.input.size))
-    scores = AnomalyScorer(stepper).score(series)  # (N,)
+    columns = metadata_strings(stepper.info, "columns", stepper.info.input.size)
+    table, _ = read_csv(data_path).resolve_missing(columns, missing)
+    scores = AnomalyScorer(stepper).score(table.pick(columns))  # (N,)
     row = int(np.argmax(scores))
-    return {"score": float(scores[row]), "row": row, "line": row + 2}  # line 1 is the header
+    return {"score": float(scores[row]), "row": row, "line": int(table.lines[row])}  # line 1: the header

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgernn.csv_table import DEFAULT_MISSING
 from edgernn.data import encode, read_text, split_train_validation
 from edgernn.runtime import Stepper, tolerance
 from edgernn.runtime.contract import ModelInfo
@@ -395,6 +396,7 @@ def evaluation_data_from_model(
     seed: int = 0,
     id_column: str = "series_id",
     label_column: str | None = None,
+    missing: str = DEFAULT_MISSING,
 ) -> EvaluationData:
     """Real data for a model from its ONNX file alone (no run directory, no torch).
 
@@ -407,7 +409,8 @@ def evaluation_data_from_model(
 
     validation_fraction: split as training splits (series: the first part calibrates, the rest is judged;
     classify: the seeded shuffle of ``seed``); None judges the whole file (a test file) and calibrates on
-    it too. Features are raw values: the model normalises them in its graph.
+    it too. Features are raw values: the model normalises them in its graph. Empty or non-numeric cells of
+    the columns used are handled by ``missing`` as in training (``edgernn.csv_table``).
     """
     info = model if isinstance(model, ModelInfo) else Stepper(model, chunk_model=False).info
     task = _model_task(info)
@@ -418,8 +421,9 @@ def evaluation_data_from_model(
     if task == "charlm":
         return _text_data(info, path, metric, validation_fraction)
     if task == "classify":
-        return _case_data(info, path, metric, validation_fraction, seed, id_column, label_column or "label")
-    return _series_data(info, task, path, metric, validation_fraction)
+        labels = label_column or "label"
+        return _case_data(info, path, metric, validation_fraction, seed, id_column, labels, missing)
+    return _series_data(info, task, path, metric, validation_fraction, missing)
 
 
 def _model_task(info: ModelInfo | None) -> str:
@@ -458,11 +462,16 @@ def _split_name(fraction: float | None) -> str:
 
 
 def _series_data(
-    info: ModelInfo, task: str, path: Path, metric: str, fraction: float | None
+    info: ModelInfo, task: str, path: Path, metric: str, fraction: float | None, missing: str
 ) -> EvaluationData:
     """forecast, anomaly: the columns at t, the targets at t + 1; steplabels: the columns and the label at t."""
     table = read_csv(path)
-    features = table.pick(metadata_strings(info, "columns", info.input.size))  # (N, F)
+    columns = metadata_strings(info, "columns", info.input.size)
+    used = [*columns, *(metadata_strings(info, "targets", info.output.size) if task != "steplabels" else [])]
+    if task == "steplabels" and missing == "drop-rows" and info.extra.get("label_column") in table.columns:
+        used.append(info.extra["label_column"])  # labels are never filled, only their rows dropped
+    table, _ = table.resolve_missing(used, missing)
+    features = table.pick(columns)  # (N, F)
     if task == "steplabels":
         inputs, targets = features, _step_labels(info, table)  # (N, F), (N,)
     else:
@@ -483,8 +492,7 @@ def _step_labels(info: ModelInfo, table: Any) -> np.ndarray:
             f"{table.path}: no numeric label column {column!r} (the model's label_column); "
             f"numeric columns are {sorted(table.columns)}"
         )
-    raw = table.columns[column]
-    labels = [str(int(v)) if v == int(v) else str(v) for v in raw]
+    labels = table.labels(column)
     unknown = sorted(set(labels) - set(classes))
     if unknown:
         raise InputError(
@@ -502,10 +510,11 @@ def _case_data(
     seed: int,
     id_column: str,
     label_column: str,
+    missing: str,
 ) -> EvaluationData:
     classes = metadata_strings(info, "classes", info.output.size)
     columns = metadata_strings(info, "columns", info.input.size)
-    options = {"id_column": id_column, "label_column": label_column, "columns": columns}
+    options = {"id_column": id_column, "label_column": label_column, "columns": columns, "missing": missing}
     cases = read_labelled_cases(path, classes, **options)
     sizes = sorted({frames.shape[1] for frames, _ in cases})
     if sizes != [info.input.size]:

@@ -174,7 +174,7 @@ def test_series_batches_are_consecutive_chunks_of_contiguous_streams():
 
 
 def test_bad_task_data_is_refused_clearly(tmp_path):
-    with pytest.raises(InputError, match=r"no numeric column\(s\) \['pressure'\]"):
+    with pytest.raises(InputError, match=r"no column\(s\) \['pressure'\] \(--columns\); the columns are"):
         train_task(
             "forecast",
             BLEEDING_TRAIN,

@@ -9,6 +9,7 @@ import click
 
 from edgernn.cli.common import json_option
 from edgernn.cli.group import cli
+from edgernn.csv_table import DEFAULT_MISSING, MISSING_POLICIES
 
 
 @cli.command()
@@ -66,8 +67,15 @@ def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
 @click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--series-column", default="series_id", show_default=True, help="classify CSV: sequence ids.")
 @click.option("--label-column", help="classify CSV: the label column (default: label).")
+@click.option(
+    "--missing",
+    type=click.Choice(MISSING_POLICIES),
+    default=DEFAULT_MISSING,
+    show_default=True,
+    help="CSV cells of the model's columns that are empty or not numbers: as edgernn train --missing.",
+)
 @json_option
-def evaluate(model, data, series_column, label_column, as_json) -> None:
+def evaluate(model, data, series_column, label_column, missing, as_json) -> None:
     """The task's metric of MODEL on the test file DATA, streamed through the stepper (no torch needed).
 
     Accuracy for classifiers, loss in nats per character for character models, MSE and RMSE in the
@@ -81,7 +89,8 @@ def evaluate(model, data, series_column, label_column, as_json) -> None:
     """
     from edgernn.export.evaluation import evaluate_file
 
-    result = evaluate_file(model, data, id_column=series_column, label_column=label_column)
+    options = {"id_column": series_column, "label_column": label_column, "missing": missing}
+    result = evaluate_file(model, data, **options)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format())
 
 

@@ -11,6 +11,7 @@ import click
 
 from edgernn.cli.common import FINITE_FLOAT, json_option, names, train_extra
 from edgernn.cli.group import cli
+from edgernn.csv_table import DEFAULT_MISSING, MISSING_POLICIES
 from edgernn.runtime.contract import QUANTIZATION_MODES
 
 
@@ -30,7 +31,17 @@ from edgernn.runtime.contract import QUANTIZATION_MODES
 )
 @click.option("--targets", help="Comma-separated columns to forecast (default: the first input column).")
 @click.option(
-    "--label-column", help="Label column: per row (steplabels) or per sequence (classify from CSV)."
+    "--label-column",
+    help="Label column: per row (steplabels) or per sequence (classify from CSV); forecast and anomaly "
+    "leave it out of the inputs.",
+)
+@click.option(
+    "--missing",
+    type=click.Choice(MISSING_POLICIES),
+    default=DEFAULT_MISSING,
+    show_default=True,
+    help="CSV cells of the columns used that are empty or not numbers: refuse them, fill forward, "
+    "interpolate, or drop their rows. The summary says how many and where.",
 )
 @click.option(
     "--cell", type=click.Choice(["gru", "lstm", "rnn_tanh", "rnn_relu"]), default="gru", show_default=True
@@ -111,7 +122,18 @@ from edgernn.runtime.contract import QUANTIZATION_MODES
 )
 @click.option("--quiet", is_flag=True, help="Print nothing but the summary (no progress, no notes).")
 def train(
-    data, run_dir, task, columns, targets, label_column, resume, overwrite, tensorboard, quiet, **settings
+    data,
+    run_dir,
+    task,
+    columns,
+    targets,
+    label_column,
+    missing,
+    resume,
+    overwrite,
+    tensorboard,
+    quiet,
+    **settings,
 ) -> None:
     """Train a model on DATA and write a run directory (best weights, metrics, loss curves, resume state).
 
@@ -130,7 +152,7 @@ def train(
       torchrun --nproc_per_node=2 -m edgernn train data.txt -o runs/ddp --steps 500
     """
     train_module = train_extra("train", "edgernn.train")
-    from edgernn.report import format_training
+    from edgernn.train_summary import format_training
 
     if resume and (data is not None or run_dir is not None):
         raise click.UsageError("--resume RUN_DIR continues that run: give no DATA or -o")
@@ -149,7 +171,12 @@ def train(
                 tensorboard=tensorboard,
             )
         else:
-            options = {"columns": names(columns), "targets": names(targets), "label_column": label_column}
+            options = {
+                "columns": names(columns),
+                "targets": names(targets),
+                "label_column": label_column,
+                "missing": missing,
+            }
             result = _train_new(train_module, task, data, run_dir, {k: v for k, v in options.items() if v},
                                 settings, progress=not quiet, tensorboard=tensorboard, overwrite=overwrite)  # fmt: skip
     click.echo(format_training(result.run_dir, result.metrics))
@@ -157,7 +184,8 @@ def train(
 
 def _train_new(train_module, task, data, run_dir, options, settings, **keywords):
     """Defaults for the task (inferred when not given: train_task infers it again and says so)."""
-    inferred = task or train_module.infer_task(data, **options)[0]
+    naming = {k: v for k, v in options.items() if k != "missing"}
+    inferred = task or train_module.infer_task(data, **naming)[0]
     model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
     model_config, train_config = train_module.configs_for(
         inferred, {k: settings.pop(k) for k in model_keys}, settings
