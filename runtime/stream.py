@@ -36,6 +36,8 @@ class Stream:
         self._graph = graph
         self.batch_size = batch_size
         self._binding = Binding(graph, batch_size)
+        self._step = self._binding.fast_step
+        self._one_result = self._binding.fixed_results and graph.result_count == 1
         # One lock per stream: calls from several threads are serialised, never interleaved (an
         # interleaved step would read one state set while another step writes it).
         self._lock = threading.Lock()
@@ -53,12 +55,10 @@ class Stream:
         also an unbatched int / ``(F,)``. Returns y ``(B, output_size)`` float32, ``(output_size,)`` for an
         unbatched x (for foreign models with several outputs, a tuple in graph order). y is a new array.
         """
-        binding = self._binding
         self._acquire()  # acquire/release in try/finally: half the cost of "with lock" (about 0.1 us)
         try:
-            unbatched = binding.write_x(x)
-            results = binding.run()
-            if binding.fixed_results and len(results) == 1:  # the common case, kept short
+            results, unbatched = self._step(x)
+            if self._one_result:  # the common case, kept short
                 return results[0][0].copy() if unbatched else results[0].copy()
             return _format([r.copy() for r in results], unbatched)
         finally:
@@ -106,8 +106,7 @@ class Stream:
         steps = xs.shape[1]
         collected: list[list[np.ndarray]] = []
         for t in range(steps):
-            binding.write_x(xs[:, t])
-            collected.append([r.copy() for r in binding.run()])
+            collected.append([r.copy() for r in binding.step(xs[:, t])[0]])
         return [np.stack(outputs, axis=1) for outputs in zip(*collected, strict=True)]
 
     def reset(self) -> None:

@@ -333,6 +333,94 @@ def test_bad_feature_inputs_are_refused_and_state_kept(feature_model, x, message
     assert_state_equal(stream.state, before)
 
 
+def test_every_form_of_x_steps_as_the_reference_on_the_short_path_and_off_it(feature_model):
+    """The short path (an x already float32 of the input's shape, batched or not) and the general one
+    (anything converted) alternate through the two buffer sets; every step equals the reference."""
+    stepper = Stepper(feature_model.path)
+    state = feature_model.initial_state(1)
+    rows = RNG.standard_normal((12, 4))
+    forms = (
+        lambda r: r.astype(np.float32), lambda r: r[None].astype(np.float32), lambda r: r.tolist(),
+        lambda r: (r * 10).astype(np.int64), lambda r: r, lambda r: np.asfortranarray(r[None]).astype(np.float32),
+    )  # fmt: skip
+    for k, row in enumerate(rows):
+        x = forms[k % len(forms)](row)
+        want, state = feature_model.step(np.asarray(x, np.float32).reshape(1, 4), state)
+        got = stepper.step(x)
+        np.testing.assert_allclose(got.reshape(1, -1), want, rtol=1e-5, atol=1e-6)
+        if isinstance(x, np.ndarray):
+            x[...] = 7  # the caller's array is the caller's: the stream kept a copy of nothing
+    assert_state_close(stepper.state, state)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_non_finite_float32_x_on_the_short_path_is_refused_with_its_own_message(feature_model, batched):
+    """A float32 x of the right shape is checked for NaN and inf with the step's results (one probe):
+    refused with the message a float64 x gets, the state never moved."""
+    stepper = advanced(Stepper(feature_model.path), feature_xs(1, 3)[0])
+    reference = Stepper(feature_model.path)
+    reference.restore(stepper.snapshot())
+    before = stepper.snapshot()
+    for bad in ([0, 0, np.nan, 0], [np.inf, 0, 0, 0], [0, 0, 0, -np.inf]):
+        x = np.array(bad, np.float32)
+        with pytest.raises(InputError) as err:
+            stepper.step(x[None] if batched else x)
+        where = bad.index(next(v for v in bad if not np.isfinite(v)))
+        assert str(err.value) == (
+            f"x: expected finite values, got 1 NaN/inf value(s), the first at index (0, {where})"
+        )
+        assert_state_equal(stepper.snapshot(), before)
+    good = np.ones(4, np.float32)
+    np.testing.assert_array_equal(stepper.step(good), reference.step(good))  # nothing of the NaN stayed
+
+
+def test_a_step_that_comes_out_non_finite_on_the_short_path_keeps_the_state(tmp_path):
+    """An edgernn feature model whose state grows tenfold a step: restored near float32's top, the next
+    step overflows; the short path hands it to the full one, which says so and moves nothing."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    info = contract.make_info(
+        cell="gru", num_layers=1, hidden_size=3,
+        input=contract.InputSpec(kind="features", size=3, dtype="float32"),
+        output=contract.OutputSpec(kind="values", size=3), edgernn_version="test",
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Mul", ["h", "ten"], ["h_next"]),
+        helper.make_node("Add", ["x", "bias"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "grow",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 1, 3]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("h_next", TensorProto.FLOAT, ["batch", 1, 3]),
+        ],
+        [
+            numpy_helper.from_array(np.array(10.0, np.float32), "ten"),
+            numpy_helper.from_array(np.ones(3, np.float32), "bias"),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", contract.OPSET)])
+    proto.ir_version = contract.IR_VERSION
+    helper.set_model_props(proto, {contract.METADATA_KEY: info.to_json()})
+    path = tmp_path / "grow.onnx"
+    path.write_bytes(proto.SerializeToString())
+    stepper = Stepper(path)
+    stepper.restore({"h": np.full((1, 1, 3), 1e38, np.float32)})
+    before = stepper.snapshot()
+    for x in (np.zeros(3, np.float32), np.zeros((1, 3), np.float32), [0.0, 0.0, 0.0]):
+        with pytest.raises(InputError, match="came out NaN or infinite"):
+            stepper.step(x)
+        assert_state_equal(stepper.snapshot(), before)
+    stepper.restore({"h": np.full((1, 1, 3), 2.0, np.float32)})
+    np.testing.assert_array_equal(stepper.step(np.full(3, 0.5, np.float32)), [1.5, 1.5, 1.5])
+    np.testing.assert_array_equal(stepper.state["h"], np.full((1, 1, 3), 20.0, np.float32))
+
+
 @pytest.mark.parametrize(
     ("xs", "message"),
     [
