@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgernn.cli.common import json_option
+from edgernn.cli.common import FINITE_FLOAT, json_option
 from edgernn.cli.group import cli
 
 
@@ -43,9 +43,29 @@ from edgernn.cli.group import cli
 @click.option("--state", "state_map", multiple=True, help="Foreign models: STATE_IN=STATE_OUT (repeat).")
 @click.option("--constant", "constants", multiple=True, help="Foreign models: INPUT=NUMBER (repeat).")
 @click.option("--state-shape", "state_shapes", multiple=True, help="Foreign models: STATE=2,batch,128.")
-@click.option("--data-shape", help="Foreign models: the data input's shape, e.g. batch,512 (others refused).")
+@click.option(
+    "--data-shape",
+    help="Foreign models: the data input's shape, e.g. batch,576 (Silero VAD at 16 kHz: 64 samples of context, "
+    "then 512 new); other shapes refused.",
+)
+@click.option(
+    "--device",
+    help="Measure on an emulated device instead of this machine (cortex-m0plus, cortex-m4, rv32imc, ...): "
+    "exact instructions, estimated cycles, flash, RAM and stack per step; --steps defaults to 200.",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    default="float32",
+    show_default=True,
+    help="With --device: precisions side by side, e.g. float32,int8.",
+)
+@click.option("--clock-mhz", type=FINITE_FLOAT, help="With --device: the clock for us/step (default: typical).")
 @json_option
-def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_hz, plot, as_json, **foreign):
+def bench(
+    models, steps, warmup, batch_size, threads, baselines, run_dir, paced_hz, plot, as_json,
+    device=None, precisions="float32", clock_mhz=None, **foreign,
+):  # fmt: skip
     """Measure per-step latency: p50/p90/p99/max and steps/s, measured side by side in one run.
 
     With no MODEL, or one: the stepper against PyTorch eager, a plain ONNX export of the same weights run
@@ -60,8 +80,14 @@ def bench(models, steps, warmup, batch_size, threads, baselines, run_dir, paced_
       edgernn bench --plot latency.png
       edgernn bench shakespeare.onnx --run runs/shakespeare --paced 1000 --json
       edgernn bench shakespeare.onnx shakespeare-int8.onnx --plot side-by-side.png --paced 1000
-      edgernn bench silero_vad.onnx --state state=stateN --constant sr=16000
+      edgernn bench silero_vad.onnx --state state=stateN --constant sr=16000 --data-shape batch,576
+      edgernn bench --device cortex-m4 --precision float32,int8 --clock-mhz 80
     """
+    if device is not None or click.get_current_context().get_parameter_source("precisions").name != "DEFAULT":
+        from edgernn.cli.device_bench import bench_on_device
+
+        click.echo(bench_on_device(models, device, precisions, clock_mhz, steps, as_json), nl=False)
+        return
     from edgernn.benchmark import BenchSettings, compare, compare_steppers
 
     options = _stepper_options(**foreign)

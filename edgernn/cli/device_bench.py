@@ -1,0 +1,44 @@
+"""edgernn bench --device: one step's cost on an emulated device (edgernn.export.c.devices)."""
+
+from __future__ import annotations
+
+import click
+
+from edgernn.cli.common import names
+
+HOST_STEPS = 5000
+
+
+def bench_on_device(models, device, precisions, clock_mhz, steps, as_json) -> str:
+    """The report of ``bench --device``: checks the arguments, measures, formats (text or JSON)."""
+    from edgernn.export.c.devices import get_device
+    from edgernn.export.c.devices.bench import DEFAULT_STEPS, PRECISIONS, bench_device
+    from edgernn.export.c.devices.report import to_json, to_text
+
+    if device is None:
+        raise click.UsageError("--precision and --clock-mhz go with --device DEVICE")
+    get_device(device)  # an unknown device lists the known ones
+    chosen = names(precisions) or []
+    for precision in chosen:
+        if precision not in PRECISIONS:
+            raise click.BadParameter(
+                f"expected a comma-separated list of {', '.join(PRECISIONS)}, got {precisions!r}",
+                param_hint="--precision",
+            )
+    if not chosen:
+        raise click.BadParameter("expected at least one precision", param_hint="--precision")
+    if len(models) > 1:
+        raise click.UsageError("--device measures one MODEL (or, with none, the reference GRU and LSTM)")
+    if clock_mhz is not None and clock_mhz <= 0:
+        raise click.BadParameter(f"expected a clock above 0 MHz, got {clock_mhz:g}", param_hint="--clock-mhz")
+    source = click.get_current_context().get_parameter_source("steps")
+    if source is not None and source.name == "DEFAULT":
+        steps = DEFAULT_STEPS
+    benches = bench_device(
+        models[0] if models else None,
+        device,
+        precisions=tuple(dict.fromkeys(chosen)),
+        clock_mhz=clock_mhz,
+        steps=steps,
+    )
+    return to_json(benches) + "\n" if as_json else to_text(benches)
