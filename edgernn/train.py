@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from edgernn.batches import SequenceBatches, SeriesBatches, pad_sequences
 from edgernn.checkpoint import VOCAB_FILE
 from edgernn.distributed import Distributed
+from edgernn.memory import check_training_memory
 from edgernn.models import ModelConfig, RecurrentModel
 from edgernn.progress import Progress
 from edgernn.runtime.errors import InputError
@@ -96,6 +97,7 @@ def train_task(
     )
     base = model_config or ModelConfig(cell="gru", hidden_size=128)
     model_config = replace(base, **data.model_fields)
+    check_memory(model_config, train_config, data)  # before anything is allocated or replaced
     setup = {"task": task, "data": str(data_path), "data_options": options}
     if overwrite:
         for name in (*RUN_FILES, VOCAB_FILE, CURVES_FILE):
@@ -189,6 +191,7 @@ def resume_training(
         min_validation_cases=train_config.min_validation_cases,
         **setup["data_options"],
     )
+    check_memory(model_config, train_config, data)
     return _run(
         data,
         model_config,
@@ -199,6 +202,14 @@ def resume_training(
         tensorboard=tensorboard,
         resume=(tensors, state),
     )
+
+
+def check_memory(model_config: ModelConfig, train_config: TrainConfig, data: TaskData) -> None:
+    """Refuse a run that would not fit in the machine's memory, in one line (``edgernn.memory``)."""
+    seq_len = train_config.seq_len
+    if not data.is_series:  # padded to the longest sequence of a batch
+        seq_len = max(len(inputs) for inputs, _ in data.train)
+    check_training_memory(model_config, train_config.batch_size, seq_len)
 
 
 def _resumed_config(

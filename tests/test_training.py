@@ -131,3 +131,43 @@ def test_text_data_helpers():
     assert inputs.shape == (4, 100) and torch.equal(inputs[:, 1:], targets[:, :-1])
     with pytest.raises(InputError, match="not in the vocabulary: 'z'"):
         encode("abz", vocabulary)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig(cell="gru", hidden_size=32, embedding_size=16),
+        ModelConfig(cell="lstm", input_kind="features", input_size=9, hidden_size=24, num_layers=3, output_size=2,
+                    output_kind="values"),
+        ModelConfig(cell="rnn_relu", input_kind="features", input_size=4, hidden_size=8, num_layers=2, output_size=3),
+    ],
+)  # fmt: skip
+def test_the_memory_estimate_counts_the_parameters_of_the_model(config):
+    from edgernn.memory import estimate_training_memory, parameter_count
+    from edgernn.models import count_parameters
+
+    assert parameter_count(config) == count_parameters(RecurrentModel(config))
+    estimate = estimate_training_memory(config, batch_size=8, seq_len=32)
+    assert estimate.parameter_bytes == 40 * parameter_count(config)
+    assert estimate.activation_bytes > 4 * 8 * 32 * config.hidden_size * config.num_layers
+
+
+@pytest.mark.parametrize("hidden_size", ["20000", "100000", "1000000"])
+def test_a_model_too_big_for_the_memory_is_refused_before_allocating(tmp_path, monkeypatch, hidden_size):
+    from click.testing import CliRunner
+
+    from edgernn import memory
+    from edgernn.cli import cli
+
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 16 * 10**9)
+    csv_path = tmp_path / "readings.csv"
+    csv_path.write_text("a,b\n" + "".join(f"{i % 7},{i % 5}\n" for i in range(700)))
+    run_dir = tmp_path / "run"
+    args = ["train", str(csv_path), "-o", str(run_dir), "--hidden-size", hidden_size, "--steps", "5"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert f"x hidden {hidden_size} x 1 layer(s)), and this machine has 16.0 GB available now" in lines[0]
+    assert "training this model would need about" in lines[0] and "parameters" in lines[0]
+    assert not run_dir.exists()
