@@ -10,9 +10,14 @@ target     module                           writes
 ``triton`` ``edgernn.export.triton``        a Triton model repository
 =========  ===============================  ==============================================
 
-The writer fills ``stage``, an empty directory beside the destination, and verifies what it wrote;
-:func:`deploy` then publishes the stage as ``out_dir`` in one rename. A writer that raises leaves nothing
-behind, and an earlier deployment in ``out_dir`` stays as it was.
+Before any writer runs, :func:`deploy` checks the arguments (lengths the file system and the compiler
+take, names that would collide with what edgernn writes), the destination (``edgernn.export.deploy_dir``:
+new, empty, or an earlier deployment of the same target, unless ``force``) and the graph
+(``edgernn.runtime.graph_bounds``: every input defined, no cycle, every output made, no dead node, nothing
+allocated past the contract's bounds), each refusal one InputError or ContractError. The writer fills
+``stage``, an empty directory beside the destination, and verifies what it wrote; :func:`deploy` then
+publishes it into ``out_dir``, replacing only the files an earlier deployment's ``deploy.json`` lists. A
+writer that raises leaves nothing behind, and an earlier deployment in ``out_dir`` stays as it was.
 """
 
 from __future__ import annotations
@@ -30,14 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgernn.export.deploy_arguments import check_arguments
+from edgernn.export.deploy_dir import MANIFEST, check_destination, publish
 from edgernn.runtime.errors import InputError
+from edgernn.runtime.graph_bounds import check_model_graph
+from edgernn.runtime.session import MAX_MODEL_BYTES
+from edgernn.runtime.untrusted import read_bytes
 
 TARGETS = {
     "ort": "edgernn.export.ort_format",
     "c": "edgernn.export.c",
     "triton": "edgernn.export.triton",
 }
-MANIFEST = "deploy.json"
 # What targets need beyond the base install (numpy, onnxruntime, click): onnx, to read and rewrite graphs
 # (ort, c, triton --backend c). The ``deploy`` extra brings it without torch: pip install 'edgernn[deploy]'.
 DEPLOY_EXTRA = {"onnx"}
@@ -79,23 +88,36 @@ class DeployReport:
         return "\n".join(lines)
 
 
-def deploy(model: str | os.PathLike, target: str, out_dir: str | os.PathLike, **options: Any) -> DeployReport:
+def deploy(
+    model: str | os.PathLike,
+    target: str,
+    out_dir: str | os.PathLike,
+    *,
+    force: bool | None = None,
+    **options: Any,
+) -> DeployReport:
     """Write and verify the artefacts of ``target`` for ``model`` into ``out_dir``.
 
     ``options`` are the target writer's keyword arguments; one the target does not take is refused by
-    name. ``out_dir`` may be new, empty, or an earlier deployment (it holds ``deploy.json``); it is
-    replaced only once everything is written and verified.
+    name. ``out_dir`` may be new, empty, or an earlier deployment of ``target`` (it holds ``deploy.json``),
+    whose listed files are replaced once everything is written and verified; the user's other files there
+    stay. ``force``: replace a directory that holds anything else, and overwrite a file in the way (also
+    passed to a writer that takes it: the C target's int8 quality gates).
     """
     model = Path(model)
     out_dir = Path(out_dir)
     with _deploy_extra(target):
         writer = _writer(target)
+    if force and "force" in inspect.signature(writer).parameters:
+        options["force"] = force
     _check_options(writer, target, options)
+    check_arguments(target, out_dir, options, _flag)
     if not model.is_file():
         raise InputError(f"model {str(model)!r}: expected an ONNX file, found none")
-    _check_destination(out_dir)
+    check_model_graph(read_bytes(model, "the model", max_bytes=MAX_MODEL_BYTES), repr(str(model)))
+    destination = check_destination(out_dir, target, bool(force))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".stage", dir=out_dir.parent))
+    stage = Path(tempfile.mkdtemp(prefix=".edgernn-", suffix=".stage", dir=out_dir.parent))
     try:
         with _deploy_extra(target):
             report = writer(model, stage, **options)
@@ -103,7 +125,7 @@ def deploy(model: str | os.PathLike, target: str, out_dir: str | os.PathLike, **
         report.files = _listing(stage)
         _write_manifest(stage, model, report)
         report.files = _listing(stage)
-        _publish(stage, out_dir)
+        publish(stage, destination, bool(force))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -147,23 +169,6 @@ def _flag(name: str) -> str:
     return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
-def _check_destination(out_dir: Path) -> None:
-    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise InputError(f"-o {str(out_dir)!r}: expected a directory, found a file or link")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
-        raise InputError(
-            f"-o {str(out_dir)!r}: expected a new or empty directory or an earlier deployment "
-            f"(with {MANIFEST}); it holds other files"
-        )
-    for parent in out_dir.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"-o {str(out_dir)!r}: {str(parent)!r} is not a directory")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise InputError(f"-o {str(out_dir)!r}: {str(parent)!r} is not writable")
-            break
-
-
 def _listing(stage: Path) -> list[tuple[str, int]]:
     return sorted(
         (p.relative_to(stage).as_posix(), p.stat().st_size) for p in stage.rglob("*") if p.is_file()
@@ -180,30 +185,3 @@ def _write_manifest(stage: Path, model: Path, report: DeployReport) -> None:
         "details": report.details,
     }
     (stage / MANIFEST).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-
-
-def _publish(stage: Path, out_dir: Path) -> None:
-    """Move the stage to ``out_dir`` in one rename; an earlier deployment goes only after that."""
-    for path in [stage, *stage.rglob("*")]:
-        _fsync(path)
-    if not out_dir.exists():
-        os.replace(stage, out_dir)
-    else:
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-        old.rmdir()
-        os.replace(out_dir, old)
-        try:
-            os.replace(stage, out_dir)
-        except BaseException:
-            os.replace(old, out_dir)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    _fsync(out_dir.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

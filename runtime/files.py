@@ -96,6 +96,11 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def folder_mode() -> int:
+    """The mode ``mkdir`` gives a new folder under the process's umask (0755 under the usual 022)."""
+    return 0o777 & ~_umask()
+
+
 def _umask() -> int:
     """The process's umask, read without changing it where the kernel tells (Linux 4.7+), since setting it
     to read it would race with other threads creating files."""

@@ -43,7 +43,11 @@ from edgernn.cli.group import cli
 )
 @click.option("--tolerance", type=FINITE_FLOAT, help="c int8: metric change allowed (as export --tolerance).")
 @click.option(
-    "--force", is_flag=True, default=None, help="c int8: write past a failed metric or drift check."
+    "--force",
+    is_flag=True,
+    default=None,
+    help="Replace an -o that is not an edgernn deployment of this target (or overwrite a file in the way); "
+    "c int8: also write past a failed metric or drift check.",
 )
 @click.option("--backend", type=click.Choice(["onnxruntime", "python", "c"]), help="triton: the backend.")
 @click.option("--model-name", help="triton: the model's name in the repository.")

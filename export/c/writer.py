@@ -33,14 +33,15 @@ def write(
     fast_activations: rational tanh/sigmoid. skip_verify: write without compiling and running the
     self-test (the report says so). data, tolerance, force: the int8 quality gates, as ``edgernn export``
     takes them: the task metric on ``data`` (a data file the model's metadata describes), its tolerance,
-    and writing a target that fails the drift or metric check anyway.
+    and writing a target that fails the drift or metric check anyway (``deploy`` also passes ``force``
+    when it replaces a foreign directory; float32 has no gate to force).
     """
     name = check_name(name or "model")
     precision = precision or "float32"
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision != "int8" and (data is not None or tolerance is not None or force):
-        flags = [f for f, v in (("--data", data), ("--tolerance", tolerance), ("--force", force)) if v]
+    if precision != "int8" and (data is not None or tolerance is not None):  # force: also the directory's
+        flags = [f for f, v in (("--data", data), ("--tolerance", tolerance)) if v]
         raise InputError(f"{', '.join(flags)}: the quality gates are for --precision int8 (float32 is exact)")
     if tolerance is not None and data is None:
         raise InputError("--tolerance: the task-metric check it sets runs on --data FILE; give both")
