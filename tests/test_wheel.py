@@ -246,6 +246,14 @@ def test_the_installed_package_deploys_to_every_target_and_runs_outside_the_repo
     assert (work / "triton-c" / "chars_c" / "1" / "libtriton_edgernn.so").is_file()
     assert (work / "triton-python" / "chars_py" / "1" / "model.py").is_file()
 
+    platforms = json.loads(edgernn("platforms", "--copy", work / "platform", "--json"))
+    assert Path(platforms["folder"]).resolve().is_relative_to(site)
+    assert {"mps2_an386.ld", "startup_cortex_m4.c"} <= set(platforms["copied"])
+    for name in platforms["copied"]:
+        assert (work / "platform" / name).read_bytes() == (
+            ROOT / "export" / "c" / "platforms" / name
+        ).read_bytes()
+
     bench = json.loads(edgernn("bench", model, "--steps", "200", "--warmup", "20", "--json"))
     assert bench["stepper"]["p50_us"] > 0
     assert "c" in bench, bench["notes"]  # the generated C timed with the installed step_bench.c.in

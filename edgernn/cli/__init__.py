@@ -7,7 +7,13 @@ Results go to stdout; progress and diagnostics to stderr. Bad input: one line on
 
 from __future__ import annotations
 
-from edgernn.cli import bench_command, deploy_command, run_commands, train_commands  # noqa: F401  (registers)
+from edgernn.cli import (  # noqa: F401  (registers)
+    bench_command,
+    deploy_command,
+    platforms_command,
+    run_commands,
+    train_commands,
+)
 from edgernn.cli.group import cli
 
 __all__ = ["cli", "main"]
