@@ -130,3 +130,41 @@ def test_mcu_chargen_on_the_cortex_m4(tmp_path):
     )
     generated = out.rsplit("ROMEO:", 1)[1].removesuffix("\n")  # the last line: what QEMU printed
     assert len(generated) == 120 and set(generated) <= set("".join(vocabulary))
+
+
+def test_mcu_build_follows_the_model_given_not_the_files_date(tmp_path):
+    """`make stream MODEL=other.onnx` regenerates the C even when other.onnx is older than the build; the
+    same model again deploys nothing."""
+    from task_models import task_model
+
+    if shutil.which("make") is None or not any(shutil.which(cc) for cc in ("cc", "gcc")):
+        message = "examples/mcu stream: make or cc not found (Debian packages: make gcc)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    extra = {"task": "forecast", "columns": ["a", "b"], "targets": ["a", "b"]}
+    models = [
+        task_model(
+            tmp_path, f"m{seed}.onnx", extra, input_kind="features", input_size=2, hidden_size=4, seed=seed
+        )
+        for seed in (1, 2)
+    ]
+    os.utime(models[1].path, (1_000_000_000, 1_000_000_000))  # older than any build
+    rows = "a,b\n" + "".join(f"{np.sin(t / 5):.4f},{np.cos(t / 7):.4f}\n" for t in range(20))
+
+    def stream(model, build):
+        done = subprocess.run(
+            ["make", "--no-print-directory", "-C", str(ROOT / "examples" / "mcu"), "stream", f"BUILD={build}",
+             f"EDGERNN={Path(sys.executable).with_name('edgernn')}", f"MODEL={model.path}"],
+            input=rows, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout, "deploy" in done.stderr
+
+    first, deployed = stream(models[0], tmp_path / "build")
+    assert deployed and len(first.splitlines()) == 1 + 20
+    again, deployed = stream(models[0], tmp_path / "build")
+    assert (again, deployed) == (first, False)
+    other, deployed = stream(models[1], tmp_path / "build")
+    assert deployed and other != first
+    assert other == stream(models[1], tmp_path / "fresh")[0]
