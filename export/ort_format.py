@@ -23,8 +23,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import re
 import shutil
+import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,7 @@ from edgernn.runtime import Stepper, contract, tolerance
 from edgernn.runtime.chunk import chunk_path, probe_input
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, InputError, ParityError
+from edgernn.runtime.session import QUIET_LOG_LEVEL
 
 VERIFY_STEPS = 1000
 TOLERANCE = 1e-6  # largest |error| allowed, relative to max(1, largest |y|) of the ONNX file; y in std units
@@ -163,7 +169,7 @@ def _convert(
     level, tool_log.level = tool_log.level, logging.WARNING
     chatter = io.StringIO()
     try:
-        with contextlib.redirect_stdout(chatter):  # the tool prints progress; stdout is the command's
+        with contextlib.redirect_stdout(chatter), onnxruntime_log_as_warnings():  # stdout is the command's
             convert_onnx_models_to_ort(
                 sources[0].parent,
                 output_dir=scratch,
@@ -185,6 +191,41 @@ def _convert(
         shutil.move(scratch / f"{source.stem}{tag}.ort", target)
         converted.append(_Converted(source, target))
     return converted
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ORT_LOG_LINE = re.compile(r"^\S+ \S+ \[([VIWEF]):onnxruntime:[^\]]*\] (.*)$")
+_SEVERITY = {"V": "verbose", "I": "info", "W": "warning", "E": "error", "F": "fatal"}
+
+
+@contextlib.contextmanager
+def onnxruntime_log_as_warnings() -> Iterator[None]:
+    """What onnxruntime's C++ logger writes to stderr meanwhile (ANSI-coloured, timestamped lines the
+    converter's sessions emit: "Serializing optimized model with ... NchwcTransformer enabled"), turned into
+    one Python warning per distinct message, without colour or timestamp, once the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+        for message in dict.fromkeys(_log_messages(text)):
+            warnings.warn(message, stacklevel=3)
+
+
+def _log_messages(text: str) -> Iterator[str]:
+    for line in _ANSI.sub("", text).splitlines():
+        line = line.strip()
+        match = _ORT_LOG_LINE.match(line)
+        if match:
+            yield f"onnxruntime {_SEVERITY[match.group(1)]}: {match.group(2).strip()}"
+        elif line:
+            yield line
 
 
 # --- verification ----------------------------------------------------------------------------------
@@ -244,6 +285,7 @@ def _session_loop(path: Path, info: ModelInfo, xs: np.ndarray) -> list[np.ndarra
     """The static-batch graph stepped by a plain onnxruntime session (the Stepper wants a dynamic batch)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = QUIET_LOG_LEVEL  # a failure is raised and reported; no log lines
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     state = {s.input: np.full((1, *s.shape), s.initial, np.float32) for s in info.states}
     names = [contract.OUTPUT_NAME, *(s.output for s in info.states)]

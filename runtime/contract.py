@@ -303,7 +303,8 @@ def parse_info(text: str) -> ModelInfo:
     if not isinstance(doc, dict):
         raise ContractError(f"edgernn metadata: expected a JSON object, got {type(doc).__name__}")
     version = doc.get("schema_version")
-    if version not in KNOWN_SCHEMA_VERSIONS:
+    if isinstance(version, bool) or not isinstance(version, int) or version not in KNOWN_SCHEMA_VERSIONS:
+        # integers only: true == 1 and 1.0 == 1 in Python, but neither is a version edgernn wrote
         known = ", ".join(str(v) for v in KNOWN_SCHEMA_VERSIONS)
         raise ContractError(
             f"edgernn metadata schema_version {version!r:.60} is not supported; this edgernn reads version(s) {known}"

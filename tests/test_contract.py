@@ -52,7 +52,7 @@ def test_feature_metadata_keeps_normalisation():
     assert parsed.output.mean == (100.0,) and parsed.output.std == (20.0,)
 
 
-@pytest.mark.parametrize("version", [0, 3, "1", None])
+@pytest.mark.parametrize("version", [0, 3, "1", None, True, 1.0, 2.0])
 def test_unknown_schema_version_is_refused_naming_the_known_ones(version):
     doc = metadata_doc()
     doc["schema_version"] = version

@@ -238,3 +238,29 @@ def test_a_dead_65536_square_constant_is_refused_by_every_target_in_bounded_memo
         t: outcomes.get(t, done.stderr[-300:])[: len(expected)] for t in ("ort", "c", "triton")
     } == dict.fromkeys(("ort", "c", "triton"), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.onnx"]
+
+
+# --- stderr ------------------------------------------------------------------------------------------------
+
+
+def test_the_ort_targets_warnings_are_one_clean_line_each(model, tmp_path):
+    """onnxruntime's logger wrote ANSI-coloured, timestamped lines (twice, one per graph) for a fixed-style
+    conversion; the missing chunk graph came as a Python UserWarning with its source line."""
+    command = [sys.executable, "-m", "edgernn", "deploy", str(model), "--target", "ort", "-o"]
+    fixed = ["--optimization-style", "fixed", "--target-platform", "amd64"]
+    done = subprocess.run(
+        [*command, str(tmp_path / "fixed"), *fixed], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "Warning: onnxruntime warning: Serializing optimized model"
+    )
+    assert "\x1b" not in done.stderr
+    solo = tmp_path / "solo"
+    solo.mkdir()
+    (solo / model.name).write_bytes(model.read_bytes())  # without its chunk graph
+    result = run_cli("deploy", solo / model.name, "--target", "ort", "-o", tmp_path / "ort")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Warning: {solo / 'char.chunk.onnx'} is missing"), lines

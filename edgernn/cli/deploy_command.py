@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import click
@@ -49,6 +50,14 @@ from edgernn.cli.group import cli
     help="Replace an -o that is not an edgernn deployment of this target (or overwrite a file in the way); "
     "c int8: also write past a failed metric or drift check.",
 )
+@click.option(
+    "--max-state-bytes", type=click.IntRange(min=1), help="c: largest state struct accepted (default 1 MiB)."
+)
+@click.option(
+    "--max-scratch-bytes",
+    type=click.IntRange(min=1),
+    help="c: largest scratch a step keeps on the stack (default 1 MiB).",
+)
 @click.option("--backend", type=click.Choice(["onnxruntime", "python", "c"]), help="triton: the backend.")
 @click.option("--model-name", help="triton: the model's name in the repository.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="triton: max_batch_size.")
@@ -81,5 +90,10 @@ def deploy(model, target, out_dir, as_json, **options) -> None:
     from edgernn.export.deploy import deploy as deploy_model
 
     given = {key: value for key, value in options.items() if value is not None}
-    report = deploy_model(model, target, out_dir, **given)
+    with warnings.catch_warnings(record=True) as caught:  # each warning one clean line on stderr
+        try:
+            report = deploy_model(model, target, out_dir, **given)
+        finally:
+            for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+                click.echo(f"Warning: {message}", err=True)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
