@@ -9,7 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +222,212 @@ def test_token_bound_and_self_test_under_address_and_undefined_sanitizers(tmp_pa
             assert all(kept == "1" for *_, kept in results)
         else:
             assert ran.stdout.strip().endswith("PASS"), ran.stdout[-2000:]
+
+
+# --- 17.3: folded constants and generated code bounded before anything is allocated ---------------------
+
+BOUNDED_RUNNER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from edgernn.export.c import generate_sources
+from edgernn.runtime.errors import ContractError, InputError
+try:
+    generate_sources(sys.argv[1])
+    print("ok")
+except (ContractError, InputError) as exc:
+    print(type(exc).__name__ + ": " + str(exc))
+except BaseException as exc:
+    print("other: " + type(exc).__name__ + ": " + str(exc)[:300])
+"""
+
+
+def generate_bounded(path: Path) -> str:
+    """generate_sources(path) in a fresh Python limited to 3 GiB of address space: its outcome line."""
+    done = subprocess.run(
+        [sys.executable, "-c", BOUNDED_RUNNER, str(path)], capture_output=True, text=True, timeout=120
+    )
+    return (done.stdout.strip().splitlines() or [f"died: {done.returncode} {done.stderr[-300:]}"])[-1]
+
+
+def _const(name: str, value) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value), name))
+
+
+def _with(*extra_nodes: onnx.NodeProto):
+    def edit(nodes, inits):
+        return [*extra_nodes, *nodes], inits
+
+    return edit
+
+
+BOMBS = {
+    "dead ConstantOfShape 65536 x 65536": _with(
+        _const("big", np.array([65536, 65536], np.int64)), helper.make_node("ConstantOfShape", ["big"], ["z"])
+    ),
+    "Range of 2e9": _with(
+        _const("r0", np.array(0, np.int64)),
+        _const("r1", np.array(2_000_000_000, np.int64)),
+        _const("r2", np.array(1, np.int64)),
+        helper.make_node("Range", ["r0", "r1", "r2"], ["r"]),
+    ),  # fmt: skip
+    "Expand of a scalar to 1e9": _with(
+        _const("one", np.array(1.0, np.float32)),
+        _const("wide", np.array([1_000_000_000], np.int64)),
+        helper.make_node("Expand", ["one", "wide"], ["ones"]),
+    ),  # fmt: skip
+    "outer product of two constants": _with(
+        _const("tall", np.array([100_000, 1], np.int64)),
+        _const("long", np.array([1, 100_000], np.int64)),
+        helper.make_node("ConstantOfShape", ["tall"], ["col"]),
+        helper.make_node("ConstantOfShape", ["long"], ["row"]),
+        helper.make_node("MatMul", ["col", "row"], ["outer"]),
+    ),  # fmt: skip
+    "run-time Expand of x to 1e8": _with(
+        _const("rows", np.array([100_000_000 // FEATURES, FEATURES], np.int64)),
+        helper.make_node("Expand", ["x", "rows"], ["x_wide"]),
+    ),  # fmt: skip
+    "state expanded to 1e8": _with(
+        _const("state_wide", np.array([25_000_000, 1, HIDDEN], np.int64)),
+        helper.make_node("Expand", ["h", "state_wide"], ["h_wide"]),
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", BOMBS)
+def test_constants_and_tensors_past_the_declared_sizes_are_refused_before_allocating(tmp_path, case):
+    """Each file is a few hundred bytes; each used to ask numpy for gigabytes (a MemoryError traceback, or
+    the machine's memory): now one ContractError naming the node and the bound, in a 3 GiB process."""
+    path = saved(step_model(tokens=False, edit=BOMBS[case]), tmp_path / "bomb.onnx")
+    assert path.stat().st_size < 2_000
+    outcome = generate_bounded(path)
+    assert outcome.startswith("ContractError: node ") and "bound a tensor to 1,048,576" in outcome, outcome
+    deploy_refused(path, tmp_path, triton=False)  # deploy may refuse the dead node first
+
+
+def scattered_gather(count: int, used: bool):
+    """x (1, 3) gathered by ``count`` scattered indices (7919 i mod 3, int32); used: the gathered values go
+    through a (count, 4) product into the state's update, else the node is dead."""
+
+    def edit(nodes, inits):
+        inits = {**inits, "picks": (np.arange(count) * 7919 % FEATURES).astype(np.int32)}
+        gathered = [helper.make_node("Gather", ["x", "picks"], ["x_picked"], axis=1)]
+        if used:
+            rng = np.random.default_rng(1)
+            inits["G"] = (rng.standard_normal((count, HIDDEN)) * 0.1).astype(np.float32)
+            gathered += [
+                helper.make_node("MatMul", ["x_picked", "G"], ["g"]),
+                helper.make_node("Add", ["p", "g"], ["p_g"]),
+            ]
+            nodes = [
+                helper.make_node("Add", ["p_g", "q"], ["pre"]) if n.output[0] == "pre" else n for n in nodes
+            ]
+        return [*nodes[:1], *gathered, *nodes[1:]], inits
+
+    return edit
+
+
+def test_a_gather_by_scattered_indices_is_a_table_and_a_loop(tmp_path):
+    """10,000 scattered indices used to be 10,000 statements (so a 1 kB file that computes its indices
+    made a 61 MB model.c); now one loop over a table of them, and a used one (80 indices) matches the
+    onnxruntime stepper."""
+    path = saved(step_model(tokens=False, edit=scattered_gather(10_000, used=False)), tmp_path / "wide.onnx")
+    source = generate_sources(path).files["model.c"]
+    assert "Gather by 10000 constant indices" in source
+    assert source.count(";\n") < 200 and len(source) < 100_000, (source.count(";\n"), len(source))
+    path = saved(step_model(tokens=False, edit=scattered_gather(80, used=True)), tmp_path / "used.onnx")
+    report = deploy(path, "c", tmp_path / "c")
+    assert report.details["verified"] and report.details["max_abs_error"] < 1e-5
+    assert "Gather by 80 constant indices" in (tmp_path / "c" / "model.c").read_text()
+
+
+# --- 17.4: state and scratch bounded at deploy; a crashing self-test names its signal -------------------
+
+
+def big_state_model(layers: int, hidden: int) -> onnx.ModelProto:
+    """Features 3 -> y (2); a (layers, hidden) state halved every step: its scratch is the state's size."""
+    info = contract.make_info(
+        cell="rnn_tanh", num_layers=layers, hidden_size=hidden,
+        input=InputSpec(kind="features", size=FEATURES, dtype="float32"), output=OutputSpec(kind="values", size=2),
+        edgernn_version="test",
+    )  # fmt: skip
+    inits = [
+        numpy_helper.from_array(np.ones((FEATURES, 2), np.float32), "W"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["y"]),
+        helper.make_node("Mul", ["h", "half"], ["h_next"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "big_state",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", layers, hidden]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2]),
+            helper.make_tensor_value_info("h_next", TensorProto.FLOAT, ["batch", layers, hidden]),
+        ],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", contract.OPSET)])
+    proto.ir_version = contract.IR_VERSION
+    helper.set_model_props(proto, {contract.METADATA_KEY: info.to_json()})
+    return proto
+
+
+def test_state_and_scratch_beyond_their_bounds_are_refused_and_options_raise_them(tmp_path):
+    """A 64 x 65,536 state (16 MiB, and as much scratch) used to deploy and crash its self-test with an
+    empty reason; now one line naming the bound and the option that raises it."""
+    path = saved(big_state_model(64, 65536), tmp_path / "big.onnx")
+    with pytest.raises(ContractError, match=r"the state takes 16,777,216 bytes.*--max-state-bytes"):
+        generate_sources(path)
+    assert_one_line_exit_2(
+        run_cli("deploy", path, "--target", "c", "-o", tmp_path / "c"), "--max-state-bytes", "1,048,576"
+    )
+    path = saved(big_state_model(2, 65536), tmp_path / "wide.onnx")  # 512 KiB state, 512 KiB scratch
+    with pytest.raises(
+        ContractError, match=r"a step.s scratch on the stack takes 524,[0-9]{3} bytes.*--max-scr"
+    ):
+        generate_sources(path, max_scratch_bytes=256 * 1024)
+    result = run_cli(
+        "deploy", path, "--target", "c", "-o", tmp_path / "raised", "--no-verify", "--max-state-bytes",
+        16 << 20, "--max-scratch-bytes", 16 << 20,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "#define MODEL_STATE_FLOATS  131072\n" in (tmp_path / "raised" / "model.h").read_text()
+    assert_one_line_exit_2(
+        run_cli("deploy", path, "--target", "c", "-o", tmp_path / "zero", "--max-state-bytes", 0),
+        "--max-state-bytes",
+    )
+
+
+CRASHING = r"""
+#include <signal.h>
+#include <stdio.h>
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, BUFSIZ);
+    printf("step 0 ok\nstep 1 ok\n");
+    raise(SIGSEGV);
+    printf("PASS\n");
+    return 0;
+}
+"""
+
+
+def test_a_crashing_self_test_is_reported_with_its_signal_and_output(tmp_path):
+    (tmp_path / "crash.c").write_text(CRASHING)
+    built = subprocess.run([CC, str(tmp_path / "crash.c"), "-o", str(tmp_path / "crash")], check=False)
+    assert built.returncode == 0
+    result = run_self_test(tmp_path / "crash")
+    assert not result.passed
+    lines = result.output.strip().splitlines()
+    assert lines[:2] == ["step 0 ok", "step 1 ok"]
+    assert (
+        lines[-1] == f"the self-test was killed by signal {int(signal.SIGSEGV)} (SIGSEGV, Segmentation fault)"
+    )
+    source = deploy(saved(step_model(), tmp_path / "m.onnx"), "c", tmp_path / "c", skip_verify=True)
+    test_c = (source.out_dir / "model_test.c").read_text()
+    assert "setvbuf(stdout, NULL, _IOLBF, BUFSIZ);" in test_c and "static model_state st, before;" in test_c

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -71,11 +72,25 @@ def compile_host(
 
 
 def run_self_test(executable: str | os.PathLike, timeout: float = 300) -> SelfTestResult:
+    """Run NAME_test; a crash is a failed result whose output ends with the signal that ended it."""
     done = _run([str(executable)], "the self-test", timeout)
     result = parse_output(done.stdout)
+    if done.returncode < 0:
+        return SelfTestResult(False, result.max_abs_error, result.steps, crash_report(done))
     if done.returncode != 0 and result.passed:  # PASS printed but a non-zero exit: not a pass
         return SelfTestResult(False, result.max_abs_error, result.steps, done.stdout + done.stderr)
     return result
+
+
+def crash_report(done: subprocess.CompletedProcess) -> str:
+    """What a program killed by a signal printed (its last lines) and the signal, named."""
+    number = -done.returncode
+    try:
+        name = f"{signal.Signals(number).name}, {signal.strsignal(number)}"
+    except ValueError:
+        name = "unknown signal"
+    printed = _tail(done.stdout + done.stderr) or "(it printed nothing)"
+    return f"{printed}\nthe self-test was killed by signal {number} ({name})"
 
 
 def verify_host(directory: str | os.PathLike, name: str, cc: str | None = None) -> SelfTestResult:

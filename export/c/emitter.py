@@ -17,6 +17,7 @@ from edgernn.export.c.ir import (
     Elementwise,
     GatherRow,
     Gemv,
+    IndexedCopy,
     LayerNorm,
     Program,
     Softmax,
@@ -54,10 +55,10 @@ class Emitter:
             return self.array_names[key]
         symbol = f"{self.name}_{prefix}{len(self.array_names)}"
         self.array_names[key] = symbol
-        byte = ctype in ("int8_t", "uint8_t")
-        body = c_ints(array) if byte else c_floats(array)
+        integer = ctype in ("int8_t", "uint8_t", "int32_t")
+        body = c_ints(array) if integer else c_floats(array)
         self.arrays.append(f"static const {ctype} {symbol}[{max(1, array.size)}] = {{\n{body}\n}};")
-        self.flash += array.size * (1 if byte else 4)
+        self.flash += array.size * (1 if ctype in ("int8_t", "uint8_t") else 4)
         return symbol
 
     # -- names of buffers and elements
@@ -111,6 +112,8 @@ class Emitter:
             return layers.elementwise(self, op)
         if isinstance(op, Copy):
             return layers.copy(self, op)
+        if isinstance(op, IndexedCopy):
+            return layers.indexed_copy(self, op)
         if isinstance(op, LayerNorm):
             return layers.layer_norm(self, op)
         if isinstance(op, Softmax):

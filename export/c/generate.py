@@ -13,6 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgernn import __version__
+from edgernn.export.c.bounds import MAX_SCRATCH_BYTES, MAX_STATE_BYTES, check_size, size_option
 from edgernn.export.c.check import check_graph, check_strings, check_vocabulary
 from edgernn.export.c.emit import emit, metadata_json
 from edgernn.export.c.lower import lower
@@ -136,6 +137,8 @@ def generate_sources(
     name: str = "model",
     precision: str = "float32",
     fast_activations: bool = False,
+    max_state_bytes: int | None = None,
+    max_scratch_bytes: int | None = None,
 ) -> CSources:
     """NAME.h and NAME.c computing one step of ``model`` (an edgernn ONNX file: path, bytes or proto).
 
@@ -144,17 +147,23 @@ def generate_sources(
     to int8 once per step; from a float32 file).
     fast_activations: tanh and sigmoid as a cheaper rational function (see activations.FAST_TANH_*) instead of
     the default ones (activations.TANH_MAX_ABS_ERROR...); neither calls libm.
+    max_state_bytes, max_scratch_bytes: the largest state struct and the largest scratch a step keeps on
+    the stack that are accepted (default ``bounds.MAX_STATE_BYTES``, ``bounds.MAX_SCRATCH_BYTES``).
     Raises ContractError for a graph the C target cannot reproduce, naming the op or the reason.
     """
     check_name(name)
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    max_state = size_option(max_state_bytes, MAX_STATE_BYTES, "--max-state-bytes")
+    max_scratch = size_option(max_scratch_bytes, MAX_SCRATCH_BYTES, "--max-scratch-bytes")
     proto, content = load_model(model)
     info = read_info(proto)
     _check_quantization(info, precision)
     _check_io(proto, info)
     check_strings(info)
     check_graph(proto, info)
+    state_bytes = 4 * sum(int(np.prod(s.shape)) for s in info.states)
+    check_size("the state", state_bytes, max_state, "--max-state-bytes")
     program = lower(proto, info)
     check_vocabulary(program)
     c_target = {
@@ -170,6 +179,7 @@ def generate_sources(
     metadata = metadata_json(info.to_json(), {"c_target": c_target})
     notes = {"precision": precision}
     emitted = emit(program, name, precision, bool(fast_activations), metadata, notes)
+    check_size("a step's scratch on the stack", emitted.scratch_bytes, max_scratch, "--max-scratch-bytes")
     reference = content
     if precision == "int8":
         reference = _reference_with(proto, emitted.replaced, emitted.quantized_inputs)

@@ -112,7 +112,20 @@ class Softmax:
     log: bool
 
 
-Operation = Gemv | Elementwise | Copy | GatherRow | LayerNorm | Softmax
+@dataclass(eq=False)
+class IndexedCopy:
+    """``out (outer, N, inner) = x (outer, rows, inner)[:, indices, :]``: a Gather by constant indices that
+    no stride describes, written as a table of the indices and one loop (code the same size for any N)."""
+
+    out: Tensor
+    x: Tensor
+    indices: np.ndarray  # (N,) int32, each in [0, rows)
+    outer: int
+    rows: int
+    inner: int
+
+
+Operation = Gemv | Elementwise | Copy | GatherRow | LayerNorm | Softmax | IndexedCopy
 
 
 @dataclass

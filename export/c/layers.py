@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 
 from edgernn.export.c.activations import activation
 from edgernn.export.c.ctext import literal
-from edgernn.export.c.ir import Copy, Elementwise, LayerNorm, Softmax, broadcast_strides, contiguous_strides
+from edgernn.export.c.ir import (
+    Copy,
+    Elementwise,
+    IndexedCopy,
+    LayerNorm,
+    Softmax,
+    broadcast_strides,
+    contiguous_strides,
+)
 from edgernn.runtime.errors import ContractError
 
 if TYPE_CHECKING:
@@ -117,6 +125,32 @@ def copy(e: Emitter, op: Copy) -> list[str]:
     dst = " + ".join(f"i{d} * {s}" if s != 1 else f"i{d}" for d, s in enumerate(dst_strides) if s) or "0"
     src = " + ".join(f"i{d} * {s}" if s != 1 else f"i{d}" for d, s in enumerate(src_strides) if s) or "0"
     return [" ".join(loops) + f" {e.ref(op.dst, op.dst_offset, dst)} = {e.ref(op.src, op.src_offset, src)};"]
+
+
+def indexed_copy(e: Emitter, op: IndexedCopy) -> list[str]:
+    """The Gather by a table of constant indices: one loop whatever their count."""
+    count = op.indices.size
+    table = e.const_array(op.indices, "int32_t", "i")
+    loops, dst, src = (
+        [],
+        [f"n * {op.inner}" if op.inner > 1 else "n"],
+        [f"{table}[n] * {op.inner}" if op.inner > 1 else f"{table}[n]"],
+    )
+    if op.outer > 1:
+        loops.append(f"for (int o = 0; o < {op.outer}; o++)")
+        dst.insert(0, f"o * {count * op.inner}")
+        src.insert(0, f"o * {op.rows * op.inner}")
+    loops.append(f"for (int n = 0; n < {count}; n++)")
+    if op.inner > 1:
+        loops.append(f"for (int i = 0; i < {op.inner}; i++)")
+        dst.append("i")
+        src.append("i")
+    target = e.ref(op.out.storage, op.out.offset, " + ".join(dst))
+    value = e.ref(op.x.storage, op.x.offset, " + ".join(src))
+    return [
+        f"/* {op.out.name}: Gather by {count} constant indices */",
+        " ".join(loops) + f" {target} = {value};",
+    ]
 
 
 def layer_norm(e: Emitter, op: LayerNorm) -> list[str]:

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from edgernn.export.c.bounds import element_bound
 from edgernn.export.c.fold import ConstantFolder
 from edgernn.export.c.fuse import fuse_add
 from edgernn.export.c.ir import (
@@ -28,6 +29,7 @@ from edgernn.export.c.ir import (
     Elementwise,
     GatherRow,
     Gemv,
+    IndexedCopy,
     LayerNorm,
     Operation,
     Program,
@@ -57,7 +59,8 @@ class Lowering:
     def __init__(self, proto: onnx.ModelProto, info: ModelInfo):
         self.info = info
         self.graph = proto.graph
-        self.folder = ConstantFolder(self.graph)
+        self.bound = element_bound(proto, info)  # values one tensor may hold while generating
+        self.folder = ConstantFolder(self.graph, self.bound)
         self.consts = self.folder.consts  # every value known at generation time
         self.initializer_names = self.folder.initializer_names
         self.values: dict[str, Tensor] = {}
@@ -197,7 +200,7 @@ class Lowering:
                 t = self.values[n]
                 dtype = {"f": np.float32, "b": np.bool_, "t": np.int64}[t.dtype]
                 dummies.append(np.zeros(t.shape, dtype))
-        return [tuple(r.shape) for r in evaluate(op, dummies, attrs, outputs, None)]
+        return [tuple(r.shape) for r in evaluate(op, dummies, attrs, outputs, None, self.bound)]
 
     def runtime_node(self, index: int, node: onnx.NodeProto, op: str, names: list[str], attrs: dict) -> None:
         out_names = list(node.output)
@@ -295,22 +298,10 @@ class Lowering:
             return
         if source.dtype == "t":
             raise ContractError("Gather from the token id by several indices")
-        out = self.new(out_names[0], shapes[0], source.dtype)  # any other indices: one copy per index
+        out = self.new(out_names[0], shapes[0], source.dtype)  # any other indices: a table and a loop
         outer = int(np.prod(shape[:axis], dtype=np.int64))
         inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
-        for i, index in enumerate(flat):
-            self.emit(
-                Copy(
-                    out.storage,
-                    i * inner,
-                    (flat.size * inner, 1),
-                    source.storage,
-                    source.offset + int(index) * inner,
-                    (shape[axis] * inner, 1),
-                    (outer, inner),
-                    dst_tensor=out,
-                )  # fmt: skip
-            )
+        self.emit(IndexedCopy(out, source, flat.astype(np.int32), outer, shape[axis], inner))
         self.values[out_names[0]] = out
 
     def gather_token(self, names: list[str], out_name: str, shape) -> None:

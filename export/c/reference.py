@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgernn.export.c.bounds import check_elements, output_elements
 from edgernn.runtime.errors import ContractError
 
 # --- op tables ----------------------------------------------------------------------------------------
@@ -251,13 +252,18 @@ def np_eval(op: str, inputs: list, attrs: dict, outputs: int) -> list[np.ndarray
     raise ContractError(f"op {op!r} has no reference implementation")  # SUPPORTED_OPS and this agree
 
 
-def evaluate(op: str, inputs: list, attrs: dict, outputs: int, index: int | None) -> list[np.ndarray]:
-    """np_eval, with numpy's complaints about a malformed node as a ContractError."""
+def evaluate(
+    op: str, inputs: list, attrs: dict, outputs: int, index: int | None, bound: int | None = None
+) -> list[np.ndarray]:
+    """np_eval, with numpy's complaints about a malformed node as a ContractError; with ``bound``, an op
+    whose output would hold more values is refused before it is computed (``bounds.output_elements``)."""
+    where = f"node {index} " if index is not None else ""
     try:
+        if bound is not None:
+            check_elements(output_elements(op, inputs, attrs), bound, f"{where}({op})")
         with np.errstate(all="ignore"):
             return np_eval(op, inputs, attrs, outputs)
     except ContractError:
         raise
-    except (ValueError, IndexError, TypeError, KeyError, AttributeError) as exc:
-        where = f"node {index} " if index is not None else ""
+    except (ValueError, IndexError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise ContractError(f"{where}({op}) cannot be computed for a batch of 1: {exc}") from None

@@ -198,13 +198,17 @@ def test_source(sources: CSources, golden: Golden, atol: float = ATOL, rtol: flo
         "",
         "int main(void)",
         "{",
-        f"    {n}_state st, before;",
+        f"    static {n}_state st, before; /* static: a state of any size, not on the stack */",
         f"    float y[{N}_OUTPUT_SIZE];",
         "    int steps = 0;",
     ]
     if not tokens:
         lines.append(f"    float x[{N}_INPUT_SIZE];")
-    lines += [f"    {n}_reset(&st);", "    for (int t = 0; t < STEPS; t++) {"]
+    lines += [
+        "    setvbuf(stdout, NULL, _IOLBF, BUFSIZ); /* each line reaches a pipe before any crash */",
+        f"    {n}_reset(&st);",
+        "    for (int t = 0; t < STEPS; t++) {",
+    ]
     if tokens:
         lines.append(f"        const int rc = {n}_step_token(&st, tokens[t], y);")
     else:

@@ -25,6 +25,8 @@ def write(
     data: str | os.PathLike | None = None,
     tolerance: float | None = None,
     force: bool | None = None,
+    max_state_bytes: int | None = None,
+    max_scratch_bytes: int | None = None,
 ) -> DeployReport:
     """Generate the C for ``model`` into ``stage`` and verify it (see the module docstring of
     ``edgernn.export.c`` and docs/c.md).
@@ -34,7 +36,8 @@ def write(
     self-test (the report says so). data, tolerance, force: the int8 quality gates, as ``edgernn export``
     takes them: the task metric on ``data`` (a data file the model's metadata describes), its tolerance,
     and writing a target that fails the drift or metric check anyway (``deploy`` also passes ``force``
-    when it replaces a foreign directory; float32 has no gate to force).
+    when it replaces a foreign directory; float32 has no gate to force). max_state_bytes,
+    max_scratch_bytes: raise the bounds on the state struct and on a step's scratch on the stack (docs/c.md).
     """
     name = check_name(name or "model")
     precision = precision or "float32"
@@ -45,7 +48,10 @@ def write(
         raise InputError(f"{', '.join(flags)}: the quality gates are for --precision int8 (float32 is exact)")
     if tolerance is not None and data is None:
         raise InputError("--tolerance: the task-metric check it sets runs on --data FILE; give both")
-    sources = generate_sources(model, name=name, precision=precision, fast_activations=bool(fast_activations))
+    sources = generate_sources(
+        model, name=name, precision=precision, fast_activations=bool(fast_activations),
+        max_state_bytes=max_state_bytes, max_scratch_bytes=max_scratch_bytes,
+    )  # fmt: skip
     golden = record_golden(sources)
     files = dict(sources.files)
     atol = tolerance_for(sources, golden)
