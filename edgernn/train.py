@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from edgernn.batches import SequenceBatches, SeriesBatches, pad_sequences
 from edgernn.checkpoint import VOCAB_FILE
 from edgernn.distributed import Distributed
+from edgernn.interrupt import TrainingInterrupted
 from edgernn.memory import check_training_memory
 from edgernn.models import ModelConfig, RecurrentModel
 from edgernn.progress import Progress
@@ -43,7 +44,7 @@ from edgernn.trainer import Trainer, evaluate_series, plot_curves, residual_std
 
 __all__ = [
     "CURVES_FILE", "DEFAULT_THREADS", "FEW_STEPS", "RESUME_FILE", "RUN_FILES", "TASK_DEFAULTS",
-    "FewStepsWarning", "Progress", "SequenceBatches", "SeriesBatches", "TrainConfig", "TrainResult", "Trainer",
+    "FewStepsWarning", "Progress", "TrainingInterrupted", "SequenceBatches", "SeriesBatches", "TrainConfig", "TrainResult", "Trainer",
     "check_run_dir", "configs_for", "evaluate_series", "pad_sequences", "plot_curves", "residual_std",
     "resume_training", "train_charlm", "train_task",
 ]  # fmt: skip

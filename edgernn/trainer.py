@@ -20,6 +20,7 @@ from torch import nn
 from edgernn.batches import SequenceBatches, SeriesBatches, pad_sequences, series_steps_needed
 from edgernn.checkpoint import METRICS_FILE, save_checkpoint, write_json
 from edgernn.distributed import Distributed
+from edgernn.interrupt import InterruptRequest, TrainingInterrupted
 from edgernn.models import RecurrentModel, count_parameters
 from edgernn.progress import Progress
 from edgernn.runtime.errors import InputError
@@ -63,6 +64,7 @@ class Trainer:
         else:
             self.batches = SequenceBatches(data.train, config.batch_size, config.seed, dist.rank, dist.world)
         self.step, self.elapsed, self.best, self.bad_evals = 0, 0.0, math.inf, 0
+        self.saved_step: int | None = None  # the step of the last resume checkpoint written
         self.carried: tuple[torch.Tensor, ...] | None = None
         self.history: dict[str, list] = {
             "step": [],
@@ -80,10 +82,31 @@ class Trainer:
     # -- the loop --
 
     def fit(self) -> dict:
-        config = self.config
+        """Train until the budget is spent or early stopping; Ctrl-C saves a checkpoint and raises
+        TrainingInterrupted (``edgernn.interrupt``)."""
         self.progress.open(self.step)
+        request = InterruptRequest(self._say_interrupt_requested, enabled=not self.dist.active)
+        try:
+            with request:
+                grad_norm, stopped_early = self._loop(request)
+        except KeyboardInterrupt as exc:  # a second Ctrl-C, or one the loop could not wait for
+            self.progress.close()
+            if isinstance(exc, TrainingInterrupted):
+                raise
+            raise self._interrupted(saved=False) from None
+        if self.running or not self.history["step"]:
+            self._evaluate_and_keep(grad_norm)
+        self.progress.close()
+        if not stopped_early:
+            self._warn_if_few_steps(self._first_step, self._start_elapsed, projected=False)
+        self.save_state()
+        return self._finish(stopped_early)
+
+    def _loop(self, request: InterruptRequest) -> tuple[float, bool]:
+        config = self.config
         started, grad_norm, stopped_early = time.monotonic() - self.elapsed, float("nan"), False
         first_step, start_elapsed = self.step, self.elapsed
+        self._first_step, self._start_elapsed = first_step, start_elapsed
         while not self._budget_spent(started):
             loss, grad_norm, items = self.train_step()
             self.step += 1
@@ -106,15 +129,27 @@ class Trainer:
                 stopped_early = self._evaluate_and_keep(grad_norm)
             if self.step % config.checkpoint_every == 0:
                 self.save_state()
+            if request.requested:
+                if self.saved_step != self.step:
+                    self.save_state()
+                raise self._interrupted(saved=True)
             if stopped_early:
                 break
-        if self.running or not self.history["step"]:
-            self._evaluate_and_keep(grad_norm)
-        self.progress.close()
-        if not stopped_early:
-            self._warn_if_few_steps(first_step, start_elapsed, projected=False)
-        self.save_state()
-        return self._finish(stopped_early)
+        return grad_norm, stopped_early
+
+    def _say_interrupt_requested(self) -> None:
+        self.progress.write(
+            "interrupt: saving a checkpoint after the step in progress (Ctrl-C again to stop at once)"
+        )
+
+    def _interrupted(self, *, saved: bool) -> TrainingInterrupted:
+        return TrainingInterrupted(
+            self.run_dir,
+            self.step,
+            self.config.max_steps,
+            self.saved_step,
+            saved=saved and self.saved_step == self.step,
+        )
 
     def _warn_if_few_steps(self, first_step: int, start_elapsed: float, *, projected: bool) -> None:
         """A time budget that yields a handful of steps trains nothing useful: say so early, and at the end."""
@@ -333,12 +368,13 @@ class Trainer:
             return
         state = {
             "setup": self.setup, "train_config": asdict(self.config), "model_config": json.loads(self.model.config.to_json()),
-            "param_groups": optimizer["param_groups"], "step": self.step, "elapsed": self.elapsed, "best": self.best,
+            "param_groups": optimizer["param_groups"], "step": self.step, "elapsed": self.elapsed, "best": self.best if math.isfinite(self.best) else None,  # JSON has no infinity
             "bad_evals": self.bad_evals, "history": self.history, "running": self.running,
             "epoch": self.batches.epoch, "chunk": self.batches.chunk, "carried": len(self.carried or ()), "world": self.dist.world,
         }  # fmt: skip
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         atomic_write_bytes(self.run_dir / RESUME_FILE, save(tensors, metadata={"state": json.dumps(state)}))
+        self.saved_step = self.step
 
     def load_state(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
         """Continue from a resume checkpoint; anything missing or malformed in it is an InputError."""
@@ -363,10 +399,11 @@ class Trainer:
         self.step, self.elapsed, self.best, self.bad_evals = (
             state["step"],
             state["elapsed"],
-            state["best"],
+            math.inf if state["best"] is None else state["best"],  # None: no validation yet
             state["bad_evals"],
         )
         self.history, self.running = state["history"], state["running"]
+        self.saved_step = self.step
         self.batches.epoch, self.batches.chunk = state["epoch"], state["chunk"]
         rank = self.dist.rank
         torch.set_rng_state(tensors[f"rank{rank}.rng"])

@@ -171,3 +171,52 @@ def test_a_model_too_big_for_the_memory_is_refused_before_allocating(tmp_path, m
     assert f"x hidden {hidden_size} x 1 layer(s)), and this machine has 16.0 GB available now" in lines[0]
     assert "training this model would need about" in lines[0] and "parameters" in lines[0]
     assert not run_dir.exists()
+
+
+def test_ctrl_c_saves_a_checkpoint_says_how_to_resume_and_the_resumed_run_ends_bit_exact(tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+    from sensor_data import write_sensor_csv
+
+    from edgernn.cli import cli
+
+    data = write_sensor_csv(tmp_path / "readings.csv", 800)
+    args = ["train", str(data), "--task", "forecast", "--columns", "ankle_vert,leg_vert", "--steps", "200",
+            "--hidden-size", "8", "--batch-size", "4", "--seq-len", "16", "--eval-every", "50",
+            "--checkpoint-every", "1000"]  # fmt: skip
+    interrupted = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "edgernn", *args, "-o", str(interrupted)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    for line in process.stderr:
+        if line.startswith("train: step"):  # training has begun: Ctrl-C
+            process.send_signal(signal.SIGINT)
+            break
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    found = re.fullmatch(
+        rf"interrupted at step (\d+)/200; checkpoint {interrupted}/resume.safetensors \(step (\d+), saved on "
+        rf"the interrupt\); continue with: edgernn train --resume {interrupted}",
+        last,
+    )
+    assert found and found.group(1) == found.group(2) and 0 < int(found.group(1)) < 200, last
+    assert not (interrupted / "metrics.json").exists()  # the run is not finished
+    runner = CliRunner()
+    resumed = runner.invoke(cli, ["train", "--resume", str(interrupted), "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    straight = runner.invoke(cli, [*args, "-o", str(tmp_path / "straight"), "--quiet"])
+    assert straight.exit_code == 0, straight.output
+    a, b = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("straight", "interrupted"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    histories = [
+        json.loads((tmp_path / run / "metrics.json").read_text())["history"]
+        for run in ("straight", "interrupted")
+    ]
+    assert histories[0]["val_loss"] == histories[1]["val_loss"] and histories[0]["step"][-1] == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,7 +159,7 @@ def train(
         raise click.UsageError("--resume RUN_DIR continues that run: give no DATA or -o")
     if not resume and (data is None or run_dir is None):
         raise click.UsageError("give DATA and -o RUN_DIR (or --resume RUN_DIR)")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _exit_on_interrupt():
         if quiet:  # the summary carries the warning
             warnings.simplefilter("ignore", train_module.FewStepsWarning)
         if resume:
@@ -180,6 +181,18 @@ def train(
             result = _train_new(train_module, task, data, run_dir, {k: v for k, v in options.items() if v},
                                 settings, progress=not quiet, tensorboard=tensorboard, overwrite=overwrite)  # fmt: skip
     click.echo(format_training(result.run_dir, result.metrics))
+
+
+@contextmanager
+def _exit_on_interrupt():
+    """Ctrl-C while training: where the checkpoint is and the --resume command, on stderr; exit code 130."""
+    from edgernn.interrupt import INTERRUPTED_EXIT_CODE, TrainingInterrupted
+
+    try:
+        yield
+    except TrainingInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(INTERRUPTED_EXIT_CODE)
 
 
 def _train_new(train_module, task, data, run_dir, options, settings, **keywords):
