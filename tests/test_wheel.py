@@ -113,7 +113,7 @@ def _build_wheel(work: Path) -> Path:
     for name in ["pyproject.toml", "README.md", *_git_files()]:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, source / name)
-    # setuptools from this environment when it builds wheels itself (>= 70.1), else pip's isolated build
+    # setuptools from this environment when it is one pyproject.toml allows (>= 77), else an isolated build
     flags = ["--no-build-isolation"] if _setuptools_builds_wheels() else []
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", *flags, "-w", str(work / "dist"), str(source)],
@@ -130,7 +130,7 @@ def _setuptools_builds_wheels() -> bool:
     except ImportError:
         return False
     major, minor = (int(part) for part in setuptools.__version__.split(".")[:2])
-    return (major, minor) >= (70, 1)
+    return (major, minor) >= (77, 0)
 
 
 class Installed:
