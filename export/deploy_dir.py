@@ -125,13 +125,19 @@ def publish(stage: Path, destination: Destination, force: bool) -> None:
     for path in [stage, *stage.rglob("*")]:
         _fsync(path)
     out_dir = destination.path
-    if destination.kind == "new":
-        os.chmod(stage, folder_mode())  # mkdtemp made it 0700; a directory edgernn creates follows the umask
-        os.replace(stage, out_dir)
-    elif destination.kind == "replace":
-        _replace_whole(stage, out_dir)
-    else:
-        _replace_files(stage, out_dir, destination.previous, force)
+    try:
+        if destination.kind == "new":
+            os.chmod(stage, folder_mode())  # mkdtemp made it 0700; a new directory follows the umask
+            os.replace(stage, out_dir)
+        elif destination.kind == "replace":
+            _replace_whole(stage, out_dir)
+        else:
+            _replace_files(stage, out_dir, destination.previous, force)
+    except OSError as exc:  # every move was undone: say so in one line
+        raise InputError(
+            f"-o {str(out_dir)!r}: the deployment could not be moved into place ({describe_exception(exc)}); "
+            "what was there is as it was"
+        ) from None
     _fsync(out_dir.parent)
 
 

@@ -125,6 +125,25 @@ def test_a_manifest_pointing_elsewhere_is_not_trusted(model, tmp_path, listing):
     assert snapshot(out) == before and victim.read_text() == "not edgernn's"
 
 
+def test_a_failed_move_puts_everything_back(model, tmp_path, monkeypatch):
+    out = tmp_path / "ort"
+    deploy(model, "ort", out)
+    user_files(out)
+    before = snapshot(out)
+    moves = []
+
+    def replace(source, target):
+        moves.append(target)
+        if len(moves) == 6:  # 4 earlier files moved aside, 1 new one in: then the disk fails
+            raise OSError(28, "No space left on device")
+        os.rename(source, target)
+
+    monkeypatch.setattr("edgernn.export.deploy_dir.os.replace", replace)
+    result = run_cli("deploy", model, "--target", "ort", "-o", out, "--static-batch")
+    assert_one_line_exit_2(result, "could not be moved into place", "No space left", "as it was")
+    assert snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ort"]
+
+
 @pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o755), (0o077, 0o700), (0o002, 0o775)])
 def test_the_new_directory_follows_the_umask(model, tmp_path, mask, mode):
     saved = os.umask(mask)
