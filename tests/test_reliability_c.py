@@ -6,6 +6,7 @@ any C is written; a crashing self-test says its signal. Graphs are built here wi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -431,3 +432,106 @@ def test_a_crashing_self_test_is_reported_with_its_signal_and_output(tmp_path):
     source = deploy(saved(step_model(), tmp_path / "m.onnx"), "c", tmp_path / "c", skip_verify=True)
     test_c = (source.out_dir / "model_test.c").read_text()
     assert "setvbuf(stdout, NULL, _IOLBF, BUFSIZ);" in test_c and "static model_state st, before;" in test_c
+
+
+# --- 17.9, 17.13: malformed graphs and string tables, one line before any C -----------------------------
+
+
+def _rename_input(node_output: str, position: int, to: str):
+    """Node writing ``node_output`` reads ``to`` as its input ``position`` instead."""
+
+    def edit(nodes, inits):
+        changed = []
+        for n in nodes:
+            if n.output[0] == node_output:
+                inputs = list(n.input)
+                inputs[position] = to
+                attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+                n = helper.make_node(n.op_type, inputs, list(n.output), **attrs)
+            changed.append(n)
+        return changed, inits
+
+    return edit
+
+
+def _drop(node_output: str):
+    return lambda nodes, inits: ([n for n in nodes if n.output[0] != node_output], inits)
+
+
+def _layer_norm_axis_7(nodes, inits):
+    inits = {**inits, "ln_scale": np.ones(HIDDEN, np.float32)}
+    norm = helper.make_node("LayerNormalization", ["p", "ln_scale"], ["p_norm"], axis=7)
+    nodes = [helper.make_node("Add", ["p_norm", "q"], ["pre"]) if n.output[0] == "pre" else n for n in nodes]
+    return [*nodes[:1], norm, *nodes[1:]], inits
+
+
+MALFORMED = {
+    "dangling input": (
+        _rename_input("q", 0, "nowhere"),
+        "reads 'nowhere', which no input, initializer or node",
+    ),
+    "cyclic edge": (_rename_input("p", 0, "hn"), "reads 'hn' before node"),
+    "undefined output": (_drop("y"), "does not compute its output 'y'"),
+    "LayerNormalization axis=7": (_layer_norm_axis_7, "axis 7 of a tensor of rank 2"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_graphs_are_one_line_before_any_c(tmp_path, case):
+    edit, fragment = MALFORMED[case]
+    path = saved(step_model(tokens=False, edit=edit), tmp_path / "bad.onnx")
+    with pytest.raises(ContractError, match=re.escape(fragment)):
+        generate_sources(path)
+    deploy_refused(path, tmp_path)  # deploy may refuse the graph before the C target sees it
+
+
+STRINGS = {
+    "lone surrogate in the vocabulary": (
+        dict(vocabulary=tuple(chr(97 + i % 26) * (1 + i // 26) for i in range(64)) + ("\ud800",)),
+        "metadata 'vocabulary': entry 64 is not valid Unicode",
+    ),
+    "lone surrogate in a class name": (
+        dict(tokens=False, extra={"classes": ["calm", "\ud800"]}),
+        "metadata 'classes': entry 1 is not valid Unicode",
+    ),
+    "NUL inside a class name": (
+        dict(tokens=False, extra={"classes": ["calm", "alarm\0ing"]}),
+        "metadata 'classes': entry 1 holds a NUL character",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", STRINGS)
+def test_string_tables_the_c_cannot_carry_are_refused(tmp_path, case):
+    """A lone surrogate was a UnicodeEncodeError traceback (C and Triton C flavour); a NUL silently
+    truncated the name in the C table."""
+    options, fragment = STRINGS[case]
+    path = saved(step_model(**options), tmp_path / "strings.onnx")
+    with pytest.raises(ContractError, match=re.escape(fragment)):
+        generate_sources(path)
+    deploy_refused(path, tmp_path, fragment)
+
+
+def test_metadata_text_stays_bytes_in_the_c(tmp_path):
+    """Quotes, backslashes, newlines, comment ends, trigraphs and #include in names are written byte-exact
+    as escapes: text never becomes code."""
+    hostile = ['a"b', "c\\d", "e\nf", "*/ int x; /*", "??=", "#include <stdlib.h>"]
+    path = saved(step_model(tokens=False, outputs=6, extra={"classes": hostile}), tmp_path / "m.onnx")
+    report = deploy(path, "c", tmp_path / "c")
+    assert report.details["verified"]
+    source = (tmp_path / "c" / "model.c").read_text()
+    assert not any(line.startswith("#include <stdlib") for line in source.splitlines())
+    assert "??=" not in source  # '?' is always an escape: no trigraph
+    (tmp_path / "names.c").write_text(
+        '#include "model.h"\n#include <stdio.h>\n'
+        'int main(void) { for (int i = 0; i < MODEL_NUM_CLASSES; i++) printf("%s|", model_classes[i]); '
+        "return 0; }\n"
+    )
+    exe = tmp_path / "names"
+    built = subprocess.run(
+        [CC, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-trigraphs", "-I", str(tmp_path / "c"), str(tmp_path / "c" / "model.c"), str(tmp_path / "names.c"),
+         "-o", str(exe), "-lm"], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    printed = subprocess.run([str(exe)], capture_output=True, check=True).stdout
+    assert printed == "|".join(hostile).encode() + b"|"

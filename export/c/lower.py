@@ -183,10 +183,13 @@ class Lowering:
         if self.folder.fold(index, node, attrs, lambda name: self.values[name].shape):
             return
         names = list(node.input)
+        where = f"node {index} ({op}{' ' + node.name if node.name else ''})"
         try:
             self.runtime_node(index, node, op, names, attrs)
         except ContractError as exc:
-            raise ContractError(f"node {index} ({op}{' ' + node.name if node.name else ''}): {exc}") from None
+            raise ContractError(f"{where}: {exc}") from None
+        except (ValueError, IndexError, KeyError, TypeError) as exc:  # a malformed node numpy tripped on
+            raise ContractError(f"{where} cannot be lowered: {type(exc).__name__}: {exc}") from None
 
     def _shapes(self, op: str, names: list[str], attrs: dict, outputs: int) -> list[tuple[int, ...]]:
         """Output shapes, by running the op's numpy semantics on zeros of the input shapes."""

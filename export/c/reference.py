@@ -236,6 +236,10 @@ def np_eval(op: str, inputs: list, attrs: dict, outputs: int) -> list[np.ndarray
         return [y.astype(a.dtype)]
     if op == "LayerNormalization":
         axis = attrs.get("axis", -1)
+        if not -x.ndim <= axis < x.ndim:
+            raise ContractError(
+                f"axis {axis} of a tensor of rank {x.ndim} (expected {-x.ndim} to {x.ndim - 1})"
+            )
         axis = axis + x.ndim if axis < 0 else axis
         dims = tuple(range(axis, x.ndim))
         mean = x.mean(axis=dims, keepdims=True)
