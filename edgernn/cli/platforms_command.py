@@ -74,6 +74,7 @@ def copy_platform_files(folder: Path, destination: Path) -> tuple[list[Path], li
     "--copy",
     "copy_to",
     type=click.Path(path_type=Path),
+    metavar="DIR",
     help="Copy every file into DIR (made if missing; a file there with other contents is refused).",
 )
 @click.option("--path", "path_only", is_flag=True, help="Print only the folder (for scripts and Makefiles).")
@@ -88,8 +89,8 @@ def platforms(copy_to, path_only, as_json) -> None:
     \b
     Examples:
       edgernn platforms
+      edgernn platforms --path
       edgernn platforms --copy firmware/platform
-      make -C examples/mcu anomaly PLATFORM=$(edgernn platforms --path)
     """
     folder = platforms_folder()
     files = platform_files(folder)
