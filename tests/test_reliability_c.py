@@ -196,11 +196,13 @@ int main(void)
 """
 
 
-def test_token_bound_and_self_test_under_address_and_undefined_sanitizers(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_token_bound_and_self_test_under_address_and_undefined_sanitizers(tmp_path, precision):
     """The token check is the embedding's row count, compiled with ASan and UBSan: in-range tokens step,
     every other one returns MODEL_ERR_TOKEN with the state untouched, and the self-test passes clean."""
     flags = sanitizer_flags()
-    report = deploy(saved(step_model(rows=65), tmp_path / "char.onnx"), "c", tmp_path / "c", skip_verify=True)
+    path = saved(step_model(rows=65), tmp_path / "char.onnx")
+    report = deploy(path, "c", tmp_path / "c", skip_verify=True, precision=precision)
     out = report.out_dir
     assert "#define MODEL_VOCAB_SIZE    65\n" in (out / "model.h").read_text()
     (tmp_path / "driver.c").write_text(DRIVER)
