@@ -16,7 +16,8 @@ onnxruntime sees a file, ``check_model_graph`` reads its graph (``onnx_wire``, n
   and such a shape computed from constants by ops this check does not evaluate (``shape_constants``).
 
 Shapes that depend on the data fed at run time are bounded by the stepper's input checks, not here.
-Subgraphs (If, Loop, Scan) and the model's local functions are checked the same way.
+Subgraphs (If, Loop, Scan) and the model's local functions are checked the same way, and ORT-format files
+(``ort_wire``) as ONNX ones.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 from edgernn.runtime.contract import MAX_GENERATED_ELEMENTS, MAX_TENSOR_ELEMENTS
 from edgernn.runtime.errors import ContractError
 from edgernn.runtime.onnx_wire import parse_model
+from edgernn.runtime.ort_wire import parse_ort_model
 from edgernn.runtime.shape_constants import elements, fold, tensor_value
 from edgernn.runtime.untrusted import describe_exception
 
@@ -49,14 +51,14 @@ _RANDOM = {
 
 def check_model_graph(model_bytes: bytes, source: object = "the model") -> None:
     """Refuse (ContractError naming ``source``) a graph that is malformed, has dead nodes or allocates past
-    the contract's bounds from constant shapes. ORT-format files are not ONNX protobuf and pass unread."""
-    if model_bytes[4:8] == _ORT_FORMAT_ID:
-        return
+    the contract's bounds from constant shapes; ONNX protobuf and ORT-format files alike."""
+    ort_format = model_bytes[4:8] == _ORT_FORMAT_ID
     try:
-        model = parse_model(model_bytes)
-    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, or anything hostile bytes raise
+        model = parse_ort_model(model_bytes) if ort_format else parse_model(model_bytes)
+    except Exception as exc:  # noqa: BLE001 - DecodeError, or anything hostile bytes make a parser raise
+        kind = "an ORT-format file" if ort_format else "an ONNX protobuf"
         raise ContractError(
-            f"{source} is not an ONNX model onnxruntime can load (its bytes are not an ONNX protobuf: "
+            f"{source} is not an ONNX model onnxruntime can load (its bytes are not {kind}: "
             f"{describe_exception(exc)})"
         ) from None
     checker = _Checker(model.functions)

@@ -8,6 +8,10 @@ instead of exhausting the machine.
 
 from __future__ import annotations
 
+import contextlib
+import io
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -102,10 +106,28 @@ def test_graphs_that_allocate_past_the_bounds_are_refused_before_a_session_opens
     )
 
 
+def test_an_ort_format_file_is_checked_as_its_onnx_source_is(hostile_files, tmp_path):
+    """A OneHot of depth 2^30 on the token input survives onnxruntime's conversion (nothing to fold) and
+    allocated 4 GiB a step from the .ort file, which the check used to pass unread."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    source = tmp_path / "onnx"
+    source.mkdir()
+    (source / "one_hot.onnx").write_bytes(Path(hostile_files["one_hot"]).read_bytes())
+    with contextlib.redirect_stdout(io.StringIO()):
+        convert_onnx_models_to_ort(
+            source, output_dir=tmp_path / "ort", optimization_styles=[OptimizationStyle.Runtime]
+        )
+    converted = str(tmp_path / "ort" / "one_hot.with_runtime_opt.ort")
+    limit_mib = bounded_baseline_mib() + 512
+    assert run_bounded([("stepper", converted)], limit_mib) == {converted: "ContractError"}
+    with pytest.raises(ContractError, match=r"\(OneHot\): makes 1,073,741,824 elements"):
+        check_model_graph(Path(converted).read_bytes(), converted)
+
+
 @pytest.mark.parametrize("name", [n for n in hostile_cases() if n != "dead_65536"])
 def test_each_refusal_names_the_node_and_the_bound(hostile_files, name):
-    with open(hostile_files[name], "rb") as handle:
-        data = handle.read()
+    data = Path(hostile_files[name]).read_bytes()
     with pytest.raises(ContractError) as err:
         check_model_graph(data, hostile_files[name])
     message = str(err.value)
