@@ -19,10 +19,11 @@ if TYPE_CHECKING:
 
 def copy_state_outputs(program: Program) -> list[Tensor]:
     """y and the next states as the step leaves them: an output that sits in the state itself is copied
-    out first, before the state is overwritten."""
+    out first, before the state is overwritten; a constant one too (its array is then written with the
+    others)."""
     finals = []
     for t in [program.y, *(out for _, out in program.states)]:
-        if t.storage.kind == "state":
+        if t.storage.kind in ("state", "const"):
             copy = Tensor(f"{t.name}_copy", t.shape, "f", Storage("arena", t.size))
             program.ops.append(
                 Copy(
