@@ -537,3 +537,23 @@ def test_metadata_text_stays_bytes_in_the_c(tmp_path):
     assert built.returncode == 0, built.stderr
     printed = subprocess.run([str(exe)], capture_output=True, check=True).stdout
     assert printed == "|".join(hostile).encode() + b"|"
+
+
+def test_a_constant_output_compiles(tmp_path):
+    """y computed by no run-time op (a Constant): its array is written with the others, not after them."""
+
+    def constant_y(nodes, inits):
+        y = numpy_helper.from_array(np.array([[1.5, -2.0]], np.float32), "y")
+        return [
+            *(n for n in nodes if n.output[0] != "y"),
+            helper.make_node("Constant", [], ["y"], value=y),
+        ], inits
+
+    sources = generate_sources(saved(step_model(tokens=False, edit=constant_y), tmp_path / "m.onnx"))
+    (tmp_path / "model.c").write_text(sources.files["model.c"])
+    (tmp_path / "model.h").write_text(sources.files["model.h"])
+    built = subprocess.run(
+        [CC, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", str(tmp_path / "model.c"), "-o",
+         str(tmp_path / "model.o")], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
