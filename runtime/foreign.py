@@ -1,7 +1,13 @@
 """Models edgernn did not write: which inputs carry state (``state_map``), which are fixed (``constants``).
 
-E.g. Silero VAD: ``Stepper(path, state_map={"state": "stateN"}, constants={"sr": 16000})``. The data input
-is the one input left over; its dtype and shape come from the graph.
+E.g. Silero VAD (v5) at 16 kHz::
+
+    vad = Stepper(path, state_map={"state": "stateN"}, constants={"sr": 16000}, data_shape=("batch", 576))
+
+The data input is the one input left over; its dtype and shape come from the graph, and ``data_shape``
+declares sizes the graph leaves open (Silero's ``input`` is ``[batch, ?]``). Silero takes 576 samples per
+call: the last 64 samples of the previous call (zeros at the start) and 512 new ones. That context is the
+caller's to keep, as Silero's own wrapper keeps it: the model's state does not hold it.
 """
 
 from __future__ import annotations
