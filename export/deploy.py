@@ -115,9 +115,10 @@ def deploy(
     if not model.is_file():
         raise InputError(f"model {str(model)!r}: expected an ONNX file, found none")
     check_model_graph(read_bytes(model, "the model", max_bytes=MAX_MODEL_BYTES), repr(str(model)))
-    destination = check_destination(out_dir, target, bool(force))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".edgernn-", suffix=".stage", dir=out_dir.parent))
+    place = Path(os.path.abspath(out_dir))  # "-o ." has a parent to stage in, as any other directory
+    destination = check_destination(place, target, bool(force))
+    place.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".edgernn-", suffix=".stage", dir=place.parent))
     try:
         with _deploy_extra(target):
             report = writer(model, stage, **options)

@@ -125,6 +125,18 @@ def test_a_manifest_pointing_elsewhere_is_not_trusted(model, tmp_path, listing):
     assert snapshot(out) == before and victim.read_text() == "not edgernn's"
 
 
+def test_deploying_into_the_current_directory_keeps_its_files(model, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    assert run_cli("deploy", model, "--target", "ort", "-o", ".").exit_code == 0
+    mine = user_files(project)
+    assert run_cli("deploy", model, "--target", "ort", "-o", ".", "--static-batch").exit_code == 0
+    files = snapshot(project)
+    assert {k: files[k] for k in mine} == mine and "char.batch1.ort" in files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
+
+
 def test_a_failed_move_puts_everything_back(model, tmp_path, monkeypatch):
     out = tmp_path / "ort"
     deploy(model, "ort", out)
