@@ -254,6 +254,10 @@ def format_export(report: Any) -> str:
         atol, rtol = parity.tolerances[check]
         worst = ", ".join(f"{name} {err:.2e}" for name, err in errors.items())
         lines.append(f"  {check:<12} max |error|: {worst}  (atol {atol:g}, rtol {rtol:g})")
+    if parity and any(scale != 1.0 for scale in parity.y_scale):
+        lines.append(
+            "  y's errors and atol are in units of its training std (the scale the model computes in)"
+        )
     if report.chunk_path is not None:
         lines.append(_chunk_line(report))
     if report.quantization is not None:

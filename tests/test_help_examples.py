@@ -250,8 +250,23 @@ def _documented_commands() -> list[tuple[str, int, str]]:
                 continue
             match = re.search(r"(?:^\s*(?:\$ )?|\|\s*)edgernn (.*)", line) if fenced else None
             if match:
-                found.append((path.name, number, match.group(1).split(" | ")[0].split("  #")[0]))
+                found.append((path.name, number, _command_text(match.group(1))))
+            elif fenced and found and found[-1][0] == path.name and line.startswith(" " * 8):
+                name, start, text = found[-1]  # a synopsis continued on the next line
+                found[-1] = (name, start, f"{text} {_command_text(line)}")
     return found
+
+
+def _command_text(text: str) -> str:
+    """The command without what a shell line adds after it: a pipe, a comment (a ``|`` inside a
+    synopsis's brackets is an alternative, kept)."""
+    text = text.split("  #")[0]
+    depth = 0
+    for at, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth == 0 and text.startswith(" | ", at):
+            return text[:at]
+    return text
 
 
 def test_documented_commands_use_real_commands_and_options():

@@ -198,3 +198,10 @@ def test_onnx_file_holds_the_statistics_the_scale_comes_from(runs, tmp_path):
     np.testing.assert_allclose(tolerance.output_scale(info), info.output.std)
     names = {i.name for i in onnx.load(str(path)).graph.initializer}
     assert {"output.std", "output.mean"} <= names
+
+
+@pytest.mark.parametrize(("task", "said"), [("forecast", True), ("classify", False)])
+def test_export_text_says_which_errors_are_in_std_units(runs, tmp_path, task, said):
+    result = CliRunner().invoke(cli, ["export", str(runs[task, 1e4]), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert ("y's errors and atol are in units of its training std" in result.stdout) is said
