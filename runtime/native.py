@@ -97,14 +97,14 @@ class NativeStream:
         self._tokens = info.input.kind == "tokens"
         self._features = 0 if self._tokens else info.input.size
         self._vocab = info.input.size if self._tokens else 0
-        self._data = DataInput(
-            "x",
-            np.dtype(np.int64 if self._tokens else np.float32),
+        self._data = DataInput(  # what the Stepper's loading makes of the same metadata
+            contract.INPUT_NAME,
+            np.dtype(info.input.dtype),
             (None,) if self._tokens else (None, self._features),
             self._vocab or None,
         )
         self._slots = tuple(
-            StateSlot(spec.input, spec.output, (None, *spec.shape), np.dtype(np.float32), spec.initial)
+            StateSlot(spec.input, spec.output, (None, *spec.shape), np.dtype(spec.dtype), spec.initial)
             for spec in info.states
         )
         self._offsets = []
