@@ -1,0 +1,221 @@
+"""The ``integer`` precision's model and its reference step in numpy: what the generated C computes, bit for bit.
+
+``IntegerModel`` holds the integer parameters (made from a float32 model and its data by
+``edgernn.export.integer_calibration``); ``q_step`` runs one step of a batch with the kernels of
+``edgernn.runtime.integer_ops``; ``IntegerStepper`` wraps it in the Stream API of ``Stepper`` (float in and
+out, quantized and dequantized at the edges) so that the quality gates judge it as they judge any stepper.
+
+A step, in integers only:
+
+- input: tokens index an int16 embedding table (one scale); features arrive as int16 at one scale per
+  feature (``input_scale``), the model's input normalisation folded into the first product's weights and
+  bias (x_q * input_scale is the raw feature);
+- each layer: two products (int8 weights, one scale per row, int32 accumulators, int32 bias), each
+  requantized per row by an integer multiplier and shift to Q3.12 (to the state's scale for relu RNN),
+  then the cell in integers (``integer_ops``): int16 Q0.15 gates and hidden state, int16 cell state;
+- head: an int8 product requantized to int16 y at one scale (``output_scale``), the output
+  normalisation folded in: y = y_q * output_scale in the model's units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgernn.runtime import integer_ops as ops
+from edgernn.runtime.errors import ContractError, InputError
+
+
+@dataclass
+class Product:
+    """``requantize(bias + weight @ x)`` per row: weight (N, K) int8, bias (N,) int32, multiplier (N,)
+    int32, shift (N,) in [1, 62]."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    multiplier: np.ndarray
+    shift: np.ndarray
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ops.q_requantize(ops.q_product(x, self.weight, self.bias), self.multiplier, self.shift)
+
+
+@dataclass
+class Layer:
+    ih: Product
+    hh: Product
+    state_scale: float  # the hidden state's value per unit: 2^-15, or calibrated for relu RNN
+    c_frac: int = 0  # LSTM: fraction bits of the cell state
+
+
+@dataclass
+class IntegerModel:
+    """The integer parameters of one model (see the module docstring). Shapes: embedding (V, E) int16;
+    input_scale (F,) float64 (features); head: Product (O, H)."""
+
+    cell: str
+    input_kind: str
+    input_size: int
+    hidden_size: int
+    layers: list[Layer]
+    head: Product
+    output_scale: float
+    input_scale: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+    embedding_scale: float = 0.0
+    state_names: tuple[str, ...] = ("h",)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def output_size(self) -> int:
+        return int(self.head.weight.shape[0])
+
+
+def quantize_multiplier(ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per value of ``ratio`` > 0: (multiplier, shift) with ratio ~= multiplier / 2^shift, multiplier in
+    [2^30, 2^31) and shift in [1, 62] (a ratio below 2^-32 keeps shift 62 and a smaller multiplier;
+    a ratio of 0 gives multiplier 0). ContractError for a ratio of 2^30 or more."""
+    ratio = np.asarray(ratio, np.float64).reshape(-1)
+    multipliers, shifts = np.zeros(ratio.size, np.int64), np.ones(ratio.size, np.int64)
+    for i, r in enumerate(ratio):
+        if not math.isfinite(r) or r < 0:
+            raise ContractError(f"integer: a scale ratio of {r} cannot be an integer multiplier")
+        if r == 0:
+            continue
+        mantissa, exponent = math.frexp(r)
+        m = round(mantissa * 2**31)
+        if m == 2**31:
+            m, exponent = 2**30, exponent + 1
+        shift = 31 - exponent
+        if shift > 62:
+            m, shift = round(r * 2**62), 62
+        if shift < 1:
+            raise ContractError(f"integer: a scale ratio of {r:.3g} is past what an int32 multiplier holds")
+        multipliers[i], shifts[i] = m, shift
+    return multipliers, shifts
+
+
+def q_step(
+    model: IntegerModel, x: np.ndarray, states: list[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One step of a batch: x (B,) token ids or (B, F) int16 features; states: h (B, L, H) int16 [and c]
+    -> y (B, O) int16 and the next states. int64 arrays holding the C's values."""
+    if model.input_kind == "tokens":
+        layer_in = model.embedding[np.asarray(x, np.int64)]  # (B, E)
+    else:
+        layer_in = np.asarray(x, np.int64)  # (B, F)
+    h_all, c_all = states[0], states[1] if len(states) > 1 else None
+    h_next, c_next = np.empty_like(h_all), None if c_all is None else np.empty_like(c_all)
+    for index, layer in enumerate(model.layers):
+        h = h_all[:, index]
+        gi, gh = layer.ih(layer_in), layer.hh(h)
+        if model.cell == "gru":
+            h_new = ops.q_gru_cell(gi, gh, h)
+        elif model.cell == "lstm":
+            h_new, c_next[:, index] = ops.q_lstm_cell(gi, gh, h, c_all[:, index], layer.c_frac)
+        elif model.cell == "rnn_tanh":
+            h_new = ops.q_rnn_tanh_cell(gi, gh)
+        else:
+            h_new = ops.q_rnn_relu_cell(gi, gh)
+        h_next[:, index] = h_new
+        layer_in = h_new
+    y = ops.q_sat16(model.head(layer_in))
+    return y, [h_next] if c_next is None else [h_next, c_next]
+
+
+def state_scales(model: IntegerModel) -> list[np.ndarray]:
+    """Per state tensor, the value of one unit per layer: (L, 1)."""
+    h = np.array([[layer.state_scale] for layer in model.layers])
+    if model.cell != "lstm":
+        return [h]
+    return [h, np.array([[2.0**-layer.c_frac] for layer in model.layers])]
+
+
+def quantize_input(model: IntegerModel, x: np.ndarray) -> np.ndarray:
+    """Raw float features (B, F) -> int16 at ``input_scale`` (rounded half away from zero, saturated);
+    token ids pass unchanged. The generated C's ``NAME_quantize_input`` does the same in float."""
+    if model.input_kind == "tokens":
+        return np.asarray(x, np.int64)
+    scaled = np.asarray(x, np.float64) / model.input_scale
+    return ops.q_sat16(np.trunc(scaled + np.copysign(0.5, scaled)).clip(-1e9, 1e9)).astype(np.int64)
+
+
+def _quantize_state(value: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    scaled = np.asarray(value, np.float64) / scale
+    return ops.q_sat16(np.trunc(scaled + np.copysign(0.5, scaled)).clip(-1e9, 1e9)).astype(np.int64)
+
+
+class IntegerStream:
+    """A batch of streams through ``q_step`` with the Stream API (float32 in and out)."""
+
+    def __init__(self, stepper: IntegerStepper, batch_size: int):
+        self._stepper, self.batch_size = stepper, batch_size
+        self.reset()
+
+    @property
+    def info(self):
+        return self._stepper.info
+
+    def reset(self) -> None:
+        model = self._stepper.model
+        shape = (self.batch_size, model.num_layers, model.hidden_size)
+        self.q_state = [np.zeros(shape, np.int64) for _ in model.state_names]
+
+    def _unbatched(self, x: np.ndarray, sequence: bool) -> bool:
+        rank = (0 if self._stepper.model.input_kind == "tokens" else 1) + int(sequence)
+        if x.ndim == rank and self.batch_size == 1:
+            return True
+        if x.ndim != rank + 1 or x.shape[0] != self.batch_size:
+            raise InputError(f"expected a batch of {self.batch_size} inputs, got shape {x.shape}")
+        return False
+
+    def step(self, x: Any) -> np.ndarray:
+        """x: (B,) token ids or (B, F) raw features (unbatched with batch size 1) -> y float32."""
+        x = np.asarray(x)
+        unbatched = self._unbatched(x, sequence=False)
+        model = self._stepper.model
+        xq = quantize_input(model, x[None] if unbatched else x)
+        y, self.q_state = q_step(model, xq, self.q_state)
+        y = (y * model.output_scale).astype(np.float32)
+        return y[0] if unbatched else y
+
+    def run(self, xs: Any) -> np.ndarray:
+        """xs: (B, T) or (B, T, F) (unbatched with batch size 1) -> ys (B, T, O) float32."""
+        xs = np.asarray(xs)
+        unbatched = self._unbatched(xs, sequence=True)
+        batched = xs[None] if unbatched else xs
+        ys = np.stack([self.step(batched[:, t]) for t in range(batched.shape[1])], axis=1)
+        return ys[0] if unbatched else ys
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        scales = state_scales(self._stepper.model)
+        names = self._stepper.model.state_names
+        return {n: (q * s).astype(np.float32) for n, q, s in zip(names, self.q_state, scales, strict=True)}
+
+    @state.setter
+    def state(self, value: Mapping[str, Any]) -> None:
+        model = self._stepper.model
+        missing = sorted(set(model.state_names) - set(value))
+        if missing:
+            raise InputError(f"state: expected tensors {list(model.state_names)}, missing {missing}")
+        scales = state_scales(model)
+        self.q_state = [_quantize_state(value[n], s) for n, s in zip(model.state_names, scales, strict=True)]
+
+
+class IntegerStepper:
+    """The integer reference with the Stepper's Stream API: ``new_stream(batch_size)``."""
+
+    def __init__(self, model: IntegerModel, info: Any = None):
+        self.model, self.info = model, info
+
+    def new_stream(self, batch_size: int = 1) -> IntegerStream:
+        return IntegerStream(self, batch_size)
