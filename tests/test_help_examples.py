@@ -1,4 +1,6 @@
-"""Every example in every command's --help runs as written, on tiny models and data built here.
+"""Every example in every command's --help, and every concrete command of the README's and docs'
+walkthroughs, runs as written, on tiny models and data built here; every edgernn command the README and
+docs show names real options.
 
 The examples name files a user has (``shakespeare.onnx``, ``runs/shakespeare``, ``readings.csv``,
 ``silero_vad.onnx``): the ``workspace`` fixture makes each of them, small (a few training steps, hidden
@@ -16,6 +18,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,7 @@ from edgernn.cli import cli
 from edgernn.runtime import contract
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
-OUTPUT_OPTIONS = ("-o", "--out", "--plot")
+OUTPUT_OPTIONS = ("-o", "--out", "--plot", "--copy")
 SILERO_CONTEXT, SILERO_CHUNK, SILERO_HIDDEN = 64, 512, 128  # 16 kHz: 64 samples of context + 512 new
 
 
@@ -282,3 +285,72 @@ def test_documented_commands_use_real_commands_and_options():
         if unknown:
             problems.append(f"{name}:{number}: edgernn {text.split()[0]} has no {unknown}")
     assert not problems, "\n".join(problems)
+
+
+# --- the README's and docs' walkthroughs, run in order ---------------------------------------------------
+
+PLACEHOLDER = re.compile(r"\[|\b[A-Z][A-Z_]{2,}\b")  # a synopsis: [options], DATA, RUN_DIR, MODEL.onnx
+PATH_LIKE = re.compile(r"[/.](onnx|csv|ts|txt|jsonl)$|/")
+
+
+def _walkthrough(path: Path) -> list[tuple[int, str, str | None, str, bool]]:
+    """The concrete commands of ``path``'s fenced blocks in order: (line, shell producer piped in or
+    None, edgernn command, ``$ cat FILE`` content to write or "", whether the block shows it failing)."""
+    steps, lines, fenced = [], path.read_text().splitlines(), False
+    for number, line in enumerate(lines, 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        text = line.removeprefix("$ ").strip()
+        if not fenced or PLACEHOLDER.search(text.split("#")[0]):
+            continue
+        shown = list(_shown_output(lines, number))
+        if text.startswith("cat ") and line.startswith("$ "):
+            steps.append((number, None, text, "\n".join(shown) + "\n", False))
+            continue
+        producer, _, command = text.rpartition("| edgernn ") if "| edgernn " in text else ("", "", "")
+        if text.startswith("edgernn "):
+            producer, command = "", text.removeprefix("edgernn ")
+        if command and "tail -f" not in producer:
+            failing = any(out.startswith("Error:") for out in shown)
+            steps.append((number, producer.strip() or None, _command_text(command), "", failing))
+    return steps
+
+
+def _shown_output(lines: list[str], number: int):
+    """The lines a ``$ command`` block shows after line ``number`` (1-based), up to the next command."""
+    for line in lines[number:]:
+        if line.startswith("$ ") or line.lstrip().startswith("```"):
+            return
+        yield line
+
+
+WALKTHROUGHS = ["README.md", "docs/cli.md", "docs/training.md", "docs/quantization.md", "docs/ort.md"]
+
+
+@pytest.mark.parametrize("document", WALKTHROUGHS)
+def test_documented_walkthrough_runs(document, tmp_path, monkeypatch):
+    """Each concrete command of the document, in order, in one folder with the bundled data: the ones
+    whose input files exist by then (the bundled data, what earlier commands wrote, a ``$ cat`` file)."""
+    (tmp_path / "examples").symlink_to(DATA.parent, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    for number, producer, command, content, failing in _walkthrough(DATA.parent.parent / document):
+        if content:  # $ cat FILE: the file as the document shows it
+            Path(command.split()[1]).write_text(content)
+            continue
+        words = [w for w in shlex.split(command, comments=True) if not w.startswith(("2>", ">"))]
+        args = _fast(words[0], words)
+        inputs = [a for a in args[1:] if PATH_LIKE.search(a) and a not in _outputs(args)]
+        if not all(Path(a).exists() for a in inputs):
+            continue  # a file of the reader's own (readings.csv, frames.jsonl)
+        stdin = (
+            subprocess.run(["bash", "-c", producer], capture_output=True, check=True).stdout
+            if producer
+            else None
+        )
+        result = CliRunner().invoke(cli, args, input=stdin)
+        want = 2 if failing else 0
+        assert result.exit_code == want, f"{document}:{number}: edgernn {command}\n{result.output}"
+        ran += 1
+    assert ran or document not in ("README.md", "docs/cli.md"), f"{document}: no command ran"
