@@ -3,9 +3,9 @@ the demo's character GRU (1x128 over the 65 characters of tinyshakespeare, embed
 initial weights: the instruction counts depend on the shapes, not on training), float32 and int8.
 
 Prints the Markdown table of docs/devices.md (and, with --json FILE, every result). Instructions are
-exact; cycles are an estimate (docs/devices.md says how and what it leaves out). Soft-float devices
-take about 50x the instructions of the others in float32, so their float32 rows count fewer steps
-(--soft-float-steps); the step counts are in the table.
+exact; cycles are an estimate (docs/devices.md says how and what it leaves out). Devices without an
+FPU take 20-60x the instructions of the others (soft float, in int8 too: its activations are float), so
+their rows count fewer steps (--soft-float-steps); the step counts are in the table.
 
     .venv/bin/python benchmarks/device_speed.py --out docs/device_table.md --json device_speed.json
 """
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.devices.split(","):
                 device = get_device(name)
                 for precision in args.precisions.split(","):
-                    soft = device.fpu.startswith("none") and precision == "float32"
+                    soft = device.fpu.startswith("none")  # int8 too: its activations are float
                     steps = args.soft_float_steps if soft else args.steps
                     start = time.perf_counter()
                     result = bench_precision(

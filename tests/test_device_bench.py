@@ -99,7 +99,7 @@ def test_self_test_passes_and_outputs_equal_the_host(models, host_outputs, name,
 def test_the_same_build_counts_the_same_instructions_twice(models, tmp_path):
     device = require("cortex-m4")
     first = bench_precision(
-        models["small"], device, "int8", clock_mhz=80.0, steps=6, work=tmp_path, self_test=False
+        models["small"], device, "int8", clock_mhz=80.0, steps=3, work=tmp_path, self_test=False
     )
     program_dir = tmp_path / "cortex-m4-int8"
     elf = program_dir / "bench.elf"
@@ -109,7 +109,7 @@ def test_the_same_build_counts_the_same_instructions_twice(models, tmp_path):
     begin, end = (symbol_address(device, elf, s) for s in ("edgernn_step_begin", "edgernn_step_end"))
     again = trace_program(program, begin, end)
     twice = trace_program(program, begin, end)
-    assert again.steps == twice.steps and len(again.steps) == 6
+    assert again.steps == twice.steps and len(again.steps) == 3
     assert first.instructions_median == float(np.median(again.steps))
     assert first.instructions_max == max(again.steps) > 1000
     assert again.executed == twice.executed and again.taken == twice.taken
@@ -122,10 +122,10 @@ def test_twice_the_macs_take_about_twice_the_instructions(models, tmp_path):
     assert graph_macs(narrow) == 3 * 24 * (8 + 24) + 24 * 2
     assert 1.9 < ratio_macs < 2.1
     small = bench_precision(
-        narrow, device, "float32", clock_mhz=80.0, steps=4, work=tmp_path / "n", self_test=False
+        narrow, device, "float32", clock_mhz=80.0, steps=2, work=tmp_path / "n", self_test=False
     )
     large = bench_precision(
-        wide, device, "float32", clock_mhz=80.0, steps=4, work=tmp_path / "w", self_test=False
+        wide, device, "float32", clock_mhz=80.0, steps=2, work=tmp_path / "w", self_test=False
     )
     assert 1.6 <= large.instructions_median / small.instructions_median <= 2.4
     assert large.cycles > small.cycles > small.instructions_median * 0.9
@@ -134,7 +134,12 @@ def test_twice_the_macs_take_about_twice_the_instructions(models, tmp_path):
 def test_bench_device_json_has_the_issue_keys(models):
     require("cortex-m0plus")
     (bench,) = bench_device(
-        models["small"], "cortex-m0plus", precisions=("float32", "int8"), steps=3, clock_mhz=48
+        models["small"],
+        "cortex-m0plus",
+        precisions=("float32", "int8"),
+        steps=2,
+        clock_mhz=48,
+        self_test=False,
     )
     docs = bench.to_dict()["results"]
     assert [d["precision"] for d in docs] == ["float32", "int8"]
@@ -148,7 +153,7 @@ def test_bench_device_json_has_the_issue_keys(models):
             and doc["cycles"]["estimate"] > doc["instructions"]["median"]
         )
         assert doc["us_per_step"] == pytest.approx(doc["cycles"]["estimate"] / 48, rel=1e-3)
-        assert doc["max_rate_hz"] == pytest.approx(48e6 / doc["cycles"]["estimate"], rel=1e-3)
+        assert doc["max_rate_hz"] == pytest.approx(48e6 / doc["cycles"]["estimate"], abs=0.1)
         assert doc["flash_bytes"] > 0 and doc["ram_bytes"] == 4 * 32 and 0 < doc["stack_bytes"] < 8192
     assert bench.results[0].board == "microbit"
 
