@@ -21,13 +21,14 @@ import numpy as np
 
 from edgernn.csv_table import DEFAULT_MISSING, Table, delimiter_name, read_csv
 from edgernn.data import build_vocabulary, encode, read_text, split_train_validation
+from edgernn.runtime.audio import looks_like_audio
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.untrusted import reads_untrusted
 
 if TYPE_CHECKING:  # the file readers serve torch-free commands (edgernn eval): tasks import torch inside
     import torch
 
-TASKS = ("charlm", "forecast", "anomaly", "classify", "steplabels")
+TASKS = ("charlm", "forecast", "anomaly", "classify", "steplabels", "keyword")
 _SKIPPED_COLUMNS = {"timestamp", "time", "date", "datetime", "index"}
 _LABEL_COLUMNS = {"is_anomaly", "label", "labels", "class", "target_label"}
 _ID_COLUMNS = {"series_id", "sequence_id", "case_id", "utterance_id"}
@@ -50,7 +51,7 @@ class TaskData:
 
     @property
     def is_series(self) -> bool:
-        return self.task != "classify"
+        return self.task not in ("classify", "keyword")
 
     @property
     def split_sizes(self) -> tuple[int, int]:
@@ -66,7 +67,7 @@ class TaskData:
             return "MSE of the targets normalised by their training mean and std (1.0: as good as the mean)"
         if self.task == "charlm":
             return "cross-entropy, nats per character"
-        if self.task == "classify":
+        if self.task in ("classify", "keyword"):
             return "cross-entropy of the class after each sequence's last step, nats per sequence"
         return "cross-entropy, nats per step"
 
@@ -472,9 +473,17 @@ def load_task(
     seed=0,
     validation_fraction=0.1,
     min_validation_cases=MIN_VALIDATION_CASES,
+    augment=True,
 ) -> TaskData:
     """Dispatch on the task name. ``columns``, ``targets``, ``label_column`` and ``missing`` are the CSV
-    options (``--columns`` ...); a name the file does not have is refused, naming those it has."""
+    options (``--columns`` ...); a name the file does not have is refused, naming those it has.
+    ``augment``: the keyword task's augmentation (``edgernn.keyword``)."""
+    if task == "keyword":
+        from edgernn.keyword import keyword_task
+
+        return keyword_task(path, validation_fraction, seed, min_validation_cases, augment=augment)
+    if Path(path).is_dir():
+        raise InputError(f"{path}: a folder; the {task} task reads one file (a folder of .wav files is --task keyword)")
     if task == "charlm":
         return charlm_task(path, validation_fraction)
     csv_options = {"label_column": label_column, "missing": missing}
@@ -526,6 +535,10 @@ def infer_task(path: str | os.PathLike, *, columns=None, targets=None, label_col
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if looks_like_audio(path):
+        return "keyword", "audio clips (.wav files or clip bundles): a spoken-word recognizer"
+    if path.is_dir():
+        raise InputError(f"{path}: a folder without .wav files or .npz clip bundles; expected a data file")
     if suffix == ".ts":
         return "classify", "a .ts file holds labelled sequences"
     if suffix == ".csv":

@@ -95,6 +95,10 @@ TASK_DEFAULTS: dict[str, dict[str, dict]] = {
         "train": {"batch_size": 32, "seq_len": 128},
     },
     "classify": {"model": {"hidden_size": 64}, "train": {"batch_size": 16, "eval_every": 100}},
+    "keyword": {
+        "model": {"hidden_size": 96},
+        "train": {"batch_size": 32, "eval_every": 100, "every_step_weight": 0.2},
+    },
     "forecast": {"model": {"hidden_size": 64}, "train": _SERIES_DEFAULTS},
     "anomaly": {"model": {"hidden_size": 32}, "train": _SERIES_DEFAULTS},
     "steplabels": {"model": {"hidden_size": 64}, "train": _SERIES_DEFAULTS},

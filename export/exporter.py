@@ -174,6 +174,10 @@ def export_run(
     file it was trained on).
     """
     checkpoint = load_checkpoint(run_dir)
+    if checkpoint.task == "keyword":  # the front end goes in front of the model (edgernn.export.keyword)
+        from edgernn.export.keyword import export_keyword_run
+
+        return export_keyword_run(checkpoint, path, verify=verify, quantize=quantize, data_path=data_path)
     extra = {"task": checkpoint.task} if checkpoint.task else {}
     extra.update(checkpoint.train_config.get("metadata") or {})  # classes, columns, targets, anomaly
     quantized = quantize is not None and quantize.mode != "none"

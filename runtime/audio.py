@@ -62,7 +62,12 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     path = Path(path)
     try:
         with wave.open(str(path), "rb") as f:
-            channels, width, rate, frames = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
+            channels, width, rate, frames = (
+                f.getnchannels(),
+                f.getsampwidth(),
+                f.getframerate(),
+                f.getnframes(),
+            )
             if channels != 1 or width != 2 or rate not in SAMPLE_RATES:
                 raise InputError(
                     f"{path}: expected mono 16-bit PCM at 8000 or 16000 Hz, got {channels} channel(s), "
@@ -101,7 +106,9 @@ def read_wav_folder(folder: str | os.PathLike) -> Clips:
     folder = Path(folder)
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".wav" and p.is_file())
     if not paths:
-        raise InputError(f"{folder}: no .wav files; expected {{label}}_*.wav files or one subfolder per label")
+        raise InputError(
+            f"{folder}: no .wav files; expected {{label}}_*.wav files or one subfolder per label"
+        )
     clips: Clips | None = None
     for path in paths:
         samples, rate = read_wav(path)
@@ -129,8 +136,9 @@ def _speaker_of(stem: str) -> str:
 def write_bundle(path: str | os.PathLike, clips: Clips) -> None:
     """``clips`` as one compressed .npz (no pickle): ``audio`` int16 concatenated, ``offsets`` int64
     ``(n + 1,)``, ``labels``, ``names``, ``speakers`` (unicode arrays) and ``sample_rate``."""
-    from edgernn.runtime.files import atomic_write_bytes
     import io
+
+    from edgernn.runtime.files import atomic_write_bytes
 
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in clips.audio])]).astype(np.int64)
     buffer = io.BytesIO()
@@ -151,7 +159,9 @@ def read_bundle(path: str | os.PathLike) -> Clips:
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as doc:
-            arrays = {key: doc[key] for key in ("audio", "offsets", "labels", "names", "speakers", "sample_rate")}
+            arrays = {
+                key: doc[key] for key in ("audio", "offsets", "labels", "names", "speakers", "sample_rate")
+            }
     except KeyError as exc:
         raise InputError(f"{path}: not an edgernn clip bundle (no {exc} array)") from None
     except (OSError, ValueError) as exc:
@@ -261,7 +271,9 @@ class FrontEnd:
         if self.sample_rate not in SAMPLE_RATES:
             problems.append(f"sample_rate {self.sample_rate}: expected one of {SAMPLE_RATES}")
         if not 0 < self.hop < self.frame <= self.fft <= 4096:
-            problems.append(f"expected 0 < hop < frame <= fft <= 4096, got {self.hop}, {self.frame}, {self.fft}")
+            problems.append(
+                f"expected 0 < hop < frame <= fft <= 4096, got {self.hop}, {self.frame}, {self.fft}"
+            )
         if not 1 <= self.mels <= self.fft // 2:
             problems.append(f"mels {self.mels}: expected 1 to fft / 2")
         if not 0 <= self.low_hz < self.high_hz <= self.sample_rate / 2:
@@ -318,7 +330,9 @@ class FrontEnd:
 def hops_of(samples: np.ndarray, hop: int) -> np.ndarray:
     """A clip as the model's steps: float32 ``(ceil(n / hop), hop)`` in [-1, 1), the last hop zero-padded.
     ``samples``: int16 PCM or float already in [-1, 1)."""
-    signal = samples.astype(np.float32) / PCM_SCALE if samples.dtype == np.int16 else samples.astype(np.float32)
+    signal = (
+        samples.astype(np.float32) / PCM_SCALE if samples.dtype == np.int16 else samples.astype(np.float32)
+    )
     steps = -(-len(signal) // hop)
     padded = np.zeros(steps * hop, dtype=np.float32)
     padded[: len(signal)] = signal

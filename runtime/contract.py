@@ -43,6 +43,9 @@ METADATA_KEY = "edgernn"
 
 INPUT_NAME = "x"
 OUTPUT_NAME = "y"
+# A keyword model's front end keeps the samples its next frame shares with this one:
+# ``(batch, 1, frame - hop)``, after the recurrent states (``front_end`` in the metadata).
+AUDIO_STATE = ("audio", "audio_next")
 BATCH_AXIS_NAME = "batch"
 
 CELLS = ("gru", "lstm", "rnn_tanh", "rnn_relu")
@@ -208,7 +211,7 @@ def make_info(
         raise ContractError(f"extra metadata may not replace contract fields: {clash}")
     states = tuple(
         StateSpec(input=i, output=o, shape=shape)
-        for i, o, shape in _expected_states(cell, num_layers, hidden_size, stacks)
+        for i, o, shape in _expected_states(cell, num_layers, hidden_size, stacks, _audio_overlap(extra))
     )
     info = ModelInfo(
         cell=cell,
@@ -343,9 +346,10 @@ def _read_info(doc: dict, r: _Reader) -> ModelInfo | None:
     chunk_steps = None
     if doc.get("chunk_steps") is not None:
         chunk_steps = r.positive_int(doc, "chunk_steps", "metadata", 1 << 16)
+    overlap = _read_front_end(doc, input_spec, r)
     if cell and num_layers and hidden_size and states is not None and stacks is not None:
         _check_stacks(StackSpec(cell, num_layers, hidden_size), stacks, r)
-        _check_states(cell, num_layers, hidden_size, stacks, states, r)
+        _check_states(cell, num_layers, hidden_size, stacks, states, r, overlap)
     if r.problems:
         return None
     extra = {k: v for k, v in doc.items() if k not in _KNOWN_KEYS}
@@ -469,15 +473,40 @@ def _check_stacks(first: StackSpec, stacks: tuple[StackSpec, ...], r: _Reader) -
 
 
 def _expected_states(
-    cell: str, layers: int, hidden: int, stacks: tuple[StackSpec, ...]
+    cell: str, layers: int, hidden: int, stacks: tuple[StackSpec, ...], audio_overlap: int | None = None
 ) -> list[tuple[str, str, tuple[int, int]]]:
+    audio = [] if audio_overlap is None else [(*AUDIO_STATE, (1, audio_overlap))]
     if not stacks:
-        return [(i, o, (layers, hidden)) for i, o in state_names(cell)]
+        return [(i, o, (layers, hidden)) for i, o in state_names(cell)] + audio
     return [
         (i, o, (s.num_layers, s.hidden_size))
         for index, s in enumerate(stacks)
         for i, o in state_names(s.cell, index)
-    ]
+    ] + audio
+
+
+def _audio_overlap(extra: dict[str, Any] | None) -> int | None:
+    """A keyword model's ``audio`` state size (its front end's frame less its hop); None without one."""
+    if not extra or "front_end" not in extra:
+        return None
+    from edgernn.runtime.audio import FrontEnd
+
+    return FrontEnd.from_metadata(extra["front_end"]).overlap
+
+
+def _read_front_end(doc: dict, input_spec: InputSpec | None, r: _Reader) -> int | None:
+    """A keyword model's ``front_end`` (optional): valid, its hop the input's size; the overlap, or None."""
+    if "front_end" not in doc:
+        return None
+    try:
+        overlap = _audio_overlap(doc)
+    except ContractError as exc:
+        r.problems.append(str(exc))
+        return None
+    hop = doc["front_end"]["hop"]
+    if input_spec is not None and (input_spec.kind != "features" or input_spec.size != hop):
+        r.problems.append(f"front_end: expected features input of its hop ({hop} samples), got {input_spec.kind} of {input_spec.size}")
+    return overlap
 
 
 def _check_states(
@@ -487,8 +516,9 @@ def _check_states(
     stacks: tuple[StackSpec, ...],
     states: tuple[StateSpec, ...],
     r: _Reader,
+    audio_overlap: int | None = None,
 ) -> None:
-    expected = _expected_states(cell, layers, hidden, stacks)
+    expected = _expected_states(cell, layers, hidden, stacks, audio_overlap)
     given = [(s.input, s.output, s.shape) for s in states]
     if given != expected:
         model = (

@@ -1,0 +1,157 @@
+"""The keyword front end's constants and a numpy reference of it, and the augmentation that trains for
+speakers and rooms the data never had. numpy only (no torch).
+
+The front end, as the exported step graph computes it from one hop of samples ``x`` (B, hop) and the
+``audio`` state (B, 1, frame - hop), the previous frame's tail:
+
+    frame  = concat(audio, x)                                  # (B, frame)
+    spec   = frame @ DFT                                       # (B, 2 * bins): Hann window folded in,
+                                                               #   re then im of bins 0 .. fft / 2
+    mel    = (spec * spec) @ [MEL; MEL]                        # (B, mels): re^2 + im^2 then the bands
+    logmel = log(mel + floor)
+    audio' = frame[:, hop:]
+
+so a stream of hops is framed exactly as ``log_mel`` frames a whole clip starting from zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgernn.runtime.audio import FrontEnd, pink_noise, rms, white_noise
+
+
+def hann(frame: int) -> np.ndarray:
+    """The periodic Hann window, float64 ``(frame,)``."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(frame) / frame)
+
+
+def dft_matrix(fe: FrontEnd) -> np.ndarray:
+    """Window and real DFT in one matrix, float32 ``(frame, 2 * bins)``: ``frame @ M`` gives the real parts
+    of bins 0 .. fft / 2, then the imaginary parts (the frame zero-padded to ``fft`` points)."""
+    bins = fe.fft // 2 + 1
+    angle = 2.0 * np.pi * np.outer(np.arange(fe.frame), np.arange(bins)) / fe.fft  # (frame, bins)
+    window = hann(fe.frame)[:, None]
+    return np.concatenate([window * np.cos(angle), -window * np.sin(angle)], axis=1).astype(np.float32)
+
+
+def mel_filterbank(fe: FrontEnd) -> np.ndarray:
+    """Triangular filters on the HTK mel scale, float32 ``(bins, mels)``, peak 1, from ``low_hz`` to
+    ``high_hz``; a band narrower than one bin still takes its nearest bin."""
+    bins = fe.fft // 2 + 1
+    to_mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
+    to_hz = lambda mel: 700.0 * (10.0 ** (mel / 2595.0) - 1.0)  # noqa: E731
+    edges = to_hz(np.linspace(to_mel(fe.low_hz), to_mel(fe.high_hz), fe.mels + 2))
+    freqs = np.arange(bins) * fe.sample_rate / fe.fft
+    bank = np.zeros((bins, fe.mels))
+    for m in range(fe.mels):
+        lo, centre, hi = edges[m : m + 3]
+        rising = (freqs - lo) / (centre - lo)
+        falling = (hi - freqs) / (hi - centre)
+        bank[:, m] = np.clip(np.minimum(rising, falling), 0.0, None)
+        if not bank[:, m].any():
+            bank[int(np.argmin(np.abs(freqs - centre))), m] = 1.0
+    return bank.astype(np.float32)
+
+
+def stacked_filterbank(fe: FrontEnd) -> np.ndarray:
+    """``[MEL; MEL]``, float32 ``(2 * bins, mels)``: applied to the squared re and im parts it sums them."""
+    bank = mel_filterbank(fe)
+    return np.concatenate([bank, bank], axis=0)
+
+
+def frames_of(signal: np.ndarray, fe: FrontEnd) -> np.ndarray:
+    """The frames a stream of hops sees: float64 ``(T, frame)``, T = ceil(n / hop), the clip zero-padded to
+    whole hops and preceded by ``frame - hop`` zeros (the initial ``audio`` state)."""
+    steps = -(-len(signal) // fe.hop)
+    padded = np.zeros(fe.overlap + steps * fe.hop)
+    padded[fe.overlap : fe.overlap + len(signal)] = signal
+    index = np.arange(steps)[:, None] * fe.hop + np.arange(fe.frame)[None, :]
+    return padded[index]
+
+
+def log_mel(signal: np.ndarray, fe: FrontEnd) -> np.ndarray:
+    """The front end's reference on a whole clip, by FFT: float32 ``(T, mels)``.
+
+    ``signal``: float samples in [-1, 1), ``(n,)``. Computed independently of ``dft_matrix`` (numpy's FFT
+    of the windowed, zero-padded frames), so a test can hold the graph's matrix form to it.
+    """
+    frames = frames_of(signal, fe) * hann(fe.frame)
+    power = np.abs(np.fft.rfft(frames, n=fe.fft, axis=1)) ** 2  # (T, bins)
+    return np.log(power @ mel_filterbank(fe).astype(np.float64) + fe.floor).astype(np.float32)
+
+
+def log_mel_fast(signal: np.ndarray, fe: FrontEnd, dft: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """``log_mel`` through the graph's own float32 matrices (what training computes, at numpy speed)."""
+    frames = frames_of(signal, fe).astype(np.float32)
+    spec = frames @ dft
+    return np.log((spec * spec) @ bank + np.float32(fe.floor)).astype(np.float32)
+
+
+# --- augmentation ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """How each training clip is varied (``copies`` varied copies besides the clip itself):
+
+    speed perturbation by a factor in ``speed`` (resampled, so pitch and tempo move together), a gain in
+    ``gain_db``, up to ``lead_ms``/``trail_ms`` of background before and after the word (a time shift),
+    and noise (white or pink) at one of ``snrs_db`` with probability ``noise_probability``.
+    """
+
+    copies: int = 4
+    speed: tuple[float, float] = (0.88, 1.12)
+    gain_db: tuple[float, float] = (-18.0, 6.0)
+    lead_ms: float = 250.0
+    trail_ms: float = 300.0
+    snrs_db: tuple[float, ...] = (30.0, 20.0, 15.0, 10.0, 5.0)
+    noise_probability: float = 0.7
+
+
+def change_speed(signal: np.ndarray, factor: float) -> np.ndarray:
+    """``signal`` played ``factor`` times as fast (linear interpolation), float32."""
+    length = max(2, int(round(len(signal) / factor)))
+    positions = np.linspace(0.0, len(signal) - 1, length)
+    return np.interp(positions, np.arange(len(signal)), signal).astype(np.float32)
+
+
+def noise(samples: int, rng: np.random.Generator) -> np.ndarray:
+    """White or pink noise, unit RMS, float32."""
+    return white_noise(samples, rng) if rng.random() < 0.5 else pink_noise(samples, rng)
+
+
+def augment(signal: np.ndarray, rate: int, aug: Augmentation, rng: np.random.Generator) -> np.ndarray:
+    """One varied copy of a clip (float samples in [-1, 1)), float32, clipped to [-1, 1)."""
+    out = change_speed(signal, rng.uniform(*aug.speed)) * 10.0 ** (rng.uniform(*aug.gain_db) / 20.0)
+    lead = int(rng.uniform(0.0, aug.lead_ms) * rate / 1000.0)
+    trail = int(rng.uniform(0.0, aug.trail_ms) * rate / 1000.0)
+    out = np.concatenate([np.zeros(lead, np.float32), out, np.zeros(trail, np.float32)])
+    if rng.random() < aug.noise_probability:
+        snr = aug.snrs_db[rng.integers(len(aug.snrs_db))]
+        out = out + noise(len(out), rng) * (rms(signal) * 10.0 ** (-snr / 20.0))
+    return np.clip(out, -1.0, 32767 / 32768).astype(np.float32)
+
+
+def no_word_clip(rate: int, edges: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """0.3-1.2 s of what is no word: digital silence, white or pink noise at -70 to -20 dBFS, or a
+    clip's own first or last 60 ms (breath, onset, release) in quiet noise. float32."""
+    samples = int(rng.uniform(0.3, 1.2) * rate)
+    kind = rng.integers(4)
+    if kind == 0:
+        return np.zeros(samples, np.float32)
+    level = 10.0 ** (rng.uniform(-70.0, -20.0) / 20.0)
+    background = noise(samples, rng) * level
+    if kind == 3 and edges:
+        edge = edges[rng.integers(len(edges))]
+        start = rng.integers(0, max(1, samples - len(edge)))
+        background[start : start + len(edge)] += edge[: samples - start]
+    return np.clip(background, -1.0, 32767 / 32768).astype(np.float32)
+
+
+def clip_edges(signal: np.ndarray, rate: int, ms: float = 60.0) -> list[np.ndarray]:
+    """A clip's first and last ``ms`` milliseconds."""
+    n = min(len(signal) // 3, int(rate * ms / 1000.0))
+    return [signal[:n], signal[-n:]] if n > 0 else []

@@ -1,0 +1,216 @@
+"""Export a keyword model: the log-mel front end and the recurrent model in one verified step graph.
+
+The run's RecurrentModel reads normalised log-mel frames; the exported step reads one hop of raw samples
+``x`` (batch, hop) float32 in [-1, 1) and carries the frame overlap as the explicit ``audio`` state
+(batch, 1, frame - hop) after the recurrent ones (``edgernn.audio`` gives the math). The window and the
+DFT are one constant matrix, the power's re^2 + im^2 and the mel bands another, so every target runs it
+with MatMul, Mul, Add, Log, Concat and Slice, and nothing is written by hand.
+
+The parity checks are those of every export (``edgernn.export.verify``), against a PyTorch reference
+that frames the whole sequence and takes ``torch.fft.rfft`` of each frame: an independent computation
+of the front end, not the graph's matrices.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edgernn import __version__
+from edgernn.audio import dft_matrix, hann, mel_filterbank, stacked_filterbank
+from edgernn.export.exporter import ExportReport, quantize_checked, seal, sealed_size, write_pair
+from edgernn.export.graph import _cell, _Graph, _input, _make_model, _output, _split_layers, _stack_layers
+from edgernn.export.quality import EvaluationData
+from edgernn.export.quantize import QuantizeConfig
+from edgernn.export.verify import States, verify_against
+from edgernn.models import RecurrentModel
+from edgernn.runtime import contract
+from edgernn.runtime.audio import FrontEnd, hops_of, read_clips
+from edgernn.runtime.contract import InputSpec, ModelInfo, OutputSpec
+from edgernn.runtime.errors import InputError
+
+FRONT_END_PREFIX = "frontend"  # every front-end node's name starts with it
+
+
+def keyword_info(model: RecurrentModel, fe: FrontEnd, extra: dict) -> ModelInfo:
+    """The metadata of the keyword step graph: x is one hop of samples; ``front_end`` records the front
+    end and the log-mel normalisation the graph applies."""
+    config = model.config
+    front_end = {
+        **fe.to_dict(),
+        "mel_mean": [float(v) for v in config.input_mean],
+        "mel_std": [float(v) for v in config.input_std],
+    }
+    return contract.make_info(
+        cell=config.cell,
+        num_layers=config.num_layers,
+        hidden_size=config.hidden_size,
+        input=InputSpec(kind="features", size=fe.hop, dtype="float32"),
+        output=OutputSpec(kind=config.output_kind, size=config.output_size),
+        edgernn_version=__version__,
+        extra={**extra, "front_end": front_end},
+    )
+
+
+def _front_end(g: _Graph, fe: FrontEnd, audio: str, x: str) -> str:
+    """Nodes from x and the audio state to log-mel ``(B, mels)``; writes the ``audio_next`` output."""
+    p = FRONT_END_PREFIX
+    previous = g.op("Reshape", audio, g.const(f"{p}.overlap_shape", np.array([-1, fe.overlap], np.int64)))
+    frame = g.op("Concat", previous, x, axis=1, name=f"{p}_frame")  # (B, frame)
+    tail = g.op(
+        "Slice",
+        frame,
+        g.const(f"{p}.tail_start", np.array([fe.hop], np.int64)),
+        g.const(f"{p}.tail_end", np.array([fe.frame], np.int64)),
+        g.const(f"{p}.tail_axis", np.array([1], np.int64)),
+        name=f"{p}_tail",
+    )  # (B, overlap)
+    state_shape = g.const(f"{p}.state_shape", np.array([-1, 1, fe.overlap], np.int64))
+    g.op("Reshape", tail, state_shape, name=contract.AUDIO_STATE[1])
+    spectrum = g.op("MatMul", frame, g.const(f"{p}.dft", dft_matrix(fe)), name=f"{p}_dft")  # (B, 2 bins)
+    squared = g.op("Mul", spectrum, spectrum, name=f"{p}_squared")
+    mel = g.op("MatMul", squared, g.const(f"{p}.mel", stacked_filterbank(fe)), name=f"{p}_mel")  # (B, mels)
+    floored = g.op("Add", mel, g.const(f"{p}.floor", np.array(fe.floor, np.float32)), name=f"{p}_floored")
+    return g.op("Log", floored, name=f"{p}_log_mel")
+
+
+def build_keyword_step(model: RecurrentModel, fe: FrontEnd, info: ModelInfo) -> onnx.ModelProto:
+    """The single-step graph: front end, normalisation, the recurrent layers, the head."""
+    config = model.config
+    g = _Graph()
+    audio = info.states[-1]
+    assert audio.input == contract.AUDIO_STATE[0], "the audio state comes last"
+    x = _input(g, model, _front_end(g, fe, audio.input, contract.INPUT_NAME))  # normalised log-mel
+    recurrent = info.states[:-1]
+    per_layer = [_split_layers(g, s.input, config.num_layers, config.hidden_size) for s in recurrent]
+    next_states: list[list[str]] = [[] for _ in recurrent]
+    for layer in range(config.num_layers):
+        outs = _cell(g, x, [states[layer] for states in per_layer], model, layer)
+        for collected, out in zip(next_states, outs, strict=True):
+            collected.append(out)
+        x = outs[0]
+    _output(g, model, x)
+    for spec, layers in zip(recurrent, next_states, strict=True):
+        _stack_layers(g, layers, spec.output, config.hidden_size)
+    return _make_model(g, info)
+
+
+def keyword_reference(model: RecurrentModel, fe: FrontEnd):
+    """The PyTorch side of the parity checks: frames the sequence, ``torch.fft.rfft`` in float64, the
+    mel bands and log, then ``model`` (``edgernn.export.verify.Reference``)."""
+    window = torch.from_numpy(hann(fe.frame))
+    bank = torch.from_numpy(mel_filterbank(fe).astype(np.float64))
+
+    def run(xs: np.ndarray, state: States | None) -> tuple[np.ndarray, States]:
+        batch, steps = xs.shape[:2]
+        with torch.no_grad():
+            audio = (
+                torch.zeros(batch, fe.overlap, dtype=torch.float64)
+                if state is None
+                else torch.from_numpy(state[-1]).reshape(batch, fe.overlap).double()
+            )
+            signal = torch.cat([audio, torch.from_numpy(xs).reshape(batch, steps * fe.hop).double()], dim=1)
+            frames = signal.unfold(1, fe.frame, fe.hop)  # (B, T, frame)
+            power = torch.fft.rfft(frames * window, n=fe.fft).abs() ** 2  # (B, T, bins)
+            log_mel = torch.log(power @ bank + fe.floor).float()  # (B, T, mels)
+            recurrent = None if state is None else tuple(torch.from_numpy(s) for s in state[:-1])
+            y, next_state = model(log_mel, recurrent)
+        tail = signal[:, -fe.overlap :].reshape(batch, 1, fe.overlap)
+        states = tuple(s.numpy().astype(np.float64) for s in next_state) + (tail.numpy(),)
+        return y.numpy().astype(np.float64), states
+
+    return run
+
+
+def export_keyword(
+    model: RecurrentModel,
+    path: str | os.PathLike,
+    *,
+    extra_metadata: dict,
+    verify: bool = True,
+    quantize: QuantizeConfig | None = None,
+    data: EvaluationData | None = None,
+) -> ExportReport:
+    """Write the keyword step graph of ``model`` (front end from ``extra_metadata['front_end']``),
+    verified against ``keyword_reference`` first; quantized and checked on ``data`` when asked. No chunk
+    graph (a chunk graph left beside ``path`` is removed)."""
+    extra = dict(extra_metadata)
+    fe = FrontEnd.from_metadata(extra.pop("front_end", None))
+    model = model.eval()
+    info = keyword_info(model, fe, extra)
+    proto = build_keyword_step(model, fe, info)
+    parity = verify_against(keyword_reference(model, fe), proto, info) if verify else None
+    float32_size = None
+    if quantize is not None and quantize.mode != "none":
+        float32_size = sealed_size(proto, info)
+        proto, info = quantize_checked(proto, info, quantize, data)
+    content, info = seal(proto, info)
+    written, _ = write_pair(path, content, None, info)
+    return ExportReport(written, len(content), info, parity, float32_size)
+
+
+# --- real data for quantization checks ------------------------------------------------------------------
+
+
+def keyword_evaluation_data(
+    info_or_fe: ModelInfo | FrontEnd,
+    classes: list[str],
+    path: str | os.PathLike,
+    *,
+    validation_fraction: float | None = 0.1,
+    seed: int = 0,
+    min_validation_cases: int = 0,
+) -> EvaluationData:
+    """Clips from ``path`` as raw hops: the training split (in order, one stream) calibrates, the
+    validation split (as training split it, seeded) is judged by clip accuracy; ``validation_fraction``
+    None judges every clip and calibrates on them too."""
+    from edgernn.tasks import case_order
+
+    fe = (
+        info_or_fe
+        if isinstance(info_or_fe, FrontEnd)
+        else FrontEnd.from_metadata(info_or_fe.extra.get("front_end"))
+    )
+    clips = read_clips(path)
+    if clips.rate != fe.sample_rate:
+        raise InputError(f"{path}: {clips.rate} Hz clips; the model takes {fe.sample_rate} Hz")
+    unknown = sorted(set(clips.labels) - set(classes))
+    if unknown:
+        raise InputError(f"{path}: labels {unknown} were not in the training classes {classes}")
+    labels = [classes.index(label) for label in clips.labels]
+    if validation_fraction is None:
+        judged, calibrating = list(range(len(clips))), list(range(len(clips)))
+    else:
+        order, n_val = case_order(labels, validation_fraction, seed, min_validation_cases)
+        judged, calibrating = list(order[:n_val]), list(order[n_val:])
+    sequences = tuple((hops_of(clips.audio[i], fe.hop), labels[i]) for i in judged)
+    calibration = np.concatenate([hops_of(clips.audio[i], fe.hop) for i in calibrating])
+    split = "whole folder" if validation_fraction is None else "validation split"
+    return EvaluationData(calibration, "accuracy", str(path), sequences=sequences, split=split)
+
+
+def export_keyword_run(
+    checkpoint, path: str | os.PathLike, *, verify: bool, quantize, data_path
+) -> ExportReport:
+    """``export_run`` of a keyword run directory (its checkpoint loaded)."""
+    settings = checkpoint.train_config
+    extra = {"task": "keyword", **(settings.get("metadata") or {})}
+    data = None
+    if quantize is not None and quantize.mode != "none":
+        source = data_path or settings.get("data")
+        if not source or not Path(source).exists():
+            raise InputError(
+                f"{source}: no such folder; the run was trained on it (give another with --data)"
+            )
+        data = keyword_evaluation_data(
+            FrontEnd.from_metadata(extra["front_end"]), list(extra["classes"]), source,
+            validation_fraction=settings.get("validation_fraction", 0.1), seed=settings.get("seed", 0),
+            min_validation_cases=settings.get("min_validation_cases", 0),
+        )  # fmt: skip
+    return export_keyword(
+        checkpoint.model, path, extra_metadata=extra, verify=verify, quantize=quantize, data=data
+    )
