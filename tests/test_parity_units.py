@@ -205,3 +205,13 @@ def test_export_text_says_which_errors_are_in_std_units(runs, tmp_path, task, sa
     result = CliRunner().invoke(cli, ["export", str(runs[task, 1e4]), "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
     assert ("y's errors and atol are in units of its training std" in result.stdout) is said
+
+
+def test_a_refused_quantized_export_prints_its_report_with_json(runs, tmp_path):
+    out = tmp_path / "q.onnx"
+    args = ["export", str(runs["forecast", 1e-4]), "-o", str(out), "--quantize", "int8", "--tolerance", "-1"]
+    result = CliRunner().invoke(cli, [*args, "--json"])  # RMSE must fall by a whole unit: refused
+    assert result.exit_code == 1 and not out.exists()
+    doc = json.loads(result.stdout)
+    assert doc["written"] is False and doc["error"] == "quantization" and doc["forceable"] is True
+    assert any(m.startswith("metric: rmse") for m in doc["mismatches"])
