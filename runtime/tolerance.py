@@ -22,11 +22,13 @@ from edgernn.runtime.contract import ModelInfo
 
 def output_scale(info: ModelInfo) -> np.ndarray:
     """One unit of each output on the model's scale: ``(output_size,)`` float64, the training std of each
-    regression output, else ones."""
+    regression output, else ones (also where metadata from elsewhere gives a std that is not a positive
+    number)."""
     std = info.output.std if info.output.kind == "values" else None
-    if std is None:
+    if std is None or len(std) != info.output.size:
         return np.ones(info.output.size, np.float64)
-    return np.asarray(std, np.float64)
+    scale = np.asarray(std, np.float64)
+    return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
 
 
 def scaled_error(got: np.ndarray, want: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray:

@@ -215,3 +215,19 @@ def test_a_refused_quantized_export_prints_its_report_with_json(runs, tmp_path):
     doc = json.loads(result.stdout)
     assert doc["written"] is False and doc["error"] == "quantization" and doc["forceable"] is True
     assert any(m.startswith("metric: rmse") for m in doc["mismatches"])
+
+
+def test_the_scale_is_one_for_logits_and_for_a_std_that_is_not_a_positive_number():
+    from dataclasses import replace
+
+    from edgernn.runtime.contract import OutputSpec
+
+    config = ModelConfig(input_kind="features", input_size=2, hidden_size=4, output_size=3,
+                         output_kind="values", input_mean=(0.0, 0.0), input_std=(1.0, 1.0),
+                         output_mean=(0.0,) * 3, output_std=(814.0, 1e-4, 2.0))  # fmt: skip
+    info = build_info(RecurrentModel(config))
+    np.testing.assert_array_equal(tolerance.output_scale(info), [814.0, 1e-4, 2.0])
+    odd = replace(info, output=OutputSpec(kind="values", size=3, mean=(0.0,) * 3, std=(0.0, -2.0, 5.0)))
+    np.testing.assert_array_equal(tolerance.output_scale(odd), [1.0, 1.0, 5.0])
+    logits = replace(info, output=OutputSpec(kind="logits", size=3, mean=None, std=(3.0, 3.0, 3.0)))
+    np.testing.assert_array_equal(tolerance.output_scale(logits), [1.0, 1.0, 1.0])
