@@ -1,11 +1,12 @@
 """How much memory a training run needs, estimated before anything is allocated, against what the machine has.
 
-Measured on torch 2.13's CPU kernels (one training step with AdamW, peak resident memory, parameters from
-12 thousand to 12 million, batch x seq_len from 256 to 131,072):
+Measured on torch 2.13's CPU kernels (peak resident memory of training steps with AdamW, parameters from
+5 thousand to 13 million, batch x seq_len from 256 to 131,072; ``benchmarks/training_memory.py`` compares
+the estimate with whole runs):
 
 - every parameter costs about 32 bytes in a step (weights, gradients, AdamW's two moments, and the
-  temporaries of the backward pass and the optimizer), plus 8 more for the best model kept and the resume
-  checkpoint serialised in memory: 40 bytes;
+  temporaries of the backward pass and the optimizer), and about 32 more for the best model kept and the
+  resume checkpoint, whose tensors are copied to bytes in memory before they are written: 64 bytes;
 - the recurrence keeps, for every step of every sequence in the batch and every layer, about
   ``4 * (4 * gates + 4)`` bytes per hidden unit for the backward pass: 64 for a GRU (3 gates; 60-66
   measured), 80 for an LSTM (4 gates; 74-80 measured), 32 for a vanilla RNN (32 measured);
@@ -21,7 +22,7 @@ from pathlib import Path
 from edgernn.models import ModelConfig
 from edgernn.runtime.errors import InputError
 
-BYTES_PER_PARAMETER = 40
+BYTES_PER_PARAMETER = 64
 _GATES = {"gru": 3, "lstm": 4, "rnn_tanh": 1, "rnn_relu": 1}
 _MEMINFO = Path("/proc/meminfo")
 
