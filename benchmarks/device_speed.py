@@ -71,10 +71,17 @@ def main(argv: list[str] | None = None) -> int:
                     soft = device.fpu.startswith("none")  # int8 too: its activations are float
                     steps = args.soft_float_steps if soft else args.steps
                     start = time.perf_counter()
-                    result = bench_precision(
-                        path, device, precision, clock_mhz=device.clock_mhz, steps=steps,
-                        work=root / path.stem, self_test=False,
-                    )  # fmt: skip
+                    try:
+                        result = bench_precision(
+                            path, device, precision, clock_mhz=device.clock_mhz, steps=steps,
+                            work=root / path.stem, self_test=False,
+                        )  # fmt: skip
+                    except Exception as exc:  # one failed row is reported, the table goes on
+                        rows.append(
+                            f"| {label} | {name} | {precision} | {steps} | failed: {' '.join(str(exc).split())[:120]} |"
+                        )
+                        print(f"{label} {name} {precision}: FAILED {exc}", file=sys.stderr, flush=True)
+                        continue
                     doc = {"model": label, "board": result.board, "steps": steps, **result.to_dict()}
                     docs.append(doc)
                     rows.append(_row(label, result))

@@ -41,6 +41,7 @@ class Board:
     ram_origin: int
     ram_bytes: int
     note: str = ""
+    vectors_origin: int | None = None  # where the core reads its vector table, when not at the code
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ MPS2_FOR_ARMV6M = Board(
 AN505 = Board("mps2-an505", 0x10000000, 4 * MIB, 0x80000000, 16 * MIB)
 AN547 = Board("mps3-an547", 0x10000000, 512 * 1024, 0x70000000, 16 * MIB)
 AN547_DDR = Board(
-    "mps3-an547", 0x70000000, 16 * MIB, 0x71000000, 16 * MIB, note="code in DDR (too big for the ITCM)"
+    "mps3-an547", 0x70000000, 16 * MIB, 0x71000000, 16 * MIB, "code in DDR (too big for the ITCM)", 0x10000000
 )
 RISCV_VIRT = Board("virt", 0x80000000, 64 * MIB, 0x84000000, 64 * MIB)
 

@@ -27,10 +27,12 @@ MEMORY
 {{
   FLASH (rx)  : ORIGIN = {flash_origin:#x}, LENGTH = {flash_bytes:#x}
   RAM   (rwx) : ORIGIN = {ram_origin:#x}, LENGTH = {ram_bytes:#x}
+  VECTORS (rx) : ORIGIN = {vectors_origin:#x}, LENGTH = 0x400
 }}
 SECTIONS
 {{
-  .text : {{ KEEP(*(.vectors)) *(.text .text.*) *(.rodata .rodata.*) . = ALIGN(4); }} > FLASH
+  .vectors : {{ KEEP(*(.vectors)) }} > {vectors_region}
+  .text : {{ *(.text .text.*) *(.rodata .rodata.*) . = ALIGN(4); }} > FLASH
   .ARM.exidx : {{ *(.ARM.exidx* .gnu.linkonce.armexidx.*) }} > FLASH
   .data : ALIGN(4) {{ __data_start__ = .; *(.data .data.*) . = ALIGN(4); __data_end__ = .; }} > RAM AT > FLASH
   __data_load__ = LOADADDR(.data);
@@ -68,6 +70,8 @@ def linker_script(device: Device, board: Board) -> str:
         flash_bytes=board.flash_bytes,
         ram_origin=board.ram_origin,
         ram_bytes=board.ram_bytes,
+        vectors_origin=board.vectors_origin if board.vectors_origin is not None else board.flash_origin,
+        vectors_region="VECTORS" if board.vectors_origin is not None else "FLASH",
     )
 
 

@@ -54,6 +54,8 @@ def estimate(device: Device, trace: Trace) -> Estimate:
     method = f"llvm-mca-14 -mcpu={cpu} per executed block x its count"
     if device.branch_penalty:
         method += f", +{device.branch_penalty} per taken branch"
+    if device.name == "cortex-m55":
+        method += ", MVE instructions 2 cycles each (dual-beat; llvm-mca-14 has no MVE timings)"
     return Estimate(float(total + taken), method, lost)
 
 
@@ -74,6 +76,8 @@ def _m0plus_block(instructions: list[str]) -> int:
 
 
 _CONDITION = re.compile(r"^([a-z]+?)(eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le)((?:\.[a-z0-9]+)*)$")
+_MVE_AS_COPROCESSOR = re.compile(r"^(ldc|stc)l? p1[45], c(\d+), (.*)$")
+_MVE = re.compile(r"\bq[0-7]\b|^(vctp|vpst|vpt|vmlav|vaddv|vmladav|vmlsdav|dlstp|letp|wlstp)")
 _CALLS = {"cortex-m": ("bl", "blx"), "linux": ("bl", "blr"), "riscv": ("jal", "jalr", "call")}
 
 
@@ -96,6 +100,11 @@ def _fix(device: Device, text: str, label: str) -> str:
         if mnemonic in ("jal", "j") or mnemonic.startswith(("b", "c.b", "c.j")):
             return re.sub(r"(?<=[ ,])-?(?:0x[0-9a-f]+|\d+)$", label, text)
         return text
+    coprocessor = _MVE_AS_COPROCESSOR.match(text)
+    if coprocessor:  # QEMU 7.2's disassembler reads MVE's VLDRW/VSTRW as LDC/STC to p14/p15
+        load, register, address = coprocessor.groups()
+        address = address.split("]")[0] + "]"  # llvm-mca-14 has no timing for the writeback forms
+        return f"{'vldrw.u32' if load == 'ldc' else 'vstrw.32'} q{int(register) // 2}, {address}"
     if _ARM_BRANCH.match(mnemonic) or (
         device.kind == "linux" and (mnemonic in ("cbz", "cbnz", "tbz", "tbnz") or mnemonic.startswith("b."))
     ):
@@ -134,7 +143,11 @@ def _mca_cycles(device: Device, blocks: list[list[str]]) -> tuple[list[float], l
             instructions = _without_it(instructions)
         lines.append(f"# LLVM-MCA-BEGIN b{b}")
         for i, text in enumerate(instructions):
-            lines.append(_fix(device, text, f"end{b}"))
+            fixed = _fix(device, text, f"end{b}")
+            if device.name == "cortex-m55" and _MVE.search(fixed):
+                lines += ["nop", "nop"]  # llvm-mca-14 has no MVE timings: a dual-beat 128-bit op, 2 cycles
+                continue
+            lines.append(fixed)
             where[len(lines)] = (b, i)
         lines.append(f"end{b}:")
         lines.append("# LLVM-MCA-END")
@@ -158,6 +171,8 @@ def _mca_cycles(device: Device, blocks: list[list[str]]) -> tuple[list[float], l
         if unsupported and not bad:
             text = " ".join(unsupported.group(1).split())
             bad = {n for n in where if " ".join(lines[n - 1].split()) == text}
+            if not bad:  # printed differently (#16 for #0x10): every instruction of that mnemonic
+                bad = {n for n in where if lines[n - 1].split(None, 1)[0] == text.split(None, 1)[0]}
         if not bad:
             raise RuntimeError(f"llvm-mca failed: {done.stderr[-1000:]}")
         for number in bad:
