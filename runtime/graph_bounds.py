@@ -32,6 +32,7 @@ from edgernn.runtime.contract import MAX_GENERATED_ELEMENTS, MAX_TENSOR_ELEMENTS
 from edgernn.runtime.errors import ContractError
 from edgernn.runtime.onnx_wire import parse_model
 from edgernn.runtime.ort_wire import parse_ort_model
+from edgernn.runtime.shape_bounds import Shape, least_shapes
 from edgernn.runtime.shape_constants import elements, fold, tensor_value
 from edgernn.runtime.untrusted import describe_exception
 
@@ -102,6 +103,7 @@ class _Scope:
         self.outer = outer
         self.values: dict[str, Any] = {}
         self.dims: dict[str, tuple[int, ...]] = {}
+        self.bounds: dict[str, Shape] = {}
 
     def define(self, name: str, value: Any, dims: tuple[int, ...] | None = None) -> None:
         self.values[name] = value
@@ -115,6 +117,12 @@ class _Scope:
         if name in self.values:
             return self.values[name]
         return self.outer.value(name) if self.outer is not None else _DYNAMIC
+
+    def least(self, name: str) -> Shape | None:
+        """The least shape ``shape_bounds`` worked out for ``name`` (a constant's is exact), or None."""
+        if name in self.values:
+            return (self.dims[name], True) if name in self.dims else self.bounds.get(name)
+        return self.outer.least(name) if self.outer is not None else None
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         if name in self.values:
@@ -246,6 +254,28 @@ class _Checker:
         self.call(node)
         self.generator(node, scope, label)
         _define_outputs(node, scope)
+        self.least_sizes(node, scope, label)
+
+    def least_sizes(self, node: Any, scope: _Scope, label: str) -> None:
+        """Bound what the node makes from the shapes it is given (broadcasting, MatMul...)."""
+        names = [name for name in node.input if name]
+        values = [scope.value(name) for name in names]
+        shapes = least_shapes(
+            node,
+            [scope.least(name) for name in names],
+            [v if isinstance(v, np.ndarray) else None for v in values],
+        )
+        for name, shape in zip(node.output, shapes, strict=False):
+            if not name or shape is None:
+                continue
+            count = elements(shape[0])
+            if count <= MAX_TENSOR_ELEMENTS:
+                scope.bounds[name] = shape  # past the bound, it is reported here, not again downstream
+            elif node.op_type not in _SIZERS:  # those are reported by ``generator``
+                self.problems.append(
+                    f"{label}: makes a tensor of at least {count:,} elements (shape {list(shape[0])!s:.60}), "
+                    f"more than the {MAX_TENSOR_ELEMENTS:,} edgernn allows in one (contract.MAX_TENSOR_ELEMENTS)"
+                )
 
     def call(self, node: Any) -> None:
         key = (node.domain, node.op_type)

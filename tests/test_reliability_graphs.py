@@ -83,6 +83,18 @@ def hostile_cases() -> dict[str, tuple[list, list, str | None, str]]:
                     [ints("depth", [1 << 30]), floats("onoff", [0.0, 1.0])], "made", "(OneHot): makes 1,073,741,824"),
         "pad": ([helper.make_node("Pad", ["one2", "pads"], ["made"])],
                 [floats("one2", [[1.0]]), ints("pads", [0, 0, 16384, 16384])], "made", "(Pad): makes"),
+        "outer_product": ([helper.make_node("Mul", ["column", "row"], ["made"])],
+                          [floats("column", np.ones((16384, 1))), floats("row", np.ones((1, 16384)))], "made",
+                          "(Mul): makes a tensor of at least 268,435,456 elements"),
+        "matmul_of_constants": ([helper.make_node("MatMul", ["column", "row"], ["made"])],
+                                [floats("column", np.ones((16384, 1))), floats("row", np.ones((1, 16384)))],
+                                "made", "(MatMul): makes a tensor of at least 268,435,456"),
+        "broadcast_through_the_data": (
+            [helper.make_node("Cast", ["x"], ["x_f"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x_f", "column"], ["wide"]),
+             helper.make_node("Mul", ["wide", "row"], ["made"])],
+            [floats("column", np.ones((16384, 1))), floats("row", np.ones((1, 16384)))], "made",
+            "'made' (Mul): makes a tensor of at least 268,435,456"),
         "sparse_constant": (
             [helper.make_node("Constant", [], ["made"], sparse_value=helper.make_sparse_tensor(
                 floats("v", [1.0]), ints("i", [0]), [1 << 20, 1 << 10]))], [], "made", "once made dense"),
