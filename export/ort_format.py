@@ -202,7 +202,8 @@ _SEVERITY = {"V": "verbose", "I": "info", "W": "warning", "E": "error", "F": "fa
 def onnxruntime_log_as_warnings() -> Iterator[None]:
     """What onnxruntime's C++ logger writes to stderr meanwhile (ANSI-coloured, timestamped lines the
     converter's sessions emit: "Serializing optimized model with ... NchwcTransformer enabled"), turned into
-    one Python warning per distinct message, without colour or timestamp, once the block ends."""
+    one Python warning per distinct message, without colour or timestamp, once the block ends (also when
+    it raises: the lines may say why)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -213,9 +214,8 @@ def onnxruntime_log_as_warnings() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            text = captured.read().decode("utf-8", errors="replace")
-        for message in dict.fromkeys(_log_messages(text)):
-            warnings.warn(message, stacklevel=3)
+            for message in dict.fromkeys(_log_messages(captured.read().decode("utf-8", errors="replace"))):
+                warnings.warn(message, stacklevel=3)
 
 
 def _log_messages(text: str) -> Iterator[str]:
