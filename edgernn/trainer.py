@@ -315,7 +315,9 @@ class Trainer:
                 if k in ("columns", "targets", "classes", "label_column", "anomaly")
             },
             **self.data.notes,
-            "split_unit": {"charlm": "characters", "classify": "sequences"}.get(self.data.task, "rows"),
+            "split_unit": {"charlm": "characters", "classify": "sequences", "keyword": "sequences"}.get(
+                self.data.task, "rows"
+            ),
             "train_size": train_size,
             "validation_size": validation_size,
             "loss": self.data.loss_description,

@@ -107,6 +107,20 @@ def _readings(path: Path) -> None:
     path.write_text("timestamp,temperature,pressure\n" + "\n".join(rows) + "\n")
 
 
+def _recording(path: Path, bundle: Path) -> None:
+    """A WAV file of two spoken digits with half a second of silence before, between and after."""
+    import wave
+
+    from edgernn.runtime.audio import read_bundle
+
+    clips = read_bundle(bundle)
+    silence = np.zeros(clips.rate // 2, np.int16)
+    samples = np.concatenate([silence, clips.audio[0], silence, clips.audio[-1], silence])
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1), f.setsampwidth(2), f.setframerate(clips.rate)
+        f.writeframes(samples.astype("<i2").tobytes())
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """The files the examples name, small: data, run directories, exported models, Silero's shape."""
@@ -124,6 +138,8 @@ def workspace(tmp_path_factory) -> Path:
                  "ucr_internalbleeding16_test.csv"):  # fmt: skip
         shutil.copy(DATA / name, data / name)
     _readings(base / "readings.csv")
+    shutil.copytree(DATA / "fsdd", data / "fsdd")  # spoken digits: the keyword examples
+    _recording(base / "recording.wav", data / "fsdd" / "lucas.npz")
     config = TrainConfig(budget_minutes=None, max_steps=2, batch_size=4, seq_len=16, eval_every=2,
                          eval_batch_size=4, warmup_steps=0)  # fmt: skip
     runs = {
@@ -132,6 +148,7 @@ def workspace(tmp_path_factory) -> Path:
         "bleeding": ("anomaly", data / "ucr_internalbleeding16_train.csv", {}),
         "sensor": ("forecast", base / "readings.csv", {"columns": ["temperature", "pressure"],
                                                        "targets": ["temperature"]}),
+        "digits": ("keyword", data / "fsdd", {"augment": False}),
     }  # fmt: skip
     for name, (task, path, options) in runs.items():
         model = ModelConfig(hidden_size=8, **({"embedding_size": 4} if task == "charlm" else {}))

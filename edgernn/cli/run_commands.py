@@ -9,6 +9,7 @@ import click
 
 from edgernn.cli.common import json_option
 from edgernn.cli.group import cli
+from edgernn.cli.keyword_stream import is_keyword, keyword_options, spotter_options
 from edgernn.csv_table import DEFAULT_MISSING, MISSING_POLICIES
 
 
@@ -64,7 +65,7 @@ def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
 
 @cli.command("eval")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("--series-column", default="series_id", show_default=True, help="classify CSV: sequence ids.")
 @click.option("--label-column", help="classify CSV: the label column (default: label).")
 @click.option(
@@ -74,8 +75,9 @@ def generate(model, prompt, max_new_tokens, temperature, top_k, seed) -> None:
     show_default=True,
     help="CSV cells of the model's columns that are empty or not numbers: as edgernn train --missing.",
 )
+@keyword_options
 @json_option
-def evaluate(model, data, series_column, label_column, missing, as_json) -> None:
+def evaluate(model, data, series_column, label_column, missing, as_json, **spotter) -> None:
     """The task's metric of MODEL on the test file DATA, streamed through the stepper (no torch needed).
 
     Accuracy for classifiers, loss in nats per character for character models, MSE and RMSE in the
@@ -86,7 +88,21 @@ def evaluate(model, data, series_column, label_column, missing, as_json) -> None
     Examples:
       edgernn eval vowels.onnx examples/data/japanese_vowels_test.ts
       edgernn eval bleeding.onnx examples/data/ucr_internalbleeding16_test.csv --json
+      edgernn eval digits.onnx examples/data/fsdd/lucas.npz     # keyword: clips and a stream (docs/keyword.md)
     """
+    from edgernn.runtime import Stepper
+
+    stepper = Stepper(model, chunk_model=False)
+    if is_keyword(stepper):
+        from edgernn.runtime.keyword import evaluate_keyword_file, format_evaluation
+
+        doc = evaluate_keyword_file(stepper, data, **spotter_options(spotter))
+        click.echo(
+            json.dumps({"model": str(model), **doc}, indent=2)
+            if as_json
+            else format_evaluation(doc, str(model))
+        )
+        return
     from edgernn.export.evaluation import evaluate_file
 
     options = {"id_column": series_column, "label_column": label_column, "missing": missing}
@@ -99,7 +115,19 @@ def evaluate(model, data, series_column, label_column, missing, as_json) -> None
 @click.argument("source", default="-", type=click.File("rb"))
 @click.option("--series-column", help="Column whose change starts a new sequence (a blank line does too).")
 @click.option(
-    "--threshold", type=float, help="anomaly: add a 0/1 'anomaly' column, 1 where score > THRESHOLD."
+    "--threshold",
+    type=float,
+    help="anomaly: add a 0/1 'anomaly' column, 1 where score > THRESHOLD. keyword: the spotter's threshold.",
+)
+@click.option(
+    "--wav", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="keyword: a WAV file to hear."
+)
+@click.option(
+    "--rate", type=click.IntRange(min=1), help="keyword: SOURCE is raw 16-bit mono PCM at this sample rate."
+)
+@click.option("--smooth-ms", type=click.FloatRange(min=0), help="keyword: posterior smoothing (default 100).")
+@click.option(
+    "--refractory-ms", type=click.FloatRange(min=0), help="keyword: quiet time after a word (default 600)."
 )
 @click.option(
     "--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="charlm: characters shown."
@@ -113,7 +141,9 @@ def evaluate(model, data, series_column, label_column, missing, as_json) -> None
     "at its column's last good value. Every skipped or held row is a warning on stderr.",
 )
 @json_option
-def stream(model, source, series_column, threshold, top_k, on_bad_row, as_json) -> None:
+def stream(
+    model, source, series_column, threshold, wav, rate, smooth_ms, refractory_ms, top_k, on_bad_row, as_json
+) -> None:
     """Predict line by line: CSV or JSON lines from SOURCE (default stdin), one prediction per line out.
 
     Columns are matched by name against the model's. Forecasts come in the user's units, anomaly models
@@ -126,11 +156,23 @@ def stream(model, source, series_column, threshold, top_k, on_bad_row, as_json) 
       sensor-reader | edgernn stream forecast.onnx --json
       sensor-reader | edgernn stream forecast.onnx --on-bad-row hold
       echo "ROMEO:" | edgernn stream shakespeare.onnx --top-k 3
+      edgernn stream digits.onnx --wav recording.wav    # keyword: a line per word heard (time, word, score)
+      arecord -t raw -f S16_LE -r 8000 | edgernn stream digits.onnx --rate 8000
     """
     from edgernn.runtime import Stepper
     from edgernn.runtime.streaming_io import predict_file
 
+    stepper = Stepper(model)
+    if is_keyword(stepper) or wav or rate:
+        from edgernn.cli.keyword_stream import stream_words
+
+        spotter = spotter_options(
+            {"threshold": threshold, "smooth_ms": smooth_ms, "refractory_ms": refractory_ms}
+        )
+        stream_words(stepper, source, wav, rate, spotter, as_json)
+        return
+
     options = {"series_column": series_column, "threshold": threshold, "top_k": top_k, "as_json": as_json}
     warn = lambda message: click.echo(f"Warning: {message}", err=True)  # noqa: E731
-    for line in predict_file(Stepper(model), source, on_bad_row=on_bad_row, warn=warn, **options):
+    for line in predict_file(stepper, source, on_bad_row=on_bad_row, warn=warn, **options):
         click.echo(line)  # click.echo flushes: every prediction leaves as soon as it is made

@@ -17,14 +17,20 @@ from edgernn.runtime.contract import QUANTIZATION_MODES
 
 
 @cli.command()
-@click.argument("data", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "-o", "--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory to write."
 )
 @click.option(
     "--task",
-    type=click.Choice(["charlm", "forecast", "anomaly", "classify", "steplabels"]),
-    help="Default: inferred from DATA (.csv forecast, .ts classify, text charlm); refused when ambiguous.",
+    type=click.Choice(["charlm", "forecast", "anomaly", "classify", "steplabels", "keyword"]),
+    help="Default: inferred from DATA (.csv forecast, .ts classify, a folder of .wav files or .npz clip "
+    "bundles keyword, text charlm); refused when ambiguous.",
+)
+@click.option(
+    "--no-augment",
+    is_flag=True,
+    help="keyword: train on the clips as they are (augmentation is on by default).",
 )
 @click.option(
     "--columns",
@@ -130,6 +136,7 @@ def train(
     targets,
     label_column,
     missing,
+    no_augment,
     resume,
     overwrite,
     tensorboard,
@@ -149,6 +156,7 @@ def train(
       edgernn train readings.csv -o runs/readings --columns temperature,pressure --targets temperature
       edgernn train examples/data/ucr_internalbleeding16_train.csv --task anomaly -o runs/bleeding --steps 400
       edgernn train examples/data/ucr_internalbleeding16_test.csv --task steplabels --label-column is_anomaly -o runs/labels
+      edgernn train examples/data/fsdd -o runs/digits --minutes 5     # spoken digits: a keyword model
       edgernn train --resume runs/shakespeare --minutes 4     # four minutes more
       torchrun --nproc_per_node=2 -m edgernn train data.txt -o runs/ddp --steps 500
     """
@@ -178,7 +186,10 @@ def train(
                 "label_column": label_column,
                 "missing": missing,
             }
-            result = _train_new(train_module, task, data, run_dir, {k: v for k, v in options.items() if v},
+            options = {k: v for k, v in options.items() if v}
+            if no_augment:
+                options["augment"] = False
+            result = _train_new(train_module, task, data, run_dir, options,
                                 settings, progress=not quiet, tensorboard=tensorboard, overwrite=overwrite)  # fmt: skip
     click.echo(format_training(result.run_dir, result.metrics))
 
@@ -197,7 +208,7 @@ def _exit_on_interrupt():
 
 def _train_new(train_module, task, data, run_dir, options, settings, **keywords):
     """Defaults for the task (inferred when not given: train_task infers it again and says so)."""
-    naming = {k: v for k, v in options.items() if k != "missing"}
+    naming = {k: v for k, v in options.items() if k not in ("missing", "augment")}
     inferred = task or train_module.infer_task(data, **naming)[0]
     model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
     model_config, train_config = train_module.configs_for(
@@ -246,7 +257,7 @@ def _train_new(train_module, task, data, run_dir, options, settings, **keywords)
 @click.option(
     "--data",
     "data_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     help="Data to check a quantized model on (default: the file the run was trained on).",
 )
 @json_option
