@@ -147,7 +147,9 @@ def train(
 
     The task is inferred from DATA unless --task names it; an existing run in RUN_DIR is refused unless
     --overwrite. Progress goes to stderr (a bar on a terminal, a line every 5% elsewhere); the summary to
-    stdout.
+    stdout: the input columns in order, what is predicted, what --missing did with bad CSV cells. A model
+    too big for the machine's memory is refused before training. Ctrl-C saves a checkpoint and prints
+    the --resume command (exit code 130).
 
     \b
     Examples:
