@@ -87,10 +87,17 @@ def q_tanh(x: np.ndarray) -> np.ndarray:
     return np.where(positive, y, -y)
 
 
-def q_product(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+def q_accumulate(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """``bias + weight @ x`` in int32: x (B, K) int16 values, weight (N, K) int8, bias (N,) int32 -> (B, N).
     The generation checks that no row can leave int32 for any int16 x (``accumulator_bound``)."""
     return np.asarray(x, np.int64) @ np.asarray(weight, np.int64).T + np.asarray(bias, np.int64)
+
+
+def q_product(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """Each row's accumulator requantized by its own multiplier and shift: (B, K) -> (B, N)."""
+    return q_requantize(q_accumulate(x, weight, bias), multiplier, shift)
 
 
 def accumulator_bound(weight: np.ndarray, bias: np.ndarray) -> int:

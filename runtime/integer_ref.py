@@ -41,7 +41,7 @@ class Product:
     shift: np.ndarray
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ops.q_requantize(ops.q_product(x, self.weight, self.bias), self.multiplier, self.shift)
+        return ops.q_product(x, self.weight, self.bias, self.multiplier, self.shift)
 
 
 @dataclass

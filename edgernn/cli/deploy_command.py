@@ -30,8 +30,8 @@ from edgernn.cli.group import cli
 @click.option("--name", help="c: base name of the files and C symbols (default: model).")
 @click.option(
     "--precision",
-    type=click.Choice(["float32", "int8"]),
-    help="c, triton --backend c: weights (default float32).",
+    type=click.Choice(["float32", "int8", "integer"]),
+    help="c, triton --backend c: weights (default float32); integer: no floating point in a step (c).",
 )
 @click.option(
     "--fast-activations", is_flag=True, default=None, help="c: approximate tanh/sigmoid (error documented)."
@@ -40,7 +40,7 @@ from edgernn.cli.group import cli
 @click.option(
     "--data",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="c int8: real data for the task-metric check.",
+    help="c int8, integer: real data for the task-metric check (integer: calibration too).",
 )
 @click.option("--tolerance", type=FINITE_FLOAT, help="c int8: metric change allowed (as export --tolerance).")
 @click.option(

@@ -31,7 +31,8 @@ def write(
     """Generate the C for ``model`` into ``stage`` and verify it (see the module docstring of
     ``edgernn.export.c`` and docs/c.md).
 
-    name: the file names and C prefix (default ``model``). precision: ``float32`` (default) or ``int8``.
+    name: the file names and C prefix (default ``model``). precision: ``float32`` (default), ``int8``, or
+    ``integer`` (no floating point in a step; calibrated on ``data``: ``export.c.integer_writer``).
     fast_activations: rational tanh/sigmoid. skip_verify: write without compiling and running the
     self-test (the report says so). data, tolerance, force: the int8 quality gates, as ``edgernn export``
     takes them: the task metric on ``data`` (a data file the model's metadata describes), its tolerance,
@@ -41,6 +42,14 @@ def write(
     """
     name = check_name(name or "model")
     precision = precision or "float32"
+    if precision == "integer":  # its own calibration, gates and self-test (export.c.integer_writer)
+        from edgernn.export.c import integer_writer
+
+        return integer_writer.write(
+            model, stage, name=name, fast_activations=fast_activations, skip_verify=skip_verify, data=data,
+            tolerance=tolerance, force=force, max_state_bytes=max_state_bytes,
+            max_scratch_bytes=max_scratch_bytes,
+        )  # fmt: skip
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision != "int8" and (data is not None or tolerance is not None):  # force: also the directory's

@@ -1,0 +1,166 @@
+"""The C of the integer kernels: the same names and the same arithmetic as ``edgernn.runtime.integer_ops``.
+
+Integers only: int8 weights, int16 activations and state, int32 accumulators, int64 only for the product of an
+accumulator and its multiplier. Rounding is written out (add half, shift right: half up) and so is every
+saturation. Two assumptions of the arithmetic are checked when the file compiles: ``int`` has at least 32 bits
+(an int16 times an int8 is an ``int``), and ``>>`` of a negative value is arithmetic (it is on gcc, clang,
+armcc and IAR; C99 leaves it to the compiler).
+"""
+
+from __future__ import annotations
+
+from edgernn.export.c.ctext import c_ints
+from edgernn.runtime import integer_ops as ops
+
+
+def kernels(cell: str) -> list[str]:
+    """The static functions ``cell``'s step uses (C warns of a static function left unused)."""
+    sigmoid, tanh = cell in ("gru", "lstm"), cell != "rnn_relu"
+    lines = [
+        "typedef char q_int_has_32_bits[sizeof(int) >= 4 ? 1 : -1];",
+        "typedef char q_shift_is_arithmetic[((-3) >> 1) == -2 ? 1 : -1];",
+        "",
+        "static int32_t q_sat16(int32_t v)",
+        "{",
+        "    return v < -32768 ? -32768 : (v > 32767 ? 32767 : v);",
+        "}",
+        "",
+        "/* acc * multiplier / 2^shift, rounded half up, saturated to [-2^30, 2^30 - 1] */",
+        "static int32_t q_requantize(int32_t acc, int32_t multiplier, int shift)",
+        "{",
+        "    int64_t p = (int64_t)acc * multiplier;",
+        "    p = (p + ((int64_t)1 << (shift - 1))) >> shift;",
+        f"    if (p < -{ops.PRE_LIMIT}) p = -{ops.PRE_LIMIT};",
+        f"    if (p > {ops.PRE_LIMIT - 1}) p = {ops.PRE_LIMIT - 1};",
+        "    return (int32_t)p;",
+        "}",
+        "",
+        "/* out[j] = requantize(bias[j] + w[j] . x) for n rows of k int8 weights; x: k int16 values */",
+        "static void q_product(const int16_t *x, int k, const int8_t *w, const int32_t *bias,",
+        "                      const int32_t *multiplier, const uint8_t *shift, int n, int32_t *out)",
+        "{",
+        "    for (int j = 0; j < n; j++) {",
+        "        const int8_t *row = w + (long)j * k;",
+        "        int32_t acc = bias[j];",
+        "        int i = 0;",
+        "        for (; i + 4 <= k; i += 4)",
+        "            acc += x[i] * row[i] + x[i + 1] * row[i + 1] + x[i + 2] * row[i + 2] + x[i + 3] * row[i + 3];",
+        "        for (; i < k; i++)",
+        "            acc += x[i] * row[i];",
+        "        out[j] = q_requantize(acc, multiplier[j], shift[j]);",
+        "    }",
+        "}",
+        "",
+    ]
+    if sigmoid:
+        lines += [
+            "/* v / 2^shift rounded half up (shift >= 1) */",
+            "static int32_t q_round_shift(int32_t v, int shift)",
+            "{",
+            "    return (v + ((int32_t)1 << (shift - 1))) >> shift;",
+            "}",
+            "",
+            f"static const int16_t q_sigmoid_table[{ops.TABLE_INTERVALS + 1}] = {{ /* sigmoid(k / 32), Q0.15 */",
+            c_ints(ops.SIGMOID_TABLE),
+            "};",
+        ]
+    if tanh:
+        lines += [
+            f"static const int16_t q_tanh_table[{ops.TABLE_INTERVALS + 1}] = {{ /* tanh(k / 32), Q0.15 */",
+            c_ints(ops.TANH_TABLE),
+            "};",
+            "",
+        ]
+    if not tanh:
+        return lines
+    lines += [
+        "/* the table at |x| (Q3.12), linear between entries (steps of 1/32; both functions increase) */",
+        "static int32_t q_interpolate(const int16_t *table, int32_t x)",
+        "{",
+        "    int32_t a = x < 0 ? -x : x;",
+        "    int32_t index, frac, low;",
+        "    if (a > 32767) a = 32767;",
+        f"    index = a >> {ops.TABLE_SHIFT};",
+        f"    frac = a & {(1 << ops.TABLE_SHIFT) - 1};",
+        "    low = table[index];",
+        f"    return low + (((table[index + 1] - low) * frac + {1 << (ops.TABLE_SHIFT - 1)}) >> {ops.TABLE_SHIFT});",
+        "}",
+        "",
+        "static int32_t q_tanh(int32_t x) /* Q3.12 -> Q0.15 */",
+        "{",
+        "    int32_t y = q_interpolate(q_tanh_table, x);",
+        "    return x >= 0 ? y : -y;",
+        "}",
+        "",
+    ]
+    if sigmoid:
+        lines += [
+            "static int32_t q_sigmoid(int32_t x) /* Q3.12 -> Q0.15 */",
+            "{",
+            "    int32_t y = q_interpolate(q_sigmoid_table, x);",
+            "    return x >= 0 ? y : 32768 - y;",
+            "}",
+            "",
+        ]
+    return lines
+
+
+def cell_function(cell: str) -> list[str]:
+    """The static function of one layer of ``cell``: gi, gh are the requantized products (Q3.12; for relu
+    RNN at the state's scale), h (and c) the layer's state, updated in place."""
+    if cell == "gru":
+        return [
+            "static void q_gru_cell(const int32_t *gi, const int32_t *gh, int16_t *h, int n)",
+            "{",
+            "    for (int j = 0; j < n; j++) {",
+            "        int32_t r = q_sigmoid(q_sat16(gi[j] + gh[j]));",
+            "        int32_t z = q_sigmoid(q_sat16(gi[n + j] + gh[n + j]));",
+            "        int32_t hn = gh[2 * n + j];",
+            "        int32_t cand;",
+            f"        hn = hn < -{ops.HN_LIMIT} ? -{ops.HN_LIMIT} : (hn > {ops.HN_LIMIT} ? {ops.HN_LIMIT} : hn);",
+            "        cand = q_tanh(q_sat16(gi[2 * n + j] + q_round_shift(r * hn, 15)));",
+            "        h[j] = (int16_t)q_sat16(cand + q_round_shift(z * (h[j] - cand), 15));",
+            "    }",
+            "}",
+            "",
+        ]
+    if cell == "lstm":
+        return [
+            "static int32_t q_cell_to_gate(int32_t c, int c_frac) /* the cell state in Q3.12 */",
+            "{",
+            "    return c_frac > 12 ? q_round_shift(c, c_frac - 12) : q_sat16(c * ((int32_t)1 << (12 - c_frac)));",
+            "}",
+            "",
+            "static void q_lstm_cell(const int32_t *gi, const int32_t *gh, int16_t *h, int16_t *c, int n, int c_frac)",
+            "{",
+            "    for (int j = 0; j < n; j++) {",
+            "        int32_t i = q_sigmoid(q_sat16(gi[j] + gh[j]));",
+            "        int32_t f = q_sigmoid(q_sat16(gi[n + j] + gh[n + j]));",
+            "        int32_t g = q_tanh(q_sat16(gi[2 * n + j] + gh[2 * n + j]));",
+            "        int32_t o = q_sigmoid(q_sat16(gi[3 * n + j] + gh[3 * n + j]));",
+            "        int32_t next = q_sat16(q_round_shift(f * c[j], 15) + q_round_shift(i * g, 30 - c_frac));",
+            "        c[j] = (int16_t)next;",
+            "        h[j] = (int16_t)q_round_shift(o * q_tanh(q_cell_to_gate(next, c_frac)), 15);",
+            "    }",
+            "}",
+            "",
+        ]
+    if cell == "rnn_tanh":
+        return [
+            "static void q_rnn_tanh_cell(const int32_t *gi, const int32_t *gh, int16_t *h, int n)",
+            "{",
+            "    for (int j = 0; j < n; j++)",
+            "        h[j] = (int16_t)q_tanh(q_sat16(gi[j] + gh[j]));",
+            "}",
+            "",
+        ]
+    return [
+        "static void q_rnn_relu_cell(const int32_t *gi, const int32_t *gh, int16_t *h, int n)",
+        "{",
+        "    for (int j = 0; j < n; j++) {",
+        "        int32_t v = gi[j] + gh[j];",
+        "        h[j] = (int16_t)(v < 0 ? 0 : (v > 32767 ? 32767 : v));",
+        "    }",
+        "}",
+        "",
+    ]

@@ -1,0 +1,263 @@
+"""The integer C precision: deployed, compiled and replayed bit for bit against the integer reference on the
+host and on the emulated cortex-m0plus, cortex-m4 and rv32imc; no floating point in a step (no float or
+double helper linked for the Cortex-M0+ with soft float, no F/D instruction or soft-float call for
+rv32imc); the quality gates refuse by name and by how much unless forced."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from edge_models import TEXT, VOCAB
+
+from edgernn.cli import cli
+from edgernn.export import export_model
+from edgernn.export.c.devices import get_device
+from edgernn.export.c.devices.bench import self_test_on
+from edgernn.export.c.devices.build import build, compile_flags
+from edgernn.export.deploy import deploy
+from edgernn.models import ModelConfig, RecurrentModel
+from edgernn.runtime.errors import ContractError, InputError, QuantizationError
+
+if shutil.which("cc") is None and shutil.which("gcc") is None:
+    if os.environ.get("CI") == "true":
+        pytest.fail("the C target tests need a C compiler (Debian package gcc)", pytrace=False)
+    pytest.skip("no C compiler: install the Debian package gcc", allow_module_level=True)
+
+# float and double helpers of libgcc (ARM EABI names and the generic ones)
+FLOAT_HELPER = re.compile(
+    r"__aeabi_[fd]\w*|__aeabi_[iul]+2[fd]|__(add|sub|mul|div|neg|cmp|eq|ne|lt|le|gt|ge|unord)[sd]f[23]"
+    r"|__(float|fix|fixuns|extend|trunc)\w*[sd]f\w*"
+)
+
+
+def _model(path: Path, cell: str, tokens: bool, layers: int = 2) -> Path:
+    torch.manual_seed(4)
+    if tokens:
+        config = ModelConfig(cell=cell, input_size=len(VOCAB), output_size=len(VOCAB), hidden_size=20,
+                             num_layers=layers, embedding_size=12)  # fmt: skip
+        export_model(RecurrentModel(config).eval(), path, vocabulary=VOCAB, extra_metadata={"task": "charlm"},
+                     chunk_steps=None)  # fmt: skip
+        return path
+    config = ModelConfig(
+        cell=cell, input_kind="features", input_size=3, hidden_size=14, num_layers=layers, output_size=2,
+        output_kind="values", input_mean=(20.0, -3.0, 500.0), input_std=(4.0, 0.5, 80.0),
+        output_mean=(1.0, -2.0), output_std=(3.0, 0.2),
+    )  # fmt: skip
+    export_model(RecurrentModel(config).eval(), path, chunk_steps=None)
+    return path
+
+
+CASES = {
+    "gru_tokens_2": ("gru", True, 2),
+    "gru_features_1": ("gru", False, 1),
+    "lstm_features_2": ("lstm", False, 2),
+    "lstm_tokens_1": ("lstm", True, 1),
+    "rnn_tanh_tokens_3": ("rnn_tanh", True, 3),
+    "rnn_relu_features_2": ("rnn_relu", False, 2),
+}
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory) -> dict[str, Path]:
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("integer")
+    out = {}
+    for key, (cell, tokens, layers) in CASES.items():
+        model = _model(folder / f"{key}.onnx", cell, tokens, layers)
+        out[key] = folder / key
+        report = deploy(model, "c", out[key], precision="integer")
+        assert report.details["verified"] and report.details["max_abs_error"] == 0.0, report.checks
+        assert report.checks[0].startswith("host self-test") and "bit for bit" in report.checks[0]
+    return out
+
+
+@pytest.mark.parametrize("key", sorted(CASES))
+def test_host_self_test_is_bit_identical_and_the_api_is_integer(deployed, key):
+    header = (deployed[key] / "model.h").read_text()
+    source = (deployed[key] / "model.c").read_text()
+    assert "int model_step(model_state *st, const int16_t *x, int16_t *y);" in header
+    assert re.search(r"#define MODEL_OUTPUT_SCALE\s+\d\.\d+e-?\d+f", header)
+    assert "typedef struct { int16_t s[MODEL_STATE_VALUES]; } model_state;" in header
+    step_part = source.split("#ifndef EDGERNN_NO_FLOAT")[0]
+    assert "float" not in step_part and "double" not in step_part and "malloc" not in source
+    assert "#include <math.h>" not in source
+
+
+def _compile_run(folder: Path, main: str, tmp_path: Path, *flags: str) -> str:
+    (tmp_path / "main.c").write_text(main)
+    exe = tmp_path / "main"
+    subprocess.run(
+        ["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", *flags, f"-I{folder}",
+         str(folder / "model.c"), str(tmp_path / "main.c"), "-o", str(exe)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def test_float_helpers_convert_at_the_edges(deployed, tmp_path):
+    main = """#include <stdio.h>
+#include "model.h"
+int main(void)
+{
+    model_state st; float x[3] = {21.5f, -3.25f, 480.0f}; int16_t xq[3], y[2]; float yf[2];
+    model_reset(&st);
+    model_quantize_input(x, xq);
+    if (model_step(&st, xq, y) != MODEL_OK) return 1;
+    model_dequantize_output(y, yf);
+    printf("%d %d %d %d %d %.9g %.9g\\n", xq[0], xq[1], xq[2], y[0], y[1], yf[0], yf[1]);
+    return 0;
+}
+"""
+    folder = deployed["lstm_features_2"]
+    printed = _compile_run(folder, main, tmp_path).split()
+    scale = float(
+        re.search(r"#define MODEL_OUTPUT_SCALE\s+(\S+)f", (folder / "model.h").read_text()).group(1)
+    )
+    xq, y, yf = [int(v) for v in printed[:3]], [int(v) for v in printed[3:5]], [float(v) for v in printed[5:]]
+    assert all(abs(v) < 32768 for v in xq) and xq[0] > 0 > xq[1]
+    np.testing.assert_allclose(yf, np.array(y) * scale, rtol=1e-6)
+    with pytest.raises(subprocess.CalledProcessError):  # without floats the helpers are not there
+        _compile_run(folder, main, tmp_path, "-DEDGERNN_NO_FLOAT")
+
+
+def _require(name: str):
+    device = get_device(name)
+    missing = device.missing_tools()
+    if missing:
+        message = f"{name}: {', '.join(missing)} not found (Debian packages: {' '.join(device.packages)})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return device
+
+
+@pytest.mark.parametrize(
+    "device_name, key",
+    [("cortex-m0plus", "gru_tokens_2"), ("cortex-m4", "lstm_features_2"), ("rv32imc", "rnn_relu_features_2")],
+)
+def test_device_self_test_is_bit_identical(deployed, tmp_path, device_name, key):
+    device = _require(device_name)
+    passed, error, output = self_test_on(device, deployed[key], tmp_path)
+    assert passed and error == 0.0, output
+    assert "max_abs_error=0 steps=1000" in output
+
+
+STEP_ONLY = """#include "model.h"
+#ifdef MODEL_PRECISION_INTEGER
+typedef int16_t output_t;
+#else
+typedef float output_t; /* the float32 C, to show the check finds helpers where they are */
+#endif
+int main(void)
+{
+    model_state st; output_t y[MODEL_OUTPUT_SIZE]; int32_t sum = 0;
+    model_reset(&st);
+    for (int32_t t = 0; t < 3; t++) {
+        if (model_step_token(&st, t, y) != MODEL_OK) return 1;
+        sum += (int32_t)y[0];
+    }
+    return sum == 12345;
+}
+"""
+
+
+def _linked_float_helpers(device, folder: Path, out: Path, defines: tuple[str, ...] = ()) -> set[str]:
+    (out / "step_only.c").write_text(
+        STEP_ONLY.replace("model_step_token(&st, t, y)", "model_step_token(&st, t, y)")
+    )
+    program = build(device, [out / "step_only.c", folder / "model.c"], out / "step_only.elf", include=(folder,),
+                    defines=defines)  # fmt: skip
+    nm = device.compiler.replace("gcc", "nm")
+    symbols = subprocess.run([nm, str(program.elf)], check=True, capture_output=True, text=True).stdout
+    return {m.group(0) for line in symbols.splitlines() for m in [FLOAT_HELPER.search(line.split()[-1])] if m}
+
+
+def test_cortex_m0plus_step_links_no_float_helper(deployed, tmp_path, tmp_path_factory):
+    device = _require("cortex-m0plus")
+    assert "-mfloat-abi=soft" in device.cflags
+    found = _linked_float_helpers(device, deployed["gru_tokens_2"], tmp_path, ("EDGERNN_NO_FLOAT",))
+    assert found == set()
+    float_folder = tmp_path_factory.mktemp("float32") / "c"  # the check sees helpers where they are
+    deploy(deployed["gru_tokens_2"].parent / "gru_tokens_2.onnx", "c", float_folder, skip_verify=True)
+    float_out = tmp_path_factory.mktemp("float32_link")
+    assert {"__aeabi_fmul", "__aeabi_fadd"} <= _linked_float_helpers(device, float_folder, float_out)
+
+
+def test_rv32imc_object_has_no_float_instruction_or_call(deployed, tmp_path):
+    device = _require("rv32imc")
+    for key in ("gru_tokens_2", "lstm_features_2"):
+        obj = tmp_path / f"{key}.o"
+        subprocess.run(
+            [device.compiler, *compile_flags(device), "-DEDGERNN_NO_FLOAT", "-c",
+             str(deployed[key] / "model.c"), "-o", str(obj)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        objdump = device.compiler.replace("gcc", "objdump")
+        listing = subprocess.run([objdump, "-d", str(obj)], check=True, capture_output=True, text=True).stdout
+        mnemonics = {line.split("\t")[2].split()[0] for line in listing.splitlines() if line.count("\t") >= 2}
+        assert "mul" in mnemonics and not {m for m in mnemonics if m.startswith("f") and m != "fence"}
+        undefined = subprocess.run([device.compiler.replace("gcc", "nm"), "-u", str(obj)], check=True,
+                                   capture_output=True, text=True).stdout  # fmt: skip
+        assert not FLOAT_HELPER.search(undefined), undefined
+
+
+def test_gates_refuse_by_name_unless_forced(tmp_path):
+    model = _model(tmp_path / "char.onnx", "gru", True, 1)
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT[:6000], encoding="utf-8")
+    report = deploy(model, "c", tmp_path / "ok", precision="integer", data=data)
+    metric = report.details["quality"]["metric"]
+    assert metric["name"] == "loss" and metric["tolerance"] == 0.05
+    assert abs(metric["quantized"] - metric["float32"]) < 0.05
+    assert any(c.startswith("integer task metric: loss") for c in report.checks)
+    with pytest.raises(QuantizationError, match=r"metric: loss .* past the tolerance -1\.0000"):
+        deploy(model, "c", tmp_path / "strict", precision="integer", data=data, tolerance=-1.0)
+    assert not (tmp_path / "strict").exists()
+    forced = deploy(
+        model, "c", tmp_path / "forced", precision="integer", data=data, tolerance=-1.0, force=True
+    )
+    assert any(c.startswith("FORCED") for c in forced.checks) and forced.details["quality"]["forced"]
+
+
+def test_cli_deploys_integer_and_refuses_what_it_cannot(deployed, tmp_path):
+    model = deployed["rnn_relu_features_2"].parent / "rnn_relu_features_2.onnx"
+    runner = CliRunner()
+    done = runner.invoke(
+        cli, ["deploy", str(model), "--target", "c", "--precision", "integer", "-o", str(tmp_path / "c")]
+    )
+    assert done.exit_code == 0, done.output
+    assert "bit for bit" in done.output and (tmp_path / "c" / "model_test.c").is_file()
+    done = runner.invoke(
+        cli,
+        [
+            "deploy",
+            str(model),
+            "--target",
+            "c",
+            "--precision",
+            "integer",
+            "--fast-activations",
+            "-o",
+            str(tmp_path / "f"),
+        ],
+    )
+    assert done.exit_code == 2 and "own tables" in done.output and "Traceback" not in done.output
+    with pytest.raises(InputError, match="own tables"):
+        deploy(model, "c", tmp_path / "g", precision="integer", fast_activations=True)
+
+
+def test_bring_your_own_model_is_refused_by_name(tmp_path):
+    from edge_models import export_byo
+
+    path = export_byo(tmp_path / "byo.onnx")
+    with pytest.raises(ContractError, match="takes the cells edgernn exports"):
+        deploy(path, "c", tmp_path / "c", precision="integer")
+    assert not (tmp_path / "c").exists()
