@@ -82,7 +82,7 @@ class Table:
     def labels(self, name: str, what: str = "label") -> list[str]:
         """A column as one string per row, numeric or text: whole numbers without a decimal point."""
         if name in self.columns:
-            self._refuse_bad([name], what=f"{what} column")
+            self._refuse_bad([name], what=f"{what} column", fix="give --missing drop-rows to skip their rows")
             values = self.columns[name]
             return [str(int(v)) if v == int(v) else repr(float(v)) for v in values.tolist()]
         if name in self.text:
@@ -114,13 +114,15 @@ class Table:
             hint = "; numbers with a decimal comma are not read as numbers: write them with a decimal point"
         return f"column {name!r} holds text, not numbers (first cell {cells[0]!r}){hint}"
 
-    def _refuse_bad(self, names: list[str], what: str = "column") -> None:
+    def _refuse_bad(
+        self,
+        names: list[str],
+        what: str = "column",
+        fix: str = "give --missing ffill, interpolate or drop-rows to fill them or skip their rows",
+    ) -> None:
         for name in names:
             if name in self.bad:
-                raise InputError(
-                    f"{self.path}: {what} {name!r} has {self.bad[name].describe()}; give --missing ffill, "
-                    "interpolate or drop-rows to fill them or skip their rows"
-                )
+                raise InputError(f"{self.path}: {what} {name!r} has {self.bad[name].describe()}; {fix}")
 
     def resolve_missing(
         self, names: list[str], policy: str, groups: np.ndarray | None = None

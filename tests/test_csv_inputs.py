@@ -241,3 +241,15 @@ def test_accuracy_prints_as_a_percentage_in_train_and_eval(sensor, tmp_path):
     evaluation = run_cli("eval", model, sensor)
     value = json.loads(run_cli("eval", model, sensor, "--json").stdout)["metrics"]["accuracy"]
     assert f"accuracy      {value:.2f} %" in evaluation.stdout
+
+
+def test_labels_are_never_filled_only_their_rows_dropped(tmp_path):
+    path = write_sensor_csv(tmp_path / "labels.csv", bad={300: "?"}, column="is_anomaly")
+    args = ["train", path, "--label-column", "is_anomaly", "--columns", "ankle_vert", *TINY]
+    assert_refused(
+        run_cli(*args, "-o", tmp_path / "a"),
+        "label column 'is_anomaly' has 1 missing or non-numeric cell(s) (line 300 '?'); give --missing drop-rows",
+    )
+    result = run_cli(*args, "-o", tmp_path / "b", "--missing", "drop-rows")
+    assert result.exit_code == 0, result.output
+    assert "is_anomaly: 1 of 800 cells, their rows dropped (lines 300)" in result.stdout
