@@ -24,12 +24,13 @@ from edgernn import __version__
 from edgernn.audio import dft_matrix, hann, mel_filterbank, stacked_filterbank
 from edgernn.export.exporter import ExportReport, quantize_checked, seal, sealed_size, write_pair
 from edgernn.export.graph import _cell, _Graph, _input, _make_model, _output, _split_layers, _stack_layers
+from edgernn.export.keyword_data import keyword_evaluation_data
 from edgernn.export.quality import EvaluationData
 from edgernn.export.quantize import QuantizeConfig
 from edgernn.export.verify import States, verify_against
 from edgernn.models import RecurrentModel
 from edgernn.runtime import contract
-from edgernn.runtime.audio import FrontEnd, hops_of, read_clips
+from edgernn.runtime.audio import FrontEnd
 from edgernn.runtime.contract import InputSpec, ModelInfo, OutputSpec
 from edgernn.runtime.errors import InputError
 
@@ -151,46 +152,6 @@ def export_keyword(
     content, info = seal(proto, info)
     written, _ = write_pair(path, content, None, info)
     return ExportReport(written, len(content), info, parity, float32_size)
-
-
-# --- real data for quantization checks ------------------------------------------------------------------
-
-
-def keyword_evaluation_data(
-    info_or_fe: ModelInfo | FrontEnd,
-    classes: list[str],
-    path: str | os.PathLike,
-    *,
-    validation_fraction: float | None = 0.1,
-    seed: int = 0,
-    min_validation_cases: int = 0,
-) -> EvaluationData:
-    """Clips from ``path`` as raw hops: the training split (in order, one stream) calibrates, the
-    validation split (as training split it, seeded) is judged by clip accuracy; ``validation_fraction``
-    None judges every clip and calibrates on them too."""
-    from edgernn.tasks import case_order
-
-    fe = (
-        info_or_fe
-        if isinstance(info_or_fe, FrontEnd)
-        else FrontEnd.from_metadata(info_or_fe.extra.get("front_end"))
-    )
-    clips = read_clips(path)
-    if clips.rate != fe.sample_rate:
-        raise InputError(f"{path}: {clips.rate} Hz clips; the model takes {fe.sample_rate} Hz")
-    unknown = sorted(set(clips.labels) - set(classes))
-    if unknown:
-        raise InputError(f"{path}: labels {unknown} were not in the training classes {classes}")
-    labels = [classes.index(label) for label in clips.labels]
-    if validation_fraction is None:
-        judged, calibrating = list(range(len(clips))), list(range(len(clips)))
-    else:
-        order, n_val = case_order(labels, validation_fraction, seed, min_validation_cases)
-        judged, calibrating = list(order[:n_val]), list(order[n_val:])
-    sequences = tuple((hops_of(clips.audio[i], fe.hop), labels[i]) for i in judged)
-    calibration = np.concatenate([hops_of(clips.audio[i], fe.hop) for i in calibrating])
-    split = "whole folder" if validation_fraction is None else "validation split"
-    return EvaluationData(calibration, "accuracy", str(path), sequences=sequences, split=split)
 
 
 def export_keyword_run(

@@ -341,7 +341,12 @@ def _judge(report: QualityReport) -> None:
 
 # --- real data from a run directory --------------------------------------------------------------------
 
-_TASK_METRICS = {"charlm": "loss", "steplabels": "accuracy", "classify": "accuracy"}  # others: rmse
+_TASK_METRICS = {
+    "charlm": "loss",
+    "steplabels": "accuracy",
+    "classify": "accuracy",
+    "keyword": "accuracy",
+}  # others: rmse
 
 
 def evaluation_data(checkpoint: Checkpoint, data_path: str | os.PathLike | None = None) -> EvaluationData:
@@ -385,6 +390,7 @@ _DATA_FILES = {
     "anomaly": "a CSV file with a header",
     "steplabels": "a CSV file with a header",
     "classify": "a .ts file or a CSV file (series id, features, label)",
+    "keyword": "a folder of .wav files or .npz clip bundles",
 }
 
 
@@ -415,6 +421,13 @@ def evaluation_data_from_model(
     info = model if isinstance(model, ModelInfo) else Stepper(model, chunk_model=False).info
     task = _model_task(info)
     path = Path(data_path)
+    if task == "keyword":  # clips as raw hops (edgernn.export.keyword_data)
+        from edgernn.export.keyword_data import keyword_evaluation_data
+
+        classes = metadata_strings(info, "classes", info.output.size)
+        return keyword_evaluation_data(
+            info, classes, path, validation_fraction=validation_fraction, seed=seed
+        )
     if not path.is_file():
         raise InputError(f"{path}: no such file; expected {_DATA_FILES[task]} for this {task} model")
     metric = _TASK_METRICS.get(task, "rmse")

@@ -39,7 +39,7 @@ from edgernn.cli.group import cli
 @click.option("--no-verify", "skip_verify", is_flag=True, default=None, help="c: write without compiling.")
 @click.option(
     "--data",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     help="c int8, integer: real data for the task-metric check (integer: calibration too).",
 )
 @click.option("--tolerance", type=FINITE_FLOAT, help="c int8: metric change allowed (as export --tolerance).")

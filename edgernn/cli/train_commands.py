@@ -298,7 +298,7 @@ def export(run_dir, path, quantize, int8_method, tolerance, force, data_path, as
     "--data",
     "data_path",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     help="Real data in the model's format (text, CSV with its columns, .ts); split as training splits it.",
 )
 @click.option("--int8-method", type=click.Choice(["auto", "weights", "dynamic", "static"]), default="auto")
