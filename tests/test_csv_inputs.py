@@ -253,3 +253,11 @@ def test_labels_are_never_filled_only_their_rows_dropped(tmp_path):
     result = run_cli(*args, "-o", tmp_path / "b", "--missing", "drop-rows")
     assert result.exit_code == 0, result.output
     assert "is_anomaly: 1 of 800 cells, their rows dropped (lines 300)" in result.stdout
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("interpolate", [1, 2, 3, 5, 5]), ("ffill", [1, 1, 3, 5, 5])])
+def test_filling_stays_inside_each_sequence(tmp_path, policy, expected):
+    path = tmp_path / "cases.csv"
+    path.write_text("series_id,x,label\na,1,up\na,,up\na,3,up\nb,nan,down\nb,5,down\n")
+    table, _ = read_csv(path).resolve_missing(["x"], policy, groups=np.array(["a", "a", "a", "b", "b"]))
+    assert table.pick(["x"])[:, 0].tolist() == expected
