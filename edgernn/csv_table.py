@@ -230,6 +230,11 @@ def read_csv(path: str | os.PathLike) -> Table:
         raise InputError(f"{path}: expected a UTF-8 CSV file, found undecodable bytes") from None
     _check_row_counts(path, rows, lines)
     header = [name.strip() for name in rows[0]]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise InputError(
+            f"{path}: the header names column(s) {repeated} more than once; expected unique names"
+        )
     body, line_numbers = rows[1:], np.array(lines[1:], dtype=np.int64)
     columns, text, bad = {}, {}, {}
     for j, name in enumerate(header):

@@ -191,6 +191,13 @@ def test_header_only_short_and_one_row_files_say_what_they_lack(sensor, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_a_repeated_column_name_is_refused(tmp_path):
+    path = tmp_path / "twice.csv"
+    path.write_text("a,b,a\n" + "1,2,3\n" * 5)
+    with pytest.raises(InputError, match=r"names column\(s\) \['a'\] more than once"):
+        read_csv(path)
+
+
 @pytest.mark.parametrize(("delimiter", "name"), [(";", "semicolon"), ("\t", "tab")])
 def test_semicolon_and_tab_separated_files_are_read(tmp_path, delimiter, name):
     path = write_sensor_csv(tmp_path / "readings.csv", delimiter=delimiter)
@@ -255,7 +262,9 @@ def test_labels_are_never_filled_only_their_rows_dropped(tmp_path):
     assert "is_anomaly: 1 of 800 cells, their rows dropped (lines 300)" in result.stdout
 
 
-@pytest.mark.parametrize(("policy", "expected"), [("interpolate", [1, 2, 3, 5, 5]), ("ffill", [1, 1, 3, 5, 5])])
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("interpolate", [1, 2, 3, 5, 5]), ("ffill", [1, 1, 3, 5, 5])]
+)
 def test_filling_stays_inside_each_sequence(tmp_path, policy, expected):
     path = tmp_path / "cases.csv"
     path.write_text("series_id,x,label\na,1,up\na,,up\na,3,up\nb,nan,down\nb,5,down\n")
