@@ -63,7 +63,10 @@ def check_model_graph(model_bytes: bytes, source: object = "the model") -> None:
             f"{describe_exception(exc)})"
         ) from None
     checker = _Checker(model.functions)
-    checker.body(_Body.of_graph(model.graph), None, "")
+    try:
+        checker.body(_Body.of_graph(model.graph), None, "")
+    except RecursionError:  # subgraphs nested past Python's stack (protobuf stops ONNX files sooner)
+        raise ContractError(f"{source}: its subgraphs are nested too deeply to check") from None
     checker.finish()
     if checker.problems:
         shown = checker.problems[:_SHOWN]
