@@ -1,0 +1,304 @@
+"""Keyword models: the WAV reader and its refusals, the front end in the step graph against a numpy FFT
+reference, the exported graph's parity and contract, the spotter, eval and stream on real clips of the
+bundled Free Spoken Digit Dataset subset, and the C target's self-test, float32 and int8."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from edgernn.audio import log_mel
+from edgernn.cli import cli
+from edgernn.runtime import Stepper, contract
+from edgernn.runtime.audio import FrontEnd, hops_of, read_bundle, read_clips, read_wav, read_wav_folder
+from edgernn.runtime.errors import ContractError, InputError
+from edgernn.runtime.keyword import KeywordModel, Spotter, pcm_hops, spot
+
+FSDD = Path(__file__).resolve().parent.parent / "examples" / "data" / "fsdd"
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 8000, channels: int = 1, width: int = 2) -> Path:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(channels)
+        f.setsampwidth(width)
+        f.setframerate(rate)
+        f.writeframes(samples.tobytes())
+    return path
+
+
+# --- reading clips ---------------------------------------------------------------------------------------
+
+
+def test_a_folder_of_wav_files_reads_labels_from_names_and_subfolders(tmp_path):
+    clip = read_bundle(FSDD / "jackson.npz").audio[0]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    write_wav(flat / "yes_01.wav", clip)
+    write_wav(flat / "no_take2.wav", clip[:4000])
+    clips = read_wav_folder(flat)
+    assert clips.rate == 8000 and sorted(clips.labels) == ["no", "yes"]
+    np.testing.assert_array_equal(clips.audio[clips.labels.index("yes")], clip)
+    nested = tmp_path / "nested"
+    (nested / "go").mkdir(parents=True)
+    (nested / "stop").mkdir()
+    write_wav(nested / "go" / "a.wav", clip, rate=16000)
+    write_wav(nested / "stop" / "b.wav", clip, rate=16000)
+    assert read_clips(nested).labels == ["go", "stop"] and read_clips(nested).rate == 16000
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("stereo", "2 channel"),
+        ("8-bit", "8-bit"),
+        ("44100", "44100 Hz"),
+        ("not-wav", "expected a mono 16-bit PCM WAV file"),
+    ],
+)
+def test_the_reader_refuses_anything_but_mono_16_bit_pcm_at_8_or_16_khz_naming_the_file(
+    tmp_path, kind, expected
+):
+    path = tmp_path / f"1_{kind}.wav"
+    samples = np.arange(800, dtype=np.int16)
+    if kind == "stereo":
+        write_wav(path, samples, channels=2)
+    elif kind == "8-bit":
+        write_wav(path, samples.astype(np.uint8), width=1)
+    elif kind == "44100":
+        write_wav(path, samples, rate=44100)
+    else:
+        path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    with pytest.raises(InputError, match=expected) as raised:
+        read_clips(tmp_path)
+    assert str(path) in str(raised.value)
+
+
+def test_a_name_without_a_label_and_mixed_rates_are_refused(tmp_path):
+    write_wav(tmp_path / "nolabel.wav", np.zeros(800, np.int16))
+    with pytest.raises(InputError, match=r"nolabel\.wav: cannot tell its label"):
+        read_wav_folder(tmp_path)
+    (tmp_path / "nolabel.wav").unlink()
+    write_wav(tmp_path / "a_1.wav", np.zeros(800, np.int16))
+    write_wav(tmp_path / "b_1.wav", np.zeros(800, np.int16), rate=16000)
+    with pytest.raises(InputError, match="expected one rate"):
+        read_wav_folder(tmp_path)
+
+
+def test_the_bundles_hold_the_original_recordings():
+    clips = read_bundle(FSDD / "lucas.npz")
+    assert len(clips) == 50 and clips.rate == 8000 and clips.labels[:5] == ["0"] * 5
+    original = Path(
+        os.environ.get("EDGERNN_FSDD", Path(__file__).resolve().parents[3] / "shared/datasets/fsdd")
+    )
+    if (original / "0_lucas_0.wav").exists():
+        np.testing.assert_array_equal(read_wav(original / "0_lucas_0.wav")[0], clips.audio[0])
+    assert (FSDD / "README.md").read_text().count("CC BY-SA 4.0") >= 2
+
+
+# --- the front end in the graph ----------------------------------------------------------------------------
+
+
+def front_end_graph(fe: FrontEnd) -> bytes:
+    """Only the exported front end: x and audio in, log-mel and audio_next out."""
+    from edgernn.export.graph import _Graph
+    from edgernn.export.keyword import _front_end
+
+    g = _Graph()
+    out = _front_end(g, fe, "audio", "x")
+    graph = helper.make_graph(
+        g.nodes,
+        "front_end",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", fe.hop]),
+            helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", 1, fe.overlap]),
+        ],
+        [
+            helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", fe.mels]),
+            helper.make_tensor_value_info("audio_next", TensorProto.FLOAT, ["batch", 1, fe.overlap]),
+        ],
+        g.initializers,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=contract.IR_VERSION
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_the_graphs_front_end_streams_the_numpy_fft_reference_hop_by_hop(rate):
+    fe = FrontEnd.for_rate(rate)
+    clip = read_bundle(FSDD / "george.npz").audio[7]
+    signal = clip.astype(np.float32) / 32768
+    session = ort.InferenceSession(front_end_graph(fe), providers=["CPUExecutionProvider"])
+    audio = np.zeros((1, 1, fe.overlap), np.float32)
+    got = []
+    for hop in hops_of(clip, fe.hop):
+        mel, audio = session.run(None, {"x": hop[None], "audio": audio})
+        got.append(mel[0])
+    want = log_mel(signal, fe)
+    assert want.shape == (-(-len(clip) // fe.hop), fe.mels)
+    np.testing.assert_allclose(np.array(got), want, atol=2e-3)
+    assert want.max() > 0 and want.min() < -10  # speech and the silence of the zero-padded start
+
+
+# --- a trained model: parity, metadata, eval, stream, C ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """A keyword model trained for a few steps on the bundled clips and exported (run and ONNX file)."""
+    from edgernn.export import export_run
+    from edgernn.models import ModelConfig
+    from edgernn.train import TrainConfig, train_task
+
+    base = tmp_path_factory.mktemp("keyword")
+    config = TrainConfig(budget_minutes=None, max_steps=4, batch_size=8, eval_every=4, warmup_steps=0)
+    train_task(
+        None,
+        FSDD,
+        base / "run",
+        ModelConfig(hidden_size=16),
+        config,
+        data_options={"augment": False},
+        progress=False,
+    )
+    report = export_run(base / "run", base / "digits.onnx")
+    assert report.parity.max_error() < 1e-4
+    return base
+
+
+def test_the_exported_step_takes_a_hop_of_samples_and_carries_the_overlap_as_state(digits):
+    stepper = Stepper(digits / "digits.onnx")
+    info = stepper.info
+    assert info.input.size == 80 and info.input.mean is None
+    assert [(s.input, s.shape) for s in info.states] == [("h", (1, 16)), ("audio", (1, 120))]
+    assert info.extra["front_end"]["hop"] == 80 and len(info.extra["front_end"]["mel_mean"]) == 32
+    assert info.extra["classes"] == [*map(str, range(10)), "_none"]
+    clip = read_bundle(FSDD / "nicolas.npz").audio[3]
+    stream = stepper.new_stream()
+    hops = hops_of(clip, 80)
+    for hop in hops:
+        stream.step(hop)
+    np.testing.assert_array_equal(stream.state["audio"][0, 0], hops[-2:].reshape(-1)[-120:])
+
+
+def test_metadata_whose_front_end_does_not_match_the_graph_is_refused(digits):
+    info = Stepper(digits / "digits.onnx").info
+    doc = json.loads(info.to_json())
+    doc["front_end"]["hop"] = 160
+    with pytest.raises(ContractError, match="front_end"):
+        contract.parse_info(json.dumps(doc))
+    doc = json.loads(info.to_json())
+    doc["states"] = doc["states"][:1]
+    with pytest.raises(ContractError, match="states"):
+        contract.parse_info(json.dumps(doc))
+
+
+def test_the_spotter_smooths_fires_once_per_word_and_waits_out_its_refractory_period():
+    model = KeywordModel(FrontEnd(), ("yes", "no", "_none"))
+    spotter = Spotter(model, threshold=0.6, smooth_ms=30, refractory_ms=200)
+    quiet, yes, no = np.array([0, 0, 9.0]), np.array([9.0, 0, 0]), np.array([0, 9.0, 0])
+    sequence = [quiet] * 5 + [yes] * 30 + [quiet] * 5 + [yes] * 10 + [no] * 20 + [quiet] * 30
+    fired = [(i + 1, d.word) for i, x in enumerate(sequence) if (d := spotter.push(x)) is not None]
+    # yes fires when its 3-hop mean reaches 0.6 (its second hop, 7); it stays up 30 hops but fires once;
+    # the second yes (from hop 41) fires at 42, the quiet having re-armed the spotter; no (from hop 51, up
+    # at 52) waits out the 20-hop refractory period and fires at 62, being another word
+    assert fired == [(7, "yes"), (42, "yes"), (62, "no")]
+
+
+def test_eval_reports_clip_accuracy_and_the_spotter_on_a_stream(digits):
+    result = CliRunner().invoke(
+        cli, ["eval", str(digits / "digits.onnx"), str(FSDD / "yweweler.npz"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["clips"] == 50 and 0.0 <= doc["clip_accuracy"] <= 1.0
+    stream = doc["stream"]
+    assert stream["words"] == 50 and stream["detected"] + stream["missed"] == 50
+    assert stream["stream_seconds"] > stream["gap_seconds"] > 50 * 0.8
+    assert doc["spotter"] == {
+        "threshold": 0.6,
+        "smooth_ms": 100.0,
+        "refractory_ms": 600.0,
+        "match_after_ms": 500.0,
+    }
+    text = CliRunner().invoke(cli, ["eval", str(digits / "digits.onnx"), str(FSDD / "yweweler.npz")])
+    assert text.exit_code == 0 and "clip accuracy" in text.output and "false alarms" in text.output
+
+
+def test_stream_prints_a_line_per_word_from_a_wav_file_and_from_raw_pcm_alike(digits, tmp_path):
+    clips = read_bundle(FSDD / "jackson.npz")
+    silence = np.zeros(4000, np.int16)
+    samples = np.concatenate([silence, clips.audio[10], silence, clips.audio[40], silence])
+    wav = write_wav(tmp_path / "two.wav", samples)
+    model = str(digits / "digits.onnx")
+    # an untrained model: a low threshold makes it speak, which is what this test reads
+    from_wav = CliRunner().invoke(cli, ["stream", model, "--wav", str(wav), "--threshold", "0.12"])
+    assert from_wav.exit_code == 0, from_wav.output
+    lines = from_wav.output.splitlines()
+    assert lines, "nothing detected at threshold 0.12"
+    for line in lines:
+        time_s, word, score = line.split("\t")
+        assert time_s.endswith(" s") and 0 < float(time_s[:-2]) <= len(samples) / 8000 + 0.01
+        assert word in [*map(str, range(10))] and 0.12 <= float(score) <= 1
+    stepper = Stepper(model)
+    want = spot(stepper, samples, threshold=0.12)
+    assert [f"{d.time_s:.2f} s\t{d.word}\t{d.score:.3f}" for d in want] == lines
+    raw = CliRunner().invoke(
+        cli, ["stream", model, "--rate", "8000", "--threshold", "0.12"], input=samples.tobytes()
+    )
+    assert raw.exit_code == 0 and raw.output == from_wav.output
+    wrong = CliRunner().invoke(cli, ["stream", model, "--rate", "16000"], input=samples.tobytes())
+    assert wrong.exit_code == 2 and "16000 Hz audio; the model takes 8000 Hz" in wrong.output
+
+
+def test_raw_pcm_arrives_in_hops_and_the_last_is_padded():
+    import io
+
+    samples = np.arange(-100, 150, dtype=np.int16)
+    hops = list(pcm_hops(io.BytesIO(samples.tobytes()), 80))
+    assert len(hops) == 4 and hops[-1][10:].max() == 0
+    np.testing.assert_array_equal(np.concatenate(hops)[:250] * 32768, samples.astype(np.float32))
+    with pytest.raises(InputError, match="odd byte"):
+        list(pcm_hops(io.BytesIO(b"\x01\x02\x03"), 80))
+
+
+def _need_cc() -> None:
+    if shutil.which("cc") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the C target needs a C compiler (Debian package gcc)", pytrace=False)
+        pytest.skip("no C compiler: install the Debian package gcc")
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_the_c_target_runs_audio_in_word_scores_out_and_its_self_test_passes(digits, tmp_path, precision):
+    _need_cc()
+    out = tmp_path / precision
+    args = ["deploy", str(digits / "digits.onnx"), "--target", "c", "-o", str(out), "--name", "kws"]
+    if precision == "int8":
+        args += ["--precision", "int8", "--data", str(FSDD / "george.npz"), "--force"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "host self-test" in result.output
+    header = (out / "kws.h").read_text()
+    assert "KWS_INPUT_SIZE" in header and "80" in header
+    built = subprocess.run(
+        ["cc", "-std=c99", "-O1", "kws.c", "kws_test.c", "-lm", "-o", "selftest"],
+        cwd=out,
+        capture_output=True,
+    )
+    assert built.returncode == 0, built.stderr.decode()
+    ran = subprocess.run([str(out / "selftest")], capture_output=True, timeout=120)
+    assert ran.returncode == 0, ran.stdout.decode() + ran.stderr.decode()
