@@ -93,7 +93,7 @@ def test_self_test_passes_and_outputs_equal_the_host(models, host_outputs, name,
     rows = [line for line in traced.stdout.splitlines() if line.strip()]
     assert rows[-1] == "PASS" and len(rows) == 17
     outputs = np.array([[float(v) for v in row.split()] for row in rows[:-1]])
-    np.testing.assert_allclose(outputs, host_outputs, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(outputs, host_outputs)  # bit-identical: same C, IEEE float, no contraction
 
 
 def test_the_same_build_counts_the_same_instructions_twice(models, tmp_path):
@@ -187,3 +187,26 @@ def test_missing_toolchain_names_the_packages():
         broken.require_tools()
     with pytest.raises(InputError, match="expected one of cortex-m0plus"):
         get_device("esp32")
+
+
+def test_arm_dsp_products_equal_the_portable_loop(models, tmp_path):
+    device = require("cortex-m4")
+    deployed = deploy(models["narrow"], "c", tmp_path / "narrow-int8", precision="int8").out_dir
+    assert "__smlad(" in (deployed / "model.c").read_text()
+    source = tmp_path / "model_trace.c"
+    source.write_text(trace_source("model", 24))
+    outputs = {}
+    for label, defines in (("dsp", ()), ("portable", ("MODEL_PORTABLE",))):
+        program = build(
+            device,
+            [source, deployed / "model.c"],
+            tmp_path / f"{label}.elf",
+            include=(deployed,),
+            defines=defines,
+        )
+        outputs[label] = run(program).stdout
+    assert outputs["dsp"] == outputs["portable"] and outputs["dsp"].rstrip().endswith("PASS")
+    np.testing.assert_array_equal(
+        np.array([[float(v) for v in row.split()] for row in outputs["dsp"].splitlines()[:-1]]),
+        run_trace(deployed, "host", steps=24),
+    )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgernn.export.c import arm_dsp
 from edgernn.export.c.arena import reads, writes
 from edgernn.export.c.ir import Elementwise, GatherRow, Gemv, Storage, Tensor
 from edgernn.export.c.products import opening
@@ -62,6 +63,7 @@ def declarations(e: Emitter) -> list[str]:
         f"typedef int16_t {n}_xq;",
         "#endif",
         "",
+        *arm_dsp.declarations(n),
     ]
 
 
@@ -140,7 +142,8 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
         "    int32_t xsum = 0;",
         f"    for (int i = 0; i < {k}; i++) {{ {bits} r; r.f = v[i] * inv + 12583040.0f; "
         "const int32_t qi = (int32_t)((r.u - 0x4B400000u) & 0xFFu) - 128; "
-        f"xq[i] = ({e.name}_xq)qi; xsum += qi; }} /* round half to even */",
+        f"xq[{e.name.upper()}_XQ_AT(i, {arm_dsp.whole_groups(k)})] = ({e.name}_xq)qi; xsum += qi; }} "
+        "/* round half to even */",
         "    const int32_t offset = 128 * xsum; /* the weights' +128 times x */",
     ]
 
@@ -162,10 +165,17 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
             f"        const int j = back ? {whole - rows} - jj : jj;",
             f"        const uint8_t *restrict r = w + j * {k};",
             f"        int32_t {', '.join(f'{a} = 0' for a in accs)};",
-            f"        for (int i = 0; i < {k}; i++) {{",
-            "            const int32_t x = xq[i];",
-            *(f"            {a} += (int32_t)r[{g * k} + i] * x;" for g, a in enumerate(accs)),
-            "        }",
+            *arm_dsp.rows_dot(
+                e.name,
+                k,
+                accs,
+                [
+                    f"        for (int i = 0; i < {k}; i++) {{",
+                    "            const int32_t x = xq[i];",
+                    *(f"            {a} += (int32_t)r[{g * k} + i] * x;" for g, a in enumerate(accs)),
+                    "        }",
+                ],
+            ),
             *(f"        {store(f'j + {g}' if g else 'j', a)}" for g, a in enumerate(accs)),
             "    }",
         ]
@@ -174,7 +184,8 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
             f"    for (int j = {whole}; j < {n}; j++) {{",
             f"        const uint8_t *restrict r = w + j * {k};",
             "        int32_t acc = 0;",
-            f"        for (int i = 0; i < {k}; i++) acc += (int32_t)r[i] * (int32_t)xq[i];",
+            f"        for (int i = 0; i < {k}; i++) "
+            f"acc += (int32_t)r[i] * (int32_t)xq[{e.name.upper()}_XQ_AT(i, {arm_dsp.whole_groups(k)})];",
             f"        {store('j', 'acc')}",
             "    }",
         ]
