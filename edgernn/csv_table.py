@@ -13,6 +13,10 @@ policy          what happens to a bad cell of a used column
 ``interpolate`` linear between the good values either side (at an end: the nearest good value)
 ``drop-rows``   the row is left out (a series then joins the rows either side of it)
 ==============  ====================================================================================
+
+Which columns a task reads by default (``default_inputs``: the numeric ones but timestamps, labels and
+sequence ids, each column left out named with why) and the check of the names a user gives
+(``check_option_names``) live here too.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from edgernn.runtime.untrusted import reads_untrusted
 
 MISSING_POLICIES = ("error", "ffill", "interpolate", "drop-rows")
 DEFAULT_MISSING = "interpolate"
+SKIPPED_COLUMNS = {"timestamp", "time", "date", "datetime", "index"}  # never a default input
+LABEL_COLUMNS = {"is_anomaly", "label", "labels", "class", "target_label"}
+ID_COLUMNS = {"series_id", "sequence_id", "case_id", "utterance_id"}
 _SHOWN_LINES = 5  # bad-cell line numbers named in a message
 _SNIFFED_DELIMITERS = ";\t|"
 _DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -298,3 +305,48 @@ def _numbers(cells: list[str]) -> np.ndarray | None:
 
 def delimiter_name(delimiter: str) -> str:
     return _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+
+
+# --- which columns a task reads -------------------------------------------------------------------
+
+
+def default_inputs(table: Table, exclude: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The numeric columns but timestamps, labels, sequence ids and ``exclude`` (name -> why), and why
+    each other column is left out (name -> reason): nothing is left out without a word."""
+    names, left_out = [], {}
+    for name in table.names:
+        lower = name.lower()
+        if name in exclude:
+            left_out[name] = exclude[name]
+        elif name in table.text:
+            left_out[name] = "text"
+        elif lower in SKIPPED_COLUMNS:
+            left_out[name] = "a time or index column"
+        elif lower in LABEL_COLUMNS:
+            left_out[name] = "a label column"
+        elif lower in ID_COLUMNS:
+            left_out[name] = "a sequence id column"
+        else:
+            names.append(name)
+    if not names:
+        raise InputError(
+            f"{table.path}: no numeric feature columns found (columns: {table.names}, left out: "
+            f"{', '.join(f'{k} ({v})' for k, v in left_out.items())}); name them with --columns"
+        )
+    return names, left_out
+
+
+def check_option_names(table: Table, columns, targets, label_column) -> None:
+    """Every name given on the command line is a column of the file (else the known ones are named)."""
+    table.check_names(columns or [], "--columns")
+    table.check_names(targets or [], "--targets")
+    if label_column:
+        table.check_names([label_column], "--label-column")
+
+
+def reading_notes(table: Table, missing: dict, left_out: dict[str, str], **more) -> dict[str, Any]:
+    """What the training summary says about how the CSV was read (``metrics.json`` keeps it)."""
+    notes = {"missing": missing, "left_out": left_out, **more}
+    if table.delimiter != ",":
+        notes["delimiter"] = delimiter_name(table.delimiter)
+    return notes

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgernn.csv_table import DEFAULT_MISSING, Table, delimiter_name, read_csv
+from edgernn.csv_table import (
+    DEFAULT_MISSING,
+    ID_COLUMNS,
+    LABEL_COLUMNS,
+    check_option_names,
+    default_inputs,
+    read_csv,
+    reading_notes,
+)
 from edgernn.data import build_vocabulary, encode, read_text, split_train_validation
 from edgernn.runtime.audio import looks_like_audio
 from edgernn.runtime.errors import InputError
@@ -29,9 +37,6 @@ if TYPE_CHECKING:  # the file readers serve torch-free commands (edgernn eval): 
     import torch
 
 TASKS = ("charlm", "forecast", "anomaly", "classify", "steplabels", "keyword")
-_SKIPPED_COLUMNS = {"timestamp", "time", "date", "datetime", "index"}
-_LABEL_COLUMNS = {"is_anomaly", "label", "labels", "class", "target_label"}
-_ID_COLUMNS = {"series_id", "sequence_id", "case_id", "utterance_id"}
 MIN_VALIDATION_CASES = 20  # classify: fewer validation cases make the kept model a matter of luck
 
 
@@ -100,48 +105,6 @@ def charlm_task(path: str | os.PathLike, validation_fraction: float = 0.1) -> Ta
 # --- CSV -----------------------------------------------------------------------------------------------
 
 
-def _default_inputs(table: Table, exclude: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """The numeric columns but timestamps, labels, sequence ids and ``exclude`` (name -> why), and why
-    each other column is left out (name -> reason): nothing is left out without a word."""
-    names, left_out = [], {}
-    for name in table.names:
-        lower = name.lower()
-        if name in exclude:
-            left_out[name] = exclude[name]
-        elif name in table.text:
-            left_out[name] = "text"
-        elif lower in _SKIPPED_COLUMNS:
-            left_out[name] = "a time or index column"
-        elif lower in _LABEL_COLUMNS:
-            left_out[name] = "a label column"
-        elif lower in _ID_COLUMNS:
-            left_out[name] = "a sequence id column"
-        else:
-            names.append(name)
-    if not names:
-        raise InputError(
-            f"{table.path}: no numeric feature columns found (columns: {table.names}, left out: "
-            f"{', '.join(f'{k} ({v})' for k, v in left_out.items())}); name them with --columns"
-        )
-    return names, left_out
-
-
-def _check_options(table: Table, columns, targets, label_column) -> None:
-    """Every name given on the command line is a column of the file (else the known ones are named)."""
-    table.check_names(columns or [], "--columns")
-    table.check_names(targets or [], "--targets")
-    if label_column:
-        table.check_names([label_column], "--label-column")
-
-
-def _csv_notes(table: Table, missing: dict, left_out: dict[str, str], **more) -> dict[str, Any]:
-    """What the training summary says about how the CSV was read (``metrics.json`` keeps it)."""
-    notes = {"missing": missing, "left_out": left_out, **more}
-    if table.delimiter != ",":
-        notes["delimiter"] = delimiter_name(table.delimiter)
-    return notes
-
-
 def _stats(array: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     mean = array.mean(axis=0)
     std = array.std(axis=0)
@@ -202,9 +165,9 @@ def forecast_task(
     import torch
 
     table = read_csv(path)
-    _check_options(table, columns, targets, label_column)
+    check_option_names(table, columns, targets, label_column)
     exclude = {label_column: "the --label-column"} if label_column else {}
-    columns, left_out = (columns, {}) if columns else _default_inputs(table, exclude)
+    columns, left_out = (columns, {}) if columns else default_inputs(table, exclude)
     targets_default = not targets
     targets = columns if task == "anomaly" else (targets or columns[:1])
     table, missing_report = table.resolve_missing([*columns, *targets], missing)
@@ -218,7 +181,7 @@ def forecast_task(
         "input_mean": input_mean, "input_std": input_std, "output_mean": output_mean, "output_std": output_std,
     }  # fmt: skip
     metadata = {"columns": columns, "targets": targets}
-    notes = _csv_notes(
+    notes = reading_notes(
         table, missing_report, left_out, targets_default=targets_default and task == "forecast"
     )
     return TaskData(
@@ -258,8 +221,8 @@ def steplabels_task(
     import torch
 
     table = read_csv(path)
-    _check_options(table, columns, None, label_column)
-    columns, left_out = (columns, {}) if columns else _default_inputs(table, {label_column: "the labels"})
+    check_option_names(table, columns, None, label_column)
+    columns, left_out = (columns, {}) if columns else default_inputs(table, {label_column: "the labels"})
     resolved = [*columns, label_column] if missing == "drop-rows" else columns  # labels are never filled
     table, missing_report = table.resolve_missing(resolved, missing)
     raw_labels = table.labels(label_column)
@@ -280,7 +243,7 @@ def steplabels_task(
     return TaskData(
         "steplabels", "cross_entropy", fields, train=(x[:cut], labels[:cut]), validation=(x[cut:], labels[cut:]),
         metadata=metadata, class_weights=(counts.sum() / counts) / len(classes),
-        notes=_csv_notes(table, missing_report, left_out),
+        notes=reading_notes(table, missing_report, left_out),
     )  # fmt: skip
 
 
@@ -338,10 +301,10 @@ def read_sequences_csv(
     never filled.
     """
     table = read_csv(path)
-    _check_options(table, columns, None, label_column)
+    check_option_names(table, columns, None, label_column)
     table.check_names([id_column], "the sequence id column")
     exclude = {id_column: "the sequence ids", label_column: "the labels"}
-    columns, left_out = (columns, {}) if columns else _default_inputs(table, exclude)
+    columns, left_out = (columns, {}) if columns else default_inputs(table, exclude)
     if missing == "drop-rows":
         table, report = table.resolve_missing([*columns, id_column, label_column], missing)
         ids = np.array(table.labels(id_column, "sequence id"))
@@ -355,7 +318,7 @@ def read_sequences_csv(
         rows = np.flatnonzero(ids == sid)
         sequences.append(features[rows])
         sequence_labels.append(labels[rows[-1]])  # a label per sequence: its last row's
-    return sequences, sequence_labels, columns, _csv_notes(table, report, left_out)
+    return sequences, sequence_labels, columns, reading_notes(table, report, left_out)
 
 
 def classify_task(
@@ -483,7 +446,9 @@ def load_task(
 
         return keyword_task(path, validation_fraction, seed, min_validation_cases, augment=augment)
     if Path(path).is_dir():
-        raise InputError(f"{path}: a folder; the {task} task reads one file (a folder of .wav files is --task keyword)")
+        raise InputError(
+            f"{path}: a folder; the {task} task reads one file (a folder of .wav files is --task keyword)"
+        )
     if task == "charlm":
         return charlm_task(path, validation_fraction)
     csv_options = {"label_column": label_column, "missing": missing}
@@ -554,14 +519,14 @@ def infer_task(path: str | os.PathLike, *, columns=None, targets=None, label_col
 
 def _infer_csv_task(path: Path, columns, targets, label_column) -> tuple[str, str]:
     table = read_csv(path)
-    _check_options(table, columns, targets, label_column)
+    check_option_names(table, columns, targets, label_column)
     names = table.names
-    ids = [n for n in names if n.lower() in _ID_COLUMNS]
+    ids = [n for n in names if n.lower() in ID_COLUMNS]
     if label_column:
         if ids:
             return "classify", f"a CSV with --label-column and a sequence id column ({ids[0]!r})"
         return "steplabels", "a CSV with --label-column and no sequence id column: a label per row"
-    labels = [n for n in names if n.lower() in _LABEL_COLUMNS]
+    labels = [n for n in names if n.lower() in LABEL_COLUMNS]
     if labels and ids and "label" in names and not (columns or targets):
         return "classify", f"a CSV with a sequence id column ({ids[0]!r}) and a 'label' column"
     if columns or targets:
