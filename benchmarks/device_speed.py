@@ -50,7 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="Keep the models and builds here (reused when present).")
     parser.add_argument("--out", type=Path, help="Write the Markdown table here too.")
     parser.add_argument("--json", type=Path, help="Write every result as JSON here.")
+    parser.add_argument(
+        "--readme-from",
+        type=Path,
+        help="Measure nothing: print the README's device table from a --json file of an earlier run.",
+    )
     args = parser.parse_args(argv)
+    if args.readme_from:
+        print(readme_table(json.loads(args.readme_from.read_text())))
+        return 0
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.work or Path(scratch)
@@ -104,6 +112,34 @@ HEADER = (
     "| µs/step at clock | flash (B) | RAM (B) | stack (B) |"
 )
 RULE = "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+
+
+def readme_table(docs: list[dict]) -> str:
+    """The README's table: the reference GRU 2x128 on every device, float32 and int8 side by side."""
+    gru = [d for d in docs if d["model"].startswith("GRU 2x128")]
+    lines = [
+        "| device | clock | float32: instructions / est. cycles / µs per step | int8: instructions / est. cycles / µs "
+        "per step | int8 MACs/cycle |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for device in dict.fromkeys(d["device"] for d in gru):
+        cells = {d["precision"]: d for d in gru if d["device"] == device}
+        f, i = cells.get("float32"), cells.get("int8")
+
+        def cell(d):
+            if d is None:
+                return "-"
+            return (
+                f"{d['instructions']['median']:,.0f} / {d['cycles']['estimate']:,} / {d['us_per_step']:,.0f}"
+            )
+
+        clock = (f or i)["clock_mhz"]
+        lines.append(
+            f"| {device} | {clock:g} MHz | {cell(f)} | {cell(i)} | {i['macs_per_cycle']:.2f} |"
+            if i
+            else f"| {device} | {clock:g} MHz | {cell(f)} | - | - |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _row(label: str, r) -> str:
