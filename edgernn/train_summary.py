@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 _NAMES_SHOWN = 12
+MANY_BAD_CELLS = 0.1  # a column with more bad cells than this fraction is worth a second look
 
 
 def names_text(names: list, limit: int = _NAMES_SHOWN) -> str:
@@ -87,6 +88,11 @@ def _missing_lines(missing: dict[str, Any] | None) -> list[str]:
         lines.append(
             f"    {c['column']}: {c['count']:,} of {c['rows']:,} cells, {c['action']} (lines {shown})"
         )
+        if c["count"] > MANY_BAD_CELLS * c["rows"]:
+            lines.append(
+                f"    warning: {100 * c['count'] / c['rows']:.0f}% of {c['column']} was not numbers: check that "
+                "it is a column to use"
+            )
     return lines
 
 

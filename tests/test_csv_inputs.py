@@ -90,6 +90,14 @@ def test_default_policy_trains_on_every_channel_and_says_what_it_did(bad_sensor,
     assert config["model"]["input_size"] == 9 and config["train"]["data_options"]["missing"] == "interpolate"
 
 
+def test_a_column_mostly_filled_is_worth_a_warning(tmp_path):
+    path = write_sensor_csv(tmp_path / "sparse.csv", bad={line: "" for line in range(100, 300)})
+    result = run_cli("train", path, "-o", tmp_path / "run", "--columns", "leg_vert,ankle_vert", *TINY)
+    assert result.exit_code == 0, result.output
+    assert "ankle_vert: 200 of 800 cells, interpolated (lines 100, 101, 102, 103, 104, ...)" in result.stdout
+    assert "warning: 25% of ankle_vert was not numbers: check that it is a column to use" in result.stdout
+
+
 def test_missing_error_names_the_real_problem_and_writes_nothing(bad_sensor, tmp_path):
     result = run_cli(
         "train", bad_sensor, "-o", tmp_path / "run", "--columns", "ankle_vert", "--missing", "error", *TINY
