@@ -223,7 +223,7 @@ def read_csv(path: str | os.PathLike) -> Table:
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            delimiter = _delimiter(f.readline())
+            delimiter = sniff_delimiter(f.readline())
             f.seek(0)
             reader = csv.reader(f, delimiter=delimiter)
             rows, lines = [], []
@@ -256,7 +256,7 @@ def read_csv(path: str | os.PathLike) -> Table:
     return Table(path, columns, text, bad, line_numbers, header, delimiter)
 
 
-def _delimiter(header_line: str) -> str:
+def sniff_delimiter(header_line: str) -> str:
     """Comma, unless the header has none and holds a semicolon, tab or pipe (csv.Sniffer picks which)."""
     if "," in header_line or not any(d in header_line for d in _SNIFFED_DELIMITERS):
         return ","

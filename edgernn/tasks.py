@@ -27,6 +27,7 @@ from edgernn.csv_table import (
     default_inputs,
     read_csv,
     reading_notes,
+    sniff_delimiter,
 )
 from edgernn.data import build_vocabulary, encode, read_text, split_train_validation
 from edgernn.runtime.audio import looks_like_audio
@@ -492,7 +493,7 @@ def infer_task(path: str | os.PathLike, *, columns=None, targets=None, label_col
     """The task a data file is for, and why, from its kind and the CSV options; InputError when it could
     be several, or when an option names a column the file does not have (naming those it has).
 
-    ``.ts``: classify. ``.csv``: forecast; classify when it has a sequence id column such as
+    ``.ts``: classify. ``.csv`` (or ``.tsv``): forecast; classify when it has a sequence id column such as
     ``series_id`` and a ``label`` column (the classification CSV); with ``label_column``, classify when a
     sequence id column is present, else steplabels; with ``columns`` or ``targets``, forecast of them. Any
     other CSV holding a label column (``label``, ``is_anomaly``...) is refused as ambiguous. Any other
@@ -506,7 +507,7 @@ def infer_task(path: str | os.PathLike, *, columns=None, targets=None, label_col
         raise InputError(f"{path}: a folder without .wav files or .npz clip bundles; expected a data file")
     if suffix == ".ts":
         return "classify", "a .ts file holds labelled sequences"
-    if suffix == ".csv":
+    if suffix in (".csv", ".tsv"):
         return _infer_csv_task(path, columns, targets, label_column)
     if _looks_like_csv(path):
         raise InputError(
@@ -544,18 +545,18 @@ def _infer_csv_task(path: Path, columns, targets, label_column) -> tuple[str, st
 
 
 def _looks_like_csv(path: Path) -> bool:
-    """The first lines: a header, then rows of the same number of comma-separated numbers."""
+    """The first lines: a header, then rows of as many fields (comma-, semicolon-, tab- or pipe-separated),
+    at least half of them numbers (a timestamp or a label beside the readings)."""
     try:
         with path.open(encoding="utf-8", newline="") as f:
             lines = [line for _, line in zip(range(6), f, strict=False)]
     except (OSError, UnicodeDecodeError):
         return False
-    rows = list(csv.reader(lines))
+    rows = list(csv.reader(lines, delimiter=sniff_delimiter(lines[0]) if lines else ","))
     if len(rows) < 3 or len(rows[0]) < 2 or any(len(r) != len(rows[0]) for r in rows[1:]):
         return False
-    return all(_is_number(cell) for row in rows[1:] for cell in row[:1]) and any(
-        _is_number(cell) for cell in rows[1]
-    )
+    cells = [cell for row in rows[1:] for cell in row]
+    return 2 * sum(_is_number(cell) for cell in cells) >= len(cells)
 
 
 def _is_number(text: str) -> bool:

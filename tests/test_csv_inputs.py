@@ -215,6 +215,14 @@ def test_semicolon_and_tab_separated_files_are_read(tmp_path, delimiter, name):
     assert f"readings.csv ({name}-separated): 719 training rows" in result.stdout
 
 
+def test_a_tsv_file_is_a_table_and_a_semicolon_table_is_not_text(tmp_path):
+    tsv = write_sensor_csv(tmp_path / "readings.tsv", delimiter="\t")
+    assert infer_task(tsv, columns=["ankle_vert"])[0] == "forecast"
+    semicolons = write_sensor_csv(tmp_path / "readings.txt", delimiter=";")
+    with pytest.raises(InputError, match="reads as a numeric CSV table but is not named .csv"):
+        infer_task(semicolons)
+
+
 def test_decimal_commas_get_a_hint(tmp_path):
     path = tmp_path / "comma.csv"
     path.write_text("a;b\n" + "".join(f"{i},5;{i}\n" for i in range(300)))
