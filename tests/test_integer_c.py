@@ -20,7 +20,7 @@ from edge_models import TEXT, VOCAB
 from edgernn.cli import cli
 from edgernn.export import export_model
 from edgernn.export.c.devices import get_device
-from edgernn.export.c.devices.bench import self_test_on
+from edgernn.export.c.devices.bench import bench_precision, self_test_on
 from edgernn.export.c.devices.build import build, compile_flags
 from edgernn.export.deploy import deploy
 from edgernn.models import ModelConfig, RecurrentModel
@@ -140,14 +140,24 @@ def _require(name: str):
 
 
 @pytest.mark.parametrize(
-    "device_name, key",
-    [("cortex-m0plus", "gru_tokens_2"), ("cortex-m4", "lstm_features_2"), ("rv32imc", "rnn_relu_features_2")],
+    "device_name, key", [("cortex-m4", "lstm_features_2"), ("rv32imc", "rnn_relu_features_2")]
 )
 def test_device_self_test_is_bit_identical(deployed, tmp_path, device_name, key):
     device = _require(device_name)
     passed, error, output = self_test_on(device, deployed[key], tmp_path)
     assert passed and error == 0.0, output
     assert "max_abs_error=0 steps=1000" in output
+
+
+def test_cortex_m0plus_bench_replays_bit_for_bit_and_counts_instructions(deployed, tmp_path):
+    device = _require("cortex-m0plus")
+    shutil.copytree(deployed["gru_tokens_2"], tmp_path / "c-integer")
+    model = deployed["gru_tokens_2"].parent / "gru_tokens_2.onnx"
+    bench = bench_precision(model, device, "integer", clock_mhz=48.0, steps=3, work=tmp_path)
+    assert bench.self_test_max_abs_error == 0.0 and bench.precision == "integer"
+    per_mac = bench.instructions_median / bench.macs
+    assert bench.macs == 12 * 60 + 20 * 60 + 20 * 60 * 2 + 20 * len(VOCAB) and 2.0 < per_mac < 40.0
+    assert bench.ram_bytes >= 2 * 2 * 20 and bench.flash_bytes > 0
 
 
 STEP_ONLY = """#include "model.h"

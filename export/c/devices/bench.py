@@ -26,7 +26,7 @@ from edgernn.export.c.devices.trace import trace_program
 from edgernn.runtime.errors import ContractError, InputError
 
 DEFAULT_STEPS = 200
-PRECISIONS = ("float32", "int8")
+PRECISIONS = ("float32", "int8", "integer")
 
 
 @dataclass(frozen=True)
@@ -157,10 +157,15 @@ def _paint_bytes(program_device: Device) -> int:
 
 
 def _harness(device: Device, deployed: Path, info, steps: int, out: Path) -> Build:
+    from edgernn.export.c import integer_bench
     from edgernn.export.c.devices import firmware_file
 
     name = "model"
-    inputs, call = _inputs_source(name, info, steps)
+    integer = integer_bench.is_integer(deployed, name)
+    if integer:
+        inputs, call = integer_bench.inputs_source(deployed, name, info, steps)
+    else:
+        inputs, call = _inputs_source(name, info, steps)
     text = (
         firmware_file("bench_main.c.in")
         .read_text()
@@ -171,17 +176,24 @@ def _harness(device: Device, deployed: Path, info, steps: int, out: Path) -> Bui
         .replace("@name@", name)
         .replace("@NAME@", name.upper())
     )
+    if integer:  # the integer C's y is int16
+        text = text.replace("float y[", "int16_t y[")
     source = out / "bench_main.c"
     source.write_text(text)
     return build(device, [source, deployed / f"{name}.c"], out / "bench.elf", include=(deployed,))
 
 
 _STEP_ONCE = """#include "model.h"
+#ifdef MODEL_PRECISION_INTEGER
+typedef int16_t model_value;
+#else
+typedef float model_value;
+#endif
 int main(void)
 {
 \tmodel_state state;
-\tfloat x[MODEL_INPUT_SIZE > 0 ? MODEL_INPUT_SIZE : 1] = {0};
-\tfloat y[MODEL_OUTPUT_SIZE];
+\tmodel_value x[MODEL_INPUT_SIZE > 0 ? MODEL_INPUT_SIZE : 1] = {0};
+\tmodel_value y[MODEL_OUTPUT_SIZE];
 \tmodel_reset(&state);
 \treturn MODEL_VOCAB_SIZE > 0 ? model_step_token(&state, 0, y) : model_step(&state, x, y);
 }
@@ -264,7 +276,12 @@ def bench_precision(
         capture_output=True,
     )
     _, data, bss = section_sizes(device, obj)
-    state_floats = _header_int(deployed / "model.h", "MODEL_STATE_FLOATS")
+    from edgernn.export.c import integer_bench
+
+    if integer_bench.is_integer(deployed):
+        state = integer_bench.state_bytes(deployed)
+    else:
+        state = 4 * _header_int(deployed / "model.h", "MODEL_STATE_FLOATS")
     return PrecisionBench(
         device=device.name,
         precision=precision,
@@ -275,7 +292,7 @@ def bench_precision(
         method=guess.method,
         macs=graph_macs(model),
         flash_bytes=linked_flash(device, deployed, out),
-        ram_bytes=data + bss + 4 * state_floats,
+        ram_bytes=data + bss + state,
         stack_bytes=stack,
         steps=steps,
         board=program.board.machine if program.board else f"{device.emulator} (user mode)",
