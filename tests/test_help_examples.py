@@ -9,7 +9,9 @@ through click's CliRunner in a folder of its own holding copies of what it reads
 budgets become ``--steps 2`` (or 1 more on --resume) with ``--hidden-size 8 --batch-size 4``, and bench
 times ``--steps 20 --warmup 2``; everything else is as written. Two kinds of example are parsed, not run:
 torchrun's (tests/test_tasks.py runs two processes) and ``bench --device`` (minutes of cross-compiling and
-emulation, which the device benchmark's own tests cover).
+emulation, which the device benchmark's own tests cover). A piped example gets its shell command's output
+on stdin, or for a program of the reader's own (``sensor-reader``, ``arecord``) what it would write
+(``PRODUCERS``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +39,21 @@ SILERO_CONTEXT, SILERO_CHUNK, SILERO_HIDDEN = 64, 512, 128  # 16 kHz: 64 samples
 
 
 def help_examples() -> list[tuple[str, str]]:
-    """(command, example line) for every example line of every command's --help."""
+    """(command, example line) for every example line of every command's --help, piped ones too."""
     found = []
     for name, command in sorted(cli.commands.items()):
-        for line in (command.help or "").splitlines():
+        lines = iter((command.help or "").splitlines())
+        for line in lines:
             text = line.strip()
-            if text.startswith(("edgernn ", "torchrun ")):
+            while text.endswith("\\"):  # continued on the next line
+                text = text[:-1] + next(lines, "").strip()
+            if text.startswith(("edgernn ", "torchrun ")) or f"| edgernn {name}" in text:
                 found.append((name, text))
     return found
+
+
+# what the examples pipe in, where the example names a program of the reader's own
+PRODUCERS = {"sensor-reader": "cat readings.csv", "arecord": "cat recording.raw"}
 
 
 EXAMPLES = help_examples()
@@ -138,6 +148,7 @@ def workspace(tmp_path_factory) -> Path:
                  "ucr_internalbleeding16_test.csv"):  # fmt: skip
         shutil.copy(DATA / name, data / name)
     _readings(base / "readings.csv")
+    shutil.copy(base / "readings.csv", base / "data.csv")
     shutil.copytree(DATA / "fsdd", data / "fsdd")  # spoken digits: the keyword examples
     _recording(base / "recording.wav", data / "fsdd" / "lucas.npz")
     config = TrainConfig(budget_minutes=None, max_steps=2, batch_size=4, seq_len=16, eval_every=2,
@@ -156,6 +167,9 @@ def workspace(tmp_path_factory) -> Path:
         export_run(base / "runs" / name, base / f"{name}.onnx")
     int8 = QuantizeConfig("int8", "weights", force=True)  # an untrained model may lose more than +0.02
     export_run(base / "runs" / "shakespeare", base / "shakespeare-int8.onnx", quantize=int8)
+    export_run(base / "runs" / "sensor", base / "forecast.onnx")
+    with wave.open(str(base / "recording.wav"), "rb") as recording:  # what arecord -t raw would write
+        (base / "recording.raw").write_bytes(recording.readframes(recording.getnframes()))
     (base / "silero_vad.onnx").write_bytes(build_silero_shaped_model().SerializeToString())
     return base
 
@@ -210,6 +224,7 @@ def test_every_command_with_options_shows_an_example():
 
 @pytest.mark.parametrize(("command", "line"), EXAMPLES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(EXAMPLES)])
 def test_help_example_runs_as_written(workspace, tmp_path, monkeypatch, command, line):
+    producer, _, line = line.rpartition("| ") if "| edgernn" in line else ("", "", line)
     words = shlex.split(line, comments=True)
     if words[0] == "torchrun" or "--device" in words:  # parsed only: see the module docstring
         args = words[words.index("edgernn") + 1 :]
@@ -224,7 +239,8 @@ def test_help_example_runs_as_written(workspace, tmp_path, monkeypatch, command,
     args = _fast(command, words[1:])
     _stage(workspace, tmp_path, args)
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, args)
+    stdin = _piped(producer.strip(), workspace) if producer else None
+    result = CliRunner().invoke(cli, args, input=stdin)
     missing = re.search(r"not found; install the Debian packages? .*", result.output)
     if result.exit_code == 2 and missing:  # an emulated device's toolchain (bench --device)
         if os.environ.get("CI") == "true":
@@ -371,3 +387,13 @@ def test_documented_walkthrough_runs(document, tmp_path, monkeypatch):
         assert result.exit_code == want, f"{document}:{number}: edgernn {command}\n{result.output}"
         ran += 1
     assert ran or document not in ("README.md", "docs/cli.md"), f"{document}: no command ran"
+
+
+def _piped(producer: str, workspace: Path) -> bytes:
+    """What the example pipes into edgernn: its shell command, or for a program of the reader's own
+    (``PRODUCERS``) a file of the workspace with what that program would write."""
+    program = shlex.split(producer)[0]
+    if program not in PRODUCERS and shutil.which(program) is None:
+        raise AssertionError(f"the example pipes from {program!r}: add what it writes to PRODUCERS")
+    command = PRODUCERS.get(program, producer)
+    return subprocess.run(["bash", "-c", command], cwd=workspace, capture_output=True, check=True).stdout
