@@ -8,8 +8,8 @@ size 8; ``silero_vad.onnx`` is a graph with Silero VAD's inputs, outputs and sha
 through click's CliRunner in a folder of its own holding copies of what it reads. To stay fast, training
 budgets become ``--steps 2`` (or 1 more on --resume) with ``--hidden-size 8 --batch-size 4``, and bench
 times ``--steps 20 --warmup 2``; everything else is as written. Two kinds of example are parsed, not run:
-torchrun's (tests/test_tasks.py runs two processes) and ``bench --device`` (minutes of cross-compiling and
-emulation, which the device benchmark's own tests cover). A piped example gets its shell command's output
+torchrun's (tests/test_tasks.py runs two processes) and any with ``--device`` (bench, plan, search: minutes
+of cross-compiling, emulation or searching, which those commands' own tests cover). A piped example gets its shell command's output
 on stdin, or for a program of the reader's own (``sensor-reader``, ``arecord``) what it would write
 (``PRODUCERS``).
 """
