@@ -44,7 +44,7 @@ def help_examples() -> list[tuple[str, str]]:
     for name, command in sorted(cli.commands.items()):
         lines = iter((command.help or "").splitlines())
         for line in lines:
-            text = line.strip()
+            text = re.sub(r"^Examples?:\s*", "", line.strip())  # also "Example: edgernn ..." on one line
             while text.endswith("\\"):  # continued on the next line
                 text = text[:-1] + next(lines, "").strip()
             if text.startswith(("edgernn ", "torchrun ")) or f"| edgernn {name}" in text:
@@ -217,9 +217,9 @@ def _stage(workspace: Path, folder: Path, args: list[str]) -> None:
                 shutil.copy(chunk, target.with_name(chunk.name))
 
 
-def test_every_command_with_options_shows_an_example():
+def test_every_command_shows_an_example():
     commands = {name for name, _ in EXAMPLES}
-    assert {"train", "export", "quantize", "bench", "deploy", "eval", "stream"} <= commands
+    assert set(cli.commands) - {"help"} <= commands, sorted(set(cli.commands) - commands)
 
 
 @pytest.mark.parametrize(("command", "line"), EXAMPLES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(EXAMPLES)])
