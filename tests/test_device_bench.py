@@ -189,10 +189,12 @@ def test_missing_toolchain_names_the_packages():
         get_device("esp32")
 
 
-def test_arm_dsp_products_equal_the_portable_loop(models, tmp_path):
-    device = require("cortex-m4")
+@pytest.mark.parametrize("name", ["cortex-m4", "cortex-m55"])
+def test_arm_dsp_and_mve_products_equal_the_portable_loop(models, tmp_path, name):
+    device = require(name)
     deployed = deploy(models["narrow"], "c", tmp_path / "narrow-int8", precision="int8").out_dir
-    assert "__smlad(" in (deployed / "model.c").read_text()
+    source_text = (deployed / "model.c").read_text()
+    assert "__smlad(" in source_text and "vmladavaq_s16(" in source_text
     source = tmp_path / "model_trace.c"
     source.write_text(trace_source("model", 24))
     outputs = {}

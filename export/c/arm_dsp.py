@@ -1,6 +1,8 @@
-"""int8 dot products with the DSP instructions of ARMv7E-M and ARMv8-M Mainline (Cortex-M4, M7, M33, M55),
-chosen by the compiler's ``__ARM_FEATURE_DSP``/``__ARM_FEATURE_SIMD32`` (the portable loop everywhere
-else, or with ``-DNAME_PORTABLE``). gcc does not vectorise the portable loop for these cores: it makes one
+"""int8 dot products with Helium (MVE: Cortex-M55) and with the DSP instructions of ARMv7E-M and ARMv8-M
+Mainline (Cortex-M4, M7, M33), chosen by the compiler's ``__ARM_FEATURE_MVE``, ``__ARM_FEATURE_DSP`` and
+``__ARM_FEATURE_SIMD32`` (the portable loop everywhere else, or with ``-DNAME_PORTABLE``). With MVE,
+VLDRB.U16 loads eight weights widened to 16 bits and VMLADAVA adds their eight products with the input's
+to the accumulator. gcc does not vectorise the portable loop for these cores: it makes one
 multiply-accumulate per instruction. Here SMLAD makes two: four weights are loaded as one word and widened
 in pairs by UXTB16 (bytes 0 and 2, then, with its rotation, 1 and 3), and the quantized input is stored with each
 group of four as x0 x2 x1 x3, so that one word holds the pair each widened half meets. The weights are
@@ -16,7 +18,13 @@ def declarations(name: str) -> list[str]:
     return [
         "/* Arm cores with the DSP extension (Cortex-M4/M7/M33/M55): SMLAD, two multiply-accumulates per",
         " * instruction, on weights widened in pairs; xq is then stored as x0 x2 x1 x3 in each group of four */",
-        f"#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) && !defined({upper}_PORTABLE)",
+        "/* Helium (MVE: Cortex-M55, M85) first: eight multiply-accumulates an instruction (VMLADAVA), the",
+        " * weights widened to 16 bits as they load (VLDRB.U16); xq in order */",
+        f"#if defined(__ARM_FEATURE_MVE) && !defined({upper}_PORTABLE)",
+        f"#define {upper}_ARM_MVE 1",
+        "#include <arm_mve.h>",
+        f"#define {upper}_XQ_AT(i, k4) (i)",
+        f"#elif defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) && !defined({upper}_PORTABLE)",
         f"#define {upper}_ARM_DSP 1",
         "#include <arm_acle.h>",
         f"#define {upper}_XQ_AT(i, k4) ((i) < (k4) ? ((i) & ~3) | (((i) & 1) << 1) | (((i) >> 1) & 1) : (i))",
@@ -45,7 +53,27 @@ def rows_dot(name: str, k: int, accumulators: list[str], portable: list[str]) ->
     ``NAME_ARM_DSP``, else the ``portable`` lines."""
     upper = name.upper()
     k4 = whole_groups(k)
-    lines = [f"#ifdef {upper}_ARM_DSP", "        {", "        int i = 0;"]
+    k8 = k // 8 * 8
+    tail = [
+        f"        for (; i < {k}; i++) {{",
+        "            const int32_t x = xq[i];",
+        *(f"            {acc} += (int32_t)r[{g * k} + i] * x;" for g, acc in enumerate(accumulators)),
+        "        }",
+    ]
+    lines = [f"#if defined({upper}_ARM_MVE)", "        {", "        int i = 0;"]
+    if k8:
+        lines += [
+            f"        for (; i < {k8}; i += 8) {{",
+            "            const int16x8_t x8 = vldrhq_s16(xq + i);",
+            *(
+                f"            {acc} = vmladavaq_s16({acc}, vreinterpretq_s16_u16(vldrbq_u16(r + {g * k} + i)), x8);"
+                for g, acc in enumerate(accumulators)
+            ),
+            "        }",
+        ]
+    if k8 < k:
+        lines += tail
+    lines += ["        }", f"#elif defined({upper}_ARM_DSP)", "        {", "        int i = 0;"]
     if k4:
         lines += [
             f"        for (; i < {k4}; i += 4) {{",
@@ -61,10 +89,5 @@ def rows_dot(name: str, k: int, accumulators: list[str], portable: list[str]) ->
             ]
         lines.append("        }")
     if k4 < k:
-        lines += [
-            f"        for (; i < {k}; i++) {{",
-            "            const int32_t x = xq[i];",
-            *(f"            {acc} += (int32_t)r[{g * k} + i] * x;" for g, acc in enumerate(accumulators)),
-            "        }",
-        ]
+        lines += tail
     return [*lines, "        }", "#else", *portable, "#endif"]

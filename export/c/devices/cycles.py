@@ -77,7 +77,9 @@ def _m0plus_block(instructions: list[str]) -> int:
 
 _CONDITION = re.compile(r"^([a-z]+?)(eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le)((?:\.[a-z0-9]+)*)$")
 _MVE_AS_COPROCESSOR = re.compile(r"^(ldc|stc)l? p1[45], c(\d+), (.*)$")
-_MVE = re.compile(r"\bq[0-7]\b|^(vctp|vpst|vpt|vmlav|vaddv|vmladav|vmlsdav|dlstp|letp|wlstp)")
+_MVE = re.compile(
+    r"\bq[0-7]\b|^(vctp|vpst|vpt|vmlav|vaddv|vmladav|vmlsdav|dlstp|letp|wlstp|ldc2?l?|stc2?l?|cdp2?|undecoded)\b"
+)  # QEMU 7.2's disassembler prints MVE instructions it does not know as coprocessor ones
 _CALLS = {"cortex-m": ("bl", "blx"), "linux": ("bl", "blr"), "riscv": ("jal", "jalr", "call")}
 
 

@@ -54,6 +54,9 @@ class Trace:
         return [count - overhead for count in self.windows[1:]]
 
 
+UNDECODED = "undecoded.w"  # a 32-bit Thumb instruction QEMU 7.2's disassembler does not know (MVE's)
+
+
 def _parse_instruction(line: str) -> tuple[int, int, str] | None:
     """(address, size in bytes, instruction) of one logged instruction: "0x00001084:  f04f 22e0  mov.w r2,
     #-0x1fff2000" (Arm), "0x80000000:  00000297          auipc t0,0  # 0x80000000" (RISC-V)."""
@@ -67,7 +70,10 @@ def _parse_instruction(line: str) -> tuple[int, int, str] | None:
     text = " ".join(text.split())
     if not text:
         return None
-    return int(head, 16), len(encoding.replace(" ", "")) // 2, text
+    size = len(encoding.replace(" ", "")) // 2
+    if size == 2 and text.startswith(".byte") and int(encoding, 16) >> 11 >= 0b11101:
+        size = -2  # the first half of a 32-bit Thumb instruction: the next line is its second half
+    return int(head, 16), size, text
 
 
 class _Consumer:
@@ -115,7 +121,11 @@ class _Consumer:
                     self._close_block()
                 else:
                     parsed = _parse_instruction(raw.decode(errors="replace"))
-                    if parsed is not None:
+                    if parsed is None:
+                        continue
+                    if self.pending and self.pending[-1][1] == -2:  # the second half of an undecoded one
+                        self.pending[-1] = (self.pending[-1][0], 4, UNDECODED)
+                    else:
                         self.pending.append(parsed)
 
     def _close_block(self) -> None:
