@@ -10,6 +10,7 @@ from __future__ import annotations
 from edgernn.cli import (  # noqa: F401  (registers)
     bench_command,
     deploy_command,
+    plan_command,
     platforms_command,
     run_commands,
     train_commands,
