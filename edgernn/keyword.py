@@ -125,11 +125,18 @@ class _Features:
 def _word_cases(
     clips: Clips, index: dict[str, int], aug: Augmentation, rng, features
 ) -> list[tuple[np.ndarray, int]]:
+    """Each clip as it is, its varied copies (some after another clip), and with probability
+    ``aug.after_probability`` a copy followed by ``aug.after_ms`` of background, labelled no word."""
     cases = []
-    for samples, label in zip(clips.audio, clips.labels, strict=True):
-        signal = samples.astype(np.float32) / PCM_SCALE
+    signals = [samples.astype(np.float32) / PCM_SCALE for samples in clips.audio]
+    for signal, label in zip(signals, clips.labels, strict=True):
         cases.append((features(signal), index[label]))
-        cases += [(features(augment(signal, clips.rate, aug, rng)), index[label]) for _ in range(aug.copies)]
+        for _ in range(aug.copies):
+            before = signals[rng.integers(len(signals))] if rng.random() < aug.context_probability else None
+            cases.append((features(augment(signal, clips.rate, aug, rng, before=before)), index[label]))
+        if aug.copies and rng.random() < aug.after_probability:
+            heard = augment(signal, clips.rate, aug, rng, trail_ms=aug.after_ms)
+            cases.append((features(heard), index[NO_WORD]))
     return cases
 
 
