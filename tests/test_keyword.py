@@ -302,3 +302,14 @@ def test_the_c_target_runs_audio_in_word_scores_out_and_its_self_test_passes(dig
     assert built.returncode == 0, built.stderr.decode()
     ran = subprocess.run([str(out / "selftest")], capture_output=True, timeout=120)
     assert ran.returncode == 0, ran.stdout.decode() + ran.stderr.decode()
+
+
+def test_a_folder_infers_the_keyword_task_and_a_folder_without_audio_is_refused(tmp_path):
+    from edgernn.tasks import infer_task
+
+    assert infer_task(FSDD)[0] == "keyword"
+    assert infer_task(FSDD / "lucas.npz")[0] == "keyword"
+    (tmp_path / "notes.txt").write_text("no audio here\n")
+    result = CliRunner().invoke(cli, ["train", str(tmp_path), "-o", str(tmp_path / "run"), "--steps", "1"])
+    assert result.exit_code == 2 and "a folder without .wav files or .npz clip bundles" in result.output
+    assert not (tmp_path / "run").exists()
