@@ -67,6 +67,9 @@ def float_parameters(proto: onnx.ModelProto, info: ModelInfo) -> FloatModel:
     """The float weights of the graph's cells, in PyTorch's layout, checked against the graph itself."""
     if info.cell not in GATES:
         raise ContractError(f"--precision integer: cell {info.cell!r} is not supported ({', '.join(GATES)})")
+    nonzero = [s.input for s in info.states if s.initial != 0]
+    if nonzero:
+        raise ContractError(f"--precision integer starts every state at 0; {nonzero} start elsewhere")
     weights = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     layers = []
     for index in range(info.num_layers):

@@ -143,7 +143,12 @@ def quantize_input(model: IntegerModel, x: np.ndarray) -> np.ndarray:
     """Raw float features (B, F) -> int16 at ``input_scale`` (rounded half away from zero, saturated);
     token ids pass unchanged. The generated C's ``NAME_quantize_input`` does the same in float."""
     if model.input_kind == "tokens":
-        return np.asarray(x, np.int64)
+        tokens = np.asarray(x, np.int64)
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= model.input_size):
+            raise InputError(
+                f"token ids must be in [0, {model.input_size}), got {tokens.min()}..{tokens.max()}"
+            )
+        return tokens
     scaled = np.asarray(x, np.float64) / model.input_scale
     return ops.q_sat16(np.trunc(scaled + np.copysign(0.5, scaled)).clip(-1e9, 1e9)).astype(np.int64)
 
