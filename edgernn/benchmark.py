@@ -21,11 +21,9 @@ note. Timings only: nothing here passes or fails.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +33,15 @@ from typing import Any
 
 import numpy as np
 
+from edgernn.bench_baselines import (
+    _baseline_onnx,
+    _baseline_torch,
+    _plain_module,
+    _torch_threads,
+    floor_model,
+    torch_model_from_onnx,
+)
+from edgernn.bench_format import PATHS, format_bench, format_side_by_side, paced_text
 from edgernn.bench_plot import check_plot_path, plot_latency, plot_side_by_side
 from edgernn.runtime import Stepper
 from edgernn.runtime.bench import (
@@ -51,10 +58,8 @@ from edgernn.runtime.bench import (
     step_call,
     time_calls,
 )
-from edgernn.runtime.contract import METADATA_KEY, ModelInfo, parse_info, unsealed
 from edgernn.runtime.errors import EdgeRNNError, InputError
 
-PATHS = ("baseline_onnx", "baseline_torch", "floor", "stepper", "c")
 REFERENCE_CELLS = ("gru", "lstm")
 REFERENCE_SHAPE = {"num_layers": 2, "hidden_size": 128, "input_size": 32, "output_size": 32}
 SILENCE_STEPS = 10_000
@@ -137,183 +142,6 @@ class ModelBench:
 
 
 # --- building the paths ------------------------------------------------------------------------------
-
-
-@contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def torch_model_from_onnx(path: str | os.PathLike):
-    """Rebuild the RecurrentModel of an edgernn float32 step model from its weights (same maths: the
-    combined biases go into ``bias_ih``). Raises KeyError or ValueError when the graph is not one the
-    exporter wrote (quantized, or exported from your own module)."""
-    import onnx
-    import torch
-    from onnx import numpy_helper
-
-    from edgernn.models import ModelConfig, RecurrentModel
-
-    proto = onnx.load(str(path))
-    weights = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
-    info = _read_info(proto)
-    config = _config_from(info, weights, ModelConfig)
-    model = RecurrentModel(config).eval()
-    state = {name: torch.from_numpy(np.array(value)) for name, value in _torch_weights(info, weights).items()}
-    model.load_state_dict({**model.state_dict(), **state})
-    return model
-
-
-def _config_from(info: ModelInfo, weights: dict[str, np.ndarray], config_class):
-    embedding = weights.get("embedding.weight")
-    return config_class(
-        cell=info.cell,
-        input_kind=info.input.kind,
-        input_size=info.input.size,
-        hidden_size=info.hidden_size,
-        num_layers=info.num_layers,
-        output_size=info.output.size,
-        output_kind=info.output.kind,
-        embedding_size=embedding.shape[1] if embedding is not None else 32,
-        input_mean=info.input.mean,
-        input_std=info.input.std,
-        output_mean=info.output.mean,
-        output_std=info.output.std,
-    )
-
-
-def _torch_weights(info: ModelInfo, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    state = {"head.weight": weights["head.weight_t"].T, "head.bias": weights["head.bias"]}
-    if info.input.kind == "tokens":
-        state["embedding.weight"] = weights["embedding.weight"]
-    for layer in range(info.num_layers):
-        state[f"rnn.weight_ih_l{layer}"] = weights[f"l{layer}.ih.weight_t"].T
-        state[f"rnn.weight_hh_l{layer}"] = weights[f"l{layer}.hh.weight_t"].T
-        state[f"rnn.bias_ih_l{layer}"] = weights[f"l{layer}.ih.bias"]
-        hh_bias = weights.get(f"l{layer}.hh.bias")  # only GRU keeps b_hh apart (r scales its n part)
-        state[f"rnn.bias_hh_l{layer}"] = (
-            np.zeros_like(weights[f"l{layer}.ih.bias"]) if hh_bias is None else hh_bias
-        )
-    for name in ("input.mean", "input.std", "output.mean", "output.std"):
-        if name in weights:
-            state[name.replace(".", "_")] = weights[name]
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
-
-
-def _plain_module(model):
-    """What a user writes around the same weights: embedding or features -> nn.GRU/LSTM/RNN -> head, one
-    step per call, state in PyTorch's own ``(layers, batch, hidden)``."""
-    from torch import nn
-
-    class PlainStep(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, x, *state):
-            features = self.model._embed(x.unsqueeze(1))  # (B, 1, E)
-            out, new = self.model.rnn(features, state if len(state) == 2 else state[0])
-            y = self.model.head(out[:, 0])
-            if self.model.output_mean is not None:
-                y = y * self.model.output_std + self.model.output_mean
-            return (y, *new) if isinstance(new, tuple) else (y, new)
-
-    return PlainStep().eval()
-
-
-def _state_names(info: ModelInfo) -> list[str]:
-    return [s.input for s in info.states]
-
-
-def _baseline_onnx(
-    plain, info: ModelInfo, threads: int, inputs: Iterator[np.ndarray]
-) -> Callable[[], object]:
-    import onnxruntime as ort
-    import torch
-
-    names = _state_names(info)
-    example_x = torch.from_numpy(next(inputs))
-    state = [np.zeros((info.num_layers, 1, info.hidden_size), np.float32) for _ in names]
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
-        torch.onnx.export(
-            plain,
-            (example_x, *(torch.from_numpy(s) for s in state)),
-            buffer,
-            input_names=["x", *names],
-            output_names=["y", *(f"{n}_next" for n in names)],
-            opset_version=17,
-            dynamo=False,
-        )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    feed = dict(zip(names, state, strict=True))
-
-    def step() -> object:
-        feed["x"] = next(inputs)
-        outputs = session.run(None, feed)
-        feed.update(zip(names, outputs[1:], strict=True))
-        return outputs[0]
-
-    return step
-
-
-def _baseline_torch(plain, info: ModelInfo, inputs: Iterator[np.ndarray]) -> Callable[[], object]:
-    import torch
-
-    tensors = cycle([torch.from_numpy(next(inputs)) for _ in range(64)])
-    state = [torch.zeros(info.num_layers, 1, info.hidden_size) for _ in info.states]
-
-    def step() -> object:
-        nonlocal state
-        with torch.inference_mode():
-            y, *state = plain(next(tensors), *state)
-        return y
-
-    return step
-
-
-def floor_model(path: str | os.PathLike) -> bytes:
-    """An edgernn model with the same inputs, outputs and metadata as the one at ``path`` that does no
-    work: the states pass through, y is x itself when the shapes allow, else one tiny op (MatMul with a
-    zero matrix, or a Gather from one). Needs onnx."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    proto = onnx.load(str(path), load_external_data=False)
-    info = _read_info(proto)
-    nodes, initializers = [], []
-    for spec in info.states:
-        nodes.append(helper.make_node("Identity", [spec.input], [spec.output]))
-    size = info.output.size
-    if info.input.kind == "tokens":
-        initializers.append(numpy_helper.from_array(np.zeros((info.input.size, size), np.float32), "zeros"))
-        nodes.append(helper.make_node("Gather", ["zeros", "x"], ["y"], axis=0))
-    elif info.input.size == size:
-        nodes.append(helper.make_node("Identity", ["x"], ["y"]))
-    else:
-        initializers.append(numpy_helper.from_array(np.zeros((info.input.size, size), np.float32), "zeros"))
-        nodes.append(helper.make_node("MatMul", ["x", "zeros"], ["y"]))
-    graph = helper.make_graph(nodes, "floor", proto.graph.input, proto.graph.output, initializers)
-    floor = helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
-    props = {p.key: p.value for p in proto.metadata_props}
-    props[METADATA_KEY] = unsealed(info).to_json()  # another graph: the checksum is not its own
-    helper.set_model_props(floor, props)
-    return floor.SerializeToString()
-
-
-def _read_info(proto) -> ModelInfo:
-    """The edgernn metadata of an onnx ModelProto; KeyError if it has none."""
-    return parse_info({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
 
 
 def _inputs(stepper: Stepper, seed: int) -> Iterator[np.ndarray]:
@@ -586,87 +414,6 @@ def _silence_with_baselines(
     return doc
 
 
-# --- showing ----------------------------------------------------------------------------------------------
-
-
-def format_bench(results: list[ModelBench], settings: BenchSettings) -> str:
-    """The text report: per model, a table of the paths, the ratios, then the fast paths and cold start."""
-    blocks = [
-        f"{settings.steps} timed steps per path after {settings.warmup} warm-up, batch 1, "
-        f"{settings.threads} thread(s), interleaved in {settings.rounds} rounds; mean steps/s = timed steps "
-        "over their total time, the other columns percentiles"
-    ]
-    blocks += [_format_model(result) for result in results]
-    return "\n\n".join(blocks)
-
-
-def _format_model(result: ModelBench) -> str:
-    lines = [f"{result.label}  ({result.size_bytes / 1024:.0f} KiB)"]
-    lines.append(f"{'path':<16}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'max us':>10}{'mean steps/s':>14}")
-    for name in PATHS:
-        if name in result.paths:
-            s = result.paths[name]
-            lines.append(
-                f"{name:<16}{s.p50_us:>9.1f}{s.p90_us:>9.1f}{s.p99_us:>9.1f}{s.max_us:>10.1f}{s.steps_per_s:>14,.0f}"
-            )
-    lines += _format_ratios(result)
-    lines += _format_fast_paths(result)
-    lines += [f"note: {note}" for note in result.notes]
-    return "\n".join(lines)
-
-
-def _format_ratios(result: ModelBench) -> list[str]:
-    ratios = result.ratios()
-    against = [f"{ratios[f'stepper_vs_{n}']:.2f}x {n}" for n in PATHS[:3] if f"stepper_vs_{n}" in ratios]
-    lines = [f"stepper p50 = {', '.join(against)}" if against else "stepper p50: nothing to compare with"]
-    lines.append(f"stepper p99 = {ratios['stepper_p99_vs_p50']:.2f}x its p50")
-    if "c_vs_baseline_onnx" in ratios:
-        lines.append(
-            f"c p50 = {ratios['c_vs_baseline_onnx']:.2f}x baseline_onnx, {ratios['c_vs_stepper']:.2f}x stepper"
-        )
-    return lines
-
-
-def _format_fast_paths(result: ModelBench) -> list[str]:
-    lines = []
-    step = (result.step_beside or result.paths["stepper"]).p50_us
-    if result.run is not None:
-        lines.append(
-            f"run, {result.chunk_steps} steps per call: {result.run.p50_us:.1f} us per step p50 "
-            f"= {result.run.p50_us / step:.2f}x a step"
-        )
-    if result.pool is not None:
-        lines.append(
-            f"pool of {result.pool_streams} streams: {result.pool.p50_us:.2f} us per stream-step p50 "
-            f"= {result.pool.p50_us / step:.3f}x a step"
-        )
-    for name, doc in result.silence.items():
-        lines.append(
-            f"after {result.silence_steps:,} silent steps, {name}: p99 {doc['silent_p99_us']:.1f} us against {doc['normal_p99_us']:.1f} us "
-            f"fresh = {doc['silent_p99_us'] / doc['normal_p99_us']:.2f}x (p50 {doc['silent_p50_us']:.1f} / "
-            f"{doc['normal_p50_us']:.1f} us)"
-        )
-    if result.paced is not None:
-        lines.append(_format_paced(result.paced))
-    if result.cold_start is not None:
-        c = result.cold_start
-        lines.append(
-            f"cold start (fresh interpreter, median of {c.runs}): import {c.import_s:.3f} s + load {c.load_s:.3f} s "
-            f"+ first step {c.first_step_s * 1000:.1f} ms = {c.total_s:.3f} s, peak RSS {c.peak_rss_mb:.0f} MB, "
-            f"torch {'imported' if c.torch_imported else 'never imported'}"
-        )
-    return lines
-
-
-def _format_paced(paced: PacedStats) -> str:
-    s, steps = paced.latency, paced.latency.steps
-    return (
-        f"paced at {paced.rate_hz:g} Hz: {steps} steps, latency p50 {s.p50_us:.1f} / p99 {s.p99_us:.1f} / "
-        f"max {s.max_us:.1f} us, deadline misses {paced.missed_deadlines} ({100 * paced.missed_deadlines / steps:.2f}%), "
-        f"worst overrun {paced.worst_overrun_us:.1f} us, start delay p99 {paced.start_delay_p99_us:.1f} us"
-    )
-
-
 def _check_run_matches(
     model: str | os.PathLike, run_dir: str | os.PathLike, torch_model, options: dict
 ) -> None:
@@ -766,7 +513,7 @@ def compare_steppers(
         f"batch {batch_size}, {settings.threads} thread(s), interleaved in {settings.rounds} rounds"
     )
     lines = [head, format_side_by_side(docs)]
-    lines += [f"paced, {Path(d['model']).name}: {_paced_text(d['paced'])}" for d in docs if "paced" in d]
+    lines += [f"paced, {Path(d['model']).name}: {paced_text(d['paced'])}" for d in docs if "paced" in d]
     if plot is not None:
         lines.append(f"wrote {plot}")
     return "\n".join(lines)
@@ -780,34 +527,3 @@ def _unique_names(paths: list[Path]) -> list[str]:
     if len(set(names)) < len(names):
         names = [f"{name} ({i + 1})" for i, name in enumerate(names)]
     return names
-
-
-def _paced_text(doc: dict[str, Any]) -> str:
-    latency, steps = doc["latency"], doc["latency"]["steps"]
-    return (
-        f"{doc['rate_hz']:g} Hz, {steps} steps: latency p50 {latency['p50_us']:.1f} / p99 {latency['p99_us']:.1f} us, "
-        f"deadline misses {doc['missed_deadlines']} ({100 * doc['missed_deadlines'] / steps:.2f}%)"
-    )
-
-
-def format_side_by_side(docs: list[dict[str, Any]]) -> str:
-    """One row per model; with several, the file size and p50 against the first model too. steps/s is
-    the mean rate (timed steps over their total time); the other columns are percentiles."""
-    several = len(docs) > 1
-    name = max(len(Path(d["model"]).name) for d in docs) + 2 if several else 10
-    head = f"{'model' if several else 'path':<{name}}" + ("" if not several else f"{'KiB':>9}")
-    lines = [
-        head
-        + f"{'p50 us':>10}{'p90 us':>10}{'p99 us':>10}{'max us':>10}{'mean steps/s':>14}"
-        + ("  p50 vs first" if several else "")
-    ]
-    first = docs[0]["stepper"]["p50_us"]
-    for d in docs:
-        s = d["stepper"]
-        label = Path(d["model"]).name if several else "stepper"
-        size = f"{d['size_bytes'] / 1024:>9.0f}" if several else ""
-        tail = f"  {s['p50_us'] / first:.2f}x" if several else ""
-        lines.append(
-            f"{label:<{name}}{size}{s['p50_us']:>10.1f}{s['p90_us']:>10.1f}{s['p99_us']:>10.1f}{s['max_us']:>10.1f}{s['steps_per_s']:>14,.0f}{tail}"
-        )
-    return "\n".join(lines)

@@ -157,5 +157,5 @@ def _data_shape(text: str) -> list[int | str]:
         return _dims(text)
     except ValueError:
         raise click.BadParameter(
-            f"expected sizes such as batch,512, got {text!r}", param_hint="--data-shape"
+            f"expected sizes such as batch,576, got {text!r}", param_hint="--data-shape"
         ) from None
