@@ -13,6 +13,7 @@ from edgernn.cli import (  # noqa: F401  (registers)
     plan_command,
     platforms_command,
     run_commands,
+    search_command,
     train_commands,
 )
 from edgernn.cli.group import cli

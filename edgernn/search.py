@@ -1,0 +1,479 @@
+"""``edgernn search``: the best model that fits a device, found with Optuna (docs/plan.md).
+
+Each trial draws a cell, layers, hidden size, embedding, learning rate, sequence length, dropout and
+precision. A configuration the cost model (edgernn/cost_model.py) says cannot fit the budget is pruned
+before it trains; the others train on a short step budget through the trainer of ``edgernn train``, report
+their validation curve to Optuna's MedianPruner (unpromising trials stop early), and are exported and
+measured on the device (flash, RAM, instructions, cycles) where its toolchain is installed. On a small
+sequence data set every trial is judged by k-fold cross-validation over all of its sequences.
+
+The study lives in an Optuna storage: by default a SQLite file in the run directory, so a search stopped
+by Ctrl-C continues with ``--resume``; with a database URL (PostgreSQL) any number of machines run trials
+of one study. ``edgernn.search_result`` writes the table, the plot and the chosen model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgernn.cost_model import CELL_NAMES, PRECISIONS, CostModel
+from edgernn.plan import Budget, Io, largest, parse_size
+from edgernn.runtime.errors import InputError
+
+STUDY_FILE = "search.db"
+DEFAULT_STUDY = "edgernn-search"
+SEQUENCE_TASKS = ("classify", "keyword")
+SMALL_DATA_SEQUENCES = 400  # a sequence data set up to this size is judged by cross-validation
+DEFAULT_FOLDS = 3
+EMBEDDING_SIZES = (16, 32, 64)
+SEQ_LENS = (16, 32, 64, 128)
+BUDGET_KEYS = ("flash", "ram", "rate", "us", "clock")
+
+
+def parse_budget(text: str, device: str, cost_model: CostModel | None = None) -> Budget:
+    """``flash=256K,ram=64K,rate=100`` (also ``us=`` a time per step, ``clock=`` MHz) as a checked Budget."""
+    values: dict[str, str] = {}
+    for part in str(text).split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in BUDGET_KEYS or not value.strip():
+            raise InputError(
+                f"--budget {text!r}: expected key=value pairs separated by commas, keys {', '.join(BUDGET_KEYS)} "
+                "(e.g. flash=256K,ram=64K,rate=100)"
+            )
+        if key in values:
+            raise InputError(f"--budget {text!r}: {key} given twice")
+        values[key] = value.strip()
+    numbers = {}
+    for key in ("rate", "us", "clock"):
+        if key in values:
+            try:
+                numbers[key] = float(values[key])
+            except ValueError:
+                raise InputError(f"--budget {key}={values[key]!r}: expected a number") from None
+    if "flash" in values:
+        parse_size(values["flash"], "--budget flash")
+    return Budget.make(
+        device,
+        clock_mhz=numbers.get("clock"),
+        flash=values.get("flash"),
+        ram=values.get("ram"),
+        rate_hz=numbers.get("rate"),
+        budget_us=numbers.get("us"),
+        cost_model=cost_model,
+    )
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What a trial may draw. ``max_hidden``: the widest hidden size any cell fits at one layer."""
+
+    cells: tuple[str, ...] = CELL_NAMES
+    precisions: tuple[str, ...] = PRECISIONS
+    max_layers: int = 2
+    max_hidden: int = 256
+    learning_rates: tuple[float, float] = (1e-3, 2e-2)
+    max_dropout: float = 0.3
+
+    def to_dict(self) -> dict:
+        return {
+            "cells": list(self.cells),
+            "precisions": list(self.precisions),
+            "max_layers": self.max_layers,
+            "max_hidden": self.max_hidden,
+            "learning_rates": list(self.learning_rates),
+            "max_dropout": self.max_dropout,
+        }
+
+
+def space_for(budget: Budget, io: Io, space: SearchSpace, cost_model: CostModel) -> SearchSpace:
+    """``space`` with max_hidden the widest that fits at one layer (InputError when nothing fits)."""
+    widest = [
+        found.shape.hidden_size
+        for cell in space.cells
+        for precision in space.precisions
+        if (found := largest(budget, io, cell, precision, 1, cost_model)) is not None
+    ]
+    if not widest:
+        raise InputError(
+            f"no model fits {budget.device}'s budget (flash {budget.flash_bytes}, RAM {budget.ram_bytes}, "
+            f"step {budget.step_us} us): not even one layer of 8 (edgernn plan shows the numbers)"
+        )
+    return replace(space, max_hidden=min(space.max_hidden, max(widest)))
+
+
+@dataclass
+class SearchSettings:
+    """How a search runs. ``trials``: trained trials in the study (all workers together); ``minutes``: this
+    worker's time; ``trial_steps``: each trial's training steps; ``folds``: None picks (cross-validation
+    on small sequence data sets, the run's split otherwise); ``objectives``: 1, or 2 for the metric
+    against cycles per step (the Pareto front); ``measure``: export and measure every trial on the device
+    (None: where its toolchain is installed)."""
+
+    trials: int | None = 20
+    minutes: float | None = None
+    trial_steps: int = 300
+    folds: int | None = None
+    objectives: int = 1
+    measure: bool | None = None
+    seed: int = 0
+    task: str | None = None
+    space: SearchSpace = field(default_factory=SearchSpace)
+
+
+def check_settings(settings: SearchSettings) -> None:
+    if settings.trials is None and settings.minutes is None:
+        raise InputError("no search budget: expected a number of trials or minutes")
+    if settings.trials is not None and settings.trials < 1:
+        raise InputError(f"trials {settings.trials}: expected at least 1")
+    if settings.minutes is not None and not (math.isfinite(settings.minutes) and settings.minutes > 0):
+        raise InputError(f"minutes {settings.minutes}: expected a positive number")
+    if settings.folds is not None and settings.folds < 1:
+        raise InputError(f"folds {settings.folds}: expected at least 1 (1: the run's own split)")
+    if settings.objectives not in (1, 2):
+        raise InputError(f"objectives {settings.objectives}: expected 1 or 2")
+
+
+def storage_url(run_dir: Path, storage: str | None) -> str:
+    return storage or f"sqlite:///{(run_dir / STUDY_FILE).resolve()}"
+
+
+def open_study(run_dir: Path, storage: str | None, name: str, direction: str, settings: SearchSettings,
+               fingerprint: dict, resume: bool):  # fmt: skip
+    """Create the study, or load it: with --resume, or when a shared ``storage`` was named (more workers
+    join it). A study of another search (other data, device or budget) is refused."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped by Ctrl-C is reported once, here
+    rdb = _storage(storage_url(run_dir, storage))
+    exists = name in optuna.get_all_study_names(rdb)
+    if exists and not resume and storage is None:
+        raise InputError(
+            f"{run_dir} already holds the search {name!r}; continue it with --resume, or give another -o or --study"
+        )
+    if resume and not exists and storage is None:
+        raise InputError(f"--resume: {run_dir} holds no search {name!r}; start one without --resume")
+    directions = [direction, "minimize"] if settings.objectives == 2 else [direction]
+    sampler = optuna.samplers.TPESampler(seed=None if exists else settings.seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=settings.trial_steps // 3)
+    study = optuna.create_study(
+        storage=rdb, study_name=name, directions=directions, sampler=sampler, pruner=pruner,
+        load_if_exists=True,
+    )  # fmt: skip
+    stored = study.user_attrs.get("search")
+    if stored is None:
+        study.set_user_attr("search", fingerprint)
+    elif stored != fingerprint:
+        changed = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
+        raise InputError(
+            f"the study {name!r} is a search with another {', '.join(changed)}: "
+            f"{', '.join(f'{k}={stored.get(k)!r}' for k in changed)}; give the same, or another --study"
+        )
+    return study
+
+
+def _storage(url: str):
+    import optuna
+
+    if url.startswith("sqlite:"):  # several workers on one file: wait for the lock instead of failing
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+
+
+def folds_for(task: str, data, folds: int | None) -> int:
+    if folds is not None:
+        return folds if task == "classify" else 1
+    if task == "classify" and len(data.train) + len(data.validation) <= SMALL_DATA_SEQUENCES:
+        return DEFAULT_FOLDS
+    return 1
+
+
+def fold_data(data, folds: int, fold: int, seed: int):
+    """The ``fold``-th of ``folds`` splits of all the sequences (train and validation together),
+    stratified by label; 1 fold: the data as loaded."""
+    if folds == 1:
+        return data
+    import numpy as np
+
+    everything = list(data.train) + list(data.validation)
+    labels = [int(label) for _, label in everything]
+    rng = np.random.default_rng(seed)
+    order = []
+    for label in sorted(set(labels)):  # each class dealt round the folds in turn
+        members = [i for i, value in enumerate(labels) if value == label]
+        order += [members[i] for i in rng.permutation(len(members))]
+    held = {index for position, index in enumerate(order) if position % folds == fold}
+    train = [everything[i] for i in range(len(everything)) if i not in held]
+    validation = [everything[i] for i in sorted(held)]
+    return replace(data, train=train, validation=validation)
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One trial's configuration: the ``edgernn train`` settings and the deployment's precision."""
+
+    model: dict[str, Any]
+    train: dict[str, Any]
+    precision: str
+
+
+def draw(trial, space: SearchSpace, io: Io, task: str) -> Draw:
+    cell = trial.suggest_categorical("cell", list(space.cells))
+    layers = trial.suggest_int("num_layers", 1, space.max_layers)
+    hidden = trial.suggest_int("hidden_size", 8, space.max_hidden, step=8)
+    model = {
+        "cell": cell,
+        "num_layers": layers,
+        "hidden_size": hidden,
+        "embedding_size": None,
+        "dropout": 0.0,
+    }
+    if io.input_kind == "tokens":
+        model["embedding_size"] = trial.suggest_categorical("embedding_size", list(EMBEDDING_SIZES))
+    if space.max_layers > 1:
+        model["dropout"] = round(trial.suggest_float("dropout", 0.0, space.max_dropout), 3)
+    train = {"learning_rate": trial.suggest_float("learning_rate", *space.learning_rates, log=True)}
+    if task not in SEQUENCE_TASKS:
+        train["seq_len"] = trial.suggest_categorical("seq_len", list(SEQ_LENS))
+    precision = trial.suggest_categorical("precision", list(space.precisions))
+    return Draw(model, train, precision)
+
+
+def shape_of(chosen: Draw, io: Io):
+    embedding = chosen.model["embedding_size"] or io.embedding_size
+    return replace(io, embedding_size=embedding).shape(
+        chosen.model["cell"], chosen.model["num_layers"], chosen.model["hidden_size"]
+    )
+
+
+def _trainer_class():
+    """edgernn's Trainer, reporting each validation to a callback (which may stop the trial)."""
+    from edgernn.trainer import Trainer
+
+    class ReportingTrainer(Trainer):
+        def __init__(self, *args, report, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.report = report
+
+        def _evaluate_and_keep(self, grad_norm: float) -> bool:
+            stop = super()._evaluate_and_keep(grad_norm)
+            self.report(self.step, self.history["val_loss"][-1], self.history["val_metric"][-1])
+            return stop
+
+    return ReportingTrainer
+
+
+def train_fold(data, source: str, model_config, train_config, run_dir: Path, report) -> dict:
+    """Train one fold as ``edgernn train`` would (its Trainer, one thread), reporting every validation."""
+    import torch
+
+    from edgernn.distributed import Distributed
+    from edgernn.models import RecurrentModel
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dist = Distributed.from_environment()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(train_config.threads or 1)
+        torch.manual_seed(train_config.seed)
+        setup = {"task": data.task, "data": str(source), "data_options": {}}
+        trainer = _trainer_class()(RecurrentModel(model_config), data, train_config, run_dir, setup,
+                                   dist=dist, progress=False, tensorboard=None, report=report)  # fmt: skip
+        return trainer.fit()
+    finally:
+        torch.set_num_threads(threads)
+        dist.close()
+
+
+def metric_of(metrics: dict) -> float:
+    """The task's validation metric: accuracy for classifiers (higher is better), loss otherwise."""
+    accuracy = metrics.get("best_val_accuracy")
+    return float(accuracy) if accuracy is not None else float(metrics["best_val_loss"])
+
+
+@dataclass
+class Search:
+    """One worker's view of a search: the data loaded once, the budget, the space, the study."""
+
+    data_path: str
+    run_dir: Path
+    device: str
+    budget: Budget
+    settings: SearchSettings
+    cost_model: CostModel
+    data: Any = None
+    io: Io | None = None
+    folds: int = 1
+    say: Any = print
+
+    def load(self) -> None:
+        from edgernn.tasks import infer_task, load_task
+
+        task = self.settings.task or infer_task(self.data_path)[0]
+        self.settings.task = task
+        self.data = load_task(task, self.data_path, seed=self.settings.seed)
+        fields = self.data.model_fields
+        self.io = Io(fields["input_kind"], int(fields["input_size"]), int(fields["output_size"]))
+        self.settings.space = space_for(self.budget, self.io, self.settings.space, self.cost_model)
+        self.folds = folds_for(task, self.data, self.settings.folds)
+        if self.settings.measure is None:
+            from edgernn.export.c.devices import get_device
+
+            self.settings.measure = not get_device(self.device).missing_tools()
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.settings.task in SEQUENCE_TASKS else "minimize"
+
+    def fingerprint(self) -> dict:
+        """What makes two runs one search (a worker or a resume must agree on all of it)."""
+        return {
+            "data": str(Path(self.data_path).resolve()),
+            "task": self.settings.task,
+            "device": self.device,
+            "budget": self.budget.to_dict(),
+            "trial_steps": self.settings.trial_steps,
+            "folds": self.folds,
+            "objectives": self.settings.objectives,
+            "space": self.settings.space.to_dict(),
+        }
+
+    def configs(self, chosen: Draw):
+        from edgernn.train_config import configs_for
+
+        steps = self.settings.trial_steps
+        train = {
+            **chosen.train,
+            "max_steps": steps,
+            "eval_every": max(1, steps // 6),
+            "checkpoint_every": steps,
+            "warmup_steps": min(50, steps // 5),
+            "seed": self.settings.seed,
+        }
+        model_config, train_config = configs_for(self.settings.task, chosen.model, train)
+        return replace(model_config, **self.data.model_fields), train_config
+
+    def objective(self, trial):
+        import optuna
+
+        chosen = draw(trial, self.settings.space, self.io, self.settings.task)
+        predicted = self.cost_model.predict(self.device, chosen.precision, shape_of(chosen, self.io))
+        trial.set_user_attr("predicted", predicted.to_dict(self.budget.clock_mhz))
+        headroom = self.budget.headroom(predicted)
+        trial.set_user_attr("fits", all(v >= 0 for v in headroom.values()))
+        if not trial.user_attrs["fits"]:
+            over = ", ".join(k for k, v in headroom.items() if v < 0)
+            trial.set_user_attr("pruned", f"does not fit ({over}), by the cost model")
+            raise optuna.TrialPruned(trial.user_attrs["pruned"])
+        model_config, train_config = self.configs(chosen)
+        folder = self.run_dir / "trials" / f"{trial.number:04d}"
+        values = []
+        for fold in range(self.folds):
+            report = self._reporter(trial) if fold == 0 and self.settings.objectives == 1 else _ignore
+            data = fold_data(self.data, self.folds, fold, self.settings.seed)
+            metrics = train_fold(
+                data, self.data_path, model_config, train_config, folder / f"fold{fold}", report
+            )
+            values.append(metric_of(metrics))
+        value = sum(values) / len(values)
+        trial.set_user_attr("fold_values", values)
+        cycles = self._measure(trial, folder, chosen.precision, predicted.cycles)
+        return value if self.settings.objectives == 1 else (value, cycles)
+
+    def _reporter(self, trial):
+        import optuna
+
+        def report(step: int, loss: float, accuracy: float | None) -> None:
+            trial.report(accuracy if accuracy is not None else loss, step)
+            if trial.should_prune():
+                trial.set_user_attr("pruned", f"below the median learning curve at step {step}")
+                raise optuna.TrialPruned(trial.user_attrs["pruned"])
+
+        return report
+
+    def _measure(self, trial, folder: Path, precision: str, predicted_cycles: float) -> float:
+        """Export fold 0's model and measure it on the device; the predicted cycles where not measured."""
+        if not self.settings.measure:
+            return predicted_cycles
+        from edgernn.export import export_run
+        from edgernn.export.c.devices import get_device
+        from edgernn.export.c.devices.bench import bench_precision
+        from edgernn.runtime.errors import EdgeRNNError
+
+        try:
+            model = folder / "model.onnx"
+            export_run(folder / "fold0", model)
+            bench = bench_precision(
+                model, get_device(self.device), precision, clock_mhz=self.budget.clock_mhz, steps=4,
+                work=folder / "device", self_test=False,
+            )  # fmt: skip
+        except (EdgeRNNError, RuntimeError) as exc:
+            trial.set_user_attr("measure_error", " ".join(str(exc).split())[:300])
+            return predicted_cycles
+        measured = {
+            "instructions": bench.instructions_median,
+            "cycles": round(bench.cycles),
+            "flash_bytes": bench.flash_bytes,
+            "ram_bytes": bench.ram_bytes + bench.stack_bytes,
+        }
+        trial.set_user_attr("measured", measured)
+        limits = {"flash_bytes": self.budget.flash_bytes, "ram_bytes": self.budget.ram_bytes}
+        fits = all(v is None or measured[k] <= v for k, v in limits.items())
+        if self.budget.step_us is not None:
+            fits = fits and bench.cycles / self.budget.clock_mhz <= self.budget.step_us
+        trial.set_user_attr("fits_measured", fits)
+        return float(bench.cycles)
+
+
+def _ignore(step: int, loss: float, accuracy: float | None) -> None:
+    return None
+
+
+def trained_trials(study) -> int:
+    """Trials that trained (complete, or pruned on their learning curve), every worker's."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=states) if t.user_attrs.get("fits", True))
+
+
+def run_trials(search: Search, study) -> None:
+    """Run trials until the study holds ``trials`` trained ones or this worker's minutes are spent;
+    one line per trial through ``search.say``. Ctrl-C propagates (KeyboardInterrupt)."""
+    wanted = search.settings.trials
+    unfit_limit = 20 * (wanted or 20)
+
+    def after(study, trial) -> None:
+        search.say(describe_trial(trial, search.direction))
+        if wanted is not None and trained_trials(study) >= wanted:
+            study.stop()
+        unfit = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("fits") is False)
+        if unfit >= unfit_limit:
+            search.say(f"stopping: {unfit} drawn configurations did not fit; a looser budget or edgernn plan")
+            study.stop()
+
+    if wanted is not None and trained_trials(study) >= wanted:
+        return
+    timeout = None if search.settings.minutes is None else search.settings.minutes * 60
+    study.optimize(search.objective, timeout=timeout, callbacks=[after], gc_after_trial=True)
+
+
+def describe_trial(trial, direction: str) -> str:
+    """One line: the configuration, its value or why it stopped, cycles and flash."""
+    params = trial.params
+    shape = f"{params.get('cell', '?')} {params.get('num_layers', '?')}x{params.get('hidden_size', '?')}"
+    cost = trial.user_attrs.get("measured") or trial.user_attrs.get("predicted") or {}
+    where = "measured" if "measured" in trial.user_attrs else "predicted"
+    values = trial.values
+    if values:
+        name = "accuracy" if direction == "maximize" else "val loss"
+        outcome = f"{name} {values[0]:.4f}"
+    else:
+        outcome = trial.user_attrs.get("pruned") or trial.state.name.lower()
+    costs = (
+        f"; {cost['cycles']:,} cycles, {cost['flash_bytes']:,} B flash ({where})" if "cycles" in cost else ""
+    )
+    return f"trial {trial.number}: {shape} {params.get('precision', '')} lr {params.get('learning_rate', 0):.4g}: {outcome}{costs}"

@@ -1,0 +1,286 @@
+"""What a search leaves in its run directory: every trial in a table (trials.csv) and a plot
+(trials.png: the metric against cycles and against flash), the chosen configuration retrained with
+``edgernn train`` (best/), exported (best/model.onnx), deployed for the device and verified
+(deploy-DEVICE/), measured there, and the ``edgernn train`` command that reproduces it (search.json)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from edgernn.runtime.files import atomic_write_bytes, atomic_write_text
+from edgernn.search import SEQUENCE_TASKS, Draw, Search, shape_of
+
+COLUMNS = (
+    "trial", "state", "cell", "num_layers", "hidden_size", "embedding_size", "precision", "learning_rate",
+    "seq_len", "dropout", "value", "cycles", "flash_bytes", "ram_bytes", "costs", "fits", "note",
+)  # fmt: skip
+
+
+def trial_rows(study) -> list[dict[str, Any]]:
+    """One row per trial: its draw, its value, and its costs (measured where measured, else predicted)."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        measured = trial.user_attrs.get("measured")
+        cost = measured or trial.user_attrs.get("predicted") or {}
+        fits = trial.user_attrs.get("fits_measured", trial.user_attrs.get("fits"))
+        rows.append({
+            "trial": trial.number,
+            "state": trial.state.name.lower(),
+            **{k: trial.params.get(k) for k in COLUMNS[2:10]},
+            "value": trial.values[0] if trial.values else None,
+            "cycles": cost.get("cycles"),
+            "flash_bytes": cost.get("flash_bytes"),
+            "ram_bytes": cost.get("ram_bytes"),
+            "costs": "measured" if measured else ("predicted" if cost else ""),
+            "fits": fits,
+            "note": trial.user_attrs.get("pruned") or trial.user_attrs.get("measure_error") or "",
+        })  # fmt: skip
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def table(rows: list[dict[str, Any]], metric: str) -> str:
+    lines = [
+        f"{'trial':>5} {'state':<8} {'model':<16} {'prec':<7} {'lr':>8} {metric:>10} {'cycles':>11} "
+        f"{'flash B':>9} {'RAM B':>7}  note"
+    ]
+    for r in rows:
+        model = f"{r['cell'] or '?'} {r['num_layers'] or '?'}x{r['hidden_size'] or '?'}"
+        value = "" if r["value"] is None else f"{r['value']:.4f}"
+        lr = "" if r["learning_rate"] is None else f"{r['learning_rate']:.2g}"
+        number = lambda v: "" if v is None else f"{v:,.0f}"  # noqa: E731
+        lines.append(
+            f"{r['trial']:>5} {r['state']:<8} {model:<16} {r['precision'] or '':<7} {lr:>8} {value:>10} "
+            f"{number(r['cycles']):>11} {number(r['flash_bytes']):>9} {number(r['ram_bytes']):>7}  {r['note']}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], metric: str, chosen: int | None, front: list[int]) -> bytes:
+    """PNG: the metric against cycles per step and against flash, one point per trial with costs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, key, label in (
+        (axes[0], "cycles", "cycles per step"),
+        (axes[1], "flash_bytes", "flash (bytes)"),
+    ):
+        for state, colour in (("complete", "tab:blue"), ("pruned", "tab:gray")):
+            points = [
+                r for r in rows if r["state"] == state and r["value"] is not None and r[key] is not None
+            ]
+            axis.scatter([r[key] for r in points], [r["value"] for r in points], c=colour, label=state, s=22)
+        on_front = sorted((r for r in rows if r["trial"] in front), key=lambda r: r[key])
+        if len(on_front) > 1:
+            axis.plot(
+                [r[key] for r in on_front],
+                [r["value"] for r in on_front],
+                "--",
+                c="tab:orange",
+                label="Pareto front",
+            )
+        best = [r for r in rows if r["trial"] == chosen]
+        if best:
+            axis.scatter([best[0][key]], [best[0]["value"]], marker="*", s=160, c="tab:red", label="chosen")
+        axis.set_xlabel(label)
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def choose(study, search: Search):
+    """The best trained trial that fits (measured where measured): by the metric, or on a
+    multi-objective search the best metric on the Pareto front. Returns (trial or None, front numbers)."""
+    import optuna
+
+    fitting = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.user_attrs.get("fits_measured", t.user_attrs.get("fits", True))
+    ]
+    front = [t.number for t in study.best_trials] if search.settings.objectives == 2 else []
+    pool = [t for t in fitting if t.number in front] or fitting if front else fitting
+    if not pool:
+        return None, front
+    sign = -1 if search.direction == "maximize" else 1
+    return min(pool, key=lambda t: (sign * t.values[0], t.number)), front
+
+
+def draw_of(trial, search: Search) -> Draw:
+    """The trial's configuration as the Draw it was made from."""
+    params = trial.params
+    model = {k: params.get(k) for k in ("cell", "num_layers", "hidden_size", "embedding_size")}
+    model["dropout"] = round(params.get("dropout", 0.0), 3)
+    train = {"learning_rate": params["learning_rate"]}
+    if "seq_len" in params:
+        train["seq_len"] = params["seq_len"]
+    return Draw(model, train, params["precision"])
+
+
+def train_command(search: Search, chosen: Draw, out: Path) -> str:
+    """The ``edgernn train`` line that trains exactly what the search retrained."""
+    _, config = search.configs(chosen)
+    model = chosen.model
+    parts = [
+        "edgernn", "train", search.data_path, "-o", str(out), "--task", search.settings.task,
+        "--cell", model["cell"], "--num-layers", str(model["num_layers"]), "--hidden-size", str(model["hidden_size"]),
+    ]  # fmt: skip
+    if model.get("embedding_size"):
+        parts += ["--embedding-size", str(model["embedding_size"])]
+    parts += ["--dropout", repr(model["dropout"]), "--lr", repr(config.learning_rate)]
+    if search.settings.task not in SEQUENCE_TASKS:
+        parts += ["--seq-len", str(config.seq_len)]
+    parts += [
+        "--steps", str(config.max_steps), "--eval-every", str(config.eval_every),
+        "--warmup-steps", str(config.warmup_steps), "--checkpoint-every", str(config.checkpoint_every),
+        "--seed", str(config.seed),
+    ]  # fmt: skip
+    return shlex.join(parts)
+
+
+def retrain_and_deploy(search: Search, chosen: Draw, progress: bool) -> dict:
+    """Retrain ``chosen`` with ``edgernn train``'s own split (best/), export it (verified), deploy it for
+    the device's C at its precision (verified on this machine) and measure it there."""
+    from edgernn.export import export_run
+    from edgernn.export.deploy import deploy
+    from edgernn.train import train_task
+
+    model_config, train_config = search.configs(chosen)
+    best = search.run_dir / "best"
+    result = train_task(search.settings.task, search.data_path, best, model_config, train_config,
+                        progress="lines" if progress else False, overwrite=True)  # fmt: skip
+    model = best / "model.onnx"
+    export_run(best, model)
+    deployed = deploy(model, "c", search.run_dir / f"deploy-{search.device}", precision=chosen.precision)
+    done = {
+        "run_dir": str(best),
+        "model": str(model),
+        "deployed": str(deployed.out_dir),
+        "deploy_checks": deployed.checks,
+        "best_val_loss": result.metrics["best_val_loss"],
+        "best_val_accuracy": result.metrics["best_val_accuracy"],
+        "predicted": search.cost_model.predict(
+            search.device, chosen.precision, shape_of(chosen, search.io)
+        ).to_dict(search.budget.clock_mhz),
+        "command": train_command(search, chosen, best),
+    }
+    if search.settings.measure:
+        from edgernn.export.c.devices.bench import bench_device
+
+        bench = bench_device(model, search.device, precisions=(chosen.precision,), clock_mhz=search.budget.clock_mhz,
+                             steps=20)  # fmt: skip
+        done["measured"] = bench[0].results[0].to_dict()
+        done["self_test_on_device"] = "passed"
+    return done
+
+
+def finish(search: Search, study, progress: bool) -> dict:
+    """Write trials.csv, trials.png and search.json; retrain, export, deploy and measure the chosen."""
+    metric = "accuracy" if search.direction == "maximize" else "val loss"
+    rows = trial_rows(study)
+    chosen_trial, front = choose(study, search)
+    atomic_write_bytes(search.run_dir / "trials.csv", write_csv(rows))
+    atomic_write_bytes(
+        search.run_dir / "trials.png", plot(rows, metric, getattr(chosen_trial, "number", None), front)
+    )
+    summary: dict[str, Any] = {
+        "study": study.study_name,
+        "metric": metric,
+        "direction": search.direction,
+        "folds": search.folds,
+        "search": study.user_attrs.get("search"),
+        "trials": len(rows),
+        "pareto_front": front,
+        "table": table(rows, metric),
+    }
+    if chosen_trial is not None:
+        chosen = draw_of(chosen_trial, search)
+        summary["chosen"] = {"trial": chosen_trial.number, "value": chosen_trial.values[0], **chosen.model,
+                             **chosen.train, "precision": chosen.precision}  # fmt: skip
+        summary["result"] = retrain_and_deploy(search, chosen, progress)
+    atomic_write_text(search.run_dir / "search.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def to_text(summary: dict) -> str:
+    out = [summary["table"], ""]
+    if summary["pareto_front"]:
+        out.append(
+            f"Pareto front ({summary['metric']} against cycles): trials {', '.join(map(str, summary['pareto_front']))}"
+        )
+    chosen = summary.get("chosen")
+    if chosen is None:
+        out.append("no trial finished within the budget: nothing to retrain")
+        return "\n".join(out) + "\n"
+    result = summary["result"]
+    out.append(f"chosen: trial {chosen['trial']} ({summary['metric']} {chosen['value']:.4f}): {chosen['cell']} "
+               f"{chosen['num_layers']}x{chosen['hidden_size']} {chosen['precision']}")  # fmt: skip
+    out.append(
+        f"retrained: {result['run_dir']} (val loss {result['best_val_loss']:.4f}); exported: {result['model']}"
+    )
+    out.append(f"deployed and verified: {result['deployed']}")
+    if "measured" in result:
+        m = result["measured"]
+        out.append(
+            f"on {m['device']} (self-test passed): {m['instructions']['median']:,.0f} instructions, "
+            f"{m['cycles']['estimate']:,} cycles (est.), {m['us_per_step']:,} us/step at {m['clock_mhz']:g} MHz, "
+            f"{m['flash_bytes']:,} B flash, {m['ram_bytes'] + m['stack_bytes']:,} B RAM with the stack"
+        )
+    out.append(f"reproduce: {result['command']}")
+    return "\n".join(out) + "\n"
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the study keeps every finished trial; the message names the best so far and --resume."""
+
+
+def run_search(search: Search, storage: str | None, study_name: str, resume: bool, progress: bool) -> dict:
+    """Load the data, open the study, run trials, then ``finish``. Ctrl-C raises SearchInterrupted."""
+    from edgernn.search import check_settings, open_study, run_trials
+
+    check_settings(search.settings)
+    search.load()
+    search.run_dir.mkdir(parents=True, exist_ok=True)
+    study = open_study(search.run_dir, storage, study_name, search.direction, search.settings,
+                       search.fingerprint(), resume)  # fmt: skip
+    try:
+        run_trials(search, study)
+    except KeyboardInterrupt:
+        rows = trial_rows(study)
+        atomic_write_bytes(search.run_dir / "trials.csv", write_csv(rows))
+        best, _ = choose(study, search)
+        so_far = (
+            f"the best so far: trial {best.number}, {describe(best)}"
+            if best is not None
+            else "no trial finished yet"
+        )
+        raise SearchInterrupted(
+            f"search interrupted after {len(rows)} trials; {so_far}; the study is kept in "
+            f"{storage or search.run_dir / 'search.db'}: continue with the same command and --resume"
+        ) from None
+    return finish(search, study, progress)
+
+
+def describe(trial) -> str:
+    p = trial.params
+    return f"{p['cell']} {p['num_layers']}x{p['hidden_size']} {p['precision']}, value {trial.values[0]:.4f}"

@@ -1,0 +1,178 @@
+"""edgernn search: a tiny search end to end (trials, table, plot, the chosen model retrained, exported,
+deployed, measured on the device, and the train command that reproduces it); two worker processes on one
+SQLite storage; Ctrl-C keeps the study and --resume continues it; bad budgets in one line, exit 2.
+
+Trials here train a few steps on 30 sequences of JapaneseVowels: seconds each. PostgreSQL is not started
+here; the workers share SQLite through the same Optuna RDB storage code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgernn.cli import cli
+from edgernn.runtime.errors import InputError
+from edgernn.search import parse_budget
+
+pytest.importorskip("optuna", reason="edgernn search needs optuna (pip install 'edgernn[train]')")
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET = "flash=64K,ram=16K,rate=100"
+
+
+@pytest.fixture(scope="module")
+def vowels(tmp_path_factory) -> Path:
+    """30 sequences of JapaneseVowels: ten of each of speakers 1-3."""
+    lines = (ROOT / "examples" / "data" / "japanese_vowels_train.ts").read_text().splitlines()
+    start = lines.index("@data") + 1
+    header = [
+        line if not line.startswith("@classLabel") else "@classLabel true 1 2 3" for line in lines[:start]
+    ]
+    kept, seen = [], {}
+    for line in lines[start:]:
+        label = line.rsplit(":", 1)[1].strip()
+        if label in ("1", "2", "3") and seen.get(label, 0) < 10:
+            seen[label] = seen.get(label, 0) + 1
+            kept.append(line)
+    path = tmp_path_factory.mktemp("search") / "vowels.ts"
+    path.write_text("\n".join(header + kept) + "\n")
+    return path
+
+
+def _args(data: Path, out: Path, *more: str) -> list[str]:
+    return ["search", str(data), "-o", str(out), "--device", "cortex-m4", "--budget", BUDGET,
+            "--trial-steps", "12", "--cells", "gru", "--max-layers", "1", *more]  # fmt: skip
+
+
+def _process(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "edgernn", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)  # fmt: skip
+
+
+def _trained(database: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(database) as db:
+        return db.execute("select number, state from trials order by number").fetchall()
+
+
+@pytest.mark.slow
+def test_a_tiny_search_end_to_end(vowels, tmp_path):
+    measure = (
+        shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm") and shutil.which("llvm-mca-14")
+    )
+    if not measure and os.environ.get("CI") == "true":
+        pytest.fail(
+            "cortex-m4: the Arm toolchain is missing (Debian packages gcc-arm-none-eabi qemu-system-arm llvm-14)"
+        )
+    out = tmp_path / "run"
+    more = ["--trials", "2", "--precision", "int8", "--json"] + ([] if measure else ["--no-measure"])
+    done = CliRunner().invoke(cli, _args(vowels, out, *more))
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert summary["metric"] == "accuracy" and summary["folds"] == 3 and summary["trials"] >= 2
+    assert (out / "search.db").is_file() and (out / "trials.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert rows[0].startswith("trial,state,cell") and len(rows) == summary["trials"] + 1
+    chosen, result = summary["chosen"], summary["result"]
+    assert chosen["cell"] == "gru" and chosen["precision"] == "int8" and 0 <= chosen["value"] <= 1
+    assert (out / "best" / "model.onnx").is_file() and (out / "deploy-cortex-m4" / "model.c").is_file()
+    assert any("self-test" in check or "steps" in check for check in result["deploy_checks"])
+    command = result["command"]
+    assert command.startswith(
+        f"edgernn train {vowels} -o {out / 'best'} --task classify --cell gru --num-layers 1"
+    )
+    assert "--steps 12" in command and f"--hidden-size {chosen['hidden_size']}" in command
+    if measure:
+        measured = result["measured"]
+        assert measured["device"] == "cortex-m4" and measured["precision"] == "int8"
+        assert measured["flash_bytes"] <= 65536 and measured["instructions"]["median"] > 1000
+    # the command reproduces the retrained model
+    again = CliRunner().invoke(cli, ["train", command.split()[2], "-o", str(tmp_path / "again"),
+                                     *command.split()[5:], "--quiet"])  # fmt: skip
+    assert again.exit_code == 0, again.output
+    first = json.loads((out / "best" / "metrics.json").read_text())
+    second = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert first["best_val_loss"] == second["best_val_loss"] and first["steps"] == second["steps"] == 12
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(vowels, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    common = ["--trials", "4", "--no-measure", "--storage", storage, "--study", "shared"]
+    workers = [_process(_args(vowels, tmp_path / f"worker{i}", *common)) for i in (0, 1)]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-2000:]
+        assert "chosen: trial" in stdout
+    trials = _trained(tmp_path / "shared.db")
+    numbers = [n for n, _ in trials]
+    assert len(numbers) == len(set(numbers)) >= 4
+    lines = [[line for line in stderr.splitlines() if line.startswith("trial ")] for _, stderr in outputs]
+    assert all(lines), "each worker ran trials of the shared study"
+    mine = [{int(line.split()[1].rstrip(":")) for line in worker} for worker in lines]
+    assert not mine[0] & mine[1], "no trial ran twice"
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_study_and_resume_continues_it(vowels, tmp_path):
+    out = tmp_path / "run"
+    worker = _process(_args(vowels, out, "--trials", "3", "--no-measure", "--trial-steps", "400"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((out / "trials").glob("*/fold0")):
+        time.sleep(0.5)
+    worker.send_signal(signal.SIGINT)
+    stdout, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == 130, stderr[-2000:]
+    assert "search interrupted after" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert (out / "search.db").is_file() and not (out / "best").exists()
+    again = CliRunner().invoke(
+        cli, _args(vowels, out, "--trials", "2", "--no-measure", "--trial-steps", "400")
+    )
+    assert again.exit_code == 2 and "already holds the search" in again.output
+    resumed = _process(_args(vowels, out, "--trials", "2", "--no-measure", "--trial-steps", "12", "--resume"))
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 2 and "another trial_steps" in stderr, stderr[-2000:]
+    resumed = _process(
+        _args(vowels, out, "--trials", "2", "--no-measure", "--trial-steps", "400", "--resume")
+    )
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-2000:]
+    states = [state for _, state in _trained(out / "search.db")]
+    assert states.count("COMPLETE") + states.count("PRUNED") >= 2 and "FAIL" in states
+    assert (out / "best" / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        ("flash=", "expected key=value pairs"),
+        ("speed=9", "expected key=value pairs"),
+        ("flash=12Q", "flash '12Q'"),
+        ("rate=fast", "rate='fast'"),
+        ("flash=1K,flash=2K", "flash given twice"),
+        ("rate=10,us=5", "a step rate and a time per step"),
+        ("flash=1K", "no model fits"),
+    ],
+)
+def test_bad_budgets_get_one_line_and_exit_2(vowels, tmp_path, budget, message):
+    args = ["search", str(vowels), "-o", str(tmp_path / "r"), "--device", "cortex-m4", "--budget", budget]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 2, done.output
+    lines = done.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.output
+    assert not (tmp_path / "r" / "best").exists()
+
+
+def test_an_unknown_device_lists_the_known_ones():
+    with pytest.raises(InputError, match="expected one of cortex-m0plus"):
+        parse_budget("flash=64K", "pdp11")
