@@ -22,7 +22,9 @@ from edgernn.export.c.devices.trace import Trace
 LLVM_MCA = "llvm-mca-14"
 ITERATIONS = 100
 MCA_ATTRIBUTES = {"rv32imc": "+m,+c", "rv32imafc": "+m,+a,+f,+c"}
-_ARM_BRANCH = re.compile(r"^(b|bl|blx|cbz|cbnz|b[a-z]{2}|b\.w|b[a-z]{2}\.w|bl\.w)\b")
+_ARM_BRANCH = re.compile(
+    r"^(b|bl|blx|cbz|cbnz|b(eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le|al))(\.w|\.n)?$"
+)
 _TARGET = re.compile(r"#-?0x[0-9a-f]+$")
 
 
@@ -114,6 +116,16 @@ def _fix(device: Device, text: str, label: str) -> str:
     return text
 
 
+def _it_cut(instructions: list[str]) -> bool:
+    """Whether the block ends inside an IT block (QEMU ends a translation block there at times; the next
+    block's instructions are then printed without their condition)."""
+    for index, text in enumerate(instructions):
+        mnemonic = text.split(" ", 1)[0]
+        if re.fullmatch(r"it[te]{0,3}", mnemonic) and index + len(mnemonic) - 1 >= len(instructions):
+            return True
+    return False
+
+
 def _without_it(instructions: list[str]) -> list[str]:
     """For llvm-mca's Cortex-M7 model, which has no IT instruction: the IT dropped (the M7 folds it) and the
     instructions it predicates written unconditionally (each still issues)."""
@@ -141,7 +153,7 @@ def _mca_cycles(device: Device, blocks: list[list[str]]) -> tuple[list[float], l
     header = [".syntax unified", ".thumb"] if device.kind == "cortex-m" else []
     lines += header
     for b, instructions in enumerate(blocks):
-        if device.name == "cortex-m7":
+        if device.name == "cortex-m7" or _it_cut(instructions):
             instructions = _without_it(instructions)
         lines.append(f"# LLVM-MCA-BEGIN b{b}")
         for i, text in enumerate(instructions):
@@ -178,7 +190,14 @@ def _mca_cycles(device: Device, blocks: list[list[str]]) -> tuple[list[float], l
         if not bad:
             raise RuntimeError(f"llvm-mca failed: {done.stderr[-1000:]}")
         for number in bad:
-            if number in where:
+            if lines[number - 1] == "nop":  # a nop in an IT block (its condition was lost): drop the IT
+                for back in range(number - 2, max(number - 6, 0), -1):
+                    if re.match(r"it[te]{0,3}\b", lines[back]):
+                        lines[back] = "nop"
+                        break
+                else:
+                    raise RuntimeError(f"llvm-mca failed on line {number}: {done.stderr[-500:]}")
+            elif number in where:
                 lines[number - 1] = "nop"
                 unreadable[where[number][0]] += 1
             else:
