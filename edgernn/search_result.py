@@ -32,7 +32,7 @@ def trial_rows(study) -> list[dict[str, Any]]:
             "trial": trial.number,
             "state": trial.state.name.lower(),
             **{k: trial.params.get(k) for k in COLUMNS[2:10]},
-            "value": trial.values[0] if trial.values else None,
+            "value": trial.values[0] if trial.values else _last(trial.intermediate_values),
             "cycles": cost.get("cycles"),
             "flash_bytes": cost.get("flash_bytes"),
             "ram_bytes": cost.get("ram_bytes"),
@@ -41,6 +41,11 @@ def trial_rows(study) -> list[dict[str, Any]]:
             "note": trial.user_attrs.get("pruned") or trial.user_attrs.get("measure_error") or "",
         })  # fmt: skip
     return rows
+
+
+def _last(curve: dict[int, float]) -> float | None:
+    """A trial pruned on its learning curve: the last value it reported."""
+    return curve[max(curve)] if curve else None
 
 
 def write_csv(rows: list[dict[str, Any]]) -> bytes:
@@ -68,8 +73,11 @@ def table(rows: list[dict[str, Any]], metric: str) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], metric: str, chosen: int | None, front: list[int]) -> bytes:
-    """PNG: the metric against cycles per step and against flash, one point per trial with costs."""
+def plot(
+    rows: list[dict[str, Any]], metric: str, chosen: int | None, front: list[int], limits: dict
+) -> bytes:
+    """PNG: the metric against cycles per step and against flash, one point per trial with costs (a
+    pruned trial at its last reported value), the budget's limits as dotted lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,6 +105,8 @@ def plot(rows: list[dict[str, Any]], metric: str, chosen: int | None, front: lis
         best = [r for r in rows if r["trial"] == chosen]
         if best:
             axis.scatter([best[0][key]], [best[0]["value"]], marker="*", s=160, c="tab:red", label="chosen")
+        if limits.get(key):
+            axis.axvline(limits[key], ls=":", c="tab:red", label="budget")
         axis.set_xlabel(label)
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
@@ -106,6 +116,12 @@ def plot(rows: list[dict[str, Any]], metric: str, chosen: int | None, front: lis
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def _limits(search: Search) -> dict:
+    budget = search.budget
+    cycles = budget.step_us * budget.clock_mhz if budget.step_us is not None else None
+    return {"cycles": cycles, "flash_bytes": budget.flash_bytes}
 
 
 def choose(study, search: Search):
@@ -201,7 +217,8 @@ def finish(search: Search, study, progress: bool) -> dict:
     chosen_trial, front = choose(study, search)
     atomic_write_bytes(search.run_dir / "trials.csv", write_csv(rows))
     atomic_write_bytes(
-        search.run_dir / "trials.png", plot(rows, metric, getattr(chosen_trial, "number", None), front)
+        search.run_dir / "trials.png",
+        plot(rows, metric, getattr(chosen_trial, "number", None), front, _limits(search)),
     )
     summary: dict[str, Any] = {
         "study": study.study_name,

@@ -107,13 +107,14 @@ def test_a_tiny_search_end_to_end(vowels, tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(vowels, tmp_path):
+    """Two processes, one study (multi-objective: accuracy against cycles per step, the Pareto front)."""
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    common = ["--trials", "4", "--no-measure", "--storage", storage, "--study", "shared"]
+    common = ["--trials", "4", "--no-measure", "--storage", storage, "--study", "shared", "--pareto"]
     workers = [_process(_args(vowels, tmp_path / f"worker{i}", *common)) for i in (0, 1)]
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr[-2000:]
-        assert "chosen: trial" in stdout
+        assert "chosen: trial" in stdout and "Pareto front (accuracy against cycles): trials " in stdout
     trials = _trained(tmp_path / "shared.db")
     numbers = [n for n, _ in trials]
     assert len(numbers) == len(set(numbers)) >= 4

@@ -59,7 +59,7 @@ def search(data, run_dir, device, budget, trials, minutes, trial_steps, task, fo
     Example:
       edgernn search examples/data/japanese_vowels_train.ts -o runs/vowels-search --device cortex-m4 \\
           --budget flash=64K,ram=16K,rate=100 --trials 20
-      edgernn search data.csv -o runs/s --device cortex-m0plus --budget flash=128K,ram=16K,rate=50 \\
+      edgernn search readings.csv -o runs/s --device cortex-m0plus --budget flash=128K,ram=16K,rate=50 \\
           --storage postgresql://edgernn@db/search --study sensors --trials 200     # on every machine
     """
     from edgernn.cli.plan_command import _choices
