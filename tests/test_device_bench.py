@@ -60,13 +60,15 @@ def models(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("device_bench")
     small = _gru(root / "small.onnx", 16, layers=2)
-    return {
+    made = {
         "small": small,
         "float32": deploy(small, "c", root / "float32").out_dir,
         "int8": deploy(small, "c", root / "int8", precision="int8").out_dir,
         "narrow": _gru(root / "narrow.onnx", 24, features=8),
         "wide": _gru(root / "wide.onnx", 36, features=8),
     }
+    made["narrow-int8"] = deploy(made["narrow"], "c", root / "narrow-int8", precision="int8").out_dir
+    return made
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +100,7 @@ def test_self_test_passes_and_outputs_equal_the_host(models, host_outputs, name,
 
 def test_the_same_build_counts_the_same_instructions_twice(models, tmp_path):
     device = require("cortex-m4")
+    shutil.copytree(models["int8"], tmp_path / "c-int8")  # bench_precision's deployment, made once
     first = bench_precision(
         models["small"], device, "int8", clock_mhz=80.0, steps=3, work=tmp_path, self_test=False
     )
@@ -131,8 +134,10 @@ def test_twice_the_macs_take_about_twice_the_instructions(models, tmp_path):
     assert large.cycles > small.cycles > small.instructions_median * 0.9
 
 
-def test_bench_device_json_has_the_issue_keys(models):
+def test_bench_device_json_has_the_issue_keys(models, tmp_path):
     require("cortex-m0plus")
+    for precision in ("float32", "int8"):
+        shutil.copytree(models[precision], tmp_path / "small" / f"c-{precision}", dirs_exist_ok=True)
     (bench,) = bench_device(
         models["small"],
         "cortex-m0plus",
@@ -140,6 +145,7 @@ def test_bench_device_json_has_the_issue_keys(models):
         steps=2,
         clock_mhz=48,
         self_test=False,
+        work_dir=tmp_path,
     )
     docs = bench.to_dict()["results"]
     assert [d["precision"] for d in docs] == ["float32", "int8"]
@@ -192,7 +198,7 @@ def test_missing_toolchain_names_the_packages():
 @pytest.mark.parametrize("name", ["cortex-m4", "cortex-m55"])
 def test_arm_dsp_and_mve_products_equal_the_portable_loop(models, tmp_path, name):
     device = require(name)
-    deployed = deploy(models["narrow"], "c", tmp_path / "narrow-int8", precision="int8").out_dir
+    deployed = models["narrow-int8"]
     source_text = (deployed / "model.c").read_text()
     assert "__smlad(" in source_text and "vmladavaq_s16(" in source_text
     source = tmp_path / "model_trace.c"
