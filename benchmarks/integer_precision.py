@@ -46,21 +46,28 @@ TASKS = {  # name: (training file, train options, the file the gates measure on)
 }  # fmt: skip
 
 
-def cost_rows(work: Path, steps: int, soft_steps: int) -> list[str]:
+def cost_rows(work: Path, steps: int, soft_steps: int, devices: tuple[str, ...] = DEVICES) -> list[str]:
     rows = [
         "| model | device | precision | instructions/step | instructions/MAC | est. MACs/cycle | flash (B) | RAM (B) |",
         "|---|---|---|--:|--:|--:|--:|--:|",
     ]
     for label, path, _ in reference_models(work):
-        for name in DEVICES:
+        for name in devices:
             device = get_device(name)
             for precision in PRECISIONS:
                 soft = device.fpu.startswith("none") and precision != "integer"
                 start = time.perf_counter()
-                r = bench_precision(
-                    path, device, precision, clock_mhz=device.clock_mhz, steps=soft_steps if soft else steps,
-                    work=work / path.stem, self_test=precision == "integer",
-                )  # fmt: skip
+                try:
+                    r = bench_precision(
+                        path, device, precision, clock_mhz=device.clock_mhz, steps=soft_steps if soft else steps,
+                        work=work / path.stem, self_test=precision == "integer",
+                    )  # fmt: skip
+                except Exception as exc:  # one failed row is reported, the table goes on
+                    rows.append(
+                        f"| {label} | {name} | {precision} | failed: {' '.join(str(exc).split())[:100]} |"
+                    )
+                    print(f"{label} {name} {precision}: FAILED {exc}", file=sys.stderr)
+                    continue
                 print(f"{label} {name} {precision}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
                 rows.append(
                     f"| {label} | {name} | {precision} | {r.instructions_median:,.0f} | "
@@ -114,13 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soft-float-steps", type=int, default=1)
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--only", choices=("cost", "quality"), help="One of the two tables.")
+    parser.add_argument("--devices", default=",".join(DEVICES), help="Devices of the cost table.")
     parser.add_argument("--out", type=Path, help="Write the Markdown tables here too.")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
     tables = []
     if args.only != "quality":
-        tables.append("\n".join(cost_rows(args.work, args.steps, args.soft_float_steps)))
+        tables.append(
+            "\n".join(cost_rows(args.work, args.steps, args.soft_float_steps, tuple(args.devices.split(","))))
+        )
     if args.only != "cost":
         tables.append("\n".join(quality_rows(args.work, args.train_steps)))
     text = "\n\n".join(tables) + "\n"
