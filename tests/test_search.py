@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,28 @@ def test_bad_budgets_get_one_line_and_exit_2(vowels, tmp_path, budget, message):
 def test_an_unknown_device_lists_the_known_ones():
     with pytest.raises(InputError, match="expected one of cortex-m0plus"):
         parse_budget("flash=64K", "pdp11")
+
+
+def test_folds_cover_every_sequence_once_stratified_by_class():
+    from types import SimpleNamespace
+
+    from edgernn.search import fold_data, folds_for
+
+    @dataclass
+    class Data:
+        task: str
+        train: list
+        validation: list
+
+    cases = [(f"x{i}", i % 3) for i in range(40)]
+    data = Data("classify", cases[:30], cases[30:])
+    assert folds_for("classify", data, None) == 3 and folds_for("forecast", SimpleNamespace(), None) == 1
+    assert folds_for("classify", data, 1) == 1 and folds_for("keyword", data, 5) == 1
+    held = [fold_data(data, 3, fold, seed=0).validation for fold in range(3)]
+    assert sorted(x for fold in held for x, _ in fold) == sorted(x for x, _ in cases)
+    for fold, validation in enumerate(held):
+        train = fold_data(data, 3, fold, seed=0).train
+        assert len(train) + len(validation) == 40 and not {x for x, _ in train} & {x for x, _ in validation}
+        counts = [sum(1 for _, label in validation if label == c) for c in range(3)]
+        assert max(counts) - min(counts) <= 1 and 13 <= len(validation) <= 14
+    assert fold_data(data, 1, 0, seed=0) is data
