@@ -139,14 +139,34 @@ def _require(name: str):
     return device
 
 
-@pytest.mark.parametrize(
-    "device_name, key", [("cortex-m4", "lstm_features_2"), ("rv32imc", "rnn_relu_features_2")]
-)
-def test_device_self_test_is_bit_identical(deployed, tmp_path, device_name, key):
-    device = _require(device_name)
-    passed, error, output = self_test_on(device, deployed[key], tmp_path)
+def test_cortex_m4_self_test_is_bit_identical(deployed, tmp_path):
+    device = _require("cortex-m4")
+    passed, error, output = self_test_on(device, deployed["lstm_features_2"], tmp_path)
     assert passed and error == 0.0, output
     assert "max_abs_error=0 steps=1000" in output
+
+
+def test_deploy_device_without_fpu_picks_integer_and_replays_there(deployed, tmp_path):
+    _require("rv32imc")
+    model = str(deployed["rnn_relu_features_2"].parent / "rnn_relu_features_2.onnx")
+    runner = CliRunner()
+    done = runner.invoke(
+        cli, ["deploy", model, "--target", "c", "--device", "rv32imc", "-o", str(tmp_path / "rv")]
+    )
+    assert done.exit_code == 0, done.output
+    assert "rv32imc has no FPU: --precision integer" in done.output
+    assert "rv32imc self-test (virt under qemu-system-riscv32): 1000 steps, largest error 0" in done.output
+    assert "MODEL_PRECISION_INTEGER" in (tmp_path / "rv" / "model.h").read_text()
+    done = runner.invoke(
+        cli, ["deploy", model, "--target", "ort", "--device", "rv32imc", "-o", str(tmp_path / "o")]
+    )
+    assert (
+        done.exit_code == 2 and "--device: only --target c" in done.output and "Traceback" not in done.output
+    )
+    done = runner.invoke(
+        cli, ["deploy", model, "--target", "c", "--device", "z80", "-o", str(tmp_path / "z")]
+    )
+    assert done.exit_code == 2 and "expected one of" in done.output and not (tmp_path / "z").exists()
 
 
 def test_cortex_m0plus_bench_replays_bit_for_bit_and_counts_instructions(deployed, tmp_path):

@@ -58,6 +58,11 @@ from edgernn.cli.group import cli
     type=click.IntRange(min=1),
     help="c: largest scratch a step keeps on the stack (default 1 MiB).",
 )
+@click.option(
+    "--device",
+    help="c: the emulated core it runs on (cortex-m0plus, cortex-m4, rv32imc...): its self-test runs there "
+    "too, and a core without an FPU gets --precision integer unless --precision is given.",
+)
 @click.option("--backend", type=click.Choice(["onnxruntime", "python", "c"]), help="triton: the backend.")
 @click.option("--model-name", help="triton: the model's name in the repository.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="triton: max_batch_size.")
@@ -72,7 +77,7 @@ from edgernn.cli.group import cli
     help="triton: how long the oldest strategy may hold a request to batch it (default 0).",
 )
 @json_option
-def deploy(model, target, out_dir, as_json, **options) -> None:
+def deploy(model, target, out_dir, as_json, device=None, **options) -> None:
     """Write MODEL's artefacts for a target into a directory, verified, from the ONNX file alone.
 
     \b
@@ -85,15 +90,29 @@ def deploy(model, target, out_dir, as_json, **options) -> None:
     Examples:
       edgernn deploy shakespeare.onnx --target ort -o deploy/ort
       edgernn deploy shakespeare.onnx --target c --precision int8 -o deploy/c
+      edgernn deploy shakespeare.onnx --target c --device cortex-m0plus -o deploy/m0
       edgernn deploy shakespeare.onnx --target triton --backend python -o model_repository
     """
     from edgernn.export.deploy import deploy as deploy_model
 
     given = {key: value for key, value in options.items() if value is not None}
+    if device is not None:
+        from edgernn.cli.deploy_device import device_options
+
+        profile, chosen = device_options(device, target, given)
     with warnings.catch_warnings(record=True) as caught:  # each warning one clean line on stderr
         try:
             report = deploy_model(model, target, out_dir, **given)
         finally:
             for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
                 click.echo(f"Warning: {message}", err=True)
+    if device is not None:
+        from edgernn.cli.deploy_device import self_test_on_device
+
+        if not report.details.get("verified"):
+            report.checks.append(f"NOT RUN on {device}: the self-test (--no-verify)")
+        else:
+            report.checks.append(self_test_on_device(profile, out_dir, report.details["name"]))
+        if chosen:
+            report.notes.insert(0, chosen)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
