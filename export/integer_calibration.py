@@ -263,3 +263,48 @@ def check_integer(
     if tolerance is None and data is not None:
         tolerance = metric_tolerance(data.metric, quality.evaluate(fp32, data))
     return quality.check_steppers(fp32, IntegerStepper(model, info), info, series, data, tolerance)
+
+
+WINDOW_MARGIN = 100  # rows either side of the labelled anomaly that still count as finding it
+
+
+def anomaly_window(proto_bytes: bytes, model: IntegerModel, info: ModelInfo, data_path) -> dict | None:
+    """An anomaly model judged on a CSV with a label column (``is_anomaly``, ``label``...): the row of the top
+    anomaly score (``edgernn.runtime.tasks.AnomalyScorer`` over the whole file, from the initial state) for
+    float32 and for the integer reference, and whether each is within WINDOW_MARGIN rows of the labelled
+    rows. None for another task, or a file without a label column or a labelled row."""
+    from edgernn.csv_table import DEFAULT_MISSING, LABEL_COLUMNS, read_csv
+    from edgernn.runtime.tasks import AnomalyScorer, metadata_strings
+
+    if info.extra.get("task") != "anomaly":
+        return None
+    table = read_csv(data_path)
+    label = next((c for c in table.names if c.lower() in LABEL_COLUMNS), None)
+    if label is None:
+        return None
+    columns = metadata_strings(info, "columns", info.input.size)
+    table, _ = table.resolve_missing(columns, DEFAULT_MISSING)
+    rows = np.flatnonzero(np.array(table.labels(label)) == "1")
+    if rows.size == 0:
+        return None
+    window = [int(rows[0]) - WINDOW_MARGIN, int(rows[-1]) + WINDOW_MARGIN]
+    xs = table.pick(columns)
+    streams = {
+        "float32": Stepper(proto_bytes, chunk_model=False).new_stream(),
+        "integer": IntegerStepper(model, info).new_stream(),
+    }
+    top = {name: int(np.argmax(AnomalyScorer(stream).score(xs))) for name, stream in streams.items()}
+    found = {name: window[0] <= row <= window[1] for name, row in top.items()}
+    return {"label_column": label, "window": window, "top_row": top, "found": found}
+
+
+def anomaly_failure(result: dict | None) -> str | None:
+    """The gate: float32 finds the anomaly in its window and the integer reference does not."""
+    if result is None or not result["found"]["float32"] or result["found"]["integer"]:
+        return None
+    low, high = result["window"]
+    return (
+        f"anomaly window: the integer top score is at row {result['top_row']['integer']}, outside rows "
+        f"{low}-{high} (the labelled anomaly +-{WINDOW_MARGIN}), where float32's is (row "
+        f"{result['top_row']['float32']})"
+    )

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from edge_models import TEXT, VOCAB
 
 from edgernn.cli import cli
-from edgernn.export import export_model
+from edgernn.export import export_model, integer_calibration
 from edgernn.export.c.devices import get_device
 from edgernn.export.c.devices.bench import bench_precision, self_test_on
 from edgernn.export.c.devices.build import build, compile_flags
@@ -291,3 +291,34 @@ def test_bring_your_own_model_is_refused_by_name(tmp_path):
     with pytest.raises(ContractError, match="takes the cells edgernn exports"):
         deploy(path, "c", tmp_path / "c", precision="integer")
     assert not (tmp_path / "c").exists()
+
+
+def test_anomaly_window_is_checked_on_a_labelled_file(tmp_path):
+    torch.manual_seed(5)
+    config = ModelConfig(cell="gru", input_kind="features", input_size=1, hidden_size=8, num_layers=1,
+                         output_size=1, output_kind="values", input_mean=(0.0,), input_std=(1.0,),
+                         output_mean=(0.0,), output_std=(1.0,))  # fmt: skip
+    extra = {
+        "task": "anomaly",
+        "columns": ["value"],
+        "targets": ["value"],
+        "anomaly": {"residual_std": [0.5]},
+    }
+    model = tmp_path / "anomaly.onnx"
+    export_model(RecurrentModel(config).eval(), model, extra_metadata=extra, chunk_steps=None)
+    values = np.sin(np.arange(800) / 9.0)
+    values[600:604] = 40.0  # the anomaly: far from anything a prediction reaches
+    labels = np.zeros(800, int)
+    labels[600:604] = 1
+    data = tmp_path / "series.csv"
+    data.write_text(
+        "value,is_anomaly\n" + "".join(f"{v:.5f},{a}\n" for v, a in zip(values, labels, strict=True))
+    )
+    report = deploy(model, "c", tmp_path / "c", precision="integer", data=data, force=True)
+    window = report.details["anomaly_window"]
+    assert window["window"] == [500, 703] and window["label_column"] == "is_anomaly"
+    top = window["top_row"]["integer"]
+    assert 600 <= top <= 603 and window["top_row"]["float32"] == top and window["found"]["integer"]
+    assert any(c.startswith(f"integer anomaly window: top score at row {top}") for c in report.checks)
+    missed = dict(window, top_row={"float32": 600, "integer": 100}, found={"float32": True, "integer": False})
+    assert "outside rows 500-703" in integer_calibration.anomaly_failure(missed)

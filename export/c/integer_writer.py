@@ -76,7 +76,15 @@ def write(
         raise InputError("--tolerance: the task-metric check it sets runs on --data FILE; give both")
     max_state = size_option(max_state_bytes, MAX_STATE_BYTES, "--max-state-bytes")
     max_scratch = size_option(max_scratch_bytes, MAX_SCRATCH_BYTES, "--max-scratch-bytes")
-    integer, info, quality_report, _ = integer_model_for(model, data, tolerance)
+    integer, info, quality_report, content = integer_model_for(model, data, tolerance)
+    window = None
+    if data is not None and not quality_report.fatal:
+        from edgernn.export import integer_calibration
+
+        window = integer_calibration.anomaly_window(content, integer, info, data)
+        failure = integer_calibration.anomaly_failure(window)
+        if failure:
+            quality_report.failures.append(failure)
     if quality_report.fatal:
         raise QuantizationError(quality_report.fatal)
     if quality_report.failures and not force:
@@ -96,6 +104,12 @@ def write(
     report.details = _details(name, sources, golden, quality_report)
     _verify(stage, name, report, bool(skip_verify), golden.ys.shape[0])
     _quality_checks(report, quality_report, data is not None)
+    if window is not None:
+        report.details["anomaly_window"] = window
+        report.checks.append(
+            f"integer anomaly window: top score at row {window['top_row']['integer']} (float32: "
+            f"{window['top_row']['float32']}); labelled anomaly +-100: rows {window['window'][0]}-{window['window'][1]}"
+        )
     report.notes.append(
         f"RAM {sources.ram_bytes:,} bytes ({2 * sources.state_values:,} state per stream, {sources.scratch_bytes:,} "
         f"scratch on the stack), flash {sources.flash_bytes:,} bytes of weights and constants (plus code)"
