@@ -1,9 +1,10 @@
 """The ``c`` deploy writer for ``--precision integer``: calibrate on real data, judge against float32, write
 NAME.h, NAME.c and NAME_test.c, and replay the integer reference on this machine before they are kept.
 
-A model that fails a quality gate (the closed-loop drift, or the task metric on ``--data``: 0.05 nats per
-character, 1 point of accuracy, an MSE within 10%) is not written unless forced; the error says which gate
-failed and by how much.
+A model that fails a quality gate (the closed-loop drift, the task metric on ``--data``: 0.05 nats per
+character, 1 point of accuracy, an MSE within 10%; an anomaly model's top score within 100 rows of the
+labelled anomaly where float32's is) is not written unless forced; the error says which gate failed and by
+how much.
 """
 
 from __future__ import annotations
