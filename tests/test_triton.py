@@ -639,6 +639,9 @@ def test_precision_is_for_the_c_flavour_only(tmp_path):
     with pytest.raises(InputError, match="--precision: only --backend c takes it"):
         deploy(path, "triton", tmp_path / "repo", backend="python", precision="int8")
     assert not (tmp_path / "repo").exists()
+    with pytest.raises(InputError, match="--precision integer: the Triton c flavour serves float32 or int8"):
+        deploy(path, "triton", tmp_path / "repo", backend="c", precision="integer")
+    assert not (tmp_path / "repo").exists()
 
 
 def test_an_int8_c_flavour_serves_what_the_int8_c_target_computes(tmp_path):

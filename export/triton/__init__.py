@@ -83,6 +83,11 @@ def write(
             f"--precision: only --backend c takes it (the generated C's precision); --backend "
             f"{settings.backend} serves the ONNX file as it is"
         )
+    if precision == "integer":
+        raise InputError(
+            "--precision integer: the Triton c flavour serves float32 or int8 (a server has an FPU; integer is "
+            "for cores without one, deploy --target c --precision integer)"
+        )
     info = _model_info(model)
     if settings.backend == "onnxruntime":
         triton_config.check_state_pairing(info)
