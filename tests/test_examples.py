@@ -119,6 +119,26 @@ def test_mcu_anomaly_scorer_on_the_cortex_m4_and_csv_stream_on_the_host(tmp_path
     assert np.isfinite(values).all() and 40 < np.median(values) < 90  # the sensor's own units
 
 
+def test_mcu_integer_anomaly_scorer_on_the_cortex_m0plus(tmp_path):
+    """examples/mcu/integer_m0.py as written: trains, deploys --device cortex-m0plus (integer), runs in QEMU."""
+    from edgernn.export.c.devices import get_device
+
+    m0 = get_device("cortex-m0plus")
+    if m0.missing_tools():
+        message = f"examples/mcu integer: {', '.join(m0.missing_tools())} not found (Debian packages: {' '.join(m0.packages)})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "mcu" / "integer_m0.py"), "--build", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "cortex-m0plus has no FPU: --precision integer" in done.stdout + done.stderr
+    assert "scored 1000 samples (test rows 3700-4699) in integers" in done.stdout
+    assert "inside the window +-100" in done.stdout
+
+
 def test_mcu_chargen_on_the_cortex_m4(tmp_path):
     model_path, vocabulary = _char_model(tmp_path, chunk_steps=None)
     out = _make_mcu(
