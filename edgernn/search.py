@@ -175,12 +175,25 @@ def open_study(run_dir: Path, storage: str | None, name: str, direction: str, se
     return study
 
 
-def _storage(url: str):
-    import optuna
+def _storage(url: str, attempts: int = 5):
+    """Optuna's RDB storage at ``url``. Workers that start together on a new database race to create its
+    tables; the one that loses tries again once they exist."""
+    import time
 
-    if url.startswith("sqlite:"):  # several workers on one file: wait for the lock instead of failing
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    def make():
+        if url.startswith("sqlite:"):  # several workers on one file: wait for the lock, not fail
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+
+    for attempt in range(attempts - 1):
+        try:
+            return make()
+        except SQLAlchemyError:
+            time.sleep(1.0 + attempt)
+    return make()
 
 
 def folds_for(task: str, data, folds: int | None) -> int:
@@ -395,20 +408,35 @@ class Search:
         return report
 
     def _measure(self, trial, folder: Path, precision: str, predicted_cycles: float) -> float:
-        """Export fold 0's model and measure it on the device; the predicted cycles where not measured."""
+        """Export fold 0's model and deploy it for C at ``precision`` (verified on this machine: the
+        int8 quality gates may refuse it, and then the trial is never chosen), then measure it on the
+        device. Returns the measured cycles, or the predicted ones where not measured."""
+        from edgernn.export import export_run
+        from edgernn.export.deploy import deploy
+        from edgernn.runtime.errors import EdgeRNNError
+
+        model, work = folder / "model.onnx", folder / "device"
+        try:
+            export_run(folder / "fold0", model)
+            deploy(model, "c", work / f"c-{precision}", precision=precision)
+        except EdgeRNNError as exc:
+            trial.set_user_attr("deployable", False)
+            trial.set_user_attr("pruned", "not deployable: " + " ".join(str(exc).split())[:240])
+            return predicted_cycles
+        trial.set_user_attr("deployable", True)
         if not self.settings.measure:
             return predicted_cycles
-        from edgernn.export import export_run
+        return self._bench(trial, model, work, precision, predicted_cycles)
+
+    def _bench(self, trial, model: Path, work: Path, precision: str, predicted_cycles: float) -> float:
         from edgernn.export.c.devices import get_device
         from edgernn.export.c.devices.bench import bench_precision
         from edgernn.runtime.errors import EdgeRNNError
 
         try:
-            model = folder / "model.onnx"
-            export_run(folder / "fold0", model)
             bench = bench_precision(
                 model, get_device(self.device), precision, clock_mhz=self.budget.clock_mhz, steps=4,
-                work=folder / "device", self_test=False,
+                work=work, self_test=False,
             )  # fmt: skip
         except (EdgeRNNError, RuntimeError) as exc:
             trial.set_user_attr("measure_error", " ".join(str(exc).split())[:300])

@@ -12,9 +12,11 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from edgernn.runtime.errors import QuantizationError
 from edgernn.runtime.files import atomic_write_bytes, atomic_write_text
 from edgernn.search import SEQUENCE_TASKS, Draw, Search, shape_of
 
+CANDIDATES = 3  # the best trials retrained in turn while the int8 gates refuse the retrained model
 COLUMNS = (
     "trial", "state", "cell", "num_layers", "hidden_size", "embedding_size", "precision", "learning_rate",
     "seq_len", "dropout", "value", "cycles", "flash_bytes", "ram_bytes", "costs", "fits", "note",
@@ -125,21 +127,19 @@ def _limits(search: Search) -> dict:
 
 
 def choose(study, search: Search):
-    """The best trained trial that fits (measured where measured): by the metric, or on a
-    multi-objective search the best metric on the Pareto front. Returns (trial or None, front numbers)."""
+    """The trained trials that fit (measured where measured) and deploy, best first: by the metric, or
+    on a multi-objective search those of the Pareto front first. Returns (ranked trials, front numbers)."""
     import optuna
 
     fitting = [
         t
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if t.user_attrs.get("fits_measured", t.user_attrs.get("fits", True))
+        and t.user_attrs.get("deployable", True)
     ]
     front = [t.number for t in study.best_trials] if search.settings.objectives == 2 else []
-    pool = [t for t in fitting if t.number in front] or fitting if front else fitting
-    if not pool:
-        return None, front
     sign = -1 if search.direction == "maximize" else 1
-    return min(pool, key=lambda t: (sign * t.values[0], t.number)), front
+    return sorted(fitting, key=lambda t: (t.number not in front, sign * t.values[0], t.number)), front
 
 
 def draw_of(trial, search: Search) -> Draw:
@@ -214,11 +214,11 @@ def finish(search: Search, study, progress: bool) -> dict:
     """Write trials.csv, trials.png and search.json; retrain, export, deploy and measure the chosen."""
     metric = "accuracy" if search.direction == "maximize" else "val loss"
     rows = trial_rows(study)
-    chosen_trial, front = choose(study, search)
+    ranked, front = choose(study, search)
     atomic_write_bytes(search.run_dir / "trials.csv", write_csv(rows))
     atomic_write_bytes(
         search.run_dir / "trials.png",
-        plot(rows, metric, getattr(chosen_trial, "number", None), front, _limits(search)),
+        plot(rows, metric, ranked[0].number if ranked else None, front, _limits(search)),
     )
     summary: dict[str, Any] = {
         "study": study.study_name,
@@ -230,11 +230,17 @@ def finish(search: Search, study, progress: bool) -> dict:
         "pareto_front": front,
         "table": table(rows, metric),
     }
-    if chosen_trial is not None:
-        chosen = draw_of(chosen_trial, search)
-        summary["chosen"] = {"trial": chosen_trial.number, "value": chosen_trial.values[0], **chosen.model,
+    summary["refused"] = []
+    for candidate in ranked[:CANDIDATES]:
+        chosen = draw_of(candidate, search)
+        try:
+            summary["result"] = retrain_and_deploy(search, chosen, progress)
+        except QuantizationError as exc:  # the retrained model failed the int8 gates: the next best
+            summary["refused"].append({"trial": candidate.number, "error": " ".join(str(exc).split())[:300]})
+            continue
+        summary["chosen"] = {"trial": candidate.number, "value": candidate.values[0], **chosen.model,
                              **chosen.train, "precision": chosen.precision}  # fmt: skip
-        summary["result"] = retrain_and_deploy(search, chosen, progress)
+        break
     atomic_write_text(search.run_dir / "search.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -245,9 +251,11 @@ def to_text(summary: dict) -> str:
         out.append(
             f"Pareto front ({summary['metric']} against cycles): trials {', '.join(map(str, summary['pareto_front']))}"
         )
+    for refused in summary.get("refused", []):
+        out.append(f"trial {refused['trial']} retrained was refused at deploy: {refused['error']}")
     chosen = summary.get("chosen")
     if chosen is None:
-        out.append("no trial finished within the budget: nothing to retrain")
+        out.append("no trial finished within the budget and deployed: nothing chosen")
         return "\n".join(out) + "\n"
     result = summary["result"]
     out.append(f"chosen: trial {chosen['trial']} ({summary['metric']} {chosen['value']:.4f}): {chosen['cell']} "
@@ -285,10 +293,10 @@ def run_search(search: Search, storage: str | None, study_name: str, resume: boo
     except KeyboardInterrupt:
         rows = trial_rows(study)
         atomic_write_bytes(search.run_dir / "trials.csv", write_csv(rows))
-        best, _ = choose(study, search)
+        ranked, _ = choose(study, search)
         so_far = (
-            f"the best so far: trial {best.number}, {describe(best)}"
-            if best is not None
+            f"the best so far: trial {ranked[0].number}, {describe(ranked[0])}"
+            if ranked
             else "no trial finished yet"
         )
         raise SearchInterrupted(
