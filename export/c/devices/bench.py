@@ -129,6 +129,22 @@ def section_sizes(device: Device, path: Path) -> tuple[int, int, int]:
     return text, data, bss
 
 
+def writable_bytes(device: Device, obj: Path) -> int:
+    """The RAM an object's static data takes: its .data and .bss sections (not .data.rel.ro, constant
+    once a position-independent program is relocated, which ``size`` counts as data)."""
+    done = subprocess.run(
+        [_tool(device, "objdump"), "-h", str(obj)], capture_output=True, text=True, check=True
+    )
+    total = 0
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].isdigit():
+            name = parts[1]
+            if name.startswith((".data", ".bss", ".sdata", ".sbss")) and not name.startswith(".data.rel.ro"):
+                total += int(parts[2], 16)
+    return total
+
+
 def _inputs_source(name: str, info, steps: int) -> tuple[str, str]:
     """The harness's recorded inputs (C) and its step call."""
     from edgernn.export.c.selftest import golden_inputs
@@ -275,7 +291,7 @@ def bench_precision(
         check=True,
         capture_output=True,
     )
-    _, data, bss = section_sizes(device, obj)
+    static = writable_bytes(device, obj)
     from edgernn.export.c import integer_bench
 
     if integer_bench.is_integer(deployed):
@@ -292,7 +308,7 @@ def bench_precision(
         method=guess.method,
         macs=graph_macs(model),
         flash_bytes=linked_flash(device, deployed, out),
-        ram_bytes=data + bss + state,
+        ram_bytes=static + state,
         stack_bytes=stack,
         steps=steps,
         board=program.board.machine if program.board else f"{device.emulator} (user mode)",
