@@ -197,6 +197,12 @@ class CostModel:
             raise InputError(f"device {device!r}: the cost model is fitted for {fitted}")
         return self.devices[device]
 
+    def max_errors(self, device: str, precisions: tuple[str, ...] = PRECISIONS) -> dict[str, float]:
+        """The largest relative error of each prediction over the device's measured shapes (the fit's)."""
+        errors = self.check_device(device).get("end_to_end_max_relative_error", {})
+        names = ("instructions", "cycles", "flash_bytes", "ram_bytes")
+        return {n: max((errors[p][n] for p in precisions if p in errors), default=0.0) for n in names}
+
     def predict(self, device: str, precision: str, shape: Shape) -> Prediction:
         if precision not in PRECISIONS:
             raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")

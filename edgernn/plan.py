@@ -131,6 +131,7 @@ class Plan:
     io: Io
     rows: list[tuple[Prediction, dict[str, float]]] = field(default_factory=list)
     none_fit: list[tuple[str, str, int]] = field(default_factory=list)
+    fit_errors: dict[str, float] = field(default_factory=dict)  # the fit's largest relative error
 
     def to_dict(self) -> dict:
         return {
@@ -140,6 +141,7 @@ class Plan:
                 for p, h in self.rows
             ],
             "none_fit": [{"cell": c, "precision": p, "num_layers": n} for c, p, n in self.none_fit],
+            "cost_model_max_relative_error": self.fit_errors,
             "cost_model": "edgernn/cost_model.py, fitted by benchmarks/fit_cost_model.py (docs/plan.md)",
         }
 
@@ -169,7 +171,7 @@ def make_plan(
 ) -> Plan:
     """Per cell, precision and layer count (1..max_layers), the largest model that fits ``budget``."""
     model = cost_model or load_cost_model()
-    plan = Plan(budget, io)
+    plan = Plan(budget, io, fit_errors=model.max_errors(budget.device, precisions))
     for cell in cells:
         for precision in precisions:
             for layers in range(1, max_layers + 1):
@@ -195,6 +197,9 @@ def _limit(value: float | None, unit: str) -> str:
     return "no limit" if value is None else f"{value:,.0f} {unit}"
 
 
+_NAMES = {"instructions": "instructions", "cycles": "cycles", "flash_bytes": "flash", "ram_bytes": "RAM"}
+
+
 def to_text(plan: Plan) -> str:
     b, io = plan.budget, plan.io
     ends = (
@@ -218,6 +223,13 @@ def to_text(plan: Plan) -> str:
     for cell, precision, layers in plan.none_fit:
         out.append(
             f"  {cell:<8} {precision:<9} {layers} layer(s): none fits (not even a hidden size of {HIDDEN_STEP})"
+        )
+    worst = plan.fit_errors
+    if worst and max(worst.values()) > 0.10:
+        out.append(
+            f"  on {b.device} the cost model's largest error over its measured shapes is "
+            + ", ".join(f"{_NAMES[name]} {100 * value:.0f}%" for name, value in worst.items() if value > 0.10)
+            + ": leave that much headroom"
         )
     out.append(
         "  predicted by the cost model fitted to bench --device (docs/plan.md); RAM: state, scratch and the "
