@@ -12,7 +12,7 @@ HOST_STEPS = 5000
 def bench_on_device(models, device, precisions, clock_mhz, steps, as_json) -> str:
     """The report of ``bench --device``: checks the arguments, measures, formats (text or JSON)."""
     from edgernn.export.c.devices import get_device
-    from edgernn.export.c.devices.bench import DEFAULT_STEPS, PRECISIONS, bench_device
+    from edgernn.export.c.devices.bench import PRECISIONS, bench_device, default_steps
     from edgernn.export.c.devices.report import to_json, to_text
 
     if device is None:
@@ -32,8 +32,15 @@ def bench_on_device(models, device, precisions, clock_mhz, steps, as_json) -> st
     if clock_mhz is not None and clock_mhz <= 0:
         raise click.BadParameter(f"expected a clock above 0 MHz, got {clock_mhz:g}", param_hint="--clock-mhz")
     source = click.get_current_context().get_parameter_source("steps")
+    note = ""
     if source is not None and source.name == "DEFAULT":
-        steps = DEFAULT_STEPS
+        profile = get_device(device)
+        steps = default_steps(profile)
+        if profile.fpu.startswith("none"):
+            note = (
+                f"{steps} steps: the default on a core without an FPU (soft float, millions of instructions "
+                "a step); --steps N for more\n"
+            )
     benches = bench_device(
         models[0] if models else None,
         device,
@@ -41,4 +48,4 @@ def bench_on_device(models, device, precisions, clock_mhz, steps, as_json) -> st
         clock_mhz=clock_mhz,
         steps=steps,
     )
-    return to_json(benches) + "\n" if as_json else to_text(benches)
+    return to_json(benches) + "\n" if as_json else note + to_text(benches)

@@ -1,9 +1,12 @@
 """The activations the generated C computes itself: exp, sigmoid and tanh without libm and without branches
-(the default), and the cheaper rational tanh/sigmoid of ``fast_activations``; their measured errors."""
+(the default for float32), the cheaper rational tanh/sigmoid of ``fast_activations``, and the int8 steps'
+sigmoid and tanh read off a table with linear interpolation (no division, no exp); their measured errors."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from edgernn.export.c.ctext import literal
 
@@ -130,12 +133,125 @@ def fast_helpers(n: str) -> list[str]:
     ]
 
 
+# int8 steps: sigmoid from a table of its values at x = -16 + k / 16 (k = 0..513; float32 of the exact value),
+# linearly interpolated: |x| clamped to 16 on its bits, x * 2^20 truncated to an integer whose high bits are
+# the index and low 16 the fraction. No division and no exp: about a third of the instructions of the
+# default sigmoid, scalar everywhere (Cortex-M cores have no vector gathers). tanh(x) = 2 sigmoid(2x) - 1.
+# Their error is far below int8's own (the hidden state quantized to 1/254 of its largest |value|).
+# Largest error against double precision over every float32 in [-20, 20] (tests/test_int8_activations.py):
+TABLE_STEPS_PER_UNIT = 16
+TABLE_RANGE = 16
+TABLE_SIGMOID_MAX_ABS_ERROR = 4.8e-05
+TABLE_TANH_MAX_ABS_ERROR = 9.5e-05
+
+
+def sigmoid_table() -> np.ndarray:
+    """The table's values (float32): sigmoid at -16 + k / 16, k = 0..513 (the last one past 16, read only
+    with a zero fraction)."""
+    x = -TABLE_RANGE + np.arange(2 * TABLE_RANGE * TABLE_STEPS_PER_UNIT + 2) / TABLE_STEPS_PER_UNIT
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def table_helpers(n: str, table: str) -> list[str]:
+    """``NAME_table_sigmoid`` and ``NAME_table_tanh`` on the constant array ``table`` (needs ``NAME_bits``)."""
+    return [
+        "/* int8 steps: sigmoid read off a table (sigmoid at -16 + k / 16) with linear interpolation, no division,",
+        f" * no exp; max error against double precision: sigmoid {TABLE_SIGMOID_MAX_ABS_ERROR:.2g},"
+        f" tanh {TABLE_TANH_MAX_ABS_ERROR:.2g} absolute. */",
+        f"static inline float {n}_table_sigmoid(float x)",
+        "{",
+        f"    {n}_bits v, c;",
+        "    v.f = x;",
+        "    const int32_t mag = (int32_t)(v.u & 0x7FFFFFFFu);",
+        "    c.u = (uint32_t)(mag < 0x41800000 ? mag : 0x41800000) | (v.u & 0x80000000u); /* x clamped to +-16 */",
+        "    const uint32_t q = (uint32_t)((int32_t)(c.f * 1048576.0f) + 16777216); /* (x + 16) * 2^20 */",
+        "    const uint32_t k = q >> 16;",
+        f"    const float lo = {table}[k], hi = {table}[k + 1];",
+        "    c.f = lo + (hi - lo) * ((float)(int32_t)(q & 0xFFFFu) * 1.52587890625e-05f);",
+        "    const uint32_t nan = 0u - (uint32_t)(mag > 0x7F800000); /* all ones for NaN: masks, not branches */",
+        "    c.u = (v.u & nan) | (c.u & ~nan); /* NaN stays NaN */",
+        "    return c.f;",
+        "}",
+        "",
+        f"static inline float {n}_table_tanh(float x)",
+        "{",
+        f"    return 2.0f * {n}_table_sigmoid(2.0f * x) - 1.0f;",
+        "}",
+        "",
+    ]
+
+
 def activation(e: Emitter, name: str, arg: str) -> str:
-    """The C call of ``Sigmoid`` or ``Tanh`` on ``arg``: the fast rational one or the default, whose
-    helpers the file then defines."""
+    """The C call of ``Sigmoid`` or ``Tanh`` on ``arg``: the fast rational one, the int8 steps' table, or
+    the default, whose helpers the file then defines."""
     kind = {"Sigmoid": "sigmoid", "Tanh": "tanh"}[name]
     if e.fast:
         e.helpers.add("fast")
         return f"{e.name}_fast_{kind}({arg})"
+    if e.int8:
+        e.helpers.add("bits")
+        e.sigmoid_table = e.const_array(sigmoid_table(), "float", "t")
+        return f"{e.name}_table_{kind}({arg})"
     e.helpers.add("exp")
     return f"{e.name}_{kind}({arg})"
+
+
+def with_table_activations(proto) -> None:
+    """Rewrite every Sigmoid and Tanh node of ``proto`` (an onnx ModelProto, in place) into the table
+    interpolation the int8 C computes, operation for operation in float32 and int32, so that the reference
+    graph that checks the C rounds as it does."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    consts = {
+        "edgernn_t_table": sigmoid_table(),
+        "edgernn_t_lo": np.array(-TABLE_RANGE, np.float32),
+        "edgernn_t_hi": np.array(TABLE_RANGE, np.float32),
+        "edgernn_t_scale": np.array(1048576.0, np.float32),
+        "edgernn_t_offset": np.array(16777216, np.int32),
+        "edgernn_t_unit": np.array(65536, np.int32),
+        "edgernn_t_one_index": np.array(1, np.int32),
+        "edgernn_t_fraction": np.array(1.52587890625e-05, np.float32),
+        "edgernn_t_two": np.array(2.0, np.float32),
+        "edgernn_t_one": np.array(1.0, np.float32),
+    }
+    nodes = []
+    count = 0
+
+    def sigmoid(x: str, y: str, p: str) -> list:
+        return [
+            helper.make_node("Clip", [x, "edgernn_t_lo", "edgernn_t_hi"], [p + "c"]),
+            helper.make_node("Mul", [p + "c", "edgernn_t_scale"], [p + "s"]),
+            helper.make_node("Cast", [p + "s"], [p + "t"], to=6),  # int32, truncated as C's cast
+            helper.make_node("Add", [p + "t", "edgernn_t_offset"], [p + "q"]),
+            helper.make_node("Div", [p + "q", "edgernn_t_unit"], [p + "k"]),
+            helper.make_node("Add", [p + "k", "edgernn_t_one_index"], [p + "k1"]),
+            helper.make_node("Mod", [p + "q", "edgernn_t_unit"], [p + "m"]),
+            helper.make_node("Cast", [p + "m"], [p + "mf"], to=1),
+            helper.make_node("Mul", [p + "mf", "edgernn_t_fraction"], [p + "f"]),
+            helper.make_node("Gather", ["edgernn_t_table", p + "k"], [p + "lo"], axis=0),
+            helper.make_node("Gather", ["edgernn_t_table", p + "k1"], [p + "hi"], axis=0),
+            helper.make_node("Sub", [p + "hi", p + "lo"], [p + "d"]),
+            helper.make_node("Mul", [p + "d", p + "f"], [p + "df"]),
+            helper.make_node("Add", [p + "lo", p + "df"], [y]),
+        ]
+
+    for node in graph.node:
+        if node.op_type not in ("Sigmoid", "Tanh") or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        p = f"edgernn_t{count}_"
+        count += 1
+        if node.op_type == "Sigmoid":
+            nodes += sigmoid(node.input[0], node.output[0], p)
+        else:  # tanh(x) = 2 sigmoid(2x) - 1
+            nodes.append(helper.make_node("Mul", [node.input[0], "edgernn_t_two"], [p + "x2"]))
+            nodes += sigmoid(p + "x2", p + "sg", p)
+            nodes += [
+                helper.make_node("Mul", [p + "sg", "edgernn_t_two"], [p + "sg2"]),
+                helper.make_node("Sub", [p + "sg2", "edgernn_t_one"], [node.output[0]]),
+            ]
+    if count:
+        graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+        del graph.node[:]
+        graph.node.extend(nodes)

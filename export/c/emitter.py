@@ -45,6 +45,7 @@ class Emitter:
         self.quantized_inputs: list[tuple[str, str]] = []  # int8: (graph tensor, weight) of each product
         self.int8_scratch = 0  # bytes: the largest quantized input vector
         self.serpentine = False  # an int8 product reads the state's pass bit
+        self.sigmoid_table = ""  # int8: the table the activations read (activations.table_helpers)
 
     # -- constant arrays
 

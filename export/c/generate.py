@@ -182,7 +182,7 @@ def generate_sources(
     check_size("a step's scratch on the stack", emitted.scratch_bytes, max_scratch, "--max-scratch-bytes")
     reference = content
     if precision == "int8":
-        reference = _reference_with(proto, emitted.replaced, emitted.quantized_inputs)
+        reference = _reference_with(proto, emitted.replaced, emitted.quantized_inputs, not fast_activations)
     return CSources(
         name=name,
         files={f"{name}.h": emitted.header, f"{name}.c": emitted.source},
@@ -198,12 +198,17 @@ def generate_sources(
     )
 
 
-def _reference_with(proto: onnx.ModelProto, replaced: dict, quantized_inputs=()) -> bytes:
+def _reference_with(proto: onnx.ModelProto, replaced: dict, quantized_inputs=(), tables=False) -> bytes:
     """``proto`` with the named initializers replaced (their int8 rounding, as float32), and the input
     of each int8 product quantized as the C quantizes it: ``peak = max(max|x|, 1e-30)`` per row,
-    ``x' = Round(x * (127 / peak)) * (peak / 127)`` (Round: half to even, as the C)."""
+    ``x' = Round(x * (127 / peak)) * (peak / 127)`` (Round: half to even, as the C); ``tables``: its
+    sigmoid and tanh the int8 C's table interpolation (``activations.with_table_activations``)."""
     copy = onnx.ModelProto.FromString(proto.SerializeToString())
     _quantize_inputs(copy, quantized_inputs)
+    if tables:
+        from edgernn.export.c.activations import with_table_activations
+
+        with_table_activations(copy)
     found = set()
     for init in copy.graph.initializer:
         if init.name in replaced:

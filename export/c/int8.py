@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgernn.export.c import arm_dsp
+from edgernn.export.c.activations import table_helpers
 from edgernn.export.c.arena import reads, writes
 from edgernn.export.c.ir import Elementwise, GatherRow, Gemv, Storage, Tensor
 from edgernn.export.c.products import opening
@@ -50,11 +51,13 @@ def schedule(e: Emitter) -> list[int]:
 
 
 def declarations(e: Emitter) -> list[str]:
-    """The quantized input's type, where some product has one."""
-    if not e.int8_scratch:
-        return []
+    """The table activations' helpers and the quantized input's type, where some product has one."""
     n = e.name
+    lines = table_helpers(n, e.sigmoid_table) if e.sigmoid_table else []
+    if not e.int8_scratch:
+        return lines
     return [
+        *lines,
         "/* the quantized inputs: int8 where the CPU has an unsigned-by-signed byte dot product (gcc emits",
         " * vpdpbusd), int16 elsewhere (pmaddwd on SSE2/AVX2, vpdpwssd); the same sums either way */",
         "#if defined(__AVX512VNNI__) || defined(__AVXVNNI__)",

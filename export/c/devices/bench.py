@@ -26,7 +26,13 @@ from edgernn.export.c.devices.trace import trace_program
 from edgernn.runtime.errors import ContractError, InputError
 
 DEFAULT_STEPS = 200
+SOFT_FLOAT_DEFAULT_STEPS = 5  # cores without an FPU: millions of instructions a step, float32 and int8 alike
 PRECISIONS = ("float32", "int8", "integer")
+
+
+def default_steps(device: Device) -> int:
+    """The steps measured when none are given: fewer on the cores without an FPU (soft float)."""
+    return SOFT_FLOAT_DEFAULT_STEPS if device.fpu.startswith("none") else DEFAULT_STEPS
 
 
 @dataclass(frozen=True)
@@ -331,13 +337,16 @@ def bench_device(
     *,
     precisions: tuple[str, ...] = ("float32",),
     clock_mhz: float | None = None,
-    steps: int = DEFAULT_STEPS,
+    steps: int | None = None,
     work_dir: str | os.PathLike | None = None,
     self_test: bool = True,
 ) -> list[DeviceBench]:
     """Measure ``model`` (an edgernn ONNX file; None: the reference GRU 2x128 and LSTM 2x128 on 32
-    features) on ``device`` for each precision. ``clock_mhz``: default the device's typical clock."""
+    features) on ``device`` for each precision. ``clock_mhz``: default the device's typical clock;
+    ``steps``: default ``default_steps(device)``."""
     profile = get_device(device)
+    if steps is None:
+        steps = default_steps(profile)
     for precision in precisions:
         if precision not in PRECISIONS:
             raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
