@@ -51,7 +51,8 @@ from edgernn.cli.group import cli
 @click.option(
     "--device",
     help="Measure on an emulated device instead of this machine (cortex-m0plus, cortex-m4, rv32imc, ...): "
-    "exact instructions, estimated cycles, flash, RAM and stack per step; --steps defaults to 200.",
+    "exact instructions, estimated cycles, flash, RAM and stack per step; --steps defaults to 200 (5 on "
+    "cores without an FPU).",
 )
 @click.option(
     "--precision",
