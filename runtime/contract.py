@@ -38,7 +38,10 @@ from edgernn.runtime.errors import ContractError
 from edgernn.runtime.untrusted import parse_json
 
 SCHEMA_VERSION = 2  # 2 adds graph_sha256, chunk_steps, step_graph_sha256 (all optional)
-KNOWN_SCHEMA_VERSIONS = (1, 2)
+# 3: a keyword model's ``front_end`` and its ``audio`` state. Only such files carry it, so a runtime that
+# predates the front end refuses them by version instead of stepping them without their audio state.
+FRONT_END_SCHEMA_VERSION = 3
+KNOWN_SCHEMA_VERSIONS = (1, 2, 3)
 METADATA_KEY = "edgernn"
 
 INPUT_NAME = "x"
@@ -223,6 +226,7 @@ def make_info(
         edgernn_version=edgernn_version,
         stacks=tuple(stacks),
         extra=dict(extra or {}),
+        schema_version=FRONT_END_SCHEMA_VERSION if extra and "front_end" in extra else SCHEMA_VERSION,
     )
     return parse_info(info.to_json())  # the writer is held to the reader's rules
 
@@ -497,6 +501,14 @@ def _audio_overlap(extra: dict[str, Any] | None) -> int | None:
 def _read_front_end(doc: dict, input_spec: InputSpec | None, r: _Reader) -> int | None:
     """A keyword model's ``front_end`` (optional): valid, its hop the input's size; the overlap, or None."""
     if "front_end" not in doc:
+        if doc.get("schema_version") == FRONT_END_SCHEMA_VERSION:
+            r.problems.append(f"schema_version {FRONT_END_SCHEMA_VERSION}: expected a front_end, found none")
+        return None
+    if doc.get("schema_version") != FRONT_END_SCHEMA_VERSION:
+        version = doc.get("schema_version")
+        r.problems.append(
+            f"front_end: expected schema_version {FRONT_END_SCHEMA_VERSION}, got {version!r:.60}"
+        )
         return None
     try:
         overlap = _audio_overlap(doc)
@@ -505,7 +517,9 @@ def _read_front_end(doc: dict, input_spec: InputSpec | None, r: _Reader) -> int 
         return None
     hop = doc["front_end"]["hop"]
     if input_spec is not None and (input_spec.kind != "features" or input_spec.size != hop):
-        r.problems.append(f"front_end: expected features input of its hop ({hop} samples), got {input_spec.kind} of {input_spec.size}")
+        r.problems.append(
+            f"front_end: expected features input of its hop ({hop} samples), got {input_spec.kind} of {input_spec.size}"
+        )
     return overlap
 
 

@@ -52,7 +52,7 @@ def test_feature_metadata_keeps_normalisation():
     assert parsed.output.mean == (100.0,) and parsed.output.std == (20.0,)
 
 
-@pytest.mark.parametrize("version", [0, 3, "1", None, True, 1.0, 2.0])
+@pytest.mark.parametrize("version", [0, 4, "1", None, True, 1.0, 2.0])
 def test_unknown_schema_version_is_refused_naming_the_known_ones(version):
     doc = metadata_doc()
     doc["schema_version"] = version
@@ -60,7 +60,7 @@ def test_unknown_schema_version_is_refused_naming_the_known_ones(version):
         contract.parse_info(json.dumps(doc))
     message = str(err.value)
     assert f"schema_version {version!r} is not supported" in message
-    assert "reads version(s) 1, 2" in message
+    assert "reads version(s) 1, 2, 3" in message
 
 
 @pytest.mark.parametrize("text", ["{not json", "", "[1, 2]", '"gru"'])
@@ -114,3 +114,12 @@ def test_vocabulary_must_match_the_input_size():
 def test_make_info_holds_the_writer_to_the_reader_rules():
     with pytest.raises(ContractError, match="metadata.hidden_size: expected a positive integer, got 0"):
         make_info(hidden_size=0)
+
+
+def test_schema_version_3_is_the_front_ends_and_only_its():
+    """Version 3 marks a keyword model's front end (an older runtime refuses it by version); a file
+    without a front end may not claim it, and a front end under version 2 is refused."""
+    doc = metadata_doc()
+    doc["schema_version"] = 3
+    with pytest.raises(ContractError, match="schema_version 3: expected a front_end"):
+        contract.parse_info(json.dumps(doc))
