@@ -61,7 +61,9 @@ from edgernn.cli.group import cli
     show_default=True,
     help="With --device: precisions side by side, e.g. float32,int8.",
 )
-@click.option("--clock-mhz", type=FINITE_FLOAT, help="With --device: the clock for us/step (default: typical).")
+@click.option(
+    "--clock-mhz", type=FINITE_FLOAT, help="With --device: the clock for us/step (default: typical)."
+)
 @json_option
 def bench(
     models, steps, warmup, batch_size, threads, baselines, run_dir, paced_hz, plot, as_json,
