@@ -60,3 +60,18 @@ def c_string(text: str) -> str:
         else:
             out.append(f"\\{byte:03o}")
     return '"' + "".join(out) + '"'
+
+
+def metadata_and_strings(name: str, meta: bytes, strings: list[tuple[str, list[str]]]) -> list[str]:
+    """The model's metadata as a byte array (``-pedantic`` refuses string literals past 4095 characters)
+    and its string tables (vocabulary, classes, columns) as C strings, written byte for byte."""
+    lines = [
+        f"static const unsigned char {name}_meta[{len(meta)}] = {{\n{c_ints(np.frombuffer(meta, np.uint8))}\n}};"
+    ]
+    for label, items in strings:
+        lines.append(
+            f"const char *const {name}_{label}[{len(items)}] = {{\n"
+            + ",\n".join(f"    {c_string(s)}" for s in items)
+            + "\n};"
+        )
+    return lines
