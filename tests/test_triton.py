@@ -695,7 +695,18 @@ def _server_command(*args) -> list[str]:
 
 
 def _children(pid: int) -> list[int]:
-    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    """The processes whose parent is ``pid`` (from /proc/*/stat; threads and processes may end meanwhile)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it ended while we looked
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # the field after the state is the parent's pid
+            found.append(int(entry.name))
+    return found
 
 
 def test_the_server_command_stops_tritonserver_on_sigterm(tmp_path):
