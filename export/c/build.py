@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgernn.export.c.selftest import SelfTestResult, parse_output
@@ -42,6 +44,37 @@ def _run(command: list[str], what: str, timeout: float = _TIMEOUT_S) -> subproce
     except subprocess.TimeoutExpired:
         raise ContractError(f"{what} did not finish in {timeout:g} s: {' '.join(command)}") from None
     return done
+
+
+@dataclass(frozen=True)
+class ProgramRun:
+    """What a program printed and how it ended (``seconds``: wall time of the run, emulator included)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def run_program(command: list[str], label: str, timeout_s: float, stdin: str | None = None) -> ProgramRun:
+    """Run a built program (on the host or under an emulator), ``stdin`` its input (none when None); past
+    ``timeout_s``, ContractError naming ``label`` with the tail of what it printed."""
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired as exc:
+        printed = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
+        raise ContractError(
+            f"{label} did not finish within {timeout_s:g} s; it printed: {(printed or '')[-500:]!r}"
+        ) from None
+    return ProgramRun(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
 
 
 def compile_host(

@@ -26,13 +26,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgernn.export.c.build import STRICT_FLAGS, CompilerMissing, find_compiler
+from edgernn.export.c.build import STRICT_FLAGS, CompilerMissing, ProgramRun, find_compiler, run_program
 from edgernn.export.c.selftest import parse_output
 from edgernn.runtime.errors import ContractError, InputError
 
@@ -137,14 +136,7 @@ def get_target(name: str) -> Target:
 # --- building and running --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """What a program printed and how it ended (``seconds``: wall time of the run, emulator included)."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
+RunResult = ProgramRun  # what a program built for a target printed, and how it ended
 
 
 def compile_command(
@@ -205,23 +197,7 @@ def run_executable(
     command = [*target.runner, str(executable), *args]
     if args and target.name == "cortex-m4":
         raise InputError("target cortex-m4: a bare-metal program takes no command-line arguments")
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(
-            command,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired as exc:
-        printed = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
-        raise ContractError(
-            f"{executable.name} on {target.name} did not finish within {timeout_s:g} s; "
-            f"it printed: {(printed or '')[-500:]!r}"
-        ) from None
-    return RunResult(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
+    return run_program(command, f"{executable.name} on {target.name}", timeout_s, stdin)
 
 
 # --- the self-test ---------------------------------------------------------------------------------------

@@ -10,11 +10,10 @@ cross compiler's own static C library. Every build uses the flags the generated 
 from __future__ import annotations
 
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgernn.export.c.build import STRICT_FLAGS
+from edgernn.export.c.build import STRICT_FLAGS, ProgramRun, run_program
 from edgernn.export.c.devices import Board, Device, firmware_file
 from edgernn.runtime.errors import ContractError
 
@@ -182,26 +181,10 @@ def emulator_command(program: Build, *, trace_to: Path | None = None) -> list[st
     return [*command, "-kernel", str(program.elf)]
 
 
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
+Run = ProgramRun  # what a program printed under its emulator
 
 
 def run(program: Build, *, timeout_s: float = 300.0) -> Run:
     """Run ``program`` under its emulator and return what it printed; past ``timeout_s``, ContractError."""
-    command = emulator_command(program)
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout_s
-        )
-    except subprocess.TimeoutExpired as exc:
-        printed = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
-        raise ContractError(
-            f"{program.elf.name} on {program.device.name} did not finish within {timeout_s:g} s; "
-            f"it printed: {(printed or '')[-500:]!r}"
-        ) from None
-    return Run(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
+    label = f"{program.elf.name} on {program.device.name}"
+    return run_program(emulator_command(program), label, timeout_s)
