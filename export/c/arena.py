@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edgernn.export.c.ir import Copy, Elementwise, GatherRow, Gemv, Operation, Storage
+from edgernn.export.c.ir import Copy, Elementwise, GatherRow, Gemv, Mark, Operation, Storage
 from edgernn.runtime.errors import ContractError
 
 ALIGN = 8  # floats (32 bytes): every scratch tensor starts on a 256-bit vector boundary
@@ -15,6 +15,8 @@ ALIGN = 8  # floats (32 bytes): every scratch tensor starts on a 256-bit vector 
 def writes(op: Operation) -> list[Storage]:
     if isinstance(op, Copy):
         return [op.dst]
+    if isinstance(op, Mark):
+        return []
     return [op.out.storage]
 
 
@@ -24,7 +26,7 @@ def reads(op: Operation) -> list[Storage]:
     if isinstance(op, Gemv):
         extra = [op.out.storage] if op.accumulate else []
         return [op.x.storage, *extra]
-    if isinstance(op, GatherRow):
+    if isinstance(op, GatherRow | Mark):
         return []
     if isinstance(op, Elementwise):
         return [t.storage for t in op.inputs]

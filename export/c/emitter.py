@@ -9,7 +9,7 @@ from types import ModuleType
 
 import numpy as np
 
-from edgernn.export.c import float32, int8, layers
+from edgernn.export.c import fft, float32, int8, layers, marks
 from edgernn.export.c.arena import Arena
 from edgernn.export.c.ctext import c_floats, c_ints, literal
 from edgernn.export.c.ir import (
@@ -19,7 +19,9 @@ from edgernn.export.c.ir import (
     Gemv,
     IndexedCopy,
     LayerNorm,
+    Mark,
     Program,
+    RealFFT,
     Softmax,
     Storage,
     Tensor,
@@ -119,4 +121,8 @@ class Emitter:
             return layers.layer_norm(self, op)
         if isinstance(op, Softmax):
             return layers.softmax(self, op)
+        if isinstance(op, RealFFT):
+            return fft.emit(self, op)
+        if isinstance(op, Mark):
+            return marks.emit(self, op)
         raise ContractError(f"internal: no C for {type(op).__name__}")

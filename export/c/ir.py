@@ -125,7 +125,27 @@ class IndexedCopy:
     inner: int
 
 
-Operation = Gemv | Elementwise | Copy | GatherRow | LayerNorm | Softmax | IndexedCopy
+@dataclass(eq=False)
+class RealFFT:
+    """``out (2 * bins) = x (frame) @ weight`` where ``weight`` is a windowed real DFT (``export.c.fft``
+    recognised it from its values): computed as a real FFT, float32 in every precision."""
+
+    out: Tensor
+    x: Tensor
+    layout: Any  # export.c.fft.DFTLayout
+    weight: np.ndarray  # the dense matrix it stands for
+    x_name: str | None = None
+
+
+@dataclass(eq=False)
+class Mark:
+    """A point in the step that a benchmark build may mark with a call (``export.c.devices.bench``):
+    ``label`` ``front_end_begin`` or ``front_end_end``. Reads and writes nothing."""
+
+    label: str
+
+
+Operation = Gemv | Elementwise | Copy | GatherRow | LayerNorm | Softmax | IndexedCopy | RealFFT | Mark
 
 
 @dataclass

@@ -7,6 +7,8 @@ operations: a GEMV (``MatMul``/``Gemm`` by a constant matrix, with its bias and 
 fused in), element-wise arithmetic with broadcasting, strided copies (``Slice``, ``Split``, ``Concat``,
 ``Transpose``, ``Gather`` by constant indices: views where the selected elements are already contiguous),
 the embedding row (``Gather`` by the token), ``LayerNormalization``, ``Softmax``/``LogSoftmax``.
+A product by a matrix whose values are a windowed real DFT becomes a real FFT (``export.c.fft``); a
+keyword model's front end is bracketed by two marks a benchmark build can count between.
 Anything else is refused by name.
 Constant folding is its own pass (``export.c.fold``), the fusion of a product with its bias and with a
 second product another (``export.c.fuse``); the operations are in ``export.c.ir``, the numpy semantics in
@@ -21,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from edgernn.export.c import fft
 from edgernn.export.c.bounds import element_bound
 from edgernn.export.c.fold import ConstantFolder
 from edgernn.export.c.fuse import fuse_add
@@ -31,8 +34,10 @@ from edgernn.export.c.ir import (
     Gemv,
     IndexedCopy,
     LayerNorm,
+    Mark,
     Operation,
     Program,
+    RealFFT,
     Softmax,
     Storage,
     Tensor,
@@ -52,6 +57,8 @@ from edgernn.runtime import contract
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError
 
+FRONT_END_PREFIX = "frontend"  # the names of a keyword model's front-end nodes start with it (export.keyword)
+
 
 class Lowering:
     """One pass over the nodes in order: each is folded (``ConstantFolder``) or lowered to operations."""
@@ -70,6 +77,7 @@ class Lowering:
         self.aliases: dict[int, list[str]] = {}  # id(storage) -> the tensor names over it, in order
         self.outputs = {o.name for o in self.graph.output}
         self.token_rows: int | None = None  # the bound of the token: the embedding tables' rows
+        self.front_end: list[int] = []  # indices in ops of the operations of the front end's nodes
         for node in self.graph.node:
             for name in node.input:
                 self.uses[name] = self.uses.get(name, 0) + 1
@@ -163,7 +171,14 @@ class Lowering:
 
     def lower(self) -> None:
         for index, node in enumerate(self.graph.node):
+            before = len(self.ops)
             self.node(index, node)
+            if node.name.startswith(FRONT_END_PREFIX):
+                self.front_end += range(before, len(self.ops))
+        if self.front_end:  # marked for a benchmark build: the front end's operations and the rest apart
+            first, last = min(self.front_end), max(self.front_end)
+            self.ops.insert(last + 1, Mark("front_end_end"))
+            self.ops.insert(first, Mark("front_end_begin"))
 
     def node(self, index: int, node: onnx.NodeProto) -> None:
         op = node.op_type
@@ -375,6 +390,11 @@ class Lowering:
         if a.size != b.shape[0]:
             raise ContractError(f"{op} of {a.shape} by {b.shape}: only one row at a time (batch 1)")
         out = self.new(out_name, shape)
+        layout = fft.recognise(b) if bias is None and source_kind in ("matmul", "gemm_t") else None
+        if layout is not None and a.size == layout.frame:  # a windowed real DFT: an FFT
+            self.emit(RealFFT(out, a, layout, np.ascontiguousarray(b), a_name))
+            self.values[out_name] = out
+            return
         source = (b_name, source_kind) if b_name in self.initializer_names else None
         self.emit(Gemv(out, a, np.ascontiguousarray(b), bias, source=source, x_name=a_name))
         self.values[out_name] = out

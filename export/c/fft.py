@@ -1,0 +1,214 @@
+"""The windowed real DFT as a real FFT: a product by a constant matrix that is, number for number, a window
+times the cos and sin columns of an N-point real DFT becomes ``RealFFT`` (``ir.py``), written as a radix-2
+FFT on N/2 complex points and one pass that splits their spectrum into the real signal's.
+
+The matrix is recognised from its own values, never from a name or metadata: ``(frame, 2 * bins)`` with
+``bins = N / 2 + 1``, N a power of two and ``frame <= N`` (the frame zero-padded to N points); its first
+column is the window ``w`` (cos 0 = 1); every column ``k < bins`` must equal ``w * cos(2 pi n k / N)`` and
+every column ``bins + k`` ``-w * sin(2 pi n k / N)`` (or ``+w * sin``) within a few float32 roundings of
+the window's largest value. Anything else stays a matrix product.
+
+The C (float32 in every precision: the int8 step keeps its spectrum in float32, and its reference graph
+the dense matrix unquantized) works in place in the output: the windowed frame's even samples are the
+real parts and its odd samples the imaginary parts of N/2 complex points, stored in bit-reversed order in
+``re = out[0 .. N/2)`` and ``im = out[bins .. bins + N/2)``; log2(N/2) stages of butterflies (the first
+without multiplies) give their spectrum Z; then bins k and N/2 - k of the real signal's spectrum X come from
+Z[k] and Z[N/2 - k]: ``X[k] = E + W^k O`` and ``X[N/2 - k] = conj(E - W^k O)`` with
+``E = (Z[k] + conj Z[N/2 - k]) / 2``, ``O = (Z[k] - conj Z[N/2 - k]) / 2i``, ``W = exp(-2 pi i / N)``.
+Twiddles are constant tables of N/2 cosines and sines. ``simulate`` is the same arithmetic in numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from edgernn.export.c.emitter import Emitter
+    from edgernn.export.c.ir import RealFFT
+
+MATCH_ROUNDINGS = 4  # float32 epsilons of the window's peak a matrix value may stray from the DFT's
+
+
+@dataclass(frozen=True)
+class DFTLayout:
+    """What a recognised matrix computes: the ``fft``-point DFT of ``window * frame`` (``frame`` samples,
+    zero-padded), the real parts of bins 0 .. fft/2, then ``imag_sign`` times the imaginary parts."""
+
+    fft: int
+    frame: int
+    window: np.ndarray  # (frame,) float32: the matrix's first column
+    imag_sign: float  # -1: columns -w sin (the imaginary part as exp(-i ...) gives it); +1: +w sin
+
+    @property
+    def bins(self) -> int:
+        return self.fft // 2 + 1
+
+
+def expected_matrix(window: np.ndarray, fft: int, imag_sign: float = -1.0) -> np.ndarray:
+    """The windowed real DFT matrix, float64 ``(len(window), 2 * (fft / 2 + 1))``."""
+    frame, bins = len(window), fft // 2 + 1
+    phase = np.outer(np.arange(frame), np.arange(bins)) % fft  # exact: the angle mod 2 pi
+    angle = 2.0 * np.pi * phase / fft
+    w = np.asarray(window, np.float64)[:, None]
+    return np.concatenate([w * np.cos(angle), imag_sign * w * np.sin(angle)], axis=1)
+
+
+def recognise(matrix: np.ndarray) -> DFTLayout | None:
+    """The layout of ``matrix`` if it is a windowed real DFT (see the module docstring), else None."""
+    m = np.asarray(matrix)
+    if m.ndim != 2 or m.dtype.kind != "f":
+        return None
+    frame, columns = m.shape
+    if columns % 2 or columns < 6:
+        return None
+    fft = columns - 2
+    if fft & (fft - 1) or frame < 2 or frame > fft or not np.isfinite(m).all():
+        return None
+    window = m[:, 0].astype(np.float32)
+    peak = float(np.abs(window).max())
+    if peak == 0.0:
+        return None
+    tolerance = MATCH_ROUNDINGS * float(np.finfo(np.float32).eps) * peak
+    values = m.astype(np.float64)
+    for sign in (-1.0, 1.0):
+        if np.abs(values - expected_matrix(window, fft, sign)).max() <= tolerance:
+            return DFTLayout(fft, frame, window, sign)
+    return None
+
+
+def bit_reversed(count: int) -> np.ndarray:
+    """The bit-reversal permutation of ``count`` (a power of two) indices."""
+    bits = count.bit_length() - 1
+    return np.array([int(f"{i:0{bits}b}"[::-1], 2) if bits else 0 for i in range(count)], np.int32)
+
+
+def twiddles(fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of 2 pi t / fft for t < fft / 2, float32."""
+    angle = 2.0 * np.pi * np.arange(fft // 2) / fft
+    return np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+
+
+def multiplications(layout: DFTLayout) -> int:
+    """Real multiplications of one transform as written (the window, the butterflies after the first
+    stage, the split): the figure to set beside the dense product's ``frame * 2 * bins``."""
+    half = layout.fft // 2
+    stages = half.bit_length() - 1
+    return layout.frame + 4 * (half // 2) * max(0, stages - 1) + 8 * (half // 2)
+
+
+# --- numpy: the C's arithmetic, in float32 ------------------------------------------------------------
+
+
+def simulate(layout: DFTLayout, x: np.ndarray) -> np.ndarray:
+    """``x (frame,) @ matrix`` computed as the generated C computes it (float32, the same order)."""
+    f32 = np.float32
+    half, bins = layout.fft // 2, layout.bins
+    signal = np.zeros(layout.fft, f32)
+    signal[: layout.frame] = np.asarray(x, f32) * layout.window
+    rev = bit_reversed(half)
+    re, im = np.zeros(half, f32), np.zeros(half, f32)
+    re[rev] = signal[0::2]
+    im[rev] = signal[1::2]
+    cos, sin = twiddles(layout.fft)
+    span = 1
+    while span < half:
+        for j in range(span):
+            c, s = cos[j * half // span], sin[j * half // span]
+            a = np.arange(j, half, 2 * span)
+            b = a + span
+            tr = re[b] * c + im[b] * s
+            ti = im[b] * c - re[b] * s
+            re[b], im[b] = re[a] - tr, im[a] - ti
+            re[a], im[a] = re[a] + tr, im[a] + ti
+        span *= 2
+    out_re, out_im = np.zeros(bins, f32), np.zeros(bins, f32)
+    out_re[0], out_re[half] = re[0] + im[0], re[0] - im[0]
+    for k in range(1, half // 2 + 1):
+        m = half - k
+        er, ei = f32(0.5) * (re[k] + re[m]), f32(0.5) * (im[k] - im[m])
+        o_r, o_i = f32(0.5) * (im[k] + im[m]), f32(0.5) * (re[m] - re[k])
+        c, s = cos[k], sin[k]
+        tr, ti = c * o_r + s * o_i, c * o_i - s * o_r
+        out_re[k], out_im[k] = er + tr, ei + ti
+        out_re[m], out_im[m] = er - tr, ti - ei
+    imag = out_im if layout.imag_sign < 0 else -out_im  # the split gives exp(-i ...)'s: columns -w sin
+    return np.concatenate([out_re, imag]).astype(f32)
+
+
+# --- C ------------------------------------------------------------------------------------------------
+
+
+def emit(e: Emitter, op: RealFFT) -> list[str]:
+    """The C of one transform, in place in ``op.out`` (float32)."""
+    layout = op.layout
+    fft, frame, bins, half = layout.fft, layout.frame, layout.bins, layout.fft // 2
+    order = bit_reversed(half)
+    rev = e.const_array(order, "uint8_t" if half <= 256 else "int32_t", "r")
+    window = e.const_array(layout.window, "float", "win")
+    cos, sin = twiddles(fft)
+    c_table, s_table = e.const_array(cos, "float", "cos"), e.const_array(sin, "float", "sin")
+    pairs, odd = frame // 2, frame % 2
+    lines = [
+        f"{{ /* {op.out.name}: windowed real DFT of {frame} samples as a {fft}-point real FFT "
+        f"({half} complex points), {bins} bins */",
+        f"    const float *restrict v = {e.ptr(op.x)};",
+        f"    float *restrict re = {e.ptr(op.out)};",
+        f"    float *restrict im = re + {bins};",
+        f"    for (int m = 0; m < {pairs}; m++) {{ /* even samples: real parts, odd: imaginary, bit-reversed */",
+        f"        const int r = {rev}[m];",
+        f"        re[r] = v[2 * m] * {window}[2 * m];",
+        f"        im[r] = v[2 * m + 1] * {window}[2 * m + 1];",
+        "    }",
+    ]
+    if odd:
+        lines += [
+            f"    re[{rev}[{pairs}]] = v[{frame - 1}] * {window}[{frame - 1}];",
+            f"    im[{rev}[{pairs}]] = 0.0f;",
+        ]
+    if pairs + odd < half:
+        lines.append(
+            f"    for (int m = {pairs + odd}; m < {half}; m++) {{ re[{rev}[m]] = 0.0f; im[{rev}[m]] = 0.0f; }} "
+            "/* the zero padding */"
+        )
+    if half > 1:
+        lines += [
+            f"    for (int a = 0; a < {half}; a += 2) {{ /* butterflies of two: no multiplies */",
+            "        const float tr = re[a + 1], ti = im[a + 1];",
+            "        re[a + 1] = re[a] - tr; im[a + 1] = im[a] - ti; re[a] += tr; im[a] += ti;",
+            "    }",
+        ]
+    span = 2
+    while span < half:
+        lines += [
+            f"    for (int j = 0; j < {span}; j++) {{ /* butterflies of {2 * span} */",
+            f"        const float c = {c_table}[j * {half // span}], s = {s_table}[j * {half // span}];",
+            f"        for (int a = j; a < {half}; a += {2 * span}) {{",
+            f"            const int b = a + {span};",
+            "            const float tr = re[b] * c + im[b] * s, ti = im[b] * c - re[b] * s;",
+            "            re[b] = re[a] - tr; im[b] = im[a] - ti; re[a] += tr; im[a] += ti;",
+            "        }",
+            "    }",
+        ]
+        span *= 2
+    lines += [
+        "    { /* bins 0 and N/2 from Z[0]; then bins k and N/2 - k from Z[k] and Z[N/2 - k] */",
+        "        const float r0 = re[0], i0 = im[0];",
+        f"        re[0] = r0 + i0; im[0] = 0.0f; re[{half}] = r0 - i0; im[{half}] = 0.0f;",
+        "    }",
+        f"    for (int k = 1; k <= {half // 2}; k++) {{",
+        f"        const int m = {half} - k;",
+        "        const float er = 0.5f * (re[k] + re[m]), ei = 0.5f * (im[k] - im[m]);",
+        "        const float o_r = 0.5f * (im[k] + im[m]), o_i = 0.5f * (re[m] - re[k]);",
+        f"        const float c = {c_table}[k], s = {s_table}[k];",
+        "        const float tr = c * o_r + s * o_i, ti = c * o_i - s * o_r;",
+        "        re[k] = er + tr; im[k] = ei + ti;",
+        "        re[m] = er - tr; im[m] = ti - ei;",
+        "    }",
+    ]
+    if layout.imag_sign > 0:
+        lines.append(f"    for (int k = 0; k < {bins}; k++) im[k] = -im[k]; /* columns +w sin */")
+    lines.append("}")
+    return lines
