@@ -9,7 +9,7 @@ from types import ModuleType
 
 import numpy as np
 
-from edgernn.export.c import fft, float32, int8, layers, marks
+from edgernn.export.c import fft, float32, int8, layers, marks, sparse
 from edgernn.export.c.arena import Arena
 from edgernn.export.c.ctext import c_floats, c_ints, literal
 from edgernn.export.c.ir import (
@@ -23,6 +23,7 @@ from edgernn.export.c.ir import (
     Program,
     RealFFT,
     Softmax,
+    SparseGemv,
     Storage,
     Tensor,
 )
@@ -104,6 +105,11 @@ class Emitter:
         self.helpers.add("exp")
         return f"{self.name}_exp"
 
+    def log(self) -> str:
+        """The generated file's own float logarithm (no libm, no double; see mathf)."""
+        self.helpers.update(("log", "bits"))
+        return f"{self.name}_log"
+
     # -- operations
 
     def emit_op(self, op) -> list[str]:
@@ -123,6 +129,8 @@ class Emitter:
             return layers.softmax(self, op)
         if isinstance(op, RealFFT):
             return fft.emit(self, op)
+        if isinstance(op, SparseGemv):
+            return sparse.emit(self, op)
         if isinstance(op, Mark):
             return marks.emit(self, op)
         raise ContractError(f"internal: no C for {type(op).__name__}")

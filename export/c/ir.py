@@ -138,6 +138,17 @@ class RealFFT:
 
 
 @dataclass(eq=False)
+class SparseGemv:
+    """``out (N) = [bias] + x (K) @ weight (K, N)`` for a weight that is mostly zeros (``export.c.sparse``):
+    float32 in every precision, the nonzeros alone stored and multiplied."""
+
+    out: Tensor
+    x: Tensor
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+
+
+@dataclass(eq=False)
 class Mark:
     """A point in the step that a benchmark build may mark with a call (``export.c.devices.bench``):
     ``label`` ``front_end_begin`` or ``front_end_end``. Reads and writes nothing."""
@@ -145,7 +156,9 @@ class Mark:
     label: str
 
 
-Operation = Gemv | Elementwise | Copy | GatherRow | LayerNorm | Softmax | IndexedCopy | RealFFT | Mark
+Operation = (
+    Gemv | Elementwise | Copy | GatherRow | LayerNorm | Softmax | IndexedCopy | RealFFT | SparseGemv | Mark
+)
 
 
 @dataclass

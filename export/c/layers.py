@@ -74,7 +74,7 @@ def expression(e: Emitter, op: Elementwise, args: list[str]) -> str:
         "Neg": f"-{a}",
         "Sqrt": f"sqrtf({a})",
         "Exp": f"{e.exp()}({a})",
-        "Log": f"logf({a})",
+        "Log": f"{e.log()}({a})",
         "Reciprocal": f"1.0f / {a}",
         "Relu": f"({a} > 0.0f ? {a} : 0.0f)",
         "Erf": f"erff({a})",

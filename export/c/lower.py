@@ -7,7 +7,8 @@ operations: a GEMV (``MatMul``/``Gemm`` by a constant matrix, with its bias and 
 fused in), element-wise arithmetic with broadcasting, strided copies (``Slice``, ``Split``, ``Concat``,
 ``Transpose``, ``Gather`` by constant indices: views where the selected elements are already contiguous),
 the embedding row (``Gather`` by the token), ``LayerNormalization``, ``Softmax``/``LogSoftmax``.
-A product by a matrix whose values are a windowed real DFT becomes a real FFT (``export.c.fft``); a
+A product by a matrix whose values are a windowed real DFT becomes a real FFT (``export.c.fft``), one by
+a matrix that is mostly zeros a sparse product (``export.c.sparse``); both float32 in every precision. A
 keyword model's front end is bracketed by two marks a benchmark build can count between.
 Anything else is refused by name.
 Constant folding is its own pass (``export.c.fold``), the fusion of a product with its bias and with a
@@ -23,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgernn.export.c import fft
+from edgernn.export.c import fft, sparse
 from edgernn.export.c.bounds import element_bound
 from edgernn.export.c.fold import ConstantFolder
 from edgernn.export.c.fuse import fuse_add
@@ -39,6 +40,7 @@ from edgernn.export.c.ir import (
     Program,
     RealFFT,
     Softmax,
+    SparseGemv,
     Storage,
     Tensor,
     broadcast_strides,
@@ -393,6 +395,10 @@ class Lowering:
         layout = fft.recognise(b) if bias is None and source_kind in ("matmul", "gemm_t") else None
         if layout is not None and a.size == layout.frame:  # a windowed real DFT: an FFT
             self.emit(RealFFT(out, a, layout, np.ascontiguousarray(b), a_name))
+            self.values[out_name] = out
+            return
+        if sparse.is_sparse(b):  # mostly zeros (a mel filterbank): the nonzeros alone
+            self.emit(SparseGemv(out, a, np.ascontiguousarray(b), bias))
             self.values[out_name] = out
             return
         source = (b_name, source_kind) if b_name in self.initializer_names else None

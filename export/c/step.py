@@ -12,6 +12,7 @@ import numpy as np
 from edgernn.export.c.activations import exp_helpers, fast_helpers
 from edgernn.export.c.ctext import literal, metadata_and_strings
 from edgernn.export.c.ir import Copy, Program, Storage, Tensor, contiguous_strides
+from edgernn.export.c.mathf import log_helper
 
 if TYPE_CHECKING:
     from edgernn.export.c.emitter import Emitter
@@ -76,6 +77,8 @@ def source(
     src += e.precision.declarations(e)
     if "exp" in e.helpers:
         src += exp_helpers(n)
+    if "log" in e.helpers:
+        src += log_helper(n)
     if "fast" in e.helpers:
         src += fast_helpers(n)
     src += [

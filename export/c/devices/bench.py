@@ -5,7 +5,10 @@ build and run its self-test on the device, then build a harness that steps it th
 inputs between two marker calls and trace it (``trace.py``): exact instructions per step (median and
 max), estimated cycles (``cycles.py``), the stack a step uses (painted high-water mark), flash (what
 linking the model into a program adds, libgcc's soft float included) and RAM (the state plus static
-data). MACs per step come from the graph's matrix products.
+data). MACs per step come from the graph's matrix products. A model with a front end in its step (a keyword
+model: window, spectrum, mel bands, log) is traced with its marks (``export.c.marks``): the front end's
+instructions and estimated cycles are reported apart from the rest of the step's (the recurrent part,
+its input's normalisation and the head).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgernn.export.c import marks
 from edgernn.export.c.devices import Device, get_device
 from edgernn.export.c.devices.build import Build, build, run
 from edgernn.export.c.devices.cycles import estimate
@@ -28,11 +32,30 @@ from edgernn.runtime.errors import ContractError, InputError
 DEFAULT_STEPS = 200
 SOFT_FLOAT_DEFAULT_STEPS = 5  # cores without an FPU: millions of instructions a step, float32 and int8 alike
 PRECISIONS = ("float32", "int8", "integer")
+MARKS = ("front_end_begin", "front_end_end")  # the labels of a front end's marks (export.c.lower)
 
 
 def default_steps(device: Device) -> int:
     """The steps measured when none are given: fewer on the cores without an FPU (soft float)."""
     return SOFT_FLOAT_DEFAULT_STEPS if device.fpu.startswith("none") else DEFAULT_STEPS
+
+
+@dataclass(frozen=True)
+class PartCost:
+    """A part of the step: its instructions (the median over the steps), estimated cycles (the mean) and
+    the graph's multiply-accumulates in it (the front end's: its dense DFT and mel matrices, which the C
+    may compute with fewer, as an FFT)."""
+
+    instructions_median: float
+    cycles: float
+    macs: int
+
+    def to_dict(self) -> dict:
+        return {
+            "instructions": self.instructions_median,
+            "cycles": round(self.cycles),
+            "graph_macs": self.macs,
+        }
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,17 @@ class PrecisionBench:
     board: str
     self_test_max_abs_error: float | None
     unmodelled: int = 0
+    front_end: PartCost | None = None  # the front end's share of the step, where the model has one
+
+    @property
+    def rest(self) -> PartCost | None:
+        """The step less its front end."""
+        if self.front_end is None:
+            return None
+        fe = self.front_end
+        return PartCost(
+            self.instructions_median - fe.instructions_median, self.cycles - fe.cycles, self.macs - fe.macs
+        )
 
     @property
     def us_per_step(self) -> float:
@@ -81,6 +115,11 @@ class PrecisionBench:
             "flash_bytes": self.flash_bytes,
             "ram_bytes": self.ram_bytes,
             "stack_bytes": self.stack_bytes,
+            **(
+                {"front_end": self.front_end.to_dict(), "rest": self.rest.to_dict()}
+                if self.front_end is not None and self.rest is not None
+                else {}
+            ),
         }
 
 
@@ -97,21 +136,31 @@ class DeviceBench:
         return {"model": self.model, "results": [r.to_dict() for r in self.results]}
 
 
-def graph_macs(model: str | os.PathLike) -> int:
+def graph_macs(model: str | os.PathLike, *, front_end: bool | None = None) -> int:
     """Multiply-accumulates of one step: the sum over the step graph's matrix products (MatMul, Gemm) of
-    their weight matrices' sizes (an embedding lookup costs none)."""
+    their weight matrices' sizes (an embedding lookup costs none). ``front_end``: True counts only the
+    front end's products (the nodes ``export.c.lower.FRONT_END_PREFIX`` names), False all but those."""
     import onnx
+
+    from edgernn.export.c.lower import FRONT_END_PREFIX
 
     proto = onnx.load(str(model), load_external_data=False)
     shapes = {init.name: list(init.dims) for init in proto.graph.initializer}
     total = 0
     for node in proto.graph.node:
+        if front_end is not None and node.name.startswith(FRONT_END_PREFIX) != front_end:
+            continue
         if node.op_type in ("MatMul", "Gemm"):
             for name in node.input[:2]:
                 dims = shapes.get(name)
                 if dims is not None and len(dims) == 2:
                     total += int(dims[0]) * int(dims[1])
     return total
+
+
+def has_marks(deployed: Path, name: str = "model") -> bool:
+    """Whether the generated step carries the front end's marks (``export.c.marks``)."""
+    return f"{name.upper()}_BENCH_MARKS" in (deployed / f"{name}.c").read_text()
 
 
 def _tool(device: Device, name: str) -> str:
@@ -200,9 +249,19 @@ def _harness(device: Device, deployed: Path, info, steps: int, out: Path) -> Bui
     )
     if integer:  # the integer C's y is int16
         text = text.replace("float y[", "int16_t y[")
+    defines: tuple[str, ...] = ()
+    if not integer and has_marks(deployed, name):  # the front end between two calls the trace counts
+        text += "".join(
+            f"\n__attribute__((noinline)) void {marks.symbol(label)}(void)\n{{\n"
+            '\t__asm__ volatile("" ::: "memory");\n}\n'
+            for label in MARKS
+        )
+        defines = (f"{name.upper()}_BENCH_MARKS",)
     source = out / "bench_main.c"
     source.write_text(text)
-    return build(device, [source, deployed / f"{name}.c"], out / "bench.elf", include=(deployed,))
+    return build(
+        device, [source, deployed / f"{name}.c"], out / "bench.elf", include=(deployed,), defines=defines
+    )
 
 
 _STEP_ONCE = """#include "model.h"
@@ -279,7 +338,13 @@ def bench_precision(
     program = _harness(device, deployed, info, steps, out)
     begin = symbol_address(device, program.elf, "edgernn_step_begin")
     end = symbol_address(device, program.elf, "edgernn_step_end")
-    trace = trace_program(program, begin, end)
+    from edgernn.export.c import integer_bench
+
+    marked = not integer_bench.is_integer(deployed) and has_marks(deployed)
+    mark_pcs = (
+        tuple(symbol_address(device, program.elf, marks.symbol(label)) for label in MARKS) if marked else None
+    )
+    trace = trace_program(program, begin, end, marks=mark_pcs)
     lines = [line for line in trace.stdout.splitlines() if line.strip()]
     if not lines or lines[-1] != "PASS" or len(trace.steps) != steps:
         raise ContractError(
@@ -289,6 +354,18 @@ def bench_precision(
     stack = int(next(line for line in lines if line.startswith("steps=")).split("stack_bytes=")[1].split()[0])
     counts = trace.steps
     guess = estimate(device, trace)
+    front_end = None
+    if marked:
+        if len(trace.marked) != steps:
+            raise ContractError(
+                f"the step harness on {device.name} ({precision}) passed its front end's marks "
+                f"{len(trace.marked)} times in {steps} steps"
+            )
+        front_end = PartCost(
+            float(statistics.median(trace.marked)),
+            estimate(device, trace.between_marks()).cycles / steps,
+            graph_macs(model, front_end=True),
+        )
     obj = out / "model.o"
     from edgernn.export.c.devices.build import compile_flags
 
@@ -298,8 +375,6 @@ def bench_precision(
         capture_output=True,
     )
     static = writable_bytes(device, obj)
-    from edgernn.export.c import integer_bench
-
     if integer_bench.is_integer(deployed):
         state = integer_bench.state_bytes(deployed)
     else:
@@ -320,6 +395,7 @@ def bench_precision(
         board=program.board.machine if program.board else f"{device.emulator} (user mode)",
         self_test_max_abs_error=error,
         unmodelled=guess.unmodelled,
+        front_end=front_end,
     )
 
 

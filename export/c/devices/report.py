@@ -9,7 +9,8 @@ from edgernn.export.c.devices.bench import DeviceBench
 LEAVES_OUT = (
     "instructions are exact (QEMU's execution log, counted between two marker calls around the step, its "
     "call included); cycles are an estimate at zero wait states that leaves out flash wait states, caches "
-    "(Cortex-M7, Cortex-A53) and bus contention (docs/devices.md)"
+    "(Cortex-M7, Cortex-A53) and bus contention (docs/devices.md); a front end's share is counted between "
+    "two marks in the step, whose calls count in it"
 )
 
 
@@ -27,6 +28,17 @@ def _doc(bench: DeviceBench) -> dict:
         "steps": first.steps if first else None,
         "results": [result.to_dict() for result in bench.results],
     }
+
+
+def _parts(r) -> str:
+    """The front end and the rest of one precision's step, side by side."""
+    fe, rest = r.front_end, r.rest
+    share = fe.cycles / r.cycles if r.cycles else 0.0
+    return (
+        f"front end {fe.instructions_median:,.0f} instructions, {fe.cycles:,.0f} cycles (est., "
+        f"{share:.0%} of the step; the graph's {fe.macs:,} MACs); the rest {rest.instructions_median:,.0f} "
+        f"instructions, {rest.cycles:,.0f} cycles ({rest.macs:,} MACs)"
+    )
 
 
 def to_text(benches: list[DeviceBench]) -> str:
@@ -55,6 +67,9 @@ def to_text(benches: list[DeviceBench]) -> str:
                 f"{r.us_per_step:>10,.1f} {r.max_rate_hz:>11,.1f} {r.macs:>9,} {r.macs_per_cycle:>10.3f} "
                 f"{r.flash_bytes:>9,} {r.ram_bytes:>7,} {r.stack_bytes:>7,}"
             )
+        for r in bench.results:
+            if r.front_end is not None and r.rest is not None:
+                out.append(f"  {r.precision}: {_parts(r)}")
         for r in bench.results:
             check = (
                 f"self-test passed on the device (max abs error {r.self_test_max_abs_error:g})"

@@ -6,7 +6,10 @@ each execution logged, none chained past the log). Summing the translated length
 gives the exact number of instructions executed, and the per-block execution counts that the cycle
 estimate weighs (``cycles.py``). A step is counted between two non-inlined marker functions called
 around it: from the first block after ``edgernn_step_begin`` returns to the call of ``edgernn_step_end``
-(the step's call and its argument set-up included), less the count of an empty marker pair.
+(the step's call and its argument set-up included), less the count of an empty marker pair. A step built
+with its marks (``export.c.marks``: a keyword model's front end between ``edgernn_front_end_begin`` and
+``edgernn_front_end_end``) also gives the instructions between the two marks, and how often each block ran
+between them; the marks' own function bodies are not counted (their calls are, in the step).
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ class Trace:
     taken: dict[int, int] = field(default_factory=dict)
     stdout: str = ""
     seconds: float = 0.0
+    marked: list[int] = field(default_factory=list)  # each counted step's instructions between the marks
+    marked_executed: dict[int, int] = field(default_factory=dict)
+    marked_taken: dict[int, int] = field(default_factory=dict)
+
+    def between_marks(self) -> Trace:
+        """The blocks run between the marks as a trace of their own (for the cycle estimate)."""
+        return Trace(blocks=self.blocks, executed=self.marked_executed, taken=self.marked_taken)
 
     @property
     def steps(self) -> list[int]:
@@ -77,8 +87,10 @@ def _parse_instruction(line: str) -> tuple[int, int, str] | None:
 
 
 class _Consumer:
-    def __init__(self, begin: int, end: int, trace: Trace):
+    def __init__(self, begin: int, end: int, trace: Trace, marks: tuple[int, int] | None = None):
         self.begin, self.end, self.trace = begin, end, trace
+        self.marks = marks or (-1, -1)
+        self.mark_start: int | None = None  # the window's count at the first mark
         self.pending: list[tuple[int, int, str]] = []
         self.in_block = False
         self.window: int | None = None  # instructions so far in the open window
@@ -97,16 +109,29 @@ class _Consumer:
                 if block is None:
                     raise ContractError(f"the trace executed a block at {pc:#x} it never translated")
                 previous = self.previous
+                if self.window is not None and pc in self.marks:  # a mark's body: not counted
+                    if pc == self.marks[0]:
+                        self.mark_start = self.window
+                    elif self.mark_start is not None:
+                        if self.counting:
+                            trace.marked.append(self.window - self.mark_start)
+                        self.mark_start = None
+                    continue
                 if self.window is not None:
                     if pc == self.end:
                         trace.windows.append(self.window)
                         self.window = None
                     else:
                         self.window += len(block.instructions)
+                        between = self.counting and self.mark_start is not None
                         if self.counting:
                             executed[pc] = executed.get(pc, 0) + 1
+                        if between:
+                            trace.marked_executed[pc] = trace.marked_executed.get(pc, 0) + 1
                         if self.counting and previous is not None and previous.end != pc:
                             taken[previous.pc] = taken.get(previous.pc, 0) + 1
+                            if between:
+                                trace.marked_taken[previous.pc] = trace.marked_taken.get(previous.pc, 0) + 1
                 elif pc == self.begin:
                     self.window = 0
                     self.counting = len(trace.windows) > 0
@@ -136,11 +161,14 @@ class _Consumer:
         self.pending = []
 
 
-def trace_program(program: Build, begin: int, end: int, *, timeout_s: float = 600.0) -> Trace:
+def trace_program(
+    program: Build, begin: int, end: int, *, timeout_s: float = 600.0, marks: tuple[int, int] | None = None
+) -> Trace:
     """Run ``program`` under QEMU with the execution log streamed through a FIFO, counting each window
-    between the markers at ``begin`` and ``end`` (addresses of the marker functions)."""
+    between the markers at ``begin`` and ``end`` (addresses of the marker functions), and within each
+    the instructions between the ``marks`` (addresses of the step's mark functions) when given."""
     trace = Trace()
-    consumer = _Consumer(begin, end, trace)
+    consumer = _Consumer(begin, end, trace, marks)
     with tempfile.TemporaryDirectory(prefix="edgernn-trace-") as scratch:
         fifo = Path(scratch) / "exec.fifo"
         os.mkfifo(fifo)
