@@ -25,7 +25,27 @@ def weight_table(path: str | os.PathLike) -> list[dict[str, Any]] | None:
         return None
     proto = onnx.load(os.fspath(path), load_external_data=False)
     packed = _packed_weights(proto)
-    return [_weight_row(init, packed.get(init.name)) for init in proto.graph.initializer]
+    front_end = _front_end_constants(proto)
+    return [
+        _weight_row(init, packed.get(init.name), init.name in front_end) for init in proto.graph.initializer
+    ]
+
+
+FRONT_END_PREFIX = "frontend"  # a keyword model's front-end nodes and constants (export.keyword)
+
+
+def _front_end_constants(proto: Any) -> set[str]:
+    """Initializers that only a keyword model's front end reads (its window, DFT and mel matrices): fixed
+    by the front end's sizes, not trained."""
+    readers: dict[str, list[str]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.name)
+    return {
+        init.name
+        for init in proto.graph.initializer
+        if readers.get(init.name) and all(n.startswith(FRONT_END_PREFIX) for n in readers[init.name])
+    }
 
 
 def _packed_weights(proto: Any) -> dict[str, tuple[str, int]]:
@@ -39,7 +59,7 @@ def _packed_weights(proto: Any) -> dict[str, tuple[str, int]]:
     return packed
 
 
-def _weight_row(init: Any, packed: tuple[str, int] | None) -> dict[str, Any]:
+def _weight_row(init: Any, packed: tuple[str, int] | None, front_end: bool = False) -> dict[str, Any]:
     from onnx import helper
 
     dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
@@ -47,6 +67,8 @@ def _weight_row(init: Any, packed: tuple[str, int] | None) -> dict[str, Any]:
     count = _count(shape)
     nbytes = len(init.raw_data) if init.HasField("raw_data") else count * dtype.itemsize
     role = _role(init.name, dtype)
+    if front_end and role == "weight":
+        role = "front end"  # a constant of the front end (window, DFT, mel bands): not trained
     precision = str(dtype) if role == "weight" else f"{dtype} {role}"
     if packed is not None:
         precision, count = packed
@@ -58,6 +80,7 @@ def _weight_row(init: Any, packed: tuple[str, int] | None) -> dict[str, Any]:
         "role": role,
         "precision": precision,
         "parameters": count if role == "weight" else 0,
+        "front_end_constants": count if role == "front end" else 0,
     }
 
 
@@ -83,6 +106,10 @@ def describe_model(path: str | os.PathLike) -> dict[str, Any]:
     if weights is not None:
         doc["parameters"] = sum(w["parameters"] for w in weights)
         doc["weight_bytes"] = sum(w["bytes"] for w in weights)
+        front_end = [w for w in weights if w["role"] == "front end"]
+        if front_end:
+            doc["front_end_constants"] = sum(w["front_end_constants"] for w in front_end)
+            doc["front_end_bytes"] = sum(w["bytes"] for w in front_end)
     return doc
 
 
@@ -129,6 +156,12 @@ def format_description(doc: dict[str, Any]) -> str:
     lines += [_tensor_line(a) for a in doc["outputs"]]
     if doc.get("weights") is not None:
         lines.append(f"weights: {doc['parameters']:,} parameters, {doc['weight_bytes']:,} bytes")
+        if doc.get("front_end_constants"):
+            lines[-1] = (
+                f"weights: {doc['parameters']:,} trained parameters; the front end's constants (window, DFT, mel "
+                f"bands; not trained): {doc['front_end_constants']:,} values, {doc['front_end_bytes']:,} "
+                f"bytes; {doc['weight_bytes']:,} bytes in all"
+            )
         for w in doc["weights"]:
             shape = "x".join(str(d) for d in w["shape"]) or "scalar"
             lines.append(f"  {w['name']:<28} {w['precision']:<30} {shape:<12} {w['bytes']:>10,} B")
