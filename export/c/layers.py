@@ -53,6 +53,8 @@ def expression(e: Emitter, op: Elementwise, args: list[str]) -> str:
     name = op.op
     if name in ("Sigmoid", "Tanh"):
         return activation(e, name, a)
+    if name == "Log":
+        return f"{e.log()}({a})"
     table = {
         "Add": f"{a} + {b}",
         "Sub": f"{a} - {b}",
@@ -74,7 +76,6 @@ def expression(e: Emitter, op: Elementwise, args: list[str]) -> str:
         "Neg": f"-{a}",
         "Sqrt": f"sqrtf({a})",
         "Exp": f"{e.exp()}({a})",
-        "Log": f"{e.log()}({a})",
         "Reciprocal": f"1.0f / {a}",
         "Relu": f"({a} > 0.0f ? {a} : 0.0f)",
         "Erf": f"erff({a})",
