@@ -200,7 +200,7 @@ def test_arm_dsp_and_mve_products_equal_the_portable_loop(models, tmp_path, name
     device = require(name)
     deployed = models["narrow-int8"]
     source_text = (deployed / "model.c").read_text()
-    assert "__smlad(" in source_text and "vmladavaq_s16(" in source_text
+    assert "__smlad(" in source_text and "vmladavaq_u8(" in source_text
     source = tmp_path / "model_trace.c"
     source.write_text(trace_source("model", 24))
     outputs = {}

@@ -1,93 +1,229 @@
 """int8 dot products with Helium (MVE: Cortex-M55) and with the DSP instructions of ARMv7E-M and ARMv8-M
 Mainline (Cortex-M4, M7, M33), chosen by the compiler's ``__ARM_FEATURE_MVE``, ``__ARM_FEATURE_DSP`` and
-``__ARM_FEATURE_SIMD32`` (the portable loop everywhere else, or with ``-DNAME_PORTABLE``). With MVE,
-VLDRB.U16 loads eight weights widened to 16 bits and VMLADAVA adds their eight products with the input's
-to the accumulator. gcc does not vectorise the portable loop for these cores: it makes one
-multiply-accumulate per instruction. Here SMLAD makes two: four weights are loaded as one word and widened
-in pairs by UXTB16 (bytes 0 and 2, then, with its rotation, 1 and 3), and the quantized input is stored with each
-group of four as x0 x2 x1 x3, so that one word holds the pair each widened half meets. The weights are
-0..255 and the inputs -128..127: every product and sum is the portable loop's, in int32, so the outputs
-are bit-identical."""
+``__ARM_FEATURE_SIMD32`` (the portable loop everywhere else, or with ``-DNAME_PORTABLE``). gcc does not
+vectorise the portable loop for these cores: it makes one multiply-accumulate per instruction.
+
+Helium reads the portable weights (w + 128, 0..255) and stores the quantized input as x + 128 (1..255), so
+that VMLADAVA.U8 adds sixteen unsigned byte products an instruction: sum (w + 128)(x + 128) =
+sum w x + 128 sum x + 128 sum w + 128 * 128 * k, where sum x is the step's and 128 (sum w + 128 k) a
+constant of each row, stored beside the weights for the Helium build alone (``NAME_ARM_MVE``).
+
+The DSP loop reads the weights of each pair of rows (A, B) interleaved, A's byte (w + 128) then B's (w,
+signed), input by input: each halfword is then uA + 256 wB as a signed 16-bit number, and SMLAD of a
+word of them with a word of two inputs (x_i, x_i+1, in order) adds xi (uA_i + 256 wB_i) +
+xi+1 (uA_i+1 + 256 wB_i+1), while SMLAD of the same word's odd bytes sign-extended (SXTB16 with its
+rotation) adds B's two products alone: B's sum is the second, A's the first less 256 times the second
+(in modular int32: exact whatever the wrap). Three instructions make four multiply-accumulates where
+widening each row's bytes (UXTB16 twice) took five. That layout is chosen by the same ``#if`` as the loop,
+so the portable build compiles the portable layout from the same file. Every product and sum is the
+portable loop's, in int32: the outputs are bit-identical."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from edgernn.export.c.ctext import c_ints
+
+
+def mve_condition(name: str) -> str:
+    return f"defined(__ARM_FEATURE_MVE) && !defined({name.upper()}_PORTABLE)"
+
+
+def dsp_condition(name: str) -> str:
+    """The DSP loop's condition (Helium, where present, is chosen first)."""
+    upper = name.upper()
+    return (
+        f"!defined(__ARM_FEATURE_MVE) && defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) "
+        f"&& !defined({upper}_PORTABLE)"
+    )
+
 
 def declarations(name: str) -> list[str]:
-    """The switch and the input's layout macro ``NAME_XQ_AT(i, k4)`` (where element i of x is stored)."""
+    """The switch, the quantized input's type and ``NAME_XQ_BIAS`` (what is added to each stored input)."""
     upper = name.upper()
     return [
-        "/* Arm cores with the DSP extension (Cortex-M4/M7/M33/M55): SMLAD, two multiply-accumulates per",
-        " * instruction, on weights widened in pairs; xq is then stored as x0 x2 x1 x3 in each group of four */",
-        "/* Helium (MVE: Cortex-M55, M85) first: eight multiply-accumulates an instruction (VMLADAVA), the",
-        " * weights widened to 16 bits as they load (VLDRB.U16); xq in order */",
-        f"#if defined(__ARM_FEATURE_MVE) && !defined({upper}_PORTABLE)",
+        "/* Helium (MVE: Cortex-M55, M85): sixteen multiply-accumulates an instruction (VMLADAVA.U8) of the",
+        " * weights + 128 by the inputs + 128 (xq stored so), each row's constant share taken off;",
+        " * the DSP extension (Cortex-M4/M7/M33): SMLAD on the interleaved bytes of two rows, three",
+        " * instructions for four multiply-accumulates; the portable loop elsewhere */",
+        f"#if {mve_condition(name)}",
         f"#define {upper}_ARM_MVE 1",
         "#include <arm_mve.h>",
-        f"#define {upper}_XQ_AT(i, k4) (i)",
-        f"#elif defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) && !defined({upper}_PORTABLE)",
+        f"#define {upper}_XQ_BIAS 128",
+        f"typedef uint8_t {name}_xq_arm;",
+        f"#elif {dsp_condition(name)}",
         f"#define {upper}_ARM_DSP 1",
         "#include <arm_acle.h>",
-        f"#define {upper}_XQ_AT(i, k4) ((i) < (k4) ? ((i) & ~3) | (((i) & 1) << 1) | (((i) >> 1) & 1) : (i))",
-        "/* bytes 1 and 3 widened: UXTB16 with its own rotation, one instruction (gcc makes two of the C form) */",
-        f"static inline uint32_t {name}_odd_bytes(uint32_t w)",
+        f"#define {upper}_XQ_BIAS 0",
+        "/* bytes 1 and 3 sign-extended: SXTB16 with its own rotation, one instruction (gcc makes two of the",
+        " * C form) */",
+        f"static inline int32_t {name}_odd_bytes(uint32_t w)",
         "{",
-        "    uint32_t odd;",
-        '    __asm__("uxtb16 %0, %1, ror #8" : "=r"(odd) : "r"(w));',
+        "    int32_t odd;",
+        '    __asm__("sxtb16 %0, %1, ror #8" : "=r"(odd) : "r"(w));',
         "    return odd;",
         "}",
-        f"#define {upper}_ODD_BYTES(w) {name}_odd_bytes(w)",
         "#else",
-        f"#define {upper}_XQ_AT(i, k4) (i)",
+        f"#define {upper}_XQ_BIAS 0",
         "#endif",
         "",
     ]
 
 
-def whole_groups(k: int) -> int:
-    """The inputs the paired loop covers (groups of four); the rest stay in place."""
-    return k // 4 * 4
+def xq_type(name: str) -> str:
+    """The quantized input's C type: bytes for Helium, else the portable choice."""
+    return f"{name}_xq_t"
 
 
-def rows_dot(name: str, k: int, accumulators: list[str], portable: list[str]) -> list[str]:
-    """The inner loop over one pass's rows (``r``: the first row, ``r + g * k`` row g) with SMLAD under
-    ``NAME_ARM_DSP``, else the ``portable`` lines."""
+def xq_typedef(name: str) -> list[str]:
     upper = name.upper()
-    k4 = whole_groups(k)
-    k8 = k // 8 * 8
-    tail = [
-        f"        for (; i < {k}; i++) {{",
-        "            const int32_t x = xq[i];",
-        *(f"            {acc} += (int32_t)r[{g * k} + i] * x;" for g, acc in enumerate(accumulators)),
-        "        }",
+    return [
+        f"#if defined({upper}_ARM_MVE)",
+        f"typedef {name}_xq_arm {name}_xq_t;",
+        "#else",
+        f"typedef {name}_xq {name}_xq_t;",
+        "#endif",
+        "",
     ]
-    lines = [f"#if defined({upper}_ARM_MVE)", "        {", "        int i = 0;"]
-    if k8:
+
+
+def dsp_layout(offset: np.ndarray, rows: int) -> np.ndarray:
+    """The DSP build's weights: ``offset`` (n x k, w + 128, output-major) with each pair of its first
+    ``rows`` rows interleaved input by input, A's byte as it is, B's as w (signed: its top bit flipped);
+    the rows past ``rows`` as they are (the same offsets)."""
+    n, k = offset.shape
+    out = offset.copy()
+    pairs = offset[:rows].reshape(rows // 2, 2, k)
+    woven = np.empty((rows // 2, k, 2), dtype=np.uint8)
+    woven[:, :, 0] = pairs[:, 0]
+    woven[:, :, 1] = pairs[:, 1] ^ np.uint8(0x80)
+    out[:rows] = woven.reshape(rows, k)
+    return out
+
+
+def mve_row_terms(offset: np.ndarray) -> np.ndarray:
+    """Each row's constant share of the Helium sum: 128 (sum w + 128 k) = 128 times the sum of its stored
+    bytes."""
+    return 128 * offset.astype(np.int64).sum(axis=1)
+
+
+def layout_arrays(e, portable: np.ndarray, dsp: np.ndarray, terms: np.ndarray | None) -> tuple[str, str]:
+    """The weights (the DSP layout under the DSP loop's ``#if``, else the portable one) and, for Helium
+    builds only, each row's constant: their symbols."""
+    key = ("int8-layouts", portable.tobytes(), dsp.tobytes(), None if terms is None else terms.tobytes())
+    if key in e.array_names:
+        return e.array_names[key]
+    index = len(e.array_names)
+    w, c = f"{e.name}_q{index}", f"{e.name}_c{index}"
+    e.array_names[key] = (w, c)
+    size = max(1, portable.size)
+    e.arrays.append(
+        "\n".join(
+            [
+                f"#if {dsp_condition(e.name)} /* row pairs interleaved for SMLAD */",
+                f"static const uint8_t {w}[{size}] = {{\n{c_ints(dsp)}\n}};",
+                "#else",
+                f"static const uint8_t {w}[{size}] = {{\n{c_ints(portable)}\n}};",
+                "#endif",
+            ]
+        )
+    )
+    if terms is not None:
+        e.arrays.append(
+            f"#if {mve_condition(e.name)} /* each row's constant share of the Helium sums */\n"
+            f"static const int32_t {c}[{max(1, terms.size)}] = {{\n{c_ints(terms)}\n}};\n#endif"
+        )
+    e.flash += portable.size
+    return w, c
+
+
+def rows_dot(name: str, k: int, rows: int, portable: list[str]) -> list[str]:
+    """The dot products of one pass's ``rows`` rows (``r``: the first row's weights, ``a0``..: their
+    accumulators, each already holding its constant term) under ``NAME_ARM_MVE`` and ``NAME_ARM_DSP``,
+    else the ``portable`` lines. ``c``: the Helium rows' constants, ``j`` the first row."""
+    upper = name.upper()
+    lines = [f"#if defined({upper}_ARM_MVE)", "        {"]
+    lines += [f"        uint32_t u{g} = (uint32_t)a{g} - (uint32_t)c[j + {g}];" for g in range(rows)]
+    k16 = k // 16 * 16
+    if k16:
         lines += [
-            f"        for (; i < {k8}; i += 8) {{",
-            "            const int16x8_t x8 = vldrhq_s16(xq + i);",
+            f"        for (int i = 0; i < {k16}; i += 16) {{",
+            "            const uint8x16_t x16 = vldrbq_u8(xq + i);",
             *(
-                f"            {acc} = vmladavaq_s16({acc}, vreinterpretq_s16_u16(vldrbq_u16(r + {g * k} + i)), x8);"
-                for g, acc in enumerate(accumulators)
+                f"            u{g} = vmladavaq_u8(u{g}, vldrbq_u8(r + {g * k} + i), x16);"
+                for g in range(rows)
             ),
             "        }",
         ]
-    if k8 < k:
-        lines += tail
-    lines += ["        }", f"#elif defined({upper}_ARM_DSP)", "        {", "        int i = 0;"]
-    if k4:
+    if k16 < k:
         lines += [
-            f"        for (; i < {k4}; i += 4) {{",
-            "            uint32_t x02, x13, w4;",
-            "            memcpy(&x02, xq + i, 4); /* x[i], x[i + 2] */",
-            "            memcpy(&x13, xq + i + 2, 4); /* x[i + 1], x[i + 3] */",
+            "        {",
+            f"            const mve_pred16_t p = vctp8q({k - k16});",
+            f"            const uint8x16_t x16 = vldrbq_z_u8(xq + {k16}, p);",
+            *(
+                f"            u{g} = vmladavaq_p_u8(u{g}, vldrbq_z_u8(r + {g * k + k16}, p), x16, p);"
+                for g in range(rows)
+            ),
+            "        }",
         ]
-        for g, acc in enumerate(accumulators):
-            lines += [
-                f"            memcpy(&w4, r + {g * k} + i, 4);",
-                f"            {acc} = __smlad(__uxtb16(w4), x02, {acc});",
-                f"            {acc} = __smlad({upper}_ODD_BYTES(w4), x13, {acc});",
-            ]
+    lines += [f"        a{g} = (int32_t)u{g};" for g in range(rows)]
+    lines += ["        }", f"#elif defined({upper}_ARM_DSP)", "        {"]
+    lines += _dsp_pairs(name, k, rows)
+    lines += ["        }", "#else", *portable, "#endif"]
+    return lines
+
+
+def _dsp_pairs(name: str, k: int, rows: int) -> list[str]:
+    """SMLAD over interleaved row pairs: ``m`` (A + 256 B) and ``b`` (B) per pair; A = m - 256 b."""
+    pairs = rows // 2
+    lines = []
+    for p in range(pairs):
+        lines.append(f"        int32_t m{p} = a{2 * p}, b{p} = 0; /* B's weights are signed: no constant */")
+    if k >= 4:
+        lines.append("        const int16_t *restrict xp = xq;")
+
+    def group(at: int, words: int) -> list[str]:
+        """``words`` words of inputs from ``xp + at``, two at a time: their loads and their rows' in one
+        asm statement (consecutive loads pipeline on the Cortex-M4, and a loaded value used by the next
+        instruction stalls it a cycle: gcc interleaves each load with its use), then the SMLADs."""
+        out = []
+        for h0 in range(0, words, 2):
+            hs = list(range(h0, min(h0 + 2, words)))
+            names = [f"x{h}" for h in hs] + [f"w{p}{h}" for h in hs for p in range(pairs)]
+            places = [f"xp[{at + 2 * h}]" for h in hs]
+            places += [f"r[{2 * p * k} + 2 * i + {2 * (at + 2 * h)}]" for h in hs for p in range(pairs)]
+            out.append(f"            uint32_t {', '.join(names)};")
+            text = "\\n\\t".join(f"ldr %{n}, %{len(names) + n}" for n in range(len(names)))
+            outputs = ", ".join(f'"=&r"({v})' for v in names)
+            inputs = ", ".join(f'"m"(*(const uint32_t *)&{place})' for place in places)
+            out.append(f'            __asm__("{text}" : {outputs} : {inputs});')
+        for h in range(words):
+            for p in range(pairs):
+                out += [
+                    f"            m{p} = __smlad(w{p}{h}, x{h}, m{p});",
+                    f"            b{p} = __smlad({name}_odd_bytes(w{p}{h}), x{h}, b{p});",
+                ]
+        return out
+
+    step = 8 if k >= 8 else 4
+    main = k // step * step
+    if main:
+        lines += [f"        for (int i = 0; i < {main}; i += {step}) {{", *group(0, step // 2)]
+        lines += [f"            xp += {step};", "        }"]
+    done = main
+    if k - done >= 4:
+        lines += ["        {", f"            const int i = {done};", *group(0, 2)]
         lines.append("        }")
-    if k4 < k:
-        lines += tail
-    return [*lines, "        }", "#else", *portable, "#endif"]
+        done += 4
+    for i in range(done, k):
+        for p in range(pairs):
+            lines += [
+                f"        {{ const int32_t x = xq[{i}], wb = (int8_t)r[{2 * p * k + 2 * i + 1}];",
+                f"          m{p} += ((int32_t)r[{2 * p * k + 2 * i}] + 256 * wb) * x; b{p} += wb * x; }}",
+            ]
+    for p in range(pairs):
+        lines += [
+            f"        a{2 * p} = (int32_t)((uint32_t)m{p} - ((uint32_t)b{p} << 8));",
+            f"        a{2 * p + 1} = b{p};",
+        ]
+    return lines

@@ -67,6 +67,7 @@ def declarations(e: Emitter) -> list[str]:
         "#endif",
         "",
         *arm_dsp.declarations(n),
+        *arm_dsp.xq_typedef(n),
     ]
 
 
@@ -128,14 +129,18 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
     e.helpers.add("bits")
     e.int8_scratch = max(e.int8_scratch, 2 * k)  # int16 where the bytes have no dot product
     offset = (np.ascontiguousarray(q.T).astype(np.int16) + 128).astype(np.uint8)
-    w = e.const_array(offset, "uint8_t", "q")
+    rows = ROWS_PER_DOT
+    whole = n // rows * rows
+    terms = arm_dsp.mve_row_terms(offset[:whole]) if whole else None
+    w, c = arm_dsp.layout_arrays(e, offset, arm_dsp.dsp_layout(offset, whole), terms)
     s = e.const_array(scale, "float", "s")
     b = e.const_array(op.bias, "float", "b") if op.bias is not None else None
     bits = f"{e.name}_bits"
+    bias = f"{e.name.upper()}_XQ_BIAS"
     lines += [
         f"    float *restrict o = {e.ptr(op.out)};",
         f"    const uint8_t *restrict w = {w}; /* output-major: row j is output j's {k} weights + 128 */",
-        f"    {e.name}_xq xq[{k}];",
+        f"    {arm_dsp.xq_type(e.name)} xq[{k}];",
         "    uint32_t top = 0;",
         f"    for (int i = 0; i < {k}; i++) {{ {bits} a; a.f = v[i]; a.u &= 0x7FFFFFFFu; "
         "top = a.u > top ? a.u : top; }",
@@ -145,33 +150,40 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
         "    int32_t xsum = 0;",
         f"    for (int i = 0; i < {k}; i++) {{ {bits} r; r.f = v[i] * inv + 12583040.0f; "
         "const int32_t qi = (int32_t)((r.u - 0x4B400000u) & 0xFFu) - 128; "
-        f"xq[{e.name.upper()}_XQ_AT(i, {arm_dsp.whole_groups(k)})] = ({e.name}_xq)qi; xsum += qi; }} "
-        "/* round half to even */",
+        f"xq[i] = ({arm_dsp.xq_type(e.name)})(qi + {bias}); xsum += qi; }} /* round half to even */",
         "    const int32_t offset = 128 * xsum; /* the weights' +128 times x */",
     ]
 
-    def store(index: str, acc: str) -> str:
-        value = f"({s}[{index}] * vs) * (float)({acc} - offset)"
+    def store(g: int, acc: str) -> str:
+        value = f"(sj[{g}] * vs) * (float){acc}"
         if op.accumulate:
-            return f"o[{index}] += {value};"
+            return f"oj[{g}] += {value};"
         if b is not None:
-            return f"o[{index}] = {value} + {b}[{index}];"
-        return f"o[{index}] = {value};"
+            return f"oj[{g}] = {value} + bj[{g}];"
+        return f"oj[{g}] = {value};"
 
-    rows = ROWS_PER_DOT
-    whole = n // rows * rows
+    def row_pointers(index: str) -> list[str]:
+        return [
+            f"        const float *restrict sj = {s} + {index};",
+            *([f"        const float *restrict bj = {b} + {index};"] if b is not None else []),
+            f"        float *restrict oj = o + {index};",
+        ]
+
     if whole:  # ROWS_PER_DOT outputs per pass over xq: fewer loads of xq, fewer horizontal sums
         e.serpentine = True
         accs = [f"a{g}" for g in range(rows)]
         lines += [
+            "#if defined(" + e.name.upper() + "_ARM_MVE)",
+            f"    const int32_t *restrict c = {c};",
+            "#endif",
             f"    for (int jj = 0; jj < {whole}; jj += {rows}) {{",
             f"        const int j = back ? {whole - rows} - jj : jj;",
             f"        const uint8_t *restrict r = w + j * {k};",
-            f"        int32_t {', '.join(f'{a} = 0' for a in accs)};",
+            f"        int32_t {', '.join(f'{a} = -offset' for a in accs)}; /* the weights' +128 taken off */",
             *arm_dsp.rows_dot(
                 e.name,
                 k,
-                accs,
+                rows,
                 [
                     f"        for (int i = 0; i < {k}; i++) {{",
                     "            const int32_t x = xq[i];",
@@ -179,17 +191,18 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
                     "        }",
                 ],
             ),
-            *(f"        {store(f'j + {g}' if g else 'j', a)}" for g, a in enumerate(accs)),
+            *row_pointers("j"),
+            *(f"        {store(g, a)}" for g, a in enumerate(accs)),
             "    }",
         ]
     if n - whole:
         lines += [
             f"    for (int j = {whole}; j < {n}; j++) {{",
             f"        const uint8_t *restrict r = w + j * {k};",
-            "        int32_t acc = 0;",
-            f"        for (int i = 0; i < {k}; i++) "
-            f"acc += (int32_t)r[i] * (int32_t)xq[{e.name.upper()}_XQ_AT(i, {arm_dsp.whole_groups(k)})];",
-            f"        {store('j', 'acc')}",
+            "        int32_t acc = -offset;",
+            f"        for (int i = 0; i < {k}; i++) acc += (int32_t)r[i] * ((int32_t)xq[i] - {bias});",
+            *row_pointers("j"),
+            f"        {store(0, 'acc')}",
             "    }",
         ]
     lines.append("}")
