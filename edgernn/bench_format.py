@@ -10,7 +10,7 @@ from edgernn.runtime.bench import PacedStats
 if TYPE_CHECKING:
     from edgernn.benchmark import BenchSettings, ModelBench
 
-PATHS = ("baseline_onnx", "baseline_torch", "floor", "stepper", "c")
+PATHS = ("baseline_onnx", "baseline_torch", "floor", "stepper", "c", "front_end")
 
 
 def format_bench(results: list[ModelBench], settings: BenchSettings) -> str:
@@ -44,6 +44,11 @@ def _format_ratios(result: ModelBench) -> list[str]:
     against = [f"{ratios[f'stepper_vs_{n}']:.2f}x {n}" for n in PATHS[:3] if f"stepper_vs_{n}" in ratios]
     lines = [f"stepper p50 = {', '.join(against)}" if against else "stepper p50: nothing to compare with"]
     lines.append(f"stepper p99 = {ratios['stepper_p99_vs_p50']:.2f}x its p50")
+    if "front_end_share" in ratios:
+        lines.append(
+            f"front end = {ratios['front_end_share']:.0%} of a step (p50s, the floor taken off both: front_end "
+            "against stepper; on a device: bench --device)"
+        )
     if "c_vs_baseline_onnx" in ratios:
         lines.append(
             f"c p50 = {ratios['c_vs_baseline_onnx']:.2f}x baseline_onnx, {ratios['c_vs_stepper']:.2f}x stepper"

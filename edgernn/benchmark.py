@@ -111,6 +111,9 @@ class ModelBench:
             if name in self.paths
         }
         ratios["stepper_p99_vs_p50"] = self.paths["stepper"].p99_us / stepper
+        if "front_end" in self.paths and "floor" in self.paths and stepper > self.paths["floor"].p50_us:
+            floor = self.paths["floor"].p50_us  # the front end's share of the step, the call path's cost off
+            ratios["front_end_share"] = (self.paths["front_end"].p50_us - floor) / (stepper - floor)
         if "c" in self.paths:
             ratios["c_vs_stepper"] = self.paths["c"].p50_us / stepper
             if "baseline_onnx" in self.paths:
@@ -202,12 +205,32 @@ def _comparisons(
         calls["floor"] = step_call(Stepper(floor_model(path), threads=settings.threads), 1, settings.seed)
     except ImportError:
         notes.append("no floor: building it needs onnx (pip install 'edgernn[train]')")
+    if stepper.info.extra.get("front_end") is not None:
+        return _front_end_paths(path, settings, calls, notes)
     plain = _plain_or_note(path, torch_model, notes)
     if plain is not None:
         calls["baseline_onnx"] = _baseline_onnx(
             plain, stepper.info, settings.threads, _inputs(stepper, settings.seed)
         )
         calls["baseline_torch"] = _baseline_torch(plain, stepper.info, _inputs(stepper, settings.seed))
+    return calls
+
+
+def _front_end_paths(
+    path: Path, settings: BenchSettings, calls: dict[str, Callable[[], object]], notes: list[str]
+) -> dict[str, Callable[[], object]]:
+    """A model with a front end in its step (a keyword model): its front end alone as a path of its own
+    (``edgernn.bench_front_end``); no baselines (its PyTorch module reads log-mel frames, the step raw
+    samples)."""
+    from edgernn.bench_front_end import front_end_model
+
+    notes.append(
+        "no baselines: the step takes raw samples and computes its front end, the PyTorch module reads log-mel "
+        "frames; front_end: the front end's nodes alone, through the same call path (the floor's cost in it too)"
+    )
+    alone = front_end_model(path)
+    if alone is not None:
+        calls["front_end"] = step_call(Stepper(alone, threads=settings.threads), 1, settings.seed)
     return calls
 
 
