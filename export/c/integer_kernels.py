@@ -49,6 +49,12 @@ def kernels(cell: str) -> list[str]:
         "#define Q_SIMD32 1",
         "#endif",
         "",
+        "#ifdef __GNUC__",
+        "#define Q_LIKELY(c) __builtin_expect(!!(c), 1)",
+        "#else",
+        "#define Q_LIKELY(c) (c)",
+        "#endif",
+        "",
         "typedef char q_int_has_32_bits[sizeof(int) >= 4 ? 1 : -1];",
         "typedef char q_shift_is_arithmetic[((-3) >> 1) == -2 ? 1 : -1];",
         "",
@@ -73,7 +79,7 @@ def kernels(cell: str) -> list[str]:
         "static int32_t q_requantize(int32_t acc, int32_t multiplier, int shift)",
         "{",
         "    int64_t p = (int64_t)acc * multiplier;",
-        "    if (shift > 32) {",
+        "    if (Q_LIKELY(shift > 32)) {",
         "        int32_t high = (int32_t)(p >> 32);",
         "        return (high + ((int32_t)1 << (shift - 33))) >> (shift - 32);",
         "    }",
@@ -102,30 +108,13 @@ def kernels(cell: str) -> list[str]:
         "#endif",
         "",
         "#if defined(Q_SIMD32) && defined(__GNUC__) && defined(__thumb2__)",
-        "#define Q_DOT4X8_ASM 1",
-        "/* The four accumulators of a block of four rows over x[0, end - x) (a multiple of eight inputs), *p at",
-        " * the block's first group, left after the last. Eight inputs a pass: per row and group one load of",
-        " * four weights, two SXTB16 and two SMLAD. In assembly: gcc, given the C, spilled the accumulators. */",
-        "static void q_dot4x8(int32_t *acc0, int32_t *acc1, int32_t *acc2, int32_t *acc3, const int8_t **p,",
-        "                     const int16_t *x, const int16_t *end)",
-        "{",
-        "    int32_t a0 = *acc0, a1 = *acc1, a2 = *acc2, a3 = *acc3;",
-        "    const int8_t *w = *p;",
-        "    uint32_t x01, x23, w0, w1, t;",
-        "    __asm__ volatile(",
-        '        "1:\\n\\t"',
-        *('        "' + line + '\\n\\t"' for line in _dot4x8_asm()),
-        '        "add %[x], %[x], #16\\n\\t"',
-        '        "add %[w], %[w], #32\\n\\t"',
-        '        "cmp %[x], %[end]\\n\\t"',
-        '        "bne 1b"',
-        '        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),',
-        '          [x01] "=&r"(x01), [x23] "=&r"(x23), [w0] "=&r"(w0), [w1] "=&r"(w1), [t] "=&r"(t)',
-        '        : [end] "r"(end)',
-        '        : "cc", "memory");',
-        "    *acc0 = a0, *acc1 = a1, *acc2 = a2, *acc3 = a3;",
-        "    *p = w;",
-        "}",
+        "#define Q_DOT_ASM 1",
+        "/* The four accumulators of a block of four rows over x[0, end - x) (a multiple of the inputs a pass",
+        " * takes), *p at the block's first group, left after the last. Per row and group of four inputs: one",
+        " * load of four weights, two SXTB16 and two SMLAD. In assembly: gcc, given the C, spilled the",
+        " * accumulators. */",
+        *_dot_function(16),
+        *_dot_function(8),
         "#endif",
         "",
         "/* acc + row . x over k inputs: a row stored on its own (groups of four as w0 w2 w1 w3, then the tail) */",
@@ -163,10 +152,14 @@ def kernels(cell: str) -> list[str]:
         "        int32_t a0 = bias[j], a1 = bias[j + 1], a2 = bias[j + 2], a3 = bias[j + 3];",
         "        int i = 0;",
         "#ifdef Q_SIMD32",
-        "#ifdef Q_DOT4X8_ASM",
-        "        if (k >= 8) {",
-        "            q_dot4x8(&a0, &a1, &a2, &a3, &p, x, x + (k & ~7));",
-        "            i = k & ~7;",
+        "#ifdef Q_DOT_ASM",
+        "        if (k >= 16) {",
+        "            q_dot4x16(&a0, &a1, &a2, &a3, &p, x, x + (k & ~15));",
+        "            i = k & ~15;",
+        "        }",
+        "        if (k & 8) {",
+        "            q_dot4x8(&a0, &a1, &a2, &a3, &p, x + i, x + i + 8);",
+        "            i += 8;",
         "        }",
         "#endif",
         "        for (; i + 4 <= k; i += 4, p += 16) {",
@@ -194,13 +187,15 @@ def kernels(cell: str) -> list[str]:
         "            a2 += xi * p[2];",
         "            a3 += xi * p[3];",
         "        }",
-        "        out[j] = q_requantize(a0, multiplier[j], shift[j]);",
-        "        out[j + 1] = q_requantize(a1, multiplier[j + 1], shift[j + 1]);",
-        "        out[j + 2] = q_requantize(a2, multiplier[j + 2], shift[j + 2]);",
-        "        out[j + 3] = q_requantize(a3, multiplier[j + 3], shift[j + 3]);",
+        "        out[j] = a0;",
+        "        out[j + 1] = a1;",
+        "        out[j + 2] = a2;",
+        "        out[j + 3] = a3;",
         "    }",
         "    for (; j < n; j++)",
-        "        out[j] = q_requantize(q_row(x, k, w + (long)j * k, bias[j]), multiplier[j], shift[j]);",
+        "        out[j] = q_row(x, k, w + (long)j * k, bias[j]);",
+        "    for (j = 0; j < n; j++) /* a loop of its own: the products' loop keeps its registers */",
+        "        out[j] = q_requantize(out[j], multiplier[j], shift[j]);",
         "}",
         "",
     ]
@@ -315,12 +310,39 @@ def cell_function(cell: str) -> list[str]:
     ]
 
 
-def _dot4x8_asm() -> list[str]:
-    """The body of ``q_dot4x8``'s loop: two groups of four inputs for four rows. Loads at offsets from
-    the two pointers (a post-incremented base would hold the next load back a cycle), each weight word
-    loaded a row before it is used."""
+def _dot_function(inputs: int) -> list[str]:
+    """``q_dot4x{inputs}``: the loop over a block of four rows taking ``inputs`` inputs a pass."""
+    return [
+        f"static void q_dot4x{inputs}(int32_t *acc0, int32_t *acc1, int32_t *acc2, int32_t *acc3,",
+        "                     const int8_t **p, const int16_t *x, const int16_t *end)",
+        "{",
+        "    int32_t a0 = *acc0, a1 = *acc1, a2 = *acc2, a3 = *acc3;",
+        "    const int8_t *w = *p;",
+        "    uint32_t x01, x23, w0, w1, t;",
+        "    __asm__ volatile(",
+        '        "1:\\n\\t"',
+        *('        "' + line + '\\n\\t"' for line in _dot_asm(inputs // 4)),
+        f'        "add %[x], %[x], #{2 * inputs}\\n\\t"',
+        f'        "add %[w], %[w], #{4 * inputs}\\n\\t"',
+        '        "cmp %[x], %[end]\\n\\t"',
+        '        "bne 1b"',
+        '        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),',
+        '          [x01] "=&r"(x01), [x23] "=&r"(x23), [w0] "=&r"(w0), [w1] "=&r"(w1), [t] "=&r"(t)',
+        '        : [end] "r"(end)',
+        '        : "cc", "memory");',
+        "    *acc0 = a0, *acc1 = a1, *acc2 = a2, *acc3 = a3;",
+        "    *p = w;",
+        "}",
+        "",
+    ]
+
+
+def _dot_asm(groups: int) -> list[str]:
+    """The body of a ``q_dot4x*`` loop: ``groups`` groups of four inputs for four rows. Loads at offsets
+    from the two pointers (a post-incremented base would hold the next load back a cycle), each weight
+    word loaded a row before it is used."""
     lines = []
-    for group in range(2):
+    for group in range(groups):
         x, w = 8 * group, 16 * group
         lines += [f"ldr %[x01], [%[x], #{x}]", f"ldr %[x23], [%[x], #{x + 4}]"]
         lines += [f"ldr %[w0], [%[w], #{w}]", f"ldr %[w1], [%[w], #{w + 4}]"]
