@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgernn.cost_model import CELL_NAMES, PRECISIONS, CostModel
+from edgernn.cost_model import CELL_NAMES, CostModel
 from edgernn.plan import Budget, Io, largest, parse_size
 from edgernn.runtime.errors import InputError
 
@@ -72,11 +72,12 @@ class SearchSpace:
     """What a trial may draw. ``max_hidden``: the widest hidden size any cell fits at one layer."""
 
     cells: tuple[str, ...] = CELL_NAMES
-    precisions: tuple[str, ...] = PRECISIONS
+    precisions: tuple[str, ...] = ("float32", "int8")  # integer on request
     max_layers: int = 2
     max_hidden: int = 256
     learning_rates: tuple[float, float] = (1e-3, 2e-2)
     max_dropout: float = 0.3
+    max_input_noise: float = 0.3  # feature inputs: training noise in units of each feature's std
 
     def to_dict(self) -> dict:
         return {
@@ -86,6 +87,7 @@ class SearchSpace:
             "max_hidden": self.max_hidden,
             "learning_rates": list(self.learning_rates),
             "max_dropout": self.max_dropout,
+            "max_input_noise": self.max_input_noise,
         }
 
 
@@ -142,9 +144,10 @@ def storage_url(run_dir: Path, storage: str | None) -> str:
 
 
 def open_study(run_dir: Path, storage: str | None, name: str, direction: str, settings: SearchSettings,
-               fingerprint: dict, resume: bool):  # fmt: skip
+               fingerprint: dict, resume: bool, recipe: dict | None = None):  # fmt: skip
     """Create the study, or load it: with --resume, or when a shared ``storage`` was named (more workers
-    join it). A study of another search (other data, device or budget) is refused."""
+    join it). A study of another search (other data, device or budget) is refused. A new study's first
+    trial is ``recipe`` (the parameters of a draw), when given."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped by Ctrl-C is reported once, here
@@ -166,6 +169,8 @@ def open_study(run_dir: Path, storage: str | None, name: str, direction: str, se
     stored = study.user_attrs.get("search")
     if stored is None:
         study.set_user_attr("search", fingerprint)
+        if recipe is not None and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(recipe)  # the hand-set recipe first: the search starts from it
     elif stored != fingerprint:
         changed = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
         raise InputError(
@@ -251,8 +256,32 @@ def draw(trial, space: SearchSpace, io: Io, task: str) -> Draw:
     train = {"learning_rate": trial.suggest_float("learning_rate", *space.learning_rates, log=True)}
     if task not in SEQUENCE_TASKS:
         train["seq_len"] = trial.suggest_categorical("seq_len", list(SEQ_LENS))
+    if io.input_kind == "features" and space.max_input_noise > 0:
+        train["input_noise"] = trial.suggest_float("input_noise", 0.0, space.max_input_noise, step=0.05)
     precision = trial.suggest_categorical("precision", list(space.precisions))
     return Draw(model, train, precision)
+
+
+def recipe_params(space: SearchSpace, io: Io, task: str) -> dict[str, Any]:
+    """The hand-set recipe (docs/results.md: a GRU 2x64, dropout 0.2, learning rate 3e-3, no input
+    noise, float32) as the parameters of a draw, within ``space``: the first trial of a new search."""
+    layers = min(2, space.max_layers)
+    params: dict[str, Any] = {
+        "cell": "gru" if "gru" in space.cells else space.cells[0],
+        "num_layers": layers,
+        "hidden_size": max(8, min(64, space.max_hidden // 8 * 8)),
+        "learning_rate": min(max(3e-3, space.learning_rates[0]), space.learning_rates[1]),
+        "precision": "float32" if "float32" in space.precisions else space.precisions[0],
+    }
+    if io.input_kind == "tokens":
+        params["embedding_size"] = 32
+    if space.max_layers > 1:
+        params["dropout"] = min(0.2, space.max_dropout) if layers > 1 else 0.0
+    if task not in SEQUENCE_TASKS:
+        params["seq_len"] = 32
+    if io.input_kind == "features" and space.max_input_noise > 0:
+        params["input_noise"] = 0.0
+    return params
 
 
 def shape_of(chosen: Draw, io: Io):
@@ -301,10 +330,16 @@ def train_fold(data, source: str, model_config, train_config, run_dir: Path, rep
         dist.close()
 
 
-def metric_of(metrics: dict) -> float:
-    """The task's validation metric: accuracy for classifiers (higher is better), loss otherwise."""
-    accuracy = metrics.get("best_val_accuracy")
-    return float(accuracy) if accuracy is not None else float(metrics["best_val_loss"])
+def metric_of(metrics: dict, last: bool = False) -> tuple[float, float]:
+    """The task's validation metric (accuracy for classifiers, higher is better; loss otherwise) and
+    the validation loss: of the kept model, or with ``last`` of the last weights (what a refit on all
+    the data keeps)."""
+    history = metrics["history"]
+    if last:
+        accuracy, loss = history["val_metric"][-1], history["val_loss"][-1]
+    else:
+        accuracy, loss = metrics.get("best_val_accuracy"), metrics["best_val_loss"]
+    return (float(accuracy) if accuracy is not None else float(loss)), float(loss)
 
 
 @dataclass
@@ -338,6 +373,12 @@ class Search:
             self.settings.measure = not get_device(self.device).missing_tools()
 
     @property
+    def refit(self) -> bool:
+        """Cross-validated classification: the chosen configuration is retrained on every sequence
+        (``edgernn train --all-data``), keeping its last weights; so trials are judged on theirs."""
+        return self.folds > 1 and self.settings.task == "classify"
+
+    @property
     def direction(self) -> str:
         return "maximize" if self.settings.task in SEQUENCE_TASKS else "minimize"
 
@@ -369,6 +410,12 @@ class Search:
         model_config, train_config = configs_for(self.settings.task, chosen.model, train)
         return replace(model_config, **self.data.model_fields), train_config
 
+    def retrain_config(self, chosen: Draw):
+        """The chosen configuration's final training: the trials' own, on every sequence where they
+        were cross-validated (nothing held out, the last weights kept)."""
+        model_config, train_config = self.configs(chosen)
+        return model_config, replace(train_config, all_data=self.refit)
+
     def objective(self, trial):
         import optuna
 
@@ -383,16 +430,19 @@ class Search:
             raise optuna.TrialPruned(trial.user_attrs["pruned"])
         model_config, train_config = self.configs(chosen)
         folder = self.run_dir / "trials" / f"{trial.number:04d}"
-        values = []
+        values, losses = [], []
         for fold in range(self.folds):
             report = self._reporter(trial) if fold == 0 and self.settings.objectives == 1 else _ignore
             data = fold_data(self.data, self.folds, fold, self.settings.seed)
             metrics = train_fold(
                 data, self.data_path, model_config, train_config, folder / f"fold{fold}", report
             )
-            values.append(metric_of(metrics))
+            value, loss = metric_of(metrics, last=self.refit)
+            values.append(value)
+            losses.append(loss)
         value = sum(values) / len(values)
         trial.set_user_attr("fold_values", values)
+        trial.set_user_attr("val_loss", sum(losses) / len(losses))  # ties on the metric: the lower loss
         cycles = self._measure(trial, folder, chosen.precision, predicted.cycles)
         return value if self.settings.objectives == 1 else (value, cycles)
 

@@ -19,7 +19,8 @@ from edgernn.search import SEQUENCE_TASKS, Draw, Search, shape_of
 CANDIDATES = 3  # the best trials retrained in turn while the int8 gates refuse the retrained model
 COLUMNS = (
     "trial", "state", "cell", "num_layers", "hidden_size", "embedding_size", "precision", "learning_rate",
-    "seq_len", "dropout", "value", "cycles", "flash_bytes", "ram_bytes", "costs", "fits", "note",
+    "seq_len", "dropout", "input_noise", "value", "val_loss", "cycles", "flash_bytes", "ram_bytes", "costs",
+    "fits", "note",
 )  # fmt: skip
 
 
@@ -33,8 +34,9 @@ def trial_rows(study) -> list[dict[str, Any]]:
         rows.append({
             "trial": trial.number,
             "state": trial.state.name.lower(),
-            **{k: trial.params.get(k) for k in COLUMNS[2:10]},
+            **{k: trial.params.get(k) for k in COLUMNS[2:11]},
             "value": trial.values[0] if trial.values else _last(trial.intermediate_values),
+            "val_loss": trial.user_attrs.get("val_loss"),
             "cycles": cost.get("cycles"),
             "flash_bytes": cost.get("flash_bytes"),
             "ram_bytes": cost.get("ram_bytes"),
@@ -128,7 +130,8 @@ def _limits(search: Search) -> dict:
 
 def choose(study, search: Search):
     """The trained trials that fit (measured where measured) and deploy, best first: by the metric, or
-    on a multi-objective search those of the Pareto front first. Returns (ranked trials, front numbers)."""
+    on a multi-objective search those of the Pareto front first; equal metrics (cross-validated accuracy
+    moves in steps of one sequence) by the lower validation loss. Returns (ranked trials, front numbers)."""
     import optuna
 
     fitting = [
@@ -139,7 +142,11 @@ def choose(study, search: Search):
     ]
     front = [t.number for t in study.best_trials] if search.settings.objectives == 2 else []
     sign = -1 if search.direction == "maximize" else 1
-    return sorted(fitting, key=lambda t: (t.number not in front, sign * t.values[0], t.number)), front
+
+    def key(t):
+        return (t.number not in front, sign * t.values[0], t.user_attrs.get("val_loss", 0.0), t.number)
+
+    return sorted(fitting, key=key), front
 
 
 def draw_of(trial, search: Search) -> Draw:
@@ -148,14 +155,15 @@ def draw_of(trial, search: Search) -> Draw:
     model = {k: params.get(k) for k in ("cell", "num_layers", "hidden_size", "embedding_size")}
     model["dropout"] = round(params.get("dropout", 0.0), 3)
     train = {"learning_rate": params["learning_rate"]}
-    if "seq_len" in params:
-        train["seq_len"] = params["seq_len"]
+    for name in ("seq_len", "input_noise"):
+        if name in params:
+            train[name] = params[name]
     return Draw(model, train, params["precision"])
 
 
 def train_command(search: Search, chosen: Draw, out: Path) -> str:
     """The ``edgernn train`` line that trains exactly what the search retrained."""
-    _, config = search.configs(chosen)
+    _, config = search.retrain_config(chosen)
     model = chosen.model
     parts = [
         "edgernn", "train", search.data_path, "-o", str(out), "--task", search.settings.task,
@@ -166,6 +174,10 @@ def train_command(search: Search, chosen: Draw, out: Path) -> str:
     parts += ["--dropout", repr(model["dropout"]), "--lr", repr(config.learning_rate)]
     if search.settings.task not in SEQUENCE_TASKS:
         parts += ["--seq-len", str(config.seq_len)]
+    if config.input_noise:
+        parts += ["--input-noise", repr(config.input_noise)]
+    if config.all_data:
+        parts.append("--all-data")
     parts += [
         "--steps", str(config.max_steps), "--eval-every", str(config.eval_every),
         "--warmup-steps", str(config.warmup_steps), "--checkpoint-every", str(config.checkpoint_every),
@@ -175,13 +187,14 @@ def train_command(search: Search, chosen: Draw, out: Path) -> str:
 
 
 def retrain_and_deploy(search: Search, chosen: Draw, progress: bool) -> dict:
-    """Retrain ``chosen`` with ``edgernn train``'s own split (best/), export it (verified), deploy it for
-    the device's C at its precision (verified on this machine) and measure it there."""
+    """Retrain ``chosen`` with ``edgernn train`` (best/): on every sequence where the trials were
+    cross-validated, else on its own split; export it (verified), deploy it for the device's C at its
+    precision (verified on this machine) and measure it there."""
     from edgernn.export import export_run
     from edgernn.export.deploy import deploy
     from edgernn.train import train_task
 
-    model_config, train_config = search.configs(chosen)
+    model_config, train_config = search.retrain_config(chosen)
     best = search.run_dir / "best"
     result = train_task(search.settings.task, search.data_path, best, model_config, train_config,
                         progress="lines" if progress else False, overwrite=True)  # fmt: skip
@@ -281,13 +294,14 @@ class SearchInterrupted(KeyboardInterrupt):
 
 def run_search(search: Search, storage: str | None, study_name: str, resume: bool, progress: bool) -> dict:
     """Load the data, open the study, run trials, then ``finish``. Ctrl-C raises SearchInterrupted."""
-    from edgernn.search import check_settings, open_study, run_trials
+    from edgernn.search import check_settings, open_study, recipe_params, run_trials
 
     check_settings(search.settings)
     search.load()
     search.run_dir.mkdir(parents=True, exist_ok=True)
+    recipe = recipe_params(search.settings.space, search.io, search.settings.task)
     study = open_study(search.run_dir, storage, study_name, search.direction, search.settings,
-                       search.fingerprint(), resume)  # fmt: skip
+                       search.fingerprint(), resume, recipe)  # fmt: skip
     try:
         run_trials(search, study)
     except KeyboardInterrupt:

@@ -96,6 +96,8 @@ def train_task(
         min_validation_cases=train_config.min_validation_cases,
         **options,
     )
+    if train_config.all_data:
+        data = every_case_trains(data)
     base = model_config or ModelConfig(cell="gru", hidden_size=128)
     model_config = replace(base, **data.model_fields)
     check_memory(model_config, train_config, data)  # before anything is allocated or replaced
@@ -192,6 +194,8 @@ def resume_training(
         min_validation_cases=train_config.min_validation_cases,
         **setup["data_options"],
     )
+    if train_config.all_data:
+        data = every_case_trains(data)
     check_memory(model_config, train_config, data)
     return _run(
         data,
@@ -263,6 +267,17 @@ def _read_resume(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not isinstance(state, dict):
         raise InputError(f"{path}: the resume state: expected an object, got {type(state).__name__}")
     return tensors, state
+
+
+def every_case_trains(data: TaskData) -> TaskData:
+    """``all_data``: the validation cases join the training cases (a refit on every case, once a search or
+    cross-validation has chosen the settings). Nothing is held out: validation reports the training
+    cases, and the model kept is the last one."""
+    if data.task != "classify":
+        raise InputError(f"all_data trains a classifier on every case; the task is {data.task}")
+    cases = list(data.train) + list(data.validation)
+    note = "every case trains (all_data): validation numbers are on training cases, the last weights are kept"
+    return replace(data, train=cases, validation=cases, notes={**data.notes, "all_data": note})
 
 
 def _run(

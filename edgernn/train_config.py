@@ -45,6 +45,7 @@ class TrainConfig:
     )
     validation_fraction: float = 0.1
     min_validation_cases: int = 20  # classify: a small data set validates on more than its 10% (see tasks)
+    all_data: bool = False  # classify: the validation cases train too, the last weights are kept (a refit)
     eval_batch_size: int = 32
     seed: int = 0
     threads: int | None = DEFAULT_THREADS  # torch intra-op threads; None: torch's default (every core)

@@ -37,6 +37,8 @@ def format_training(run_dir: Any, m: dict[str, Any]) -> str:
     lines.append(
         f"  data: {m['data']}{read_as}: {m['train_size']:,} training {unit}, {m['validation_size']:,} validation {unit}"
     )
+    if m.get("all_data"):
+        lines.append(f"  {m['all_data']}")
     lines += _column_lines(m)
     lines += _missing_lines(m.get("missing"))
     if m.get("anomaly", {}).get("suggested_threshold") is not None:

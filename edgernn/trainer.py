@@ -272,7 +272,7 @@ class Trainer:
             )
             if self.writer:
                 self.writer.add_scalar("val/loss", val_loss, self.step)
-        if val_loss < self.best:
+        if val_loss < self.best or self.config.all_data:  # all data: nothing held out, the last is kept
             self.best, self.bad_evals = val_loss, 0
             self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self._save_best()

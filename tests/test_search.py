@@ -93,6 +93,7 @@ def test_a_tiny_search_end_to_end(vowels, tmp_path):
         f"edgernn train {vowels} -o {out / 'best'} --task classify --cell gru --num-layers 1"
     )
     assert "--steps 12" in command and f"--hidden-size {chosen['hidden_size']}" in command
+    assert "--all-data" in command.split() and summary["result"]["best_val_accuracy"] is not None
     if measure:
         measured = result["measured"]
         assert measured["device"] == "cortex-m4" and measured["precision"] == "int8"
@@ -203,3 +204,58 @@ def test_folds_cover_every_sequence_once_stratified_by_class():
         counts = [sum(1 for _, label in validation if label == c) for c in range(3)]
         assert max(counts) - min(counts) <= 1 and 13 <= len(validation) <= 14
     assert fold_data(data, 1, 0, seed=0) is data
+
+
+def test_all_data_trains_on_every_case_and_keeps_the_last_weights(vowels, tmp_path):
+    from edgernn.models import ModelConfig
+    from edgernn.train import TrainConfig, train_task
+
+    config = TrainConfig(budget_minutes=None, max_steps=6, eval_every=2, batch_size=8, all_data=True)
+    result = train_task(
+        "classify", vowels, tmp_path / "all", ModelConfig(hidden_size=8), config, progress=False
+    )
+    metrics = result.metrics
+    assert metrics["train_size"] == metrics["validation_size"] == 30
+    assert metrics["best_step"] == metrics["steps"] == 6 and "every case trains" in metrics["all_data"]
+    held = train_task("classify", vowels, tmp_path / "held", ModelConfig(hidden_size=8),
+                      TrainConfig(budget_minutes=None, max_steps=6, eval_every=2, batch_size=8), progress=False)  # fmt: skip
+    assert held.metrics["train_size"] == 23 and held.metrics["validation_size"] == 7
+    with pytest.raises(InputError, match="all_data trains a classifier on every case; the task is forecast"):
+        train_task("forecast", ROOT / "examples" / "data" / "ucr_internalbleeding16_train.csv", tmp_path / "f",
+                   ModelConfig(hidden_size=8), config, progress=False)  # fmt: skip
+    assert not (tmp_path / "f" / "model.safetensors").exists()
+
+
+def test_a_new_study_starts_from_the_recipe(tmp_path):
+    from edgernn.plan import Io
+    from edgernn.search import SearchSettings, SearchSpace, open_study, recipe_params
+
+    space = SearchSpace(cells=("lstm", "gru"), precisions=("int8",), max_layers=2, max_hidden=48)
+    recipe = recipe_params(space, Io("features", 12, 9), "classify")
+    assert recipe == {"cell": "gru", "num_layers": 2, "hidden_size": 48, "learning_rate": 3e-3,
+                      "precision": "int8", "dropout": 0.2, "input_noise": 0.0}  # fmt: skip
+    one = recipe_params(SearchSpace(max_layers=1), Io("tokens", 30, 30), "charlm")
+    assert one["num_layers"] == 1 and one["embedding_size"] == 32 and one["seq_len"] == 32
+    assert "dropout" not in one and "input_noise" not in one
+    settings = SearchSettings(space=space)
+    study = open_study(tmp_path, None, "s", "maximize", settings, {"data": "x"}, False, recipe)
+    waiting = study.get_trials(deepcopy=False)
+    assert len(waiting) == 1 and waiting[0].state.name == "WAITING"
+    assert waiting[0].system_attrs["fixed_params"] == recipe
+    again = open_study(tmp_path, None, "s", "maximize", settings, {"data": "x"}, True, recipe)
+    assert len(again.get_trials(deepcopy=False)) == 1  # a resumed study is not given it twice
+
+
+def test_equal_accuracy_is_ranked_by_the_lower_validation_loss():
+    from types import SimpleNamespace
+
+    import optuna
+
+    from edgernn.search_result import choose
+
+    study = optuna.create_study(direction="maximize")
+    for value, loss in ((0.9, 0.5), (0.95, 0.4), (0.95, 0.2), (0.8, 0.1)):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"val_loss": loss}))
+    search = SimpleNamespace(settings=SimpleNamespace(objectives=1), direction="maximize")
+    ranked, front = choose(study, search)
+    assert [t.number for t in ranked] == [2, 1, 0, 3] and front == []

@@ -32,7 +32,9 @@ from edgernn.runtime.errors import InputError
 @click.option("--folds", type=click.IntRange(min=1),
               help="Cross-validation folds of a sequence data set (default: 3 up to 400 sequences, else 1).")  # fmt: skip
 @click.option("--cells", help="Cells to search, e.g. gru,lstm (default: rnn_tanh, gru, lstm).")
-@click.option("--precision", "precisions", help="Precisions to search, e.g. int8 (default: float32,int8).")
+@click.option(
+    "--precision", "precisions", help="Precisions to search: float32, int8, integer (default: float32,int8)."
+)
 @click.option("--max-layers", type=click.IntRange(1, 3), default=2, show_default=True)
 @click.option(
     "--pareto", is_flag=True, help="Two objectives: the metric and cycles per step (the Pareto front)."
@@ -77,7 +79,9 @@ def search(data, run_dir, device, budget, trials, minutes, trial_steps, task, fo
     cost_model = load_cost_model()
     space = SearchSpace(
         cells=_choices(names(cells), CELL_NAMES, "--cells"),
-        precisions=_choices(names(precisions), PRECISIONS, "--precision"),
+        precisions=(
+            _choices(names(precisions), PRECISIONS, "--precision") if precisions else SearchSpace.precisions
+        ),
         max_layers=max_layers,
     )
     settings = SearchSettings(trials=trials if trials or minutes else 20, minutes=minutes, trial_steps=trial_steps,

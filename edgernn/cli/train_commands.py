@@ -110,6 +110,16 @@ from edgernn.runtime.contract import QUANTIZATION_MODES
 @click.option(
     "--reset-state-per-chunk", is_flag=True, help="Start every chunk from zero state instead of carrying it."
 )
+@click.option(
+    "--input-noise",
+    type=click.FloatRange(min=0),
+    help="Feature inputs: Gaussian noise added in training, in units of each feature's std (default 0).",
+)
+@click.option(
+    "--all-data",
+    is_flag=True,
+    help="classify: the validation cases train too and the last weights are kept (a refit once settings are chosen).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--threads",
