@@ -1,9 +1,9 @@
 """A product by a constant matrix that is mostly zeros (a mel filterbank: each spectrum bin feeds one or two
 bands) as ``SparseGemv`` (``ir.py``): float32 in every precision, only the nonzero weights stored and
-multiplied, row by row of the input-major matrix (``out[col] += x[i] * w`` over row i's nonzeros, the
-columns in increasing order). Chosen when at most MAX_DENSITY of the matrix's values are nonzero; the
-sums are the dense product's terms less its exact zeros (a nonzero times zero adds nothing, an inf or
-NaN input aside, which the step refuses anyway)."""
+multiplied, each output's as runs of consecutive inputs, one dot product a run (a mel band: one run in the
+real parts, one in the imaginary parts). Chosen when at most MAX_DENSITY of the matrix's values are nonzero; the
+sums are the dense product's terms less its exact zeros, in another order (a finite input times zero adds
+nothing; an inf or NaN input makes the step fail either way)."""
 
 from __future__ import annotations
 
@@ -24,18 +24,38 @@ def is_sparse(matrix: np.ndarray) -> bool:
     return m.ndim == 2 and m.size >= MIN_VALUES and np.count_nonzero(m) <= MAX_DENSITY * m.size
 
 
+def runs(matrix: np.ndarray) -> list[tuple[int, int, int]]:
+    """The nonzeros of each column as runs of consecutive rows: (column, first row, length), column by
+    column (a mel band's filter is one run in the real parts' rows and one in the imaginary parts')."""
+    found = []
+    for column in range(matrix.shape[1]):
+        rows = np.flatnonzero(matrix[:, column])
+        if not rows.size:
+            continue
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for run in np.split(rows, breaks):
+            found.append((column, int(run[0]), len(run)))
+    return found
+
+
 def emit(e: Emitter, op: SparseGemv) -> list[str]:
+    """Each run a dot product of contiguous inputs and weights (no index per weight), added to its
+    output."""
     k, n = op.weight.shape
-    rows, cols = np.nonzero(op.weight)
-    starts = np.searchsorted(rows, np.arange(k + 1)).astype(np.int32)
-    index_type = "uint8_t" if n <= 256 else "int32_t"
-    c = e.const_array(cols.astype(np.int32), index_type, "sc")
-    w = e.const_array(op.weight[rows, cols].astype(np.float32), "float", "sw")
-    s = e.const_array(starts, "int32_t", "ss")
+    found = runs(op.weight)
+    weights = np.concatenate(
+        [op.weight[first : first + length, column] for column, first, length in found]
+        or [np.zeros(1, np.float32)]
+    ).astype(np.float32)
+    table = np.array([[column, first, length] for column, first, length in found] or [[0, 0, 0]], np.int32)
+    w = e.const_array(weights, "float", "sw")
+    r = e.const_array(table.reshape(-1), "int32_t", "sr")
     lines = [
-        f"{{ /* {op.out.name}: {k} -> {n}, its {len(rows)} nonzero weights of {k * n} */",
+        f"{{ /* {op.out.name}: {k} -> {n}, its {int(np.count_nonzero(op.weight))} nonzero weights of {k * n} "
+        f"in {len(found)} runs of consecutive inputs */",
         f"    const float *restrict v = {e.ptr(op.x)};",
         f"    float *restrict o = {e.ptr(op.out)};",
+        f"    const float *restrict w = {w};",
     ]
     if op.bias is not None:
         b = e.const_array(op.bias, "float", "b")
@@ -43,9 +63,13 @@ def emit(e: Emitter, op: SparseGemv) -> list[str]:
     else:
         lines.append(f"    for (int j = 0; j < {n}; j++) o[j] = 0.0f;")
     lines += [
-        f"    for (int i = 0; i < {k}; i++) {{",
-        "        const float xi = v[i];",
-        f"        for (int p = {s}[i]; p < {s}[i + 1]; p++) o[{c}[p]] += xi * {w}[p];",
+        f"    for (int q = 0; q < {3 * len(found)}; q += 3) {{ /* (output, first input, length) */",
+        f"        const float *restrict x = v + {r}[q + 1];",
+        f"        const int length = {r}[q + 2];",
+        "        float acc = 0.0f;",
+        "        for (int i = 0; i < length; i++) acc += x[i] * w[i];",
+        f"        o[{r}[q]] += acc;",
+        "        w += length;",
         "    }",
         "}",
     ]
