@@ -639,8 +639,12 @@ def test_precision_is_for_the_c_flavour_only(tmp_path):
     with pytest.raises(InputError, match="--precision: only --backend c takes it"):
         deploy(path, "triton", tmp_path / "repo", backend="python", precision="int8")
     assert not (tmp_path / "repo").exists()
-    with pytest.raises(InputError, match="--precision integer: the Triton c flavour serves float32 or int8"):
-        deploy(path, "triton", tmp_path / "repo", backend="c", precision="integer")
+    data = tmp_path / "text.txt"
+    data.write_text("abc " * 50)
+    with pytest.raises(InputError, match="--data: only --backend c --precision int8 or integer takes it"):
+        deploy(path, "triton", tmp_path / "repo", backend="c", data=data)
+    with pytest.raises(InputError, match="--tolerance: only --backend c --precision int8 or integer"):
+        deploy(path, "triton", tmp_path / "repo", backend="python", tolerance=0.1)
     assert not (tmp_path / "repo").exists()
 
 
@@ -669,6 +673,94 @@ def test_an_int8_c_flavour_serves_what_the_int8_c_target_computes(tmp_path):
         server.stop()
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
     assert "edgernn backend: the model's step built for " in log
+
+
+def _exported(path: Path, tokens: bool) -> Path:
+    """A small edgernn export (integer-only takes the cells export_model writes)."""
+    import torch
+    from edge_models import VOCAB
+
+    from edgernn.export import export_model
+    from edgernn.models import ModelConfig, RecurrentModel
+
+    torch.manual_seed(4)
+    if tokens:
+        config = ModelConfig(cell="gru", input_size=len(VOCAB), output_size=len(VOCAB), hidden_size=12,
+                             num_layers=2, embedding_size=8)  # fmt: skip
+        export_model(RecurrentModel(config).eval(), path, vocabulary=VOCAB, chunk_steps=None)
+        return path
+    config = ModelConfig(
+        cell="lstm", input_kind="features", input_size=3, hidden_size=8, num_layers=2, output_size=2,
+        output_kind="values", input_mean=(20.0, -3.0, 500.0), input_std=(4.0, 0.5, 80.0),
+        output_mean=(1.0, -2.0), output_std=(3.0, 0.2),
+    )  # fmt: skip
+    export_model(RecurrentModel(config).eval(), path, chunk_steps=None)
+    return path
+
+
+def test_an_integer_c_flavour_serves_the_integer_reference(tmp_path):
+    """--backend c --precision integer: float requests in, the integer step inside (x quantized at the
+    header's scales, y converted back by the C's helper), each sequence's int16 state kept by the
+    backend: two interleaved sequences per model equal the integer reference's streams, a NaN request is
+    INVALID_ARGUMENT and leaves its sequence's state as it was."""
+    _need("tritonserver (nvidia-pytriton)", pytriton_root() is not None and _tritonclient_installed())
+    from tritonclient.utils import InferenceServerException
+
+    from edgernn.export.c.integer_writer import integer_model_for
+    from edgernn.runtime.integer_ref import IntegerStepper
+
+    paths = {
+        "sensor": _exported(tmp_path / "sensor.onnx", False),
+        "chars": _exported(tmp_path / "chars.onnx", True),
+    }
+    references = {}
+    for name, path in paths.items():
+        report = deploy(path, "triton", tmp_path / f"repo_{name}", backend="c", precision="integer",
+                        max_candidate_sequences=4)  # fmt: skip
+        assert report.details["c_target"]["precision"] == "integer" and report.details["c_target"]["verified"]
+        assert any("model.c built once (integer-only)" in c for c in report.checks), report.checks
+        assert "MODEL_PRECISION_INTEGER 1" in (tmp_path / f"repo_{name}" / name / "1" / "model.h").read_text()
+        references[name] = IntegerStepper(integer_model_for(path)[0])
+    rng = np.random.default_rng(3)
+    scale = references["sensor"].model.input_scale
+    # features on the integer grid (x / scale rounds to the same int16 in float32 and float64)
+    features = [(rng.integers(-3000, 3000, (20, 3)) * scale).astype(np.float32) for _ in range(2)]
+    tokens = [_tokens(rng, 20) for _ in range(2)]
+    want = {
+        (name, k): np.stack([stream.step(x) for x in xs])
+        for name, inputs in (("sensor", features), ("chars", tokens))
+        for k, xs in enumerate(inputs)
+        for stream in [references[name].new_stream()]
+    }
+
+    async def serve(client):
+        got = {}
+        for name, inputs in (("sensor", features), ("chars", tokens)):
+            first = await _sequence(client, name, 11, inputs[0][:10], end=False)
+            other = await _sequence(client, name, 12, inputs[1], end=True)  # in between: its own state
+            if name == "sensor":  # refused, then the sequence goes on from the state it had
+                nan = _input(np.array([[np.nan, 0.0, 1.0]], np.float32))
+                with pytest.raises(InferenceServerException) as caught:
+                    await client.infer(name, [nan], sequence_id=11)
+                assert (
+                    caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+                    and "finite" in caught.value.message()
+                )
+            rest = await _sequence(client, name, 11, inputs[0][10:], start=False)
+            got[(name, 0)], got[(name, 1)] = np.concatenate([first, rest]), other
+        return got
+
+    server = TritonServer([tmp_path / "repo_sensor", tmp_path / "repo_chars"])
+    try:
+        server.start()
+        got = _run(serve, server.grpc_url)
+        log = server.log_path.read_text()
+    finally:
+        server.stop()
+    for key, values in want.items():
+        # the same int16 y; the C converts in float32 (y_q x the scale as a float), the reference in float64
+        np.testing.assert_allclose(got[key], values, rtol=1e-6, atol=0, err_msg=str(key))
+    assert "integer-only: no float in a step" in log
 
 
 def test_a_nan_request_is_invalid_argument_in_both_flavours(served):

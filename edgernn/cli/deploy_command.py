@@ -31,7 +31,7 @@ from edgernn.cli.group import cli
 @click.option(
     "--precision",
     type=click.Choice(["float32", "int8", "integer"]),
-    help="c, triton --backend c: weights (default float32); integer: no floating point in a step (c).",
+    help="c, triton --backend c: weights (default float32); integer: no floating point in a step.",
 )
 @click.option(
     "--fast-activations", is_flag=True, default=None, help="c: approximate tanh/sigmoid (error documented)."
@@ -40,9 +40,11 @@ from edgernn.cli.group import cli
 @click.option(
     "--data",
     type=click.Path(exists=True, path_type=Path),
-    help="c int8, integer: real data for the task-metric check (integer: calibration too).",
+    help="c (or triton --backend c) int8, integer: real data for the task-metric check (integer: calibration too).",
 )
-@click.option("--tolerance", type=FINITE_FLOAT, help="c int8: metric change allowed (as export --tolerance).")
+@click.option(
+    "--tolerance", type=FINITE_FLOAT, help="c int8, integer: metric change allowed (as export --tolerance)."
+)
 @click.option(
     "--force",
     is_flag=True,

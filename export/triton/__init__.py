@@ -23,6 +23,7 @@ Details and measurements: docs/triton.md.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -64,15 +65,21 @@ def write(
     instances: int | None = None,
     max_queue_delay_us: int | None = None,
     precision: str | None = None,
+    data: str | os.PathLike | None = None,
+    tolerance: float | None = None,
+    force: bool | None = None,
 ) -> DeployReport:
     """Write a Triton model repository for ``model`` into ``stage`` and check it.
 
     Defaults: backend onnxruntime, model name the file's stem, max_batch_size 64, 1024 candidate
     sequences (oldest strategy) and no queue delay (``max_queue_delay_us``: how long the oldest strategy
     may hold a request to batch it with others), sequences idle for 60 s freed, 1 CPU instance. ``precision`` (the c
-    flavour only): the generated C's, ``float32`` (default) or ``int8`` (the C target's int8, with its
-    quality gates). Raises InputError for a bad option, a model without edgernn metadata, or
-    (onnxruntime) state pairs Triton would mismatch.
+    flavour only): the generated C's, ``float32`` (default), ``int8`` or ``integer`` (the C target's, with
+    their quality gates: ``data``, ``tolerance`` and ``force`` as ``deploy --target c`` takes them; integer
+    is calibrated on ``data``). The integer C's requests and responses stay float: the backend quantizes x
+    at the header's input scales and converts y back with the C's helpers; each stream's state is the C's
+    int16 state. Raises InputError for a bad option, a model without edgernn metadata, or (onnxruntime)
+    state pairs Triton would mismatch.
     """
     settings = _settings(
         model, backend, model_name, max_batch_size, max_candidate_sequences, idle_timeout_us, instances,
@@ -83,10 +90,11 @@ def write(
             f"--precision: only --backend c takes it (the generated C's precision); --backend "
             f"{settings.backend} serves the ONNX file as it is"
         )
-    if precision == "integer":
+    if (data is not None or tolerance is not None) and precision not in ("int8", "integer"):
+        flag = "--data" if data is not None else "--tolerance"
         raise InputError(
-            "--precision integer: the Triton c flavour serves float32 or int8 (a server has an FPU; integer is "
-            "for cores without one, deploy --target c --precision integer)"
+            f"{flag}: only --backend c --precision int8 or integer takes it (their quality gates), "
+            f"got --backend {settings.backend} --precision {precision or 'float32'}"
         )
     info = _model_info(model)
     if settings.backend == "onnxruntime":
@@ -100,7 +108,8 @@ def write(
         target="triton", out_dir=stage, details={"backend": settings.backend, "model_name": settings.name}
     )
     if settings.backend == "c":
-        report.checks += _write_c_backend(model, folder / VERSION, settings, report, precision)
+        gates = {"data": data, "tolerance": tolerance, "force": force}
+        report.checks += _write_c_backend(model, folder / VERSION, settings, report, precision, gates)
         report.checks.append(_parse_check(text))
         report.notes += _notes(settings)
         return report
@@ -170,14 +179,14 @@ def _verify(folder: Path, text: str, info: ModelInfo, settings: Settings) -> lis
 
 
 def _write_c_backend(
-    model: Path, version: Path, settings: Settings, report: DeployReport, precision: str | None
+    model: Path, version: Path, settings: Settings, report: DeployReport, precision: str | None, gates: dict
 ) -> list[str]:
     """The C target's verified model.h / model.c and the backend source in ``version``, built there as
     libtriton_edgernn.so. Returns the checks that ran."""
     from edgernn.export.c import writer as c_writer
     from edgernn.export.triton.c_flavour import build_backend
 
-    c_report = c_writer.write(model, version, precision=precision)
+    c_report = c_writer.write(model, version, precision=precision, **gates)
     (version / "model_test.c").unlink()  # the self-test ran; the server needs none of it
     shutil.copyfile(Path(__file__).with_name("c_backend.c"), version / "c_backend.c")
     slots = 2 * settings.max_candidate_sequences

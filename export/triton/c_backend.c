@@ -122,6 +122,40 @@ static const char *choose_level(void)
 	}
 	return "x86-64 (SSE2)";
 }
+#elif defined(MODEL_PRECISION_INTEGER) /* integer-only C: float requests in and out, integers inside */
+/* The C's own helpers convert at the edges: x quantized at the header's input scales (rounded,
+ * saturated), y converted back with MODEL_OUTPUT_SCALE; the state stays the C's int16 state. An input
+ * that is not finite is refused before it is quantized (the float C refuses it too), the state untouched. */
+static int integer_step(model_state *st, const float *x, float *y)
+{
+#if MODEL_VOCAB_SIZE > 0
+	(void)st, (void)x, (void)y;
+	return MODEL_ERR_KIND;
+#else
+	int16_t xq[MODEL_INPUT_SIZE], yq[MODEL_OUTPUT_SIZE];
+	for (int i = 0; i < MODEL_INPUT_SIZE; i++)
+		if (!(x[i] - x[i] == 0.0f)) /* NaN or +-inf */
+			return 2;
+	model_quantize_input(x, xq);
+	const int rc = model_step(st, xq, yq);
+	if (rc == MODEL_OK)
+		model_dequantize_output(yq, y);
+	return rc;
+#endif
+}
+
+static int integer_step_token(model_state *st, int32_t token, float *y)
+{
+	int16_t yq[MODEL_OUTPUT_SIZE];
+	const int rc = model_step_token(st, token, yq);
+	if (rc == MODEL_OK)
+		model_dequantize_output(yq, y);
+	return rc;
+}
+#define reset_fn model_reset
+#define step_fn integer_step
+#define step_token_fn integer_step_token
+static const char *choose_level(void) { return "this machine's default (integer-only: no float in a step)"; }
 #else
 #define reset_fn model_reset
 #define step_fn model_step

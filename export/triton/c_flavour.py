@@ -1,10 +1,11 @@
 """The c flavour's backend library: the generated model.c and c_backend.c built as libtriton_edgernn.so.
 
-On x86-64 model.c is compiled three times, for the AVX-512 VNNI level (x86-64-v4 with VNNI: the int8
-products become vpdpbusd), for AVX2 with FMA (x86-64-v3) and for the baseline x86-64 (SSE2), with its
+On x86-64 a float32 or int8 model.c is compiled three times, for the AVX-512 VNNI level (x86-64-v4 with
+VNNI: the int8 products become vpdpbusd), for AVX2 with FMA (x86-64-v3) and for the baseline x86-64 (SSE2), with its
 public names suffixed per level; ``c_backend.c`` (built with ``EDGERNN_LEVELS``) picks the best the CPU
 has when tritonserver loads it and logs the choice. The library stays portable to any x86-64 server and
-is as fast as a ``-march`` build where the CPU allows. Elsewhere (aarch64) model.c is built once.
+is as fast as a ``-march`` build where the CPU allows. Elsewhere (aarch64), and for the integer-only C
+(``c_backend.c`` converts its requests and responses with the C's own helpers), model.c is built once.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def build_backend(version: Path, *, slots: int, idle_us: int, cc: str | None = N
         *common, "-Wall", "-Wextra", "-Werror", "-D_POSIX_C_SOURCE=199309L",
         f"-DEDGERNN_SLOTS={slots}", f"-DEDGERNN_IDLE_US={idle_us}", "-I", str(version),
     ]  # fmt: skip
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    integer = "_PRECISION_INTEGER 1" in (version / "model.h").read_text(encoding="utf-8")
+    # integer-only C: no float in a step for the x86-64 levels to speed up, built once
+    x86 = platform.machine().lower() in ("x86_64", "amd64") and not integer
     with tempfile.TemporaryDirectory(prefix="edgernn-triton-") as tmp:
         objects = []
         if x86:
@@ -68,7 +71,7 @@ def build_backend(version: Path, *, slots: int, idle_us: int, cc: str | None = N
         f"model.c built for {', '.join(s for s, _ in X86_LEVELS)} (x86-64-v4 + VNNI, x86-64-v3, x86-64), "
         "the best the CPU has picked at load"
         if x86
-        else "model.c built once"
+        else "model.c built once" + (" (integer-only)" if integer else "")
     )
     return library, f"{library.name} built ({' '.join(compiler[:1] + common)}; {how}; -Wall -Wextra -Werror)"
 
