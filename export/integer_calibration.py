@@ -67,6 +67,11 @@ def float_parameters(proto: onnx.ModelProto, info: ModelInfo) -> FloatModel:
     """The float weights of the graph's cells, in PyTorch's layout, checked against the graph itself."""
     if info.cell not in GATES:
         raise ContractError(f"--precision integer: cell {info.cell!r} is not supported ({', '.join(GATES)})")
+    if "front_end" in info.extra:
+        raise ContractError(
+            "--precision integer: a keyword model's audio front end (window, DFT, mel filterbank, log, "
+            "running normalisation) has no integer form; deploy it as float32 or int8"
+        )
     nonzero = [s.input for s in info.states if s.initial != 0]
     if nonzero:
         raise ContractError(f"--precision integer starts every state at 0; {nonzero} start elsewhere")

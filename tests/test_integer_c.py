@@ -297,6 +297,42 @@ def test_bring_your_own_model_is_refused_by_name(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
+
+
+@pytest.mark.parametrize("task", ["classify", "forecast"])
+def test_classify_and_forecast_gates_on_bundled_data(tmp_path, task):
+    """The task metric on the bundled test files: accuracy within 1 point of float32's, a forecast's
+    MSE within 10% (its RMSE within sqrt(1.1) - 1 = 4.88%), each named in the report."""
+    torch.manual_seed(6)
+    if task == "classify":
+        config = ModelConfig(cell="gru", input_kind="features", input_size=12, hidden_size=16, num_layers=1,
+                             output_size=9, output_kind="logits")  # fmt: skip
+        extra = {"task": "classify", "classes": [str(c) for c in range(1, 10)],
+                 "columns": [f"dim_{i}" for i in range(12)]}  # fmt: skip
+        data = DATA / "japanese_vowels_test.ts"
+    else:
+        config = ModelConfig(cell="lstm", input_kind="features", input_size=1, hidden_size=8, num_layers=2,
+                             output_size=1, output_kind="values", input_mean=(71.55,), input_std=(13.15,),
+                             output_mean=(71.55,), output_std=(13.15,))  # fmt: skip
+        extra = {"task": "forecast", "columns": ["value"], "targets": ["value"]}
+        data = DATA / "ucr_internalbleeding16_test.csv"
+    model = tmp_path / f"{task}.onnx"
+    export_model(RecurrentModel(config).eval(), model, extra_metadata=extra, chunk_steps=None)
+    report = deploy(model, "c", tmp_path / "c", precision="integer", data=data)
+    metric = report.details["quality"]["metric"]
+    change = metric["quantized"] - metric["float32"]
+    if task == "classify":
+        assert metric["name"] == "accuracy" and metric["tolerance"] == -1.0 and change >= -1.0
+    else:
+        assert metric["name"] == "rmse" and metric["tolerance"] == pytest.approx(
+            metric["float32"] * (1.1**0.5 - 1), rel=1e-6
+        )
+        assert change <= metric["tolerance"]
+    assert any(c.startswith(f"integer task metric: {metric['name']}") for c in report.checks)
+    assert report.details["verified"] and report.details["max_abs_error"] == 0.0
+
+
 def test_anomaly_window_is_checked_on_a_labelled_file(tmp_path):
     torch.manual_seed(5)
     config = ModelConfig(cell="gru", input_kind="features", input_size=1, hidden_size=8, num_layers=1,

@@ -154,6 +154,15 @@ def test_bring_your_own_graphs_are_refused_by_name(tmp_path):
         integer_calibration.float_parameters(proto, read_info(proto))
 
 
+def test_a_keyword_models_front_end_is_refused_by_name(tmp_path):
+    path = _char(tmp_path / "char.onnx", "gru", layers=1)
+    proto = onnx.load(path)
+    info = read_info(proto)
+    info.extra["front_end"] = {"kind": "log_mel"}  # what a keyword model's metadata carries
+    with pytest.raises(ContractError, match="keyword model's audio front end .* float32 or int8"):
+        integer_calibration.float_parameters(proto, info)
+
+
 def test_a_graph_that_is_not_the_cell_its_weights_name_is_refused(tmp_path):
     path = _char(tmp_path / "char.onnx", "gru", layers=1)
     proto = onnx.load(path)
