@@ -51,6 +51,11 @@ def declarations(name: str) -> list[str]:
         "#include <arm_mve.h>",
         f"#define {upper}_XQ_BIAS 128",
         f"typedef uint8_t {name}_xq_arm;",
+        "#if defined(__GNUC__) && !defined(__clang__)",
+        "/* the step's vector loads and multiply-accumulates kept in the order written, alternating: their",
+        " * beats overlap (gcc's scheduler would hoist the loads together) */",
+        '#pragma GCC optimize("no-schedule-insns")',
+        "#endif",
         f"#elif {dsp_condition(name)}",
         f"#define {upper}_ARM_DSP 1",
         "#include <arm_acle.h>",
@@ -137,24 +142,34 @@ def layout_arrays(e, portable: np.ndarray, dsp: np.ndarray, terms: np.ndarray | 
     return w, c
 
 
-def rows_dot(name: str, k: int, rows: int, portable: list[str]) -> list[str]:
-    """The dot products of one pass's ``rows`` rows (``r``: the first row's weights, ``a0``..: their
-    accumulators, each already holding its constant term) under ``NAME_ARM_MVE`` and ``NAME_ARM_DSP``,
-    else the ``portable`` lines. ``c``: the Helium rows' constants, ``j`` the first row."""
+def rows_dot(
+    name: str, k: int, rows: int, init: str, portable: list[str], stores: list[str], vector: list[str]
+) -> list[str]:
+    """One pass's ``rows`` rows (``r``: the first row's weights, ``j`` its index): under ``NAME_ARM_MVE``
+    the Helium sums ``u0``.. (from 0) and the ``vector`` lines that store them; under ``NAME_ARM_DSP``
+    and else, ``init`` (the accumulators ``a0``.. at their constant term), the SMLAD or the ``portable``
+    loop, then ``stores``."""
     upper = name.upper()
-    lines = [f"#if defined({upper}_ARM_MVE)", "        {"]
-    lines += [f"        uint32_t u{g} = (uint32_t)a{g} - (uint32_t)c[j + {g}];" for g in range(rows)]
+    lines = [f"#if defined({upper}_ARM_MVE)"]
+    lines.append(f"        uint32_t {', '.join(f'u{g} = 0' for g in range(rows))};")
     k16 = k // 16 * 16
-    if k16:
+    if k16:  # a pointer per row, post-incremented: each load then alternates with a multiply-accumulate
         lines += [
+            "        const uint8_t *restrict xi = xq;",
+            *(f"        const uint8_t *restrict r{g} = r + {g * k};" for g in range(rows)),
+            "        /* opaque to gcc, which would otherwise address every row from one pointer, adding an",
+            "         * offset between the loads (immediates reach 127 bytes) */",
+            '        __asm__("" : ' + ", ".join(f'"+r"(r{g})' for g in range(rows)) + ");",
             f"        for (int i = 0; i < {k16}; i += 16) {{",
-            "            const uint8x16_t x16 = vldrbq_u8(xq + i);",
-            *(
-                f"            u{g} = vmladavaq_u8(u{g}, vldrbq_u8(r + {g * k} + i), x16);"
-                for g in range(rows)
-            ),
-            "        }",
+            "            const uint8x16_t x16 = vldrbq_u8(xi);",
+            "            xi += 16;",
         ]
+        for g in range(rows):
+            lines += [
+                f"            u{g} = vmladavaq_u8(u{g}, vldrbq_u8(r{g}), x16);",
+                f"            r{g} += 16;",
+            ]
+        lines.append("        }")
     if k16 < k:
         lines += [
             "        {",
@@ -166,11 +181,32 @@ def rows_dot(name: str, k: int, rows: int, portable: list[str]) -> list[str]:
             ),
             "        }",
         ]
-    lines += [f"        a{g} = (int32_t)u{g};" for g in range(rows)]
-    lines += ["        }", f"#elif defined({upper}_ARM_DSP)", "        {"]
+    lines += vector
+    lines += [f"#elif defined({upper}_ARM_DSP)", init, "        {"]
     lines += _dsp_pairs(name, k, rows)
-    lines += ["        }", "#else", *portable, "#endif"]
+    lines += ["        }", *stores, "#else", init, *portable, *stores, "#endif"]
     return lines
+
+
+def vector_store(rows: int, scale: str, bias: str | None, accumulate: bool) -> list[str]:
+    """Helium: the ``rows`` (4) sums ``u0``.. less each row's constant and the input's share, scaled and
+    stored four at a time, lane by lane the scalar code's operations in its order:
+    ``o[j] = (s[j] * vs) * (float)a + b[j]`` (or ``o[j] += ...``)."""
+    assert rows == 4
+    value = "vmulq_f32(vmulq_n_f32(vldrwq_f32(" + scale + " + j), vs), vcvtq_f32_s32(q))"
+    if accumulate:
+        value = f"vaddq_f32(vldrwq_f32(o + j), {value})"
+    elif bias is not None:
+        value = f"vaddq_f32({value}, vldrwq_f32({bias} + j))"
+    return [
+        "        {",
+        "        const uint32x4_t sums = vsetq_lane_u32(u3, vsetq_lane_u32(u2, vsetq_lane_u32(u1,"
+        " vdupq_n_u32(u0), 1), 2), 3);",
+        "        const int32x4_t q = vsubq_n_s32(vsubq_s32(vreinterpretq_s32_u32(sums), vldrwq_s32(c + j)),"
+        " offset);",
+        f"        vstrwq_f32(o + j, {value});",
+        "        }",
+    ]
 
 
 def _dsp_pairs(name: str, k: int, rows: int) -> list[str]:

@@ -179,20 +179,20 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
             f"    for (int jj = 0; jj < {whole}; jj += {rows}) {{",
             f"        const int j = back ? {whole - rows} - jj : jj;",
             f"        const uint8_t *restrict r = w + j * {k};",
-            f"        int32_t {', '.join(f'{a} = -offset' for a in accs)}; /* the weights' +128 taken off */",
             *arm_dsp.rows_dot(
                 e.name,
                 k,
                 rows,
+                f"        int32_t {', '.join(f'{a} = -offset' for a in accs)}; /* the weights' +128 taken off */",
                 [
                     f"        for (int i = 0; i < {k}; i++) {{",
                     "            const int32_t x = xq[i];",
                     *(f"            {a} += (int32_t)r[{g * k} + i] * x;" for g, a in enumerate(accs)),
                     "        }",
                 ],
+                [*row_pointers("j"), *(f"        {store(g, a)}" for g, a in enumerate(accs))],
+                arm_dsp.vector_store(rows, s, b, op.accumulate),
             ),
-            *row_pointers("j"),
-            *(f"        {store(g, a)}" for g, a in enumerate(accs)),
             "    }",
         ]
     if n - whole:
