@@ -80,6 +80,14 @@ class _Library:
         if not text:
             raise ContractError(f"library {str(path)!r}: {name}_metadata() returned nothing")
         self.info = contract.parse_info(text.decode("utf-8"))
+        target = self.info.extra.get("c_target")
+        if isinstance(target, dict) and target.get("precision") == "integer":
+            raise ContractError(
+                f"library {str(path)!r}: integer-only C (int16 x and y, an int16 state), which NativeStepper "
+                "does not step (it steps the float32 and int8 C); run it from C with its header, serve it "
+                "(deploy --target triton --backend c --precision integer), or step its reference "
+                "(edgernn.runtime.integer_ref)"
+            )
 
 
 class NativeStream:

@@ -128,6 +128,15 @@ int main(void)
         _compile_run(folder, main, tmp_path, "-DEDGERNN_NO_FLOAT")
 
 
+def test_native_stepper_refuses_an_integer_library_by_name(deployed, tmp_path):
+    from edgernn.export.c.build import build_shared_library
+    from edgernn.runtime.native import NativeStepper
+
+    library = build_shared_library(deployed["gru_features_1"], "model", tmp_path / "libmodel.so")
+    with pytest.raises(ContractError, match="integer-only C .* NativeStepper does not step"):
+        NativeStepper(library)
+
+
 def _require(name: str):
     device = get_device(name)
     missing = device.missing_tools()
