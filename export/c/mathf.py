@@ -1,5 +1,5 @@
-"""The generated file's own natural logarithm, float only (no libm, no double: on a Cortex-M4F the
-libraries' ``logf`` computes in double, which that FPU does in software): ``x = m * 2^k`` with ``m`` in
+"""The generated file's own natural logarithm, float only (no libm, no double: a ``logf`` computed in
+double runs in software on a Cortex-M4F, whose FPU is single precision): ``x = m * 2^k`` with ``m`` in
 [sqrt(1/2), sqrt(2)), ``log m = 2 atanh(s)``, ``s = (m - 1) / (m + 1)``, as its odd series to ``s^9``
 (fdlibm's reduction; the series' remainder below 2e-9 of the result), ``k * ln 2`` in two parts. Within
 LOG_MAX_ULP units in the last place of the correctly rounded logarithm (``tests/test_keyword_device.py``
