@@ -221,7 +221,7 @@ def _dsp_pairs(name: str, k: int, rows: int) -> list[str]:
     def group(at: int, words: int) -> list[str]:
         """``words`` words of inputs from ``xp + at``, two at a time: their loads and their rows' in one
         asm statement (consecutive loads pipeline on the Cortex-M4, and a loaded value used by the next
-        instruction stalls it a cycle: gcc interleaves each load with its use), then the SMLADs."""
+        instruction stalls it a cycle: gcc interleaves each load with its use), then their SMLADs."""
         out = []
         for h0 in range(0, words, 2):
             hs = list(range(h0, min(h0 + 2, words)))
@@ -233,22 +233,22 @@ def _dsp_pairs(name: str, k: int, rows: int) -> list[str]:
             outputs = ", ".join(f'"=&r"({v})' for v in names)
             inputs = ", ".join(f'"m"(*(const uint32_t *)&{place})' for place in places)
             out.append(f'            __asm__("{text}" : {outputs} : {inputs});')
-        for h in range(words):
-            for p in range(pairs):
-                out += [
-                    f"            m{p} = __smlad(w{p}{h}, x{h}, m{p});",
-                    f"            b{p} = __smlad({name}_odd_bytes(w{p}{h}), x{h}, b{p});",
-                ]
+            for h in hs:
+                for p in range(pairs):
+                    out += [
+                        f"            m{p} = __smlad(w{p}{h}, x{h}, m{p});",
+                        f"            b{p} = __smlad({name}_odd_bytes(w{p}{h}), x{h}, b{p});",
+                    ]
         return out
 
-    step = 8 if k >= 8 else 4
+    step = 16 if k >= 16 else 8 if k >= 8 else 4
     main = k // step * step
     if main:
         lines += [f"        for (int i = 0; i < {main}; i += {step}) {{", *group(0, step // 2)]
         lines += [f"            xp += {step};", "        }"]
     done = main
-    if k - done >= 4:
-        lines += ["        {", f"            const int i = {done};", *group(0, 2)]
+    while k - done >= 4:
+        lines += ["        {", f"            const int i = {main};", *group(done - main, 2)]
         lines.append("        }")
         done += 4
     for i in range(done, k):
