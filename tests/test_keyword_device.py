@@ -176,6 +176,35 @@ def test_bench_on_the_cortex_m4_reports_the_front_end_apart(digits, tmp_path):
     )
 
 
+def test_bench_on_this_machine_times_the_front_end_alone_beside_the_step(digits):
+    import json
+
+    args = ["bench", str(digits), "--steps", "200", "--warmup", "20"]
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert {"stepper", "floor", "front_end"} <= set(doc) and "baseline_onnx" not in doc
+    assert doc["front_end"]["p50_us"] > 0 and np.isfinite(doc["ratios"]["front_end_share"])
+    assert any("the front end's nodes alone" in note for note in doc["notes"])
+    text = CliRunner().invoke(cli, ["bench", str(digits), "--steps", "50", "--warmup", "5"]).output
+    assert re.search(r"front end = -?\d+% of a step \(p50s, the floor taken off both", text)
+
+
+def test_the_front_end_alone_is_the_graphs_front_end(digits):
+    from edgernn.bench_front_end import front_end_model
+    from edgernn.runtime import Stepper
+
+    alone, whole = Stepper(front_end_model(digits)), Stepper(digits)
+    assert [s.input for s in alone.info.states] == [s.input for s in whole.info.states]
+    a, w = alone.new_stream(), whole.new_stream()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        hop = rng.uniform(-0.5, 0.5, (1, 80)).astype(np.float32)
+        assert not a.step(hop).any()  # y: zeros
+        w.step(hop)
+    np.testing.assert_array_equal(a.state["audio"], w.state["audio"])  # as the model carries it
+
+
 def test_inspect_reports_trained_parameters_and_front_end_constants_apart(digits):
     import json
 
