@@ -1,7 +1,7 @@
 """The front end alone, for ``edgernn bench`` on a model that has one in its step (a keyword model): a
 model with the same inputs, outputs and metadata whose graph keeps only the nodes that the front end's
-output (the log-mel frame) and the ``audio`` state need; the other states pass through and y is the
-frame's sum times zeros (one tiny op, as the floor's). Stepped through the same call path as the model and
+output (the log-mel frame) and its states (``audio``, any its own nodes write) need; the other states pass
+through and y is the frame's sum times zeros (one tiny op, as the floor's). Stepped through the same call path as the model and
 the floor, interleaved with them, it gives the front end's share of a step on this machine:
 (front end - floor) / (stepper - floor)."""
 
@@ -32,7 +32,16 @@ def front_end_model(path: str | os.PathLike) -> bytes | None:
         return None
     producers = {out: index for index, node in enumerate(proto.graph.node) for out in node.output}
     features = front[-1].output[0]
-    kept, pending = set(), [features, audio[0].output]
+    own = [  # the states the front end carries: the audio, any its own nodes write
+        spec.output
+        for spec in info.states
+        if spec is audio[0]
+        or (
+            spec.output in producers
+            and proto.graph.node[producers[spec.output]].name.startswith(FRONT_END_PREFIX)
+        )
+    ]
+    kept, pending = set(), [features, *own]
     while pending:
         index = producers.get(pending.pop())
         if index is not None and index not in kept:
@@ -41,8 +50,9 @@ def front_end_model(path: str | os.PathLike) -> bytes | None:
     nodes = [node for index, node in enumerate(proto.graph.node) if index in kept]
     read = {name for node in nodes for name in node.input}
     initializers = [init for init in proto.graph.initializer if init.name in read]
+    written = {out for node in nodes for out in node.output}
     for spec in info.states:
-        if spec.input != AUDIO_STATE[0]:
+        if spec.output not in written:  # the recurrent state passes through
             nodes.append(helper.make_node("Identity", [spec.input], [spec.output]))
     initializers += [
         numpy_helper.from_array(np.array([1], np.int64), "front_end_alone.axes"),
