@@ -428,23 +428,29 @@ class Search:
             over = ", ".join(k for k, v in headroom.items() if v < 0)
             trial.set_user_attr("pruned", f"does not fit ({over}), by the cost model")
             raise optuna.TrialPruned(trial.user_attrs["pruned"])
-        model_config, train_config = self.configs(chosen)
         folder = self.run_dir / "trials" / f"{trial.number:04d}"
-        values, losses = [], []
-        for fold in range(self.folds):
-            report = self._reporter(trial) if fold == 0 and self.settings.objectives == 1 else _ignore
-            data = fold_data(self.data, self.folds, fold, self.settings.seed)
-            metrics = train_fold(
-                data, self.data_path, model_config, train_config, folder / f"fold{fold}", report
-            )
-            value, loss = metric_of(metrics, last=self.refit)
-            values.append(value)
-            losses.append(loss)
+        report = self._reporter(trial) if self.settings.objectives == 1 else _ignore
+        values, losses = self.cross_validate(chosen, folder, self.settings.seed, report)
         value = sum(values) / len(values)
         trial.set_user_attr("fold_values", values)
         trial.set_user_attr("val_loss", sum(losses) / len(losses))  # ties on the metric: the lower loss
         cycles = self._measure(trial, folder, chosen.precision, predicted.cycles)
         return value if self.settings.objectives == 1 else (value, cycles)
+
+    def cross_validate(self, chosen: Draw, folder: Path, seed: int, report=None) -> tuple[list, list]:
+        """``chosen`` trained on each fold of the split ``seed`` makes (with that training seed), in
+        ``folder``/fold*: each fold's metric and validation loss. ``report`` hears fold 0's curve."""
+        model_config, train_config = self.configs(chosen)
+        train_config = replace(train_config, seed=seed)
+        values, losses = [], []
+        for fold in range(self.folds):
+            data = fold_data(self.data, self.folds, fold, seed)
+            metrics = train_fold(data, self.data_path, model_config, train_config, folder / f"fold{fold}",
+                                 report if fold == 0 and report is not None else _ignore)  # fmt: skip
+            value, loss = metric_of(metrics, last=self.refit)
+            values.append(value)
+            losses.append(loss)
+        return values, losses
 
     def _reporter(self, trial):
         import optuna

@@ -259,3 +259,42 @@ def test_equal_accuracy_is_ranked_by_the_lower_validation_loss():
     search = SimpleNamespace(settings=SimpleNamespace(objectives=1), direction="maximize")
     ranked, front = choose(study, search)
     assert [t.number for t in ranked] == [2, 1, 0, 3] and front == []
+
+
+def test_the_best_trials_are_confirmed_on_another_split_before_one_is_chosen():
+    from types import SimpleNamespace
+
+    import optuna
+
+    from edgernn.search_result import choose, confirm
+
+    study = optuna.create_study(direction="maximize")
+    params = {"cell": "gru", "num_layers": 1, "hidden_size": 8, "learning_rate": 3e-3, "precision": "float32"}
+    distributions = {
+        "cell": optuna.distributions.CategoricalDistribution(["gru"]),
+        "num_layers": optuna.distributions.IntDistribution(1, 2),
+        "hidden_size": optuna.distributions.IntDistribution(8, 64, step=8),
+        "learning_rate": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True),
+        "precision": optuna.distributions.CategoricalDistribution(["float32"]),
+    }
+    for values, loss in (([0.9, 0.9], 0.3), ([1.0, 0.9], 0.2), ([0.7, 0.7], 0.1), ([0.9, 0.9], 0.4)):
+        trial = optuna.trial.create_trial(value=sum(values) / 2, params={**params, "hidden_size": 8 * len(study.trials) + 8},
+                                          distributions=distributions, user_attrs={"fold_values": values, "val_loss": loss})  # fmt: skip
+        study.add_trial(trial)
+    again = {16: [0.6, 0.6], 8: [0.9, 1.0], 32: [1.0, 1.0]}  # by hidden size: trial 1 was lucky
+    seen = []
+
+    def cross_validate(chosen, folder, seed):
+        seen.append((chosen.model["hidden_size"], seed, folder.name))
+        return again[chosen.model["hidden_size"]], [0.3, 0.3]
+
+    search = SimpleNamespace(settings=SimpleNamespace(objectives=1, seed=4), direction="maximize", refit=True,
+                             run_dir=Path("/nonexistent"), cross_validate=cross_validate, say=lambda line: None)  # fmt: skip
+    ranked, _ = choose(study, search)
+    assert [t.number for t in ranked] == [1, 0, 3, 2]
+    assert [t.number for t in confirm(search, study, ranked)] == [3, 0, 1, 2]
+    assert seen == [(16, 5, "confirm"), (8, 5, "confirm"), (32, 5, "confirm")]
+    assert study.user_attrs["confirmed"]["3"] == {"values": [1.0, 1.0], "losses": [0.3, 0.3]}
+    assert [t.number for t in confirm(search, study, ranked)] == [3, 0, 1, 2] and len(seen) == 3  # kept
+    search.refit = False
+    assert confirm(search, study, ranked) == ranked
