@@ -241,7 +241,7 @@ def _dsp_pairs(name: str, k: int, rows: int) -> list[str]:
                     ]
         return out
 
-    step = 16 if k >= 16 else 8 if k >= 8 else 4
+    step = 32 if k >= 32 else 16 if k >= 16 else 8 if k >= 8 else 4
     main = k // step * step
     if main:
         lines += [f"        for (int i = 0; i < {main}; i += {step}) {{", *group(0, step // 2)]
@@ -263,3 +263,45 @@ def _dsp_pairs(name: str, k: int, rows: int) -> list[str]:
             f"        a{2 * p + 1} = b{p};",
         ]
     return lines
+
+
+def vector_max(name: str, k: int) -> list[str]:
+    """Helium: max |v| over v's whole vectors of four, on the bits as the scalar loop (NaN the largest);
+    ``from`` is where the scalar loops go on (0 elsewhere)."""
+    upper = name.upper()
+    k4 = k // 4 * 4
+    lines = [f"#if defined({upper}_ARM_MVE)", f"    const int from = {k4};"]
+    if k4:
+        lines += [
+            "    {",
+            "        uint32x4_t t4 = vdupq_n_u32(0);",
+            f"        for (int i = 0; i < {k4}; i += 4)",
+            "            t4 = vmaxq_u32(t4, vandq_u32(vreinterpretq_u32_f32(vldrwq_f32(v + i)), vdupq_n_u32(0x7FFFFFFFu)));",
+            "        top = vmaxvq_u32(0, t4);",
+            "    }",
+        ]
+    return [*lines, "#else", "    const int from = 0;", "#endif"]
+
+
+def vector_quantize(name: str, k: int) -> list[str]:
+    """Helium: v's whole vectors of four quantized as the scalar loop does, lane for lane (v * inv, then
+    + 1.5 * 2^23), stored as bytes q + 128 (the low byte of each lane with its top bit flipped: VSTRB.32),
+    their sum kept."""
+    upper = name.upper()
+    k4 = k // 4 * 4
+    if not k4:
+        return []
+    return [
+        f"#if defined({upper}_ARM_MVE)",
+        "    {",
+        "        uint32_t biased = 0; /* the sum of q + 128 */",
+        f"        for (int i = 0; i < {k4}; i += 4) {{",
+        "            const float32x4_t r = vaddq_n_f32(vmulq_n_f32(vldrwq_f32(v + i), inv), 12582912.0f);",
+        "            const uint32x4_t q = veorq_u32(vreinterpretq_u32_f32(r), vdupq_n_u32(0x80u));",
+        "            vstrbq_u32(xq + i, q);",
+        "            biased = vaddvaq_u32(biased, vandq_u32(q, vdupq_n_u32(0xFFu)));",
+        "        }",
+        f"        xsum = (int32_t)biased - {128 * k4};",
+        "    }",
+        "#endif",
+    ]

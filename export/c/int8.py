@@ -142,15 +142,18 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
         f"    const uint8_t *restrict w = {w}; /* output-major: row j is output j's {k} weights + 128 */",
         f"    {arm_dsp.xq_type(e.name)} xq[{k}];",
         "    uint32_t top = 0;",
-        f"    for (int i = 0; i < {k}; i++) {{ {bits} a; a.f = v[i]; a.u &= 0x7FFFFFFFu; "
+        *arm_dsp.vector_max(e.name, k),
+        f"    for (int i = from; i < {k}; i++) {{ {bits} a; a.f = v[i]; a.u &= 0x7FFFFFFFu; "
         "top = a.u > top ? a.u : top; }",
         f"    {bits} m; m.u = top; /* max |v|: NaN stays NaN */",
         "    const float peak = m.f < 1e-30f ? 1e-30f : m.f;",
         "    const float inv = 127.0f / peak, vs = peak / 127.0f;",
         "    int32_t xsum = 0;",
-        f"    for (int i = 0; i < {k}; i++) {{ {bits} r; r.f = v[i] * inv + 12583040.0f; "
-        "const int32_t qi = (int32_t)((r.u - 0x4B400000u) & 0xFFu) - 128; "
-        f"xq[i] = ({arm_dsp.xq_type(e.name)})(qi + {bias}); xsum += qi; }} /* round half to even */",
+        *arm_dsp.vector_quantize(e.name, k),
+        f"    for (int i = from; i < {k}; i++) {{ {bits} r; r.f = v[i] * inv + 12582912.0f; "
+        "const int32_t qi = (int32_t)((r.u & 0xFFu) ^ 0x80u) - 128; "
+        f"xq[i] = ({arm_dsp.xq_type(e.name)})(qi + {bias}); xsum += qi; }} "
+        "/* round half to even: 1.5 * 2^23 + q, q in [-127, 127] sign-extended from the low byte */",
         "    const int32_t offset = 128 * xsum; /* the weights' +128 times x */",
     ]
 
