@@ -54,6 +54,9 @@ def test_the_graphs_dft_matrix_is_recognised_and_the_fft_matches_the_dense_produ
         # the FFT's float32 error is of the dense product's size (both a few 1e-7 of the peak)
         assert np.abs(fast - exact).max() <= max(2.0 * np.abs(dense - exact).max(), 1e-6 * peak)
     assert fft.multiplications(layout) < matrix.size / 20  # 2,248 against 51,600 at 8 kHz
+    power = fft.simulate(layout, x, power=True)
+    bins = layout.bins
+    np.testing.assert_allclose(power, exact[:bins] ** 2 + exact[bins:] ** 2, rtol=1e-4, atol=1e-6 * peak**2)
 
 
 def test_only_a_windowed_real_dft_is_recognised():
@@ -136,7 +139,8 @@ def test_the_c_step_computes_the_spectrum_as_an_fft_and_the_mel_bands_sparse(dig
         sources = generate_sources(digits, name="kws", precision=precision)
         code = sources.files["kws.c"]
         assert "windowed real DFT of 200 samples as a 256-point real FFT" in code
-        assert "frontend_mel: 258 -> 32, its" in code and "nonzero weights of 8256" in code
+        assert "re[k] = kr * kr + ki * ki; /* the power of bins k and N/2 - k */" in code  # the Mul fused
+        assert "frontend_mel: 129 -> 32, its" in code and "nonzero weights of 4128" in code
         assert "kws_log(" in code and "logf(" not in code
         assert code.count("#ifdef KWS_BENCH_MARKS") == 2
         assert sources.flash_bytes < 60_000  # the dense DFT alone was 206,400 bytes in float32

@@ -12,10 +12,13 @@ The C (float32 in every precision: the int8 step keeps its spectrum in float32, 
 the dense matrix unquantized) works in place in the output: the windowed frame's even samples are the
 real parts and its odd samples the imaginary parts of N/2 complex points, stored in bit-reversed order in
 ``re = out[0 .. N/2)`` and ``im = out[bins .. bins + N/2)``; log2(N/2) stages of butterflies (the first
-without multiplies) give their spectrum Z; then bins k and N/2 - k of the real signal's spectrum X come from
+without multiplies, the others two at a time in one pass where they can: ``stages``) give their spectrum Z; then bins k and N/2 - k of the real signal's spectrum X come from
 Z[k] and Z[N/2 - k]: ``X[k] = E + W^k O`` and ``X[N/2 - k] = conj(E - W^k O)`` with
 ``E = (Z[k] + conj Z[N/2 - k]) / 2``, ``O = (Z[k] - conj Z[N/2 - k]) / 2i``, ``W = exp(-2 pi i / N)``.
-Twiddles are constant tables of N/2 cosines and sines. ``simulate`` is the same arithmetic in numpy.
+Twiddles are constant tables of N/2 cosines and sines. Where the graph squares the spectrum and sums the
+squares of re and im by one product (``s * s`` then ``[M; M]``, the power spectrum into the mel bands),
+the lowering has the FFT write each bin's ``re^2 + im^2`` and the product take ``M`` alone
+(``Lowering.power_spectrum``). ``simulate`` is the same arithmetic in numpy.
 """
 
 from __future__ import annotations
@@ -99,11 +102,24 @@ def multiplications(layout: DFTLayout) -> int:
     return layout.frame + 4 * (half // 2) * max(0, stages - 1) + 8 * (half // 2)
 
 
+def stages(half: int) -> list[tuple[int, bool]]:
+    """The butterfly stages after the first (of two points, without multiplies): (span, paired), paired
+    stages doing those of ``2 * span`` and ``4 * span`` points in one pass over the data (the second's
+    twiddle for the odd quarter is ``-i`` times the even's: half the loads and stores of two passes)."""
+    found, span = [], 2
+    while span < half:
+        paired = 4 * span <= half
+        found.append((span, paired))
+        span *= 4 if paired else 2
+    return found
+
+
 # --- numpy: the C's arithmetic, in float32 ------------------------------------------------------------
 
 
-def simulate(layout: DFTLayout, x: np.ndarray) -> np.ndarray:
-    """``x (frame,) @ matrix`` computed as the generated C computes it (float32, the same order)."""
+def simulate(layout: DFTLayout, x: np.ndarray, power: bool = False) -> np.ndarray:
+    """``x (frame,) @ matrix`` computed as the generated C computes it (float32, the same order); with
+    ``power``, each bin's re^2 + im^2 as the C writes it for a fused power spectrum."""
     f32 = np.float32
     half, bins = layout.fft // 2, layout.bins
     signal = np.zeros(layout.fft, f32)
@@ -113,17 +129,30 @@ def simulate(layout: DFTLayout, x: np.ndarray) -> np.ndarray:
     re[rev] = signal[0::2]
     im[rev] = signal[1::2]
     cos, sin = twiddles(layout.fft)
-    span = 1
-    while span < half:
+    for a in range(0, half - 1, 2):  # butterflies of two: no multiplies
+        tr, ti = re[a + 1], im[a + 1]
+        re[a + 1], im[a + 1], re[a], im[a] = re[a] - tr, im[a] - ti, re[a] + tr, im[a] + ti
+    for span, paired in stages(half):
         for j in range(span):
-            c, s = cos[j * half // span], sin[j * half // span]
-            a = np.arange(j, half, 2 * span)
-            b = a + span
-            tr = re[b] * c + im[b] * s
-            ti = im[b] * c - re[b] * s
-            re[b], im[b] = re[a] - tr, im[a] - ti
-            re[a], im[a] = re[a] + tr, im[a] + ti
-        span *= 2
+            c1, s1 = cos[j * half // span], sin[j * half // span]
+            if not paired:
+                a = np.arange(j, half, 2 * span)
+                b = a + span
+                tr, ti = re[b] * c1 + im[b] * s1, im[b] * c1 - re[b] * s1
+                re[b], im[b] = re[a] - tr, im[a] - ti
+                re[a], im[a] = re[a] + tr, im[a] + ti
+                continue
+            c2, s2 = cos[j * half // (2 * span)], sin[j * half // (2 * span)]
+            p0 = np.arange(j, half, 4 * span)
+            p1, p2, p3 = p0 + span, p0 + 2 * span, p0 + 3 * span
+            t1r, t1i = re[p1] * c1 + im[p1] * s1, im[p1] * c1 - re[p1] * s1
+            t3r, t3i = re[p3] * c1 + im[p3] * s1, im[p3] * c1 - re[p3] * s1
+            y0r, y0i, y1r, y1i = re[p0] + t1r, im[p0] + t1i, re[p0] - t1r, im[p0] - t1i
+            y2r, y2i, y3r, y3i = re[p2] + t3r, im[p2] + t3i, re[p2] - t3r, im[p2] - t3i
+            ur, ui = y2r * c2 + y2i * s2, y2i * c2 - y2r * s2
+            vr, vi = y3i * c2 - y3r * s2, -(y3r * c2 + y3i * s2)  # -i times the twiddle's product
+            re[p0], im[p0], re[p2], im[p2] = y0r + ur, y0i + ui, y0r - ur, y0i - ui
+            re[p1], im[p1], re[p3], im[p3] = y1r + vr, y1i + vi, y1r - vr, y1i - vi
     out_re, out_im = np.zeros(bins, f32), np.zeros(bins, f32)
     out_re[0], out_re[half] = re[0] + im[0], re[0] - im[0]
     for k in range(1, half // 2 + 1):
@@ -134,6 +163,8 @@ def simulate(layout: DFTLayout, x: np.ndarray) -> np.ndarray:
         tr, ti = c * o_r + s * o_i, c * o_i - s * o_r
         out_re[k], out_im[k] = er + tr, ei + ti
         out_re[m], out_im[m] = er - tr, ti - ei
+    if power:
+        return (out_re * out_re + out_im * out_im).astype(f32)
     imag = out_im if layout.imag_sign < 0 else -out_im  # the split gives exp(-i ...)'s: columns -w sin
     return np.concatenate([out_re, imag]).astype(f32)
 
@@ -180,23 +211,44 @@ def emit(e: Emitter, op: RealFFT) -> list[str]:
             "        re[a + 1] = re[a] - tr; im[a + 1] = im[a] - ti; re[a] += tr; im[a] += ti;",
             "    }",
         ]
-    span = 2
-    while span < half:
+    for span, paired in stages(half):
+        if not paired:
+            lines += [
+                f"    for (int j = 0; j < {span}; j++) {{ /* butterflies of {2 * span} */",
+                f"        const float c = {c_table}[j * {half // span}], s = {s_table}[j * {half // span}];",
+                f"        for (int a = j; a < {half}; a += {2 * span}) {{",
+                f"            const int b = a + {span};",
+                "            const float tr = re[b] * c + im[b] * s, ti = im[b] * c - re[b] * s;",
+                "            re[b] = re[a] - tr; im[b] = im[a] - ti; re[a] += tr; im[a] += ti;",
+                "        }",
+                "    }",
+            ]
+            continue
         lines += [
-            f"    for (int j = 0; j < {span}; j++) {{ /* butterflies of {2 * span} */",
-            f"        const float c = {c_table}[j * {half // span}], s = {s_table}[j * {half // span}];",
-            f"        for (int a = j; a < {half}; a += {2 * span}) {{",
-            f"            const int b = a + {span};",
-            "            const float tr = re[b] * c + im[b] * s, ti = im[b] * c - re[b] * s;",
-            "            re[b] = re[a] - tr; im[b] = im[a] - ti; re[a] += tr; im[a] += ti;",
+            f"    for (int j = 0; j < {span}; j++) {{ /* butterflies of {2 * span}, then of {4 * span}, in one pass */",
+            f"        const float c1 = {c_table}[j * {half // span}], s1 = {s_table}[j * {half // span}];",
+            f"        const float c2 = {c_table}[j * {half // (2 * span)}], s2 = {s_table}[j * {half // (2 * span)}];",
+            f"        for (int p0 = j; p0 < {half}; p0 += {4 * span}) {{",
+            f"            const int p1 = p0 + {span}, p2 = p0 + {2 * span}, p3 = p0 + {3 * span};",
+            "            const float t1r = re[p1] * c1 + im[p1] * s1, t1i = im[p1] * c1 - re[p1] * s1;",
+            "            const float t3r = re[p3] * c1 + im[p3] * s1, t3i = im[p3] * c1 - re[p3] * s1;",
+            "            const float y0r = re[p0] + t1r, y0i = im[p0] + t1i, y1r = re[p0] - t1r, y1i = im[p0] - t1i;",
+            "            const float y2r = re[p2] + t3r, y2i = im[p2] + t3i, y3r = re[p2] - t3r, y3i = im[p2] - t3i;",
+            "            const float ur = y2r * c2 + y2i * s2, ui = y2i * c2 - y2r * s2;",
+            "            const float vr = y3i * c2 - y3r * s2, vi = -(y3r * c2 + y3i * s2); /* -i w y3 */",
+            "            re[p0] = y0r + ur; im[p0] = y0i + ui; re[p2] = y0r - ur; im[p2] = y0i - ui;",
+            "            re[p1] = y1r + vr; im[p1] = y1i + vi; re[p3] = y1r - vr; im[p3] = y1i - vi;",
             "        }",
             "    }",
         ]
-        span *= 2
     lines += [
         "    { /* bins 0 and N/2 from Z[0]; then bins k and N/2 - k from Z[k] and Z[N/2 - k] */",
         "        const float r0 = re[0], i0 = im[0];",
-        f"        re[0] = r0 + i0; im[0] = 0.0f; re[{half}] = r0 - i0; im[{half}] = 0.0f;",
+        *(
+            [f"        re[0] = (r0 + i0) * (r0 + i0); re[{half}] = (r0 - i0) * (r0 - i0); /* re^2 + im^2 */"]
+            if op.power
+            else [f"        re[0] = r0 + i0; im[0] = 0.0f; re[{half}] = r0 - i0; im[{half}] = 0.0f;"]
+        ),
         "    }",
         f"    for (int k = 1; k <= {half // 2}; k++) {{",
         f"        const int m = {half} - k;",
@@ -204,11 +256,18 @@ def emit(e: Emitter, op: RealFFT) -> list[str]:
         "        const float o_r = 0.5f * (im[k] + im[m]), o_i = 0.5f * (re[m] - re[k]);",
         f"        const float c = {c_table}[k], s = {s_table}[k];",
         "        const float tr = c * o_r + s * o_i, ti = c * o_i - s * o_r;",
-        "        re[k] = er + tr; im[k] = ei + ti;",
-        "        re[m] = er - tr; im[m] = ti - ei;",
+        *(
+            [
+                "        const float kr = er + tr, ki = ei + ti, mr = er - tr, mi = ti - ei;",
+                "        re[k] = kr * kr + ki * ki; /* the power of bins k and N/2 - k */",
+                "        re[m] = mr * mr + mi * mi;",
+            ]
+            if op.power
+            else ["        re[k] = er + tr; im[k] = ei + ti;", "        re[m] = er - tr; im[m] = ti - ei;"]
+        ),
         "    }",
     ]
-    if layout.imag_sign > 0:
+    if layout.imag_sign > 0 and not op.power:
         lines.append(f"    for (int k = 0; k < {bins}; k++) im[k] = -im[k]; /* columns +w sin */")
     lines.append("}")
     return lines

@@ -128,13 +128,15 @@ class IndexedCopy:
 @dataclass(eq=False)
 class RealFFT:
     """``out (2 * bins) = x (frame) @ weight`` where ``weight`` is a windowed real DFT (``export.c.fft``
-    recognised it from its values): computed as a real FFT, float32 in every precision."""
+    recognised it from its values): computed as a real FFT, float32 in every precision; with ``power``,
+    ``out[:bins]`` = each bin's re^2 + im^2."""
 
     out: Tensor
     x: Tensor
     layout: Any  # export.c.fft.DFTLayout
     weight: np.ndarray  # the dense matrix it stands for
     x_name: str | None = None
+    power: bool = False  # out[:bins] = re^2 + im^2 instead (a following x * x and [M; M] product fused)
 
 
 @dataclass(eq=False)

@@ -79,7 +79,7 @@ class Lowering:
         self.aliases: dict[int, list[str]] = {}  # id(storage) -> the tensor names over it, in order
         self.outputs = {o.name for o in self.graph.output}
         self.token_rows: int | None = None  # the bound of the token: the embedding tables' rows
-        self.front_end: list[int] = []  # indices in ops of the operations of the front end's nodes
+        self.front_end: set[int] = set()  # id() of the operations of the front end's nodes
         for node in self.graph.node:
             for name in node.input:
                 self.uses[name] = self.uses.get(name, 0) + 1
@@ -173,12 +173,13 @@ class Lowering:
 
     def lower(self) -> None:
         for index, node in enumerate(self.graph.node):
-            before = len(self.ops)
+            before = {id(op) for op in self.ops}
             self.node(index, node)
             if node.name.startswith(FRONT_END_PREFIX):
-                self.front_end += range(before, len(self.ops))
+                self.front_end.update(id(op) for op in self.ops if id(op) not in before)
         if self.front_end:  # marked for a benchmark build: the front end's operations and the rest apart
-            first, last = min(self.front_end), max(self.front_end)
+            places = [i for i, op in enumerate(self.ops) if id(op) in self.front_end]
+            first, last = places[0], places[-1]
             self.ops.insert(last + 1, Mark("front_end_end"))
             self.ops.insert(first, Mark("front_end_begin"))
 
@@ -391,6 +392,9 @@ class Lowering:
             raise ContractError(f"{op} by a constant of shape {b.shape} (expected a matrix)")
         if a.size != b.shape[0]:
             raise ContractError(f"{op} of {a.shape} by {b.shape}: only one row at a time (batch 1)")
+        power = self.power_spectrum(a, b)
+        if power is not None:  # |X|^2 by the FFT, then the bands' product over the bins once
+            a, b = power
         out = self.new(out_name, shape)
         layout = fft.recognise(b) if bias is None and source_kind in ("matmul", "gemm_t") else None
         if layout is not None and a.size == layout.frame:  # a windowed real DFT: an FFT
@@ -404,6 +408,27 @@ class Lowering:
         source = (b_name, source_kind) if b_name in self.initializer_names else None
         self.emit(Gemv(out, a, np.ascontiguousarray(b), bias, source=source, x_name=a_name))
         self.values[out_name] = out
+
+    def power_spectrum(self, a: Tensor, b: np.ndarray) -> tuple[Tensor, np.ndarray] | None:
+        """A sparse product by ``[M; M]`` of ``s * s``, ``s`` a real FFT's spectrum read by nothing else: the
+        FFT then writes re^2 + im^2 per bin and the product is by ``M`` alone over those (the ``Mul`` is
+        dropped). (The view of the power and ``M``), or None where the pattern is not there."""
+        square = self.producer.get(id(a.storage))
+        if not (isinstance(square, Elementwise) and square.op == "Mul" and square.out is a):
+            return None
+        s, t = square.inputs
+        spectrum = self.producer.get(id(s.storage))
+        if s is not t or not isinstance(spectrum, RealFFT) or spectrum.power or spectrum.out is not s:
+            return None
+        bins = spectrum.layout.bins
+        half = b[:bins]
+        if b.shape[0] != 2 * bins or not np.array_equal(half, b[bins:]) or not sparse.is_sparse(half):
+            return None
+        if self.uses.get(a.name) != 1 or self.uses.get(s.name) != 2 or {a.name, s.name} & self.outputs:
+            return None
+        self.ops.remove(square)
+        spectrum.power = True
+        return self.view(s, f"{s.name}_power", (1, bins)), np.ascontiguousarray(half)
 
     def layer_norm(self, names: list[str], attrs: dict, out_names: list[str], shapes) -> None:
         x = self.tensor_of(names[0])
