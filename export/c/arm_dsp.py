@@ -241,7 +241,8 @@ def _dsp_pairs(name: str, k: int, rows: int) -> list[str]:
                     ]
         return out
 
-    step = 32 if k >= 32 else 16 if k >= 16 else 8 if k >= 8 else 4
+    # inputs a pass: 32 only where the weights are large beside the code it takes
+    step = 32 if k >= 128 else 16 if k >= 16 else 8 if k >= 8 else 4
     main = k // step * step
     if main:
         lines += [f"        for (int i = 0; i < {main}; i += {step}) {{", *group(0, step // 2)]
