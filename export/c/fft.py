@@ -12,9 +12,10 @@ The C (float32 in every precision: the int8 step keeps its spectrum in float32, 
 the dense matrix unquantized) works in place in the output: the windowed frame's even samples are the
 real parts and its odd samples the imaginary parts of N/2 complex points, stored in bit-reversed order in
 ``re = out[0 .. N/2)`` and ``im = out[bins .. bins + N/2)``; log2(N/2) stages of butterflies (the first
-without multiplies, the others two at a time in one pass where they can: ``stages``) give their spectrum Z; then bins k and N/2 - k of the real signal's spectrum X come from
-Z[k] and Z[N/2 - k]: ``X[k] = E + W^k O`` and ``X[N/2 - k] = conj(E - W^k O)`` with
-``E = (Z[k] + conj Z[N/2 - k]) / 2``, ``O = (Z[k] - conj Z[N/2 - k]) / 2i``, ``W = exp(-2 pi i / N)``.
+without multiplies, the others two at a time in one pass where they can: ``stages``) give their spectrum
+Z; then bins k and N/2 - k of the real signal's spectrum X come from Z[k] and Z[N/2 - k]:
+``X[k] = E + W^k O`` and ``X[N/2 - k] = conj(E - W^k O)`` with ``E = (Z[k] + conj Z[N/2 - k]) / 2``,
+``O = (Z[k] - conj Z[N/2 - k]) / 2i``, ``W = exp(-2 pi i / N)``.
 Twiddles are constant tables of N/2 cosines and sines. Where the graph squares the spectrum and sums the
 squares of re and im by one product (``s * s`` then ``[M; M]``, the power spectrum into the mel bands),
 the lowering has the FFT write each bin's ``re^2 + im^2`` and the product take ``M`` alone
