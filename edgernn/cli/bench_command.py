@@ -51,8 +51,8 @@ from edgernn.cli.group import cli
 @click.option(
     "--device",
     help="Measure on an emulated device instead of this machine (cortex-m0plus, cortex-m4, rv32imc, ...): "
-    "exact instructions, estimated cycles, flash, RAM and stack per step; --steps defaults to 200 (5 on "
-    "cores without an FPU).",
+    "exact instructions, estimated cycles, flash, RAM and stack per step (a keyword model's front end apart); "
+    "--steps defaults to 200 (5 on cores without an FPU).",
 )
 @click.option(
     "--precision",
@@ -75,7 +75,8 @@ def bench(
     with session.run, the floor (a model that does nothing, same call path) and the generated C (path c:
     compiled with -O3 -march=native, timed in C; needs a C compiler); then run() through the
     chunk graph, a pool of 256 streams, steps after 10,000 silent steps, and the cold start. No MODEL
-    means the reference GRU and LSTM (2x128, 32 features). Several models, --no-baselines or a batch
+    means the reference GRU and LSTM (2x128, 32 features). A keyword model (its front end in the step):
+    its front end's nodes alone timed beside it instead of the baselines. Several models, --no-baselines or a batch
     size above 1: the steppers side by side, with file sizes (e.g. float32 next to int8).
 
     \b
