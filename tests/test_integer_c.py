@@ -234,6 +234,26 @@ def test_cortex_m0plus_step_links_no_float_helper(deployed, tmp_path, tmp_path_f
     assert {"__aeabi_fmul", "__aeabi_fadd"} <= _linked_float_helpers(device, float_folder, float_out)
 
 
+def test_every_device_compiles_products_of_one_width_with_rows_left_over(tmp_path):
+    """Every product 32 inputs wide (embedding and hidden alike: gcc specialises q_product for k = 32)
+    and a head whose rows are not a multiple of four (q_row runs): -Werror builds for each device
+    (gcc's loop analysis once warned of an index overflow in the tails of such a build)."""
+    torch.manual_seed(2)
+    config = ModelConfig(cell="gru", input_size=len(VOCAB), output_size=len(VOCAB), hidden_size=32,
+                         num_layers=1, embedding_size=32)  # fmt: skip
+    path = tmp_path / "wide.onnx"
+    export_model(RecurrentModel(config).eval(), path, vocabulary=VOCAB, chunk_steps=None)
+    assert len(VOCAB) % 4 != 0
+    folder = tmp_path / "c"
+    deploy(path, "c", folder, precision="integer")
+    for name in ("cortex-m0plus", "cortex-m4", "rv32imc"):
+        device = _require(name)
+        obj = tmp_path / f"{name}.o"
+        done = subprocess.run([device.compiler, *compile_flags(device), "-c", str(folder / "model.c"), "-o",
+                               str(obj)], capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0 and "-Werror" in compile_flags(device), done.stderr[-2000:]
+
+
 def test_rv32imc_object_has_no_float_instruction_or_call(deployed, tmp_path):
     device = _require("rv32imc")
     for key in ("gru_tokens_2", "lstm_features_2"):
