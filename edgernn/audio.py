@@ -11,6 +11,13 @@ The front end, as the exported step graph computes it from one hop of samples ``
     logmel = log(mel + floor)
     audio' = frame[:, hop:]
 
+and, with a running normalisation (``FrontEnd.running_ms``), the band means after the overlap in the
+state, as their difference ``m`` from ``running_start``:
+
+    centred = logmel - running_start
+    m'      = m + (centred - m) * rate                         # rate = 1 - exp(-hop_ms / running_ms)
+    out     = centred - m'
+
 so a stream of hops is framed exactly as ``log_mel`` frames a whole clip starting from zeros.
 """
 
@@ -83,6 +90,21 @@ def log_mel(signal: np.ndarray, fe: FrontEnd) -> np.ndarray:
     return np.log(power @ mel_filterbank(fe).astype(np.float64) + fe.floor).astype(np.float32)
 
 
+def running_normalise(frames: np.ndarray, fe: FrontEnd) -> np.ndarray:
+    """The front end's causal normalisation of log-mel ``frames`` ``(T, mels)`` from the initial state, as
+    the graph computes it in float32: each band less its exponential moving mean, which starts at
+    ``fe.running_start``. ``frames`` as they are without ``fe.running_ms``."""
+    if not fe.running_ms:
+        return frames
+    centred = frames.astype(np.float32) - np.asarray(fe.running_start, np.float32)
+    rate, mean = np.float32(fe.running_rate), np.zeros(fe.mels, np.float32)
+    out = np.empty_like(centred)
+    for t, frame in enumerate(centred):
+        mean = mean + (frame - mean) * rate
+        out[t] = frame - mean
+    return out
+
+
 def log_mel_fast(signal: np.ndarray, fe: FrontEnd, dft: np.ndarray, bank: np.ndarray) -> np.ndarray:
     """``log_mel`` through the graph's own float32 matrices (what training computes, at numpy speed)."""
     frames = frames_of(signal, fe).astype(np.float32)
@@ -102,7 +124,9 @@ class Augmentation:
     and noise (white or pink) at one of ``snrs_db`` with probability ``noise_probability``. As in a
     stream: with probability ``context_probability`` another clip and a gap come before the word; and
     ``after_probability`` of the clips are also heard followed by ``after_ms`` of background and labelled
-    no word (the model learns to let a word go once it is over).
+    no word (the model learns to let a word go once it is over). On the copy's log-mel frames
+    (``vary_features``): a spectral tilt and bow of up to ``eq_db``, ``band_masks`` masks of up to
+    ``band_mask`` mel bands and ``time_masks`` masks of up to ``time_mask`` frames.
     """
 
     copies: int = 4
@@ -115,6 +139,11 @@ class Augmentation:
     context_probability: float = 0.5
     after_probability: float = 0.5
     after_ms: tuple[float, float] = (700.0, 1500.0)
+    eq_db: float = 6.0
+    band_masks: int = 2
+    band_mask: int = 4
+    time_masks: int = 2
+    time_mask: int = 8
 
 
 def change_speed(signal: np.ndarray, factor: float) -> np.ndarray:
@@ -177,3 +206,28 @@ def clip_edges(signal: np.ndarray, rate: int, ms: float = 60.0) -> list[np.ndarr
     """A clip's first and last ``ms`` milliseconds."""
     n = min(len(signal) // 3, int(rate * ms / 1000.0))
     return [signal[:n], signal[-n:]] if n > 0 else []
+
+
+def vary_features(features: np.ndarray, aug: Augmentation, rng: np.random.Generator) -> np.ndarray:
+    """A varied copy's log-mel frames ``(T, mels)``: a random spectral tilt and bow of up to ``aug.eq_db``
+    (another microphone or room), then SpecAugment-style masks: ``aug.band_masks`` spans of up to
+    ``aug.band_mask`` mel bands and ``aug.time_masks`` spans of up to ``aug.time_mask`` frames, each set
+    to the copy's mean. float32."""
+    out = features.astype(np.float32, copy=True)
+    steps, mels = out.shape
+    if aug.eq_db:
+        position = np.linspace(-1.0, 1.0, mels)
+        tilt, bow = rng.uniform(-aug.eq_db, aug.eq_db, 2)
+        out += np.float32(np.log(10.0) / 10.0) * (tilt * position + bow * (position**2 - 1.0 / 3.0)).astype(
+            np.float32
+        )
+    fill = out.mean()
+    for _ in range(aug.band_masks):
+        width = rng.integers(0, aug.band_mask + 1)
+        start = rng.integers(0, mels - width + 1)
+        out[:, start : start + width] = fill
+    for _ in range(aug.time_masks):
+        width = min(steps // 5, rng.integers(0, aug.time_mask + 1))
+        start = rng.integers(0, steps - width + 1)
+        out[start : start + width] = fill
+    return out

@@ -1,11 +1,13 @@
 """The keyword task: a spoken-word recognizer trained on labelled clips (``edgernn train DIR``).
 
-The run's model is a RecurrentModel over log-mel frames (normalised in the model by the training
-frames' mean and std per band); the export puts the front end in front of it (``edgernn.export.keyword``),
-so the exported step takes one 10 ms hop of raw samples. Training sees:
+The run's model is a RecurrentModel over log-mel frames less their running mean per band (the front
+end's causal normalisation, ``RUNNING_MS``), normalised in the model by the training frames' mean and std
+per band; the export puts the front end in front of it (``edgernn.export.keyword``), so the exported step
+takes one 10 ms hop of raw samples. Training sees:
 
 - every training clip as it is, and ``Augmentation.copies`` varied copies of it (speed, gain, time
-  shift with background before and after the word, white or pink noise at several SNRs);
+  shift with background before and after the word, white or pink noise at several SNRs; on the log-mel
+  frames a spectral tilt and SpecAugment-style band and time masks);
 - a "no word" class (``_none``) of generated silence, white and pink noise at several levels and the
   clips' own first and last 60 ms in quiet noise, one class's share of the clips.
 
@@ -28,11 +30,15 @@ from edgernn.audio import (
     dft_matrix,
     log_mel_fast,
     no_word_clip,
+    running_normalise,
     stacked_filterbank,
+    vary_features,
 )
 from edgernn.runtime.audio import NO_WORD, PCM_SCALE, Clips, FrontEnd, read_clips
 from edgernn.runtime.errors import InputError
 from edgernn.tasks import MIN_VALIDATION_CASES, TaskData, _natural_key, _stats, case_order
+
+RUNNING_MS = 1000.0  # the front end's running normalisation: its time constant (0: off)
 
 
 def keyword_classes(labels: list[str]) -> list[str]:
@@ -53,11 +59,13 @@ def keyword_task(
     *,
     augment: bool = True,
     mels: int = 32,
+    running_ms: float = RUNNING_MS,
 ) -> TaskData:
     """Clips from ``path`` (a folder of WAV files, or clip bundles) as a TaskData of log-mel sequences."""
     return task_from_clips(
-        read_clips(path), validation_fraction, seed, min_validation_cases, augment=augment, mels=mels
-    )
+        read_clips(path), validation_fraction, seed, min_validation_cases, augment=augment, mels=mels,
+        running_ms=running_ms,
+    )  # fmt: skip
 
 
 def task_from_clips(
@@ -68,6 +76,7 @@ def task_from_clips(
     *,
     augment: bool = True,
     mels: int = 32,
+    running_ms: float = RUNNING_MS,
     validation: Clips | None = None,
 ) -> TaskData:
     """The keyword TaskData of ``clips``; ``validation`` given: those clips validate and all of ``clips``
@@ -84,6 +93,8 @@ def task_from_clips(
         validation, clips = clips.subset(order[:n_val]), clips.subset(order[n_val:])
     rng = np.random.default_rng(seed)
     aug = Augmentation() if augment else replace(Augmentation(), copies=0)
+    if running_ms:
+        fe = replace(fe, running_ms=float(running_ms), running_start=_band_means(clips, fe))
     features = _Features(fe)
     train = _word_cases(clips, index, aug, rng, features) + _no_word_cases(
         clips, index, len(clips) // (len(classes) - 1) * (1 + aug.copies), rng, features
@@ -112,14 +123,27 @@ def task_from_clips(
     )
 
 
+def _band_means(clips: Clips, fe: FrontEnd) -> tuple[float, ...]:
+    """Each mel band's mean log power over (up to 400 of) the clips as they are: where the running mean
+    starts."""
+    features = _Features(fe)
+    step = max(1, len(clips) // 400)
+    frames = [features(samples.astype(np.float32) / PCM_SCALE) for samples in clips.audio[::step]]
+    return tuple(float(v) for v in np.concatenate(frames).mean(axis=0, dtype=np.float64))
+
+
 class _Features:
     """log-mel frames through the graph's own float32 matrices."""
 
     def __init__(self, fe: FrontEnd):
         self.fe, self.dft, self.bank = fe, dft_matrix(fe), stacked_filterbank(fe)
 
-    def __call__(self, signal: np.ndarray) -> np.ndarray:
-        return log_mel_fast(signal, self.fe, self.dft, self.bank)
+    def __call__(self, signal: np.ndarray, vary=None) -> np.ndarray:
+        frames = log_mel_fast(signal, self.fe, self.dft, self.bank)
+        return self.normalise(frames if vary is None else vary(frames))
+
+    def normalise(self, frames: np.ndarray) -> np.ndarray:
+        return running_normalise(frames, self.fe)
 
 
 def _word_cases(
@@ -133,7 +157,8 @@ def _word_cases(
         cases.append((features(signal), index[label]))
         for _ in range(aug.copies):
             before = signals[rng.integers(len(signals))] if rng.random() < aug.context_probability else None
-            cases.append((features(augment(signal, clips.rate, aug, rng, before=before)), index[label]))
+            varied = augment(signal, clips.rate, aug, rng, before=before)
+            cases.append((features(varied, lambda frames: vary_features(frames, aug, rng)), index[label]))
         if aug.copies and rng.random() < aug.after_probability:
             heard = augment(signal, clips.rate, aug, rng, trail_ms=aug.after_ms)
             cases.append((features(heard), index[NO_WORD]))
@@ -157,4 +182,6 @@ def _augmentation_note(aug: Augmentation) -> dict[str, Any] | str:
     return {
         "copies": aug.copies, "speed": list(aug.speed), "gain_db": list(aug.gain_db), "lead_ms": aug.lead_ms,
         "trail_ms": aug.trail_ms, "snrs_db": list(aug.snrs_db), "noise_probability": aug.noise_probability,
+        "eq_db": aug.eq_db, "band_masks": [aug.band_masks, aug.band_mask],
+        "time_masks": [aug.time_masks, aug.time_mask],
     }  # fmt: skip

@@ -58,25 +58,39 @@ def keyword_info(model: RecurrentModel, fe: FrontEnd, extra: dict) -> ModelInfo:
 
 
 def _front_end(g: _Graph, fe: FrontEnd, audio: str, x: str) -> str:
-    """Nodes from x and the audio state to log-mel ``(B, mels)``; writes the ``audio_next`` output."""
+    """Nodes from x and the audio state to log-mel ``(B, mels)`` (less its running mean when the front end
+    has one); writes the ``audio_next`` output."""
     p = FRONT_END_PREFIX
-    previous = g.op("Reshape", audio, g.const(f"{p}.overlap_shape", np.array([-1, fe.overlap], np.int64)))
+    axis = g.const(f"{p}.axis", np.array([1], np.int64))
+
+    def cut(source: str, start: int, end: int, name: str) -> str:
+        begin = g.const(f"{p}.{name}_start", np.array([start], np.int64))
+        stop = g.const(f"{p}.{name}_end", np.array([end], np.int64))
+        return g.op("Slice", source, begin, stop, axis, name=f"{p}_{name}")
+
+    flat_shape = g.const(f"{p}.flat_shape", np.array([-1, fe.state_size], np.int64))
+    state = g.op("Reshape", audio, flat_shape, name=f"{p}_state")
+    previous = cut(state, 0, fe.overlap, "previous") if fe.running_ms else state
     frame = g.op("Concat", previous, x, axis=1, name=f"{p}_frame")  # (B, frame)
-    tail = g.op(
-        "Slice",
-        frame,
-        g.const(f"{p}.tail_start", np.array([fe.hop], np.int64)),
-        g.const(f"{p}.tail_end", np.array([fe.frame], np.int64)),
-        g.const(f"{p}.tail_axis", np.array([1], np.int64)),
-        name=f"{p}_tail",
-    )  # (B, overlap)
-    state_shape = g.const(f"{p}.state_shape", np.array([-1, 1, fe.overlap], np.int64))
-    g.op("Reshape", tail, state_shape, name=contract.AUDIO_STATE[1])
+    tail = cut(frame, fe.hop, fe.frame, "tail")  # (B, overlap)
     spectrum = g.op("MatMul", frame, g.const(f"{p}.dft", dft_matrix(fe)), name=f"{p}_dft")  # (B, 2 bins)
     squared = g.op("Mul", spectrum, spectrum, name=f"{p}_squared")
     mel = g.op("MatMul", squared, g.const(f"{p}.mel", stacked_filterbank(fe)), name=f"{p}_mel")  # (B, mels)
     floored = g.op("Add", mel, g.const(f"{p}.floor", np.array(fe.floor, np.float32)), name=f"{p}_floored")
-    return g.op("Log", floored, name=f"{p}_log_mel")
+    log_mel = g.op("Log", floored, name=f"{p}_log_mel")
+    state_shape = g.const(f"{p}.state_shape", np.array([-1, 1, fe.state_size], np.int64))
+    if not fe.running_ms:
+        g.op("Reshape", tail, state_shape, name=contract.AUDIO_STATE[1])
+        return log_mel
+    start = g.const(f"{p}.running_start", np.array(fe.running_start, np.float32))
+    centred = g.op("Sub", log_mel, start, name=f"{p}_centred")
+    mean = cut(state, fe.overlap, fe.state_size, "mean")  # (B, mels): the running mean less the start
+    step = g.op("Sub", centred, mean, name=f"{p}_step")
+    rate = g.const(f"{p}.running_rate", np.array(fe.running_rate, np.float32))
+    mean_next = g.op("Add", mean, g.op("Mul", step, rate, name=f"{p}_scaled_step"), name=f"{p}_mean_next")
+    both = g.op("Concat", tail, mean_next, axis=1, name=f"{p}_state_next")
+    g.op("Reshape", both, state_shape, name=contract.AUDIO_STATE[1])
+    return g.op("Sub", centred, mean_next, name=f"{p}_normalised")
 
 
 def build_keyword_step(model: RecurrentModel, fe: FrontEnd, info: ModelInfo) -> onnx.ModelProto:
@@ -102,7 +116,7 @@ def build_keyword_step(model: RecurrentModel, fe: FrontEnd, info: ModelInfo) -> 
 
 def keyword_reference(model: RecurrentModel, fe: FrontEnd):
     """The PyTorch side of the parity checks: frames the sequence, ``torch.fft.rfft`` in float64, the
-    mel bands and log, then ``model`` (``edgernn.export.verify.Reference``)."""
+    mel bands and log, the running normalisation if any, then ``model`` (``edgernn.export.verify.Reference``)."""
     window = torch.from_numpy(hann(fe.frame))
     bank = torch.from_numpy(mel_filterbank(fe).astype(np.float64))
 
@@ -110,17 +124,27 @@ def keyword_reference(model: RecurrentModel, fe: FrontEnd):
         batch, steps = xs.shape[:2]
         with torch.no_grad():
             audio = (
-                torch.zeros(batch, fe.overlap, dtype=torch.float64)
+                torch.zeros(batch, fe.state_size, dtype=torch.float64)
                 if state is None
-                else torch.from_numpy(state[-1]).reshape(batch, fe.overlap).double()
+                else torch.from_numpy(state[-1]).reshape(batch, fe.state_size).double()
             )
-            signal = torch.cat([audio, torch.from_numpy(xs).reshape(batch, steps * fe.hop).double()], dim=1)
+            previous, mean = audio[:, : fe.overlap], audio[:, fe.overlap :]
+            signal = torch.cat(
+                [previous, torch.from_numpy(xs).reshape(batch, steps * fe.hop).double()], dim=1
+            )
             frames = signal.unfold(1, fe.frame, fe.hop)  # (B, T, frame)
             power = torch.fft.rfft(frames * window, n=fe.fft).abs() ** 2  # (B, T, bins)
-            log_mel = torch.log(power @ bank + fe.floor).float()  # (B, T, mels)
+            log_mel = torch.log(power @ bank + fe.floor)  # (B, T, mels)
+            if fe.running_ms:
+                centred = log_mel - torch.tensor(fe.running_start, dtype=torch.float64)
+                normalised = []
+                for t in range(steps):
+                    mean = mean + fe.running_rate * (centred[:, t] - mean)
+                    normalised.append(centred[:, t] - mean)
+                log_mel = torch.stack(normalised, dim=1)
             recurrent = None if state is None else tuple(torch.from_numpy(s) for s in state[:-1])
-            y, next_state = model(log_mel, recurrent)
-        tail = signal[:, -fe.overlap :].reshape(batch, 1, fe.overlap)
+            y, next_state = model(log_mel.float(), recurrent)
+        tail = torch.cat([signal[:, -fe.overlap :], mean], dim=1).reshape(batch, 1, fe.state_size)
         states = tuple(s.numpy().astype(np.float64) for s in next_state) + (tail.numpy(),)
         return y.numpy().astype(np.float64), states
 

@@ -19,6 +19,7 @@ import numpy as np
 from edgernn.runtime.errors import ContractError, InputError
 
 SAMPLE_RATES = (8000, 16000)
+MAX_MELS = 2048  # fft / 2 at the largest DFT a front end may have
 PCM_SCALE = 32768.0  # 16-bit PCM -> [-1, 1)
 BUNDLE_SUFFIX = ".npz"
 NO_WORD = "_none"  # the class of silence and noise: no word spoken
@@ -255,7 +256,11 @@ def rms(signal: np.ndarray) -> float:
 @dataclass(frozen=True)
 class FrontEnd:
     """A log-mel front end: ``frame`` samples (Hann window) every ``hop`` samples, a ``fft``-point DFT,
-    power, ``mels`` triangular mel bands from ``low_hz`` to ``high_hz``, ``log(mel + floor)``."""
+    power, ``mels`` triangular mel bands from ``low_hz`` to ``high_hz``, ``log(mel + floor)``.
+
+    ``running_ms`` > 0: causal normalisation, each band less its exponential moving mean (time constant
+    ``running_ms``), kept in the ``audio`` state after the frame overlap as its difference from
+    ``running_start`` (one value per band: the training frames' mean), so the zero state starts there."""
 
     sample_rate: int = 8000
     hop: int = 80
@@ -265,6 +270,8 @@ class FrontEnd:
     low_hz: float = 20.0
     high_hz: float = 4000.0
     floor: float = 1e-6
+    running_ms: float = 0.0
+    running_start: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -280,6 +287,15 @@ class FrontEnd:
             problems.append(f"expected 0 <= low_hz < high_hz <= {self.sample_rate / 2:g}")
         if not 0 < self.floor < 1:
             problems.append(f"floor {self.floor}: expected in (0, 1)")
+        if not 0 <= self.running_ms <= 60_000:
+            problems.append(f"running_ms {self.running_ms}: expected 0 (off) to 60000")
+        if len(self.running_start) != (self.mels if self.running_ms else 0):
+            problems.append(
+                f"running_start: expected {self.mels if self.running_ms else 0} values "
+                f"(one per band with running_ms, none without), got {len(self.running_start)}"
+            )
+        elif not all(np.isfinite(v) for v in self.running_start):
+            problems.append("running_start: expected finite numbers")
         if problems:
             raise InputError("invalid front end: " + "; ".join(problems))
 
@@ -287,6 +303,16 @@ class FrontEnd:
     def overlap(self) -> int:
         """Samples each frame shares with the one before: the ``audio`` state's size."""
         return self.frame - self.hop
+
+    @property
+    def state_size(self) -> int:
+        """The ``audio`` state's size: the frame overlap, then the running mean's bands (if any)."""
+        return self.overlap + (self.mels if self.running_ms else 0)
+
+    @property
+    def running_rate(self) -> float:
+        """The moving mean's update per hop: ``mean += rate * (frame - mean)``; 0 without one."""
+        return float(1.0 - np.exp(-self.hop_ms / self.running_ms)) if self.running_ms else 0.0
 
     @property
     def hop_ms(self) -> float:
@@ -303,6 +329,7 @@ class FrontEnd:
             "kind": "log_mel", "sample_rate": self.sample_rate, "hop": self.hop, "frame": self.frame,
             "fft": self.fft, "mels": self.mels, "low_hz": self.low_hz, "high_hz": self.high_hz,
             "floor": self.floor, "window": "hann", "scale": "int16 / 32768",
+            **({"running_ms": self.running_ms, "running_start": list(self.running_start)} if self.running_ms else {}),
         }  # fmt: skip
 
     @classmethod
@@ -321,6 +348,19 @@ class FrontEnd:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ContractError(f"front_end.{name}: expected a number, got {value!r:.40}")
             values[name] = float(value)
+        running = doc.get("running_ms", 0.0)
+        if isinstance(running, bool) or not isinstance(running, (int, float)):
+            raise ContractError(f"front_end.running_ms: expected a number, got {running!r:.40}")
+        start = doc.get("running_start", [])
+        if (
+            not isinstance(start, list)
+            or len(start) > MAX_MELS
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in start)
+        ):
+            raise ContractError(
+                f"front_end.running_start: expected at most {MAX_MELS} numbers, got {start!r:.60}"
+            )
+        values["running_ms"], values["running_start"] = float(running), tuple(float(v) for v in start)
         try:
             return cls(**values)
         except InputError as exc:

@@ -46,8 +46,9 @@ METADATA_KEY = "edgernn"
 
 INPUT_NAME = "x"
 OUTPUT_NAME = "y"
-# A keyword model's front end keeps the samples its next frame shares with this one:
-# ``(batch, 1, frame - hop)``, after the recurrent states (``front_end`` in the metadata).
+# A keyword model's front end keeps the samples its next frame shares with this one, then its running
+# mean per band if it has one: ``(batch, 1, frame - hop [+ mels])``, after the recurrent states
+# (``front_end`` in the metadata).
 AUDIO_STATE = ("audio", "audio_next")
 BATCH_AXIS_NAME = "batch"
 
@@ -490,12 +491,13 @@ def _expected_states(
 
 
 def _audio_overlap(extra: dict[str, Any] | None) -> int | None:
-    """A keyword model's ``audio`` state size (its front end's frame less its hop); None without one."""
+    """A keyword model's ``audio`` state size (its front end's frame less its hop, then the bands of its
+    running mean if it has one); None without one."""
     if not extra or "front_end" not in extra:
         return None
     from edgernn.runtime.audio import FrontEnd
 
-    return FrontEnd.from_metadata(extra["front_end"]).overlap
+    return FrontEnd.from_metadata(extra["front_end"]).state_size
 
 
 def _read_front_end(doc: dict, input_spec: InputSpec | None, r: _Reader) -> int | None:

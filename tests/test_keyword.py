@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from edgernn.audio import log_mel
+from edgernn.audio import log_mel, running_normalise
 from edgernn.cli import cli
 from edgernn.runtime import Stepper, contract
 from edgernn.runtime.audio import FrontEnd, hops_of, read_bundle, read_clips, read_wav, read_wav_folder
@@ -121,11 +122,11 @@ def front_end_graph(fe: FrontEnd) -> bytes:
         "front_end",
         [
             helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", fe.hop]),
-            helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", 1, fe.overlap]),
+            helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", 1, fe.state_size]),
         ],
         [
             helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", fe.mels]),
-            helper.make_tensor_value_info("audio_next", TensorProto.FLOAT, ["batch", 1, fe.overlap]),
+            helper.make_tensor_value_info("audio_next", TensorProto.FLOAT, ["batch", 1, fe.state_size]),
         ],
         g.initializers,
     )
@@ -151,6 +152,30 @@ def test_the_graphs_front_end_streams_the_numpy_fft_reference_hop_by_hop(rate):
     assert want.shape == (-(-len(clip) // fe.hop), fe.mels)
     np.testing.assert_allclose(np.array(got), want, atol=2e-3)
     assert want.max() > 0 and want.min() < -10  # speech and the silence of the zero-padded start
+
+
+def test_the_running_normalisation_streams_its_numpy_reference_and_keeps_its_mean_in_the_state():
+    bands = log_mel(read_bundle(FSDD / "lucas.npz").audio[0].astype(np.float32) / 32768, FrontEnd())
+    fe = replace(FrontEnd(), running_ms=250.0, running_start=tuple(bands.mean(axis=0).tolist()))
+    assert fe.state_size == 120 + 32 and abs(fe.running_rate - (1 - np.exp(-10 / 250))) < 1e-12
+    assert FrontEnd.from_metadata(json.loads(json.dumps(fe.to_dict()))) == fe
+    clip = read_bundle(FSDD / "jackson.npz").audio[11]
+    session = ort.InferenceSession(front_end_graph(fe), providers=["CPUExecutionProvider"])
+    audio = np.zeros((1, 1, fe.state_size), np.float32)
+    got = []
+    for hop in hops_of(clip, fe.hop):
+        out, audio = session.run(None, {"x": hop[None], "audio": audio})
+        got.append(out[0])
+    raw = log_mel(clip.astype(np.float32) / 32768, fe)
+    want = running_normalise(raw, fe)
+    np.testing.assert_allclose(np.array(got), want, atol=3e-3)
+    # the state holds the last frame's tail, then the moving mean less its start
+    np.testing.assert_allclose(audio[0, 0, 120:], raw[-1] - fe.running_start - want[-1], atol=3e-3)
+    assert np.abs(want[:3]).max() > 5 and np.abs(want - raw).max() > 5  # it moves the bands
+    with pytest.raises(InputError, match="running_start"):
+        replace(fe, running_start=fe.running_start[:31])
+    with pytest.raises(ContractError, match="running_ms"):
+        FrontEnd.from_metadata({**fe.to_dict(), "running_ms": "fast"})
 
 
 # --- a trained model: parity, metadata, eval, stream, C ----------------------------------------------------
@@ -183,7 +208,8 @@ def test_the_exported_step_takes_a_hop_of_samples_and_carries_the_overlap_as_sta
     stepper = Stepper(digits / "digits.onnx")
     info = stepper.info
     assert info.input.size == 80 and info.input.mean is None
-    assert [(s.input, s.shape) for s in info.states] == [("h", (1, 16)), ("audio", (1, 120))]
+    assert [(s.input, s.shape) for s in info.states] == [("h", (1, 16)), ("audio", (1, 120 + 32))]
+    assert info.extra["front_end"]["running_ms"] == 1000.0
     assert info.extra["front_end"]["hop"] == 80 and len(info.extra["front_end"]["mel_mean"]) == 32
     assert info.extra["classes"] == [*map(str, range(10)), "_none"]
     clip = read_bundle(FSDD / "nicolas.npz").audio[3]
@@ -191,7 +217,7 @@ def test_the_exported_step_takes_a_hop_of_samples_and_carries_the_overlap_as_sta
     hops = hops_of(clip, 80)
     for hop in hops:
         stream.step(hop)
-    np.testing.assert_array_equal(stream.state["audio"][0, 0], hops[-2:].reshape(-1)[-120:])
+    np.testing.assert_array_equal(stream.state["audio"][0, 0, :120], hops[-2:].reshape(-1)[-120:])
 
 
 def test_metadata_whose_front_end_does_not_match_the_graph_is_refused(digits):
