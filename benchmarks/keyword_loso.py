@@ -99,16 +99,17 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
 
 def table(rows: list[dict], args) -> str:
     first = rows[0]
+    minutes = np.mean([r["train_minutes"] for r in rows])
+    budget = (
+        f"{args.steps:,} training steps of 32 sequences per fold ({minutes:.1f} minutes of wall time on "
+        "average), 1 thread."
+        if args.steps
+        else f"{minutes:.1f} minutes of training per fold (wall time), 1 thread."
+    )
     lines = [
         f"Model: GRU {args.num_layers} x {args.hidden_size}, {first['parameters']:,} trained parameters (the "
         f"front end's matrices are constants), {first['onnx_bytes'] / 1024:.0f} KiB float32 ONNX, "
-        f"{first['int8_onnx_bytes'] / 1024:.0f} KiB int8 ({first['int8_method']}); "(
-            f"{args.steps:,} training steps of 32 sequences per fold "
-            f"({np.mean([r['train_minutes'] for r in rows]):.1f} minutes of wall time on average), 1 thread."
-            if args.steps
-            else f"{np.mean([r['train_minutes'] for r in rows]):.1f} minutes of training per fold (wall time), "
-            "1 thread."
-        ),
+        f"{first['int8_onnx_bytes'] / 1024:.0f} KiB int8 ({first['int8_method']}); " + budget,
         "",
         "| held-out speaker | clip accuracy | int8 clip accuracy | words detected (stream) | wrong word | "
         "false alarms / hour | training steps |",
@@ -150,7 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at a time (one process each)")
     parser.add_argument("--out", type=Path, default=Path("build/keyword_loso"))
     parser.add_argument("--reuse", action="store_true", help="evaluate the folds' earlier runs, no training")
+    parser.add_argument(
+        "--rows",
+        type=Path,
+        default=None,
+        help="only the table, from the folds' result lines (JSON, one a line)",
+    )
     args = parser.parse_args(argv)
+    if args.rows:
+        found = [json.loads(line) for line in args.rows.read_text().splitlines() if line.startswith("{")]
+        print(table(sorted(found, key=lambda r: r["speaker"]), args))
+        return 0
     clips = read_clips(args.data)
     speakers = args.speakers.split(",") if args.speakers else sorted(set(clips.speakers))
     if args.jobs > 1:  # folds in worker processes, each reading the data itself
