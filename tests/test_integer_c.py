@@ -193,6 +193,36 @@ def test_cortex_m0plus_bench_replays_bit_for_bit_and_counts_instructions(deploye
     assert bench.ram_bytes >= 2 * 2 * 20 and bench.flash_bytes > 0
 
 
+def test_cli_bench_device_measures_integer_beside_int8(deployed):
+    """edgernn bench MODEL --device D --precision int8,integer --json: both measured side by side, the
+    integer step's RAM below int8's (an int16 state against a float one)."""
+    import json
+
+    _require("cortex-m4")
+    model = deployed["gru_tokens_2"].parent / "gru_tokens_2.onnx"
+    done = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            str(model),
+            "--device",
+            "cortex-m4",
+            "--precision",
+            "int8,integer",
+            "--steps",
+            "2",
+            "--json",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    results = {r["precision"]: r for r in json.loads(done.output)["results"]}
+    assert set(results) == {"int8", "integer"}
+    macs = 12 * 60 + 20 * 60 + 20 * 60 * 2 + 20 * len(VOCAB)
+    for r in results.values():
+        assert r["macs"] == macs and r["instructions"]["median"] > macs / 4 and r["flash_bytes"] > 0
+    assert results["integer"]["ram_bytes"] < results["int8"]["ram_bytes"]
+
+
 STEP_ONLY = """#include "model.h"
 #ifdef MODEL_PRECISION_INTEGER
 typedef int16_t output_t;
