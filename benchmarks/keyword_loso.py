@@ -41,9 +41,10 @@ def run_fold(clips, speaker: str, out: Path, args) -> dict:
 
     held_out = clips.subset([i for i, s in enumerate(clips.speakers) if s == speaker])
     fold = out / speaker
-    if not (args.reuse and (fold / "run" / "metrics.json").exists()):
+    if not (args.reuse and _trained(fold / "run")):
         train_fold(clips, speaker, fold, args)
     run = load_checkpoint(fold / "run")
+    trained = run.metrics if "steps" in run.metrics else _interrupted(fold / "run")
     report = export_run(fold / "run", fold / "model.onnx")
     scores = evaluate_keyword(Stepper(report.path), held_out)
     int8 = export_run(fold / "run", fold / "model-int8.onnx", quantize=QuantizeConfig("int8", force=True))
@@ -59,9 +60,34 @@ def run_fold(clips, speaker: str, out: Path, args) -> dict:
         "parameters": count_parameters(run.model),
         "onnx_bytes": report.size_bytes,
         "int8_onnx_bytes": int8.size_bytes,
-        "train_minutes": run.metrics.get("minutes"),
-        "steps": run.metrics["steps"],
-        "validation_accuracy": run.metrics.get("best_val_accuracy"),
+        "train_minutes": trained.get("minutes"),
+        "steps": trained["steps"],
+        "validation_accuracy": trained.get("best_val_accuracy"),
+        "kept_step": trained.get("kept_step"),
+        "schedule_steps": trained.get("schedule_steps"),
+    }
+
+
+def _trained(run: Path) -> bool:
+    """A finished run, or one stopped by Ctrl-C (its kept weights and its resume file)."""
+    return (run / "metrics.json").exists() or (run / "resume.safetensors").exists()
+
+
+def _interrupted(run: Path) -> dict:
+    """What a run stopped by Ctrl-C had done, from its resume file: steps, minutes, and the validation
+    accuracy of the kept weights (the lowest validation loss)."""
+    from safetensors import safe_open
+
+    with safe_open(str(run / "resume.safetensors"), "np") as f:
+        state = json.loads(f.metadata()["state"])
+    history = state["history"]
+    best = int(np.argmin(history["val_loss"]))
+    return {
+        "steps": state["step"],
+        "minutes": state["elapsed"] / 60,
+        "best_val_accuracy": history["val_metric"][best],
+        "kept_step": history["step"][best],
+        "schedule_steps": state["train_config"]["max_steps"],
     }
 
 
@@ -77,7 +103,10 @@ def _fold_worker(job: tuple[str, argparse.Namespace]) -> dict:
 
 
 def train_fold(clips, speaker: str, fold: Path, args) -> None:
+    from edgernn import keyword
     from edgernn.train import configs_for, train_task
+
+    keyword.RUNNING_MS = args.running_ms
 
     held_in = [i for i, s in enumerate(clips.speakers) if s != speaker]
     (fold / "data").mkdir(parents=True, exist_ok=True)
@@ -106,6 +135,15 @@ def table(rows: list[dict], args) -> str:
         if args.steps
         else f"{minutes:.1f} minutes of training per fold (wall time), 1 thread."
     )
+    stopped = [r for r in rows if r.get("schedule_steps") and r["steps"] < r["schedule_steps"]]
+    if stopped:
+        kept = sorted({r["kept_step"] for r in stopped})
+        budget = (
+            f"the {stopped[0]['schedule_steps']:,}-step schedule (batches of 32 sequences) stopped by Ctrl-C "
+            f"after {min(r['steps'] for r in rows):,}-{max(r['steps'] for r in rows):,} steps, the weights "
+            f"kept those of step {'/'.join(f'{k:,}' for k in kept)} (lowest validation loss); {minutes:.1f} "
+            "minutes of wall time per fold on average, 1 thread."
+        )
     lines = [
         f"Model: GRU {args.num_layers} x {args.hidden_size}, {first['parameters']:,} trained parameters (the "
         f"front end's matrices are constants), {first['onnx_bytes'] / 1024:.0f} KiB float32 ONNX, "
@@ -148,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden-size", type=int, default=96)
     parser.add_argument("--num-layers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--running-ms",
+        type=float,
+        default=0.0,
+        help="the front end's running normalisation (0: off, the default)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at a time (one process each)")
     parser.add_argument("--out", type=Path, default=Path("build/keyword_loso"))
     parser.add_argument("--reuse", action="store_true", help="evaluate the folds' earlier runs, no training")

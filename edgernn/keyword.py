@@ -38,7 +38,7 @@ from edgernn.runtime.audio import NO_WORD, PCM_SCALE, Clips, FrontEnd, read_clip
 from edgernn.runtime.errors import InputError
 from edgernn.tasks import MIN_VALIDATION_CASES, TaskData, _natural_key, _stats, case_order
 
-RUNNING_MS = 1000.0  # the front end's running normalisation: its time constant (0: off)
+RUNNING_MS = 0.0  # the front end's running normalisation by default: its time constant in ms (0: off)
 
 
 def keyword_classes(labels: list[str]) -> list[str]:
@@ -59,7 +59,7 @@ def keyword_task(
     *,
     augment: bool = True,
     mels: int = 32,
-    running_ms: float = RUNNING_MS,
+    running_ms: float | None = None,
 ) -> TaskData:
     """Clips from ``path`` (a folder of WAV files, or clip bundles) as a TaskData of log-mel sequences."""
     return task_from_clips(
@@ -76,7 +76,7 @@ def task_from_clips(
     *,
     augment: bool = True,
     mels: int = 32,
-    running_ms: float = RUNNING_MS,
+    running_ms: float | None = None,
     validation: Clips | None = None,
 ) -> TaskData:
     """The keyword TaskData of ``clips``; ``validation`` given: those clips validate and all of ``clips``
@@ -93,6 +93,7 @@ def task_from_clips(
         validation, clips = clips.subset(order[:n_val]), clips.subset(order[n_val:])
     rng = np.random.default_rng(seed)
     aug = Augmentation() if augment else replace(Augmentation(), copies=0)
+    running_ms = RUNNING_MS if running_ms is None else running_ms
     if running_ms:
         fe = replace(fe, running_ms=float(running_ms), running_start=_band_means(clips, fe))
     features = _Features(fe)
