@@ -47,7 +47,12 @@ def test_accuracy(model, classes: list[str], speakers: tuple[str, ...] | None) -
     return correct / len(cases)
 
 
-def recipe(data: Path, out: Path, seed: int, speakers) -> float:
+def recipe(data: Path, out: Path, seed: int, speakers, resume: bool) -> float:
+    from edgernn.checkpoint import load_checkpoint
+
+    if resume and (out / "metrics.json").is_file():  # trained before the search was stopped
+        checkpoint = load_checkpoint(out)
+        return test_accuracy(checkpoint.model, checkpoint.train_config["metadata"]["classes"], speakers)
     config = TrainConfig(budget_minutes=None, max_steps=STEPS, batch_size=16, eval_every=25, seed=seed)
     result = train_task("classify", data, out, MODEL, config, progress=False, overwrite=True)
     return test_accuracy(result.model, result.task.metadata["classes"], speakers)
@@ -62,11 +67,14 @@ def searched(data: Path, out: Path, seed: int, args, speakers) -> tuple[float, s
     job = Search(str(data), out, args.device, parse_budget(args.budget, args.device, cost_model), settings,
                  cost_model, say=lambda line: print(f"  {line}", file=sys.stderr, flush=True))  # fmt: skip
     started = time.monotonic()
-    summary = run_search(job, None, f"seed{seed}", resume=False, progress=False)
+    summary = run_search(job, None, f"seed{seed}", resume=args.resume, progress=False)
     minutes = (time.monotonic() - started) / 60
     checkpoint = load_checkpoint(out / "best")
     chosen = summary["chosen"]
     label = f"{chosen['cell']} {chosen['num_layers']}x{chosen['hidden_size']} {chosen['precision']}"
+    rows = summary["table"].splitlines()[1:]
+    trained = sum(1 for r in rows if r.split()[1] in ("complete", "pruned") and "does not fit" not in r)
+    label += f"; {trained} trials trained"
     if chosen.get("input_noise"):
         label += f", noise {chosen['input_noise']:g}"
     if chosen["trial"] == 0:
@@ -85,6 +93,8 @@ def main() -> None:
     parser.add_argument("--device", default="cortex-m4")
     parser.add_argument("--budget", default="flash=256K,ram=64K,rate=100")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--resume", action="store_true",
+                        help="Continue the searches stopped in --out (Ctrl-C), up to --trials trials")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -97,7 +107,7 @@ def main() -> None:
             data, speakers = DATA / "japanese_vowels_train.ts", None
         rows = []
         for seed in seeds:
-            hand = recipe(data, args.out / f"{name}-recipe-{seed}", seed, speakers)
+            hand = recipe(data, args.out / f"{name}-recipe-{seed}", seed, speakers, args.resume)
             found, label, minutes = searched(data, args.out / f"{name}-search-{seed}", seed, args, speakers)
             rows.append((seed, hand, found, label, minutes))
             print(f"{name} seed {seed}: recipe {100 * hand:.2f}%, search {100 * found:.2f}% ({label}), "
