@@ -5,13 +5,16 @@ The predictions come from ``cost_model.json`` (package data beside the device pr
 generator's own accounting (docs/plan.md). Each quantity is a linear function of counts read off the
 shape, so every coefficient has a meaning:
 
-- instructions and cycles per step: per MAC, per activation (one sigmoid or tanh of one element), per
-  hidden unit (the element-wise updates), per layer, per input and output element, plus a constant;
+- instructions and cycles per step: per MAC, per MAC of a product's input the device's compiler does not
+  vectorise or unroll (its "tail": ``tail_macs``, by the rule fitted per device and precision, see
+  ``TAIL_RULES``), per output row of a product (int8 scales each in float), per activation (one sigmoid or tanh of one element), per hidden unit (the element-wise
+  updates), per layer, per input and output element, per token input (the embedding lookup), plus a
+  constant;
 - flash: the generator's weights and constants (bytes per weight, per gate row, per embedding element and
   row, per cell) plus the code the device's compiler makes of it (per cell, per layer of each cell, and
   the embedding lookup);
-- RAM: the state (exact) plus the step's scratch (the generator's arena, per aligned buffer) plus the stack
-  frames a step adds on the device.
+- RAM: the state (exact: 4 bytes a value, 2 in ``integer``) plus the step's scratch (the generator's
+  arena, per aligned buffer) plus the stack frames a step adds on the device.
 
 No torch, no onnx: ``edgernn plan`` runs on any machine.
 """
@@ -29,11 +32,19 @@ from edgernn.runtime.errors import InputError
 GATES = {"rnn_tanh": 1, "gru": 3, "lstm": 4}
 ACTIVATIONS_PER_UNIT = {"rnn_tanh": 1, "gru": 3, "lstm": 5}  # tanh; 2 sigmoid + tanh; 3 sigmoid + 2 tanh
 CELL_NAMES = tuple(GATES)
-PRECISIONS = ("float32", "int8")
+PRECISIONS = ("float32", "int8", "integer")
+STATE_BYTES = {"float32": 4, "int8": 4, "integer": 2}  # per state value (integer: int16)
 ALIGN_FLOATS = 8  # the generator's arena aligns every scratch buffer to 8 floats
 
+# How the device's compiler handles a product's inner loop over its n inputs, as the MACs it leaves to scalar
+# code per row: "rem8" vectorises or unrolls by 8 and finishes the n % 8 left one by one (an explicit
+# remainder loop); "whole8" vectorises only a loop whose n is a multiple of 8 (gcc's cost model at -O2
+# adds no scalar epilogue: any other n stays scalar, all of it); "none": the cost of a MAC does not depend
+# on n. The fit picks one per device and precision (benchmarks/fit_cost_model.py).
+TAIL_RULES = ("none", *(f"{kind}{width}" for kind in ("rem", "whole") for width in (2, 4, 8, 16)))
+
 # The features of each fitted quantity, in the order of its coefficients in cost_model.json.
-SPEED_FEATURES = ("macs", "activations", "units", "layers", "io", "constant")
+SPEED_FEATURES = ("macs", "tail_macs", "rows", "activations", "units", "layers", "io", "tokens", "constant")
 CONSTANTS_FEATURES = ("weights", "gate_rows", "embedding", "vocab", "layers", "rnn_tanh", "gru", "lstm")
 CODE_FEATURES = ("rnn_tanh", "gru", "lstm", "layers_rnn_tanh", "layers_gru", "layers_lstm", "tokens")
 SCRATCH_FEATURES = (
@@ -41,12 +52,16 @@ SCRATCH_FEATURES = (
     "hidden_a",
     "deep_gates_a",
     "deep_hidden_a",
+    "deeper_gates_a",
+    "deeper_hidden_a",
     "input_a",
     "output_a",
+    "widest",
     "tokens",
+    "tokens_deep_hidden_a",
     "constant",
 )
-STACK_FEATURES = ("rnn_tanh", "gru", "lstm")
+STACK_FEATURES = ("rnn_tanh", "gru", "lstm", "widest_input")
 
 
 @dataclass(frozen=True)
@@ -83,7 +98,16 @@ class Shape:
 
     @property
     def state_floats(self) -> int:
+        """The state's values (h, and c for an LSTM, of every layer)."""
         return self.num_layers * self.hidden_size * (2 if self.cell == "lstm" else 1)
+
+    def products(self) -> list[tuple[int, int]]:
+        """(rows, inputs) of each matrix product of a step: each layer's input and recurrent matrices (every
+        gate's rows together), then the head."""
+        rows, hidden = GATES[self.cell] * self.hidden_size, self.hidden_size
+        out = [(rows, self.first_width), (rows, hidden)]
+        out += [(rows, hidden)] * (2 * (self.num_layers - 1))
+        return [*out, (self.output_size, hidden)]
 
     def label(self) -> str:
         embedding = f", embedding {self.embedding_size}" if self.tokens else ""
@@ -105,21 +129,41 @@ def _aligned(floats: int) -> int:
     return -(-floats // ALIGN_FLOATS) * ALIGN_FLOATS
 
 
-def counts(shape: Shape) -> dict[str, float]:
-    """Every feature the cost model reads, counted off ``shape``.
+def tail(rule: str, inputs: int) -> int:
+    """The MACs per row a product over ``inputs`` leaves to scalar code under ``rule`` (``TAIL_RULES``)."""
+    if rule == "none":
+        return 0
+    kind = rule.rstrip("0123456789")
+    width = int(rule[len(kind) :] or 0)
+    if kind == "rem" and width > 0:
+        return inputs % width
+    if kind == "whole" and width > 0:
+        return inputs if inputs % width else 0
+    raise ValueError(f"tail rule {rule!r}: expected one of {', '.join(TAIL_RULES)}")
+
+
+def counts(shape: Shape, tail_rule: str = "none") -> dict[str, float]:
+    """Every feature the cost model reads, counted off ``shape`` (``tail_macs`` under ``tail_rule``).
 
     macs: the step's multiply-accumulates (every layer's input and recurrent matrices and the head; the
     embedding lookup costs none); activations: sigmoid and tanh elements; units: hidden units over all
     layers; io: input plus output elements; weights: matrix elements (= macs); gate_rows: the rows of every
-    gate matrix and of the head (one bias and, in int8, one scale each); embedding: the table's elements;
-    vocab: its rows. The ``*_a`` counts are buffer sizes in floats rounded up as the generator's arena
-    places them."""
+    gate matrix and of the head (one bias each and, in int8, a scale; in integer, a multiplier and a
+    shift); embedding: the table's elements; vocab: its rows; tail_macs: the MACs the rule leaves to
+    scalar code; rows: the output rows of every product (each one scaled and biased once). The ``*_a``
+    counts are buffer sizes in floats rounded up as the generator's arena places them (``deep_*``: per
+    layer past the first, ``deeper_*``: past the second, where the arena keeps more buffers alive;
+    tokens_deep_hidden_a: the deeper layers' hidden buffers of a token model); widest: the most rows of
+    any product (the integer step's two scratch vectors); widest_input: the widest input of any product
+    (the int8 step quantizes each product's input into a buffer on the stack)."""
     g, hidden, layers = GATES[shape.cell], shape.hidden_size, shape.num_layers
     width = shape.first_width
     macs = g * hidden * (width + hidden) + (layers - 1) * g * hidden * 2 * hidden + shape.output_size * hidden
     cell = {name: float(shape.cell == name) for name in CELL_NAMES}
     return {
         "macs": float(macs),
+        "tail_macs": float(sum(rows * tail(tail_rule, inputs) for rows, inputs in shape.products())),
+        "rows": float(sum(rows for rows, _ in shape.products())),
         "activations": float(layers * hidden * ACTIVATIONS_PER_UNIT[shape.cell]),
         "units": float(layers * hidden),
         "layers": float(layers),
@@ -133,9 +177,14 @@ def counts(shape: Shape) -> dict[str, float]:
         "hidden_a": float(_aligned(hidden)),
         "deep_gates_a": float((layers - 1) * _aligned(g * hidden)),
         "deep_hidden_a": float((layers - 1) * _aligned(hidden)),
+        "deeper_gates_a": float(max(0, layers - 2) * _aligned(g * hidden)),
+        "deeper_hidden_a": float(max(0, layers - 2) * _aligned(hidden)),
         "input_a": float(_aligned(width)),
         "output_a": float(_aligned(shape.output_size)),
+        "widest": float(max(g * hidden, shape.output_size)),
+        "widest_input": float(max(width, hidden)),
         "tokens": float(shape.tokens),
+        "tokens_deep_hidden_a": float(shape.tokens) * (layers - 1) * _aligned(hidden),
         **cell,
         **{f"layers_{name}": value * layers for name, value in cell.items()},
     }
@@ -197,6 +246,10 @@ class CostModel:
             raise InputError(f"device {device!r}: the cost model is fitted for {fitted}")
         return self.devices[device]
 
+    def precisions(self, device: str) -> tuple[str, ...]:
+        """The precisions fitted for ``device``."""
+        return tuple(p for p in PRECISIONS if p in self.check_device(device))
+
     def max_errors(self, device: str, precisions: tuple[str, ...] = PRECISIONS) -> dict[str, float]:
         """The largest relative error of each prediction over the device's measured shapes (the fit's)."""
         errors = self.check_device(device).get("end_to_end_max_relative_error", {})
@@ -206,12 +259,14 @@ class CostModel:
     def predict(self, device: str, precision: str, shape: Shape) -> Prediction:
         if precision not in PRECISIONS:
             raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-        fitted = self.check_device(device)[precision]
+        fitted = self.check_device(device).get(precision)
+        if fitted is None:
+            raise InputError(f"precision {precision!r}: the cost model has no fit for it on {device}")
         generator = self.generator[precision]
-        features = counts(shape)
+        features = counts(shape, fitted.get("tail", "none"))
         constants = linear(generator["constants"], features)
         scratch = 4 * linear(generator["scratch"][shape.cell], features)
-        state = 4 * shape.state_floats
+        state = STATE_BYTES[precision] * shape.state_floats
         return Prediction(
             device=device,
             precision=precision,
@@ -247,6 +302,32 @@ def export_shape(shape: Shape, path: Path, seed: int = 0) -> Path:
     )
     export_model(RecurrentModel(config).eval(), path, chunk_steps=None)
     return path
+
+
+# Debian's aarch64 gcc links with ld's workaround for the Cortex-A53's erratum 843419 on: where an ADRP
+# falls in the last 8 bytes of a 4 KB page the linker adds a page of stubs. Which builds get it depends on
+# where every function falls, not on the model's shape: the cost model predicts flash without it.
+ERRATUM_FLAG = {"aarch64": "-mno-fix-cortex-a53-843419"}
+
+
+def erratum_bytes(device, out: Path, deployed: Path) -> int:
+    """The bytes ld's erratum workaround added to ``bench --device``'s program that steps the model once
+    (``out/with.elf``, built from ``out/step_once.c`` and ``deployed/model.c``): 0 on a device without
+    one. Measured by linking the program again without the workaround."""
+    flag = ERRATUM_FLAG.get(device.name)
+    if flag is None:
+        return 0
+    import subprocess
+
+    from edgernn.export.c.devices.bench import section_sizes
+    from edgernn.export.c.devices.build import compile_flags
+
+    plain = out / "with-no-erratum-fix.elf"
+    command = [device.compiler, *compile_flags(device), f"-I{deployed}", str(out / "step_once.c")]
+    command += [str(deployed / "model.c"), *device.cflags, "-lm", flag, "-o", str(plain)]
+    subprocess.run(command, check=True, capture_output=True)
+    linked = sum(section_sizes(device, out / "with.elf")[:2])
+    return linked - sum(section_sizes(device, plain)[:2])
 
 
 def cost_model_text() -> str:

@@ -1,8 +1,9 @@
 """``edgernn plan``: the largest models that fit a device's flash, RAM and step time, predicted by the
 fitted cost model (edgernn/cost_model.py, docs/plan.md) before anything is trained or built.
 
-For each cell, precision and layer count the widest hidden size (a multiple of 8) whose predicted flash,
-RAM and time per step are within the budgets; with the predicted numbers and the headroom left.
+For each cell, precision (float32, int8, integer) and layer count the widest hidden size (a multiple of 8)
+whose predicted flash, RAM and time per step are within the budgets; with the predicted numbers and the
+headroom left.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from edgernn.cost_model import CELL_NAMES, PRECISIONS, CostModel, Prediction, Shape, load_cost_model
+from edgernn.cost_model import (
+    CELL_NAMES,
+    ERRATUM_FLAG,
+    CostModel,
+    Prediction,
+    Shape,
+    load_cost_model,
+)
 from edgernn.runtime.errors import InputError
 
 HIDDEN_STEP = 8
@@ -165,12 +173,14 @@ def make_plan(
     io: Io,
     *,
     cells: tuple[str, ...] = CELL_NAMES,
-    precisions: tuple[str, ...] = PRECISIONS,
+    precisions: tuple[str, ...] | None = None,
     max_layers: int = MAX_LAYERS,
     cost_model: CostModel | None = None,
 ) -> Plan:
-    """Per cell, precision and layer count (1..max_layers), the largest model that fits ``budget``."""
+    """Per cell, precision (default: every one fitted for the device) and layer count (1..max_layers), the
+    largest model that fits ``budget``."""
     model = cost_model or load_cost_model()
+    precisions = precisions or model.precisions(budget.device)
     plan = Plan(budget, io, fit_errors=model.max_errors(budget.device, precisions))
     for cell in cells:
         for precision in precisions:
@@ -198,6 +208,12 @@ def _limit(value: float | None, unit: str) -> str:
 
 
 _NAMES = {"instructions": "instructions", "cycles": "cycles", "flash_bytes": "flash", "ram_bytes": "RAM"}
+
+
+def _soft_float(device: str) -> bool:
+    from edgernn.export.c.devices import get_device
+
+    return get_device(device).fpu.startswith("none")
 
 
 def to_text(plan: Plan) -> str:
@@ -230,6 +246,16 @@ def to_text(plan: Plan) -> str:
             f"  on {b.device} the cost model's largest error over its measured shapes is "
             + ", ".join(f"{_NAMES[name]} {100 * value:.0f}%" for name, value in worst.items() if value > 0.10)
             + ": leave that much headroom"
+        )
+    if b.device in ERRATUM_FLAG:
+        out.append(
+            f"  flash on {b.device}: the linker's workaround for the Cortex-A53's erratum 843419 may add a 4 KB "
+            "page of stubs to a program (where its code falls, not the model's shape): not in the prediction"
+        )
+    if "integer" in {p.precision for p, _ in plan.rows} and _soft_float(b.device):
+        out.append(
+            f"  {b.device} has no FPU: integer steps with no floating point at all (deploy --target c "
+            "--precision integer --data DATA); float32 and int8 pay for software floating point"
         )
     out.append(
         "  predicted by the cost model fitted to bench --device (docs/plan.md); RAM: state, scratch and the "

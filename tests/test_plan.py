@@ -1,8 +1,10 @@
 """edgernn plan and its cost model: predictions within 10% of a fresh bench --device measurement
-(instructions, flash, RAM) for shapes the fit never saw; the largest configurations fit and one size
-wider does not; bad budgets and devices in one line, exit 2.
+(instructions, flash, RAM) for shapes the fit never saw, in every precision (aarch64's int8 with an input
+its vectorised loops do not divide); the largest configurations fit and one size wider does not; bad
+budgets and devices in one line, exit 2.
 
-The measurement needs the Arm toolchain and QEMU: it skips naming the Debian packages (fails under CI=true).
+The measurement needs the device's toolchain and emulator: it skips naming the Debian packages (fails
+under CI=true).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from edgernn.cli import cli
-from edgernn.cost_model import Shape, counts, export_shape, load_cost_model
+from edgernn.cost_model import Shape, counts, erratum_bytes, export_shape, load_cost_model, tail
 from edgernn.plan import HIDDEN_STEP, Budget, Io, make_plan, parse_size
 from edgernn.runtime.errors import InputError
 
@@ -42,6 +44,8 @@ def _require(name: str):
         ("cortex-m4", "float32", Shape("gru", 2, 24, 12, 5)),
         ("cortex-m4", "int8", Shape("lstm", 1, 32, 40, 8, "tokens", 16)),
         ("cortex-m0plus", "int8", Shape("rnn_tanh", 2, 24, 6, 3)),
+        ("cortex-m0plus", "integer", Shape("gru", 1, 48, 10, 4)),
+        ("aarch64", "int8", Shape("lstm", 1, 32, 20, 5)),
     ],
 )
 def test_predictions_are_within_10_percent_of_a_fresh_measurement(device, precision, shape, tmp_path):
@@ -54,9 +58,11 @@ def test_predictions_are_within_10_percent_of_a_fresh_measurement(device, precis
     measured = bench_precision(model, profile, precision, clock_mhz=profile.clock_mhz, steps=4, work=tmp_path,
                                self_test=False)  # fmt: skip
     predicted = load_cost_model().predict(device, precision, shape)
+    erratum = erratum_bytes(profile, tmp_path / f"{device}-{precision}", tmp_path / f"c-{precision}")
+    assert 0 <= erratum <= 8192 and (erratum == 0 or device == "aarch64")  # aarch64: a 4 KB page of stubs
     pairs = {
         "instructions": (predicted.instructions, measured.instructions_median),
-        "flash": (predicted.flash_bytes, measured.flash_bytes),
+        "flash": (predicted.flash_bytes, measured.flash_bytes - erratum),
         "RAM": (predicted.ram_bytes, measured.ram_bytes + measured.stack_bytes),
     }
     for name, (guess, truth) in pairs.items():
@@ -69,7 +75,7 @@ def test_the_largest_configurations_fit_and_one_size_wider_does_not():
     assert budget.flash_bytes == 65536 and budget.ram_bytes == 16384 and budget.step_us == 5000
     io = Io("features", 12, 9)
     plan = make_plan(budget, io, cost_model=model)
-    assert len(plan.rows) + len(plan.none_fit) == 3 * 2 * 3
+    assert len(plan.rows) + len(plan.none_fit) == 3 * 3 * 3
     assert plan.rows, "something fits 64K of flash at 200 Hz on an 80 MHz Cortex-M4"
     for prediction, headroom in plan.rows:
         assert set(headroom) == {"flash", "ram", "time"} and min(headroom.values()) >= 0
@@ -86,6 +92,34 @@ def test_the_largest_configurations_fit_and_one_size_wider_does_not():
         if p.precision == "float32"
     }
     assert all(int8[key] >= fp32[key] for key in fp32 if key in int8)  # a quarter of the weight bytes
+    integer = {
+        (p.shape.cell, p.shape.num_layers): p.shape.hidden_size
+        for p, _ in plan.rows
+        if p.precision == "integer"
+    }
+    assert integer and all(integer[key] >= fp32[key] for key in fp32 if key in integer)
+
+
+def test_the_tail_is_the_macs_a_rule_leaves_to_scalar_code():
+    assert [tail("rem8", n) for n in (8, 13, 20)] == [0, 5, 4]
+    assert [tail("whole8", n) for n in (8, 13, 20)] == [0, 13, 20]
+    assert tail("none", 13) == 0
+    shape = Shape("gru", 2, 24, 13, 5)  # products: 72x13, 72x24 (three of them), the head 5x24
+    assert shape.products() == [(72, 13), (72, 24), (72, 24), (72, 24), (5, 24)]
+    assert counts(shape, "whole8")["tail_macs"] == 72 * 13
+    assert counts(shape, "rem16")["tail_macs"] == 72 * 13 + 3 * 72 * 8 + 5 * 8
+    assert counts(shape)["macs"] == sum(rows * inputs for rows, inputs in shape.products())
+
+
+def test_plan_offers_integer_on_a_core_without_an_fpu():
+    args = ["plan", "--device", "cortex-m0plus", "--flash", "64K", "--ram", "8K", "--rate-hz", "20",
+            "--input-size", "6", "--output-size", "2", "--cells", "gru", "--precision", "float32,integer"]  # fmt: skip
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    assert "gru      integer" in done.output and "cortex-m0plus has no FPU: integer steps" in done.output
+    fits = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)["fits"]
+    widest = {p: max(f["hidden_size"] for f in fits if f["precision"] == p) for p in ("float32", "integer")}
+    assert widest["integer"] > widest["float32"]  # soft float: integer runs a wider model at the same rate
 
 
 def test_plan_command_json_and_text():

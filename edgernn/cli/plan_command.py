@@ -29,7 +29,9 @@ from edgernn.runtime.errors import InputError
     "--embedding-size", type=click.IntRange(min=1), default=32, show_default=True, help="Token inputs."
 )
 @click.option("--cells", help="Cells to plan, e.g. gru,lstm (default: rnn_tanh, gru, lstm).")
-@click.option("--precision", "precisions", help="Precisions, e.g. int8 (default: float32,int8).")
+@click.option(
+    "--precision", "precisions", help="Precisions, e.g. int8,integer (default: float32,int8,integer)."
+)
 @json_option
 def plan(data, device, clock_mhz, flash, ram, rate_hz, budget_us, task, input_size, vocab, output_size,
          embedding_size, cells, precisions, as_json):  # fmt: skip
@@ -51,7 +53,7 @@ def plan(data, device, clock_mhz, flash, ram, rate_hz, budget_us, task, input_si
     )
     io = plan_io(data, task, input_size, vocab, output_size, embedding_size)
     chosen_cells = _choices(names(cells), CELL_NAMES, "--cells")
-    chosen_precisions = _choices(names(precisions), PRECISIONS, "--precision")
+    chosen_precisions = _choices(names(precisions), PRECISIONS, "--precision") if precisions else None
     result = make_plan(budget, io, cells=chosen_cells, precisions=chosen_precisions)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else to_text(result), nl=as_json)
 
