@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -128,8 +129,9 @@ def test_two_workers_share_one_study_on_postgresql(vowels, tmp_path, postgres): 
         assert worker.returncode == 0, stderr[-2000:]
         assert "chosen: trial" in stdout
     assert not list(tmp_path.glob("worker*/search.db")), "the study is on the server, not in RUN_DIR"
-    lines = [[line for line in stderr.splitlines() if line.startswith("trial ")] for _, stderr in outputs]
-    mine = [{int(line.split()[1].rstrip(":")) for line in worker} for worker in lines]
+    # "trial N: ..." for each trial a worker ran ("trial N cross-validated again" is its check of the best)
+    ran = [re.findall(r"^trial (\d+): ", stderr, flags=re.MULTILINE) for _, stderr in outputs]
+    mine = [{int(number) for number in numbers} for numbers in ran]
     assert mine[0] and mine[1], "each worker ran trials of the shared study"
     assert not mine[0] & mine[1], "no trial ran twice"
     stored = _study_trials(postgres, "shared")
