@@ -22,6 +22,7 @@ from typing import Any
 from edgernn.cost_model import CELL_NAMES, CostModel
 from edgernn.plan import Budget, Io, largest, parse_size
 from edgernn.runtime.errors import InputError
+from edgernn.search_interrupt import INTERRUPT
 
 STUDY_FILE = "search.db"
 DEFAULT_STUDY = "edgernn-search"
@@ -302,6 +303,7 @@ def _trainer_class():
 
         def _evaluate_and_keep(self, grad_norm: float) -> bool:
             stop = super()._evaluate_and_keep(grad_norm)
+            INTERRUPT.check()
             self.report(self.step, self.history["val_loss"][-1], self.history["val_metric"][-1])
             return stop
 
@@ -450,6 +452,7 @@ class Search:
             value, loss = metric_of(metrics, last=self.refit)
             values.append(value)
             losses.append(loss)
+            INTERRUPT.check()
         return values, losses
 
     def _reporter(self, trial):
@@ -532,6 +535,7 @@ def run_trials(search: Search, study) -> None:
 
     def after(study, trial) -> None:
         search.say(describe_trial(trial, search.direction))
+        INTERRUPT.check()
         if wanted is not None and trained_trials(study) >= wanted:
             study.stop()
         unfit = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("fits") is False)
@@ -542,7 +546,8 @@ def run_trials(search: Search, study) -> None:
     if wanted is not None and trained_trials(study) >= wanted:
         return
     timeout = None if search.settings.minutes is None else search.settings.minutes * 60
-    study.optimize(search.objective, timeout=timeout, callbacks=[after], gc_after_trial=True)
+    with INTERRUPT:
+        study.optimize(search.objective, timeout=timeout, callbacks=[after], gc_after_trial=True)
 
 
 def describe_trial(trial, direction: str) -> str:

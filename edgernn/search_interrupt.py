@@ -1,0 +1,46 @@
+"""Ctrl-C while ``edgernn search`` runs its trials (edgernn.search.run_trials)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Interrupt:
+    """Ctrl-C while trials run: KeyboardInterrupt at once, as Python's own handler raises it, and
+    remembered, so that one raised where Python swallows it (in a finaliser or a weakref callback) still
+    stops the search at the next validation, fold or trial. Installed only in the main thread over
+    Python's default handler (a process that ignores SIGINT keeps ignoring it)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> Interrupt:
+        import signal
+        import threading
+
+        self.requested = False
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        self.requested = False  # what follows the trials (the refit) is not stopped by a stale request
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+INTERRUPT = Interrupt()
