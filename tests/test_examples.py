@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from device_support import require_mcu_examples
 
 from edgernn.data import build_vocabulary
 from edgernn.export import export_model
@@ -87,17 +88,7 @@ def test_every_example_has_help_writes_nothing_with_it_and_is_in_the_readme(tmp_
 def _make_mcu(target: str, build: Path, *variables: str, stdin: str | None = None) -> str:
     """``make -C examples/mcu TARGET`` with this environment's edgernn; skips (fails under CI) without
     the Cortex-M4 toolchain."""
-    from edgernn.export.c.targets import get_target
-
-    m4 = get_target("cortex-m4")
-    missing = m4.missing_tools() + (["make"] if shutil.which("make") is None else [])
-    if missing:
-        message = (
-            f"examples/mcu: {', '.join(missing)} not found (Debian packages: make {' '.join(m4.packages)})"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_mcu_examples()
     edgernn = Path(sys.executable).with_name("edgernn")
     done = subprocess.run(
         ["make", "--no-print-directory", "-C", str(ROOT / "examples" / "mcu"), target,

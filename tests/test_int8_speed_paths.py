@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from device_support import require_device
 
 from edgernn.export import export_model
 from edgernn.export.c import arm_dsp
@@ -83,17 +84,6 @@ def test_the_arm_layouts_are_chosen_by_the_loops_own_conditions(tmp_path):
     assert "__smlad(" in source and "vmladavaq_u8(" in source and "vstrbq_u32(" in source
 
 
-def _require(name: str):
-    device = get_device(name)
-    missing = device.missing_tools()
-    if missing:
-        message = f"{name}: {', '.join(missing)} not found (Debian packages: {' '.join(device.packages)})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return device
-
-
 @pytest.fixture(scope="module")
 def odd_models(tmp_path_factory) -> dict[str, Path]:
     """A GRU with 5 features, 20 hidden, 3 outputs (products of 5 and 20 inputs, 3 rows) and a two-layer
@@ -114,7 +104,7 @@ def odd_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("name", ["cortex-m4", "cortex-m55"])
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_arm_paths_equal_the_portable_loop_and_the_host(odd_models, tmp_path, name, cell):
-    device = _require(name)
+    device = require_device(name)
     deployed = odd_models[cell]
     source = tmp_path / "model_trace.c"
     source.write_text(trace_source("model", 12))

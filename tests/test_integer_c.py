@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from device_support import require_device
 from edge_models import TEXT, VOCAB
 
 from edgernn.cli import cli
 from edgernn.export import export_model, integer_calibration
-from edgernn.export.c.devices import get_device
 from edgernn.export.c.devices.bench import bench_precision, self_test_on
 from edgernn.export.c.devices.build import build, compile_flags
 from edgernn.export.deploy import deploy
@@ -137,22 +137,11 @@ def test_native_stepper_refuses_an_integer_library_by_name(deployed, tmp_path):
         NativeStepper(library)
 
 
-def _require(name: str):
-    device = get_device(name)
-    missing = device.missing_tools()
-    if missing:
-        message = f"{name}: {', '.join(missing)} not found (Debian packages: {' '.join(device.packages)})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return device
-
-
 @pytest.mark.parametrize("key", ["lstm_features_2", "gru_tokens_2"])
 def test_cortex_m4_self_test_is_bit_identical(deployed, tmp_path, key):
     # inputs per row 3 and 14 (LSTM), 12 and 20 (GRU): every path of the DSP product (16 and 8 inputs a
     # pass in assembly, a group of four in C, the last k % 4), and rows left over after the blocks of four
-    device = _require("cortex-m4")
+    device = require_device("cortex-m4")
     assert "Q_DOT_ASM" in (deployed[key] / "model.c").read_text()
     passed, error, output = self_test_on(device, deployed[key], tmp_path)
     assert passed and error == 0.0, output
@@ -160,7 +149,7 @@ def test_cortex_m4_self_test_is_bit_identical(deployed, tmp_path, key):
 
 
 def test_deploy_device_without_fpu_picks_integer_and_replays_there(deployed, tmp_path):
-    _require("rv32imc")
+    require_device("rv32imc")
     model = str(deployed["rnn_relu_features_2"].parent / "rnn_relu_features_2.onnx")
     runner = CliRunner()
     done = runner.invoke(
@@ -183,7 +172,7 @@ def test_deploy_device_without_fpu_picks_integer_and_replays_there(deployed, tmp
 
 
 def test_cortex_m0plus_bench_replays_bit_for_bit_and_counts_instructions(deployed, tmp_path):
-    device = _require("cortex-m0plus")
+    device = require_device("cortex-m0plus")
     shutil.copytree(deployed["gru_tokens_2"], tmp_path / "c-integer")
     model = deployed["gru_tokens_2"].parent / "gru_tokens_2.onnx"
     bench = bench_precision(model, device, "integer", clock_mhz=48.0, steps=3, work=tmp_path)
@@ -198,7 +187,7 @@ def test_cli_bench_device_measures_integer_beside_int8(deployed):
     integer step's RAM below int8's (an int16 state against a float one)."""
     import json
 
-    _require("cortex-m4")
+    require_device("cortex-m4")
     model = deployed["gru_tokens_2"].parent / "gru_tokens_2.onnx"
     done = CliRunner().invoke(
         cli,
@@ -254,7 +243,7 @@ def _linked_float_helpers(device, folder: Path, out: Path, defines: tuple[str, .
 
 
 def test_cortex_m0plus_step_links_no_float_helper(deployed, tmp_path, tmp_path_factory):
-    device = _require("cortex-m0plus")
+    device = require_device("cortex-m0plus")
     assert "-mfloat-abi=soft" in device.cflags
     found = _linked_float_helpers(device, deployed["gru_tokens_2"], tmp_path, ("EDGERNN_NO_FLOAT",))
     assert found == set()
@@ -277,7 +266,7 @@ def test_every_device_compiles_products_of_one_width_with_rows_left_over(tmp_pat
     folder = tmp_path / "c"
     deploy(path, "c", folder, precision="integer")
     for name in ("cortex-m0plus", "cortex-m4", "rv32imc"):
-        device = _require(name)
+        device = require_device(name)
         obj = tmp_path / f"{name}.o"
         done = subprocess.run([device.compiler, *compile_flags(device), "-c", str(folder / "model.c"), "-o",
                                str(obj)], capture_output=True, text=True)  # fmt: skip
@@ -285,7 +274,7 @@ def test_every_device_compiles_products_of_one_width_with_rows_left_over(tmp_pat
 
 
 def test_rv32imc_object_has_no_float_instruction_or_call(deployed, tmp_path):
-    device = _require("rv32imc")
+    device = require_device("rv32imc")
     for key in ("gru_tokens_2", "lstm_features_2"):
         obj = tmp_path / f"{key}.o"
         subprocess.run(

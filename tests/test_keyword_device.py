@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from device_support import require_device, require_mcu_examples
 
 from edgernn.audio import dft_matrix, stacked_filterbank
 from edgernn.cli import cli
@@ -152,14 +153,7 @@ def test_the_c_step_computes_the_spectrum_as_an_fft_and_the_mel_bands_sparse(dig
 
 
 def test_bench_on_the_cortex_m4_reports_the_front_end_apart(digits, tmp_path):
-    from edgernn.export.c.devices import get_device
-
-    missing = get_device("cortex-m4").missing_tools()
-    if missing:
-        message = f"cortex-m4: {', '.join(missing)} not found (Debian packages: {' '.join(get_device('cortex-m4').packages)})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_device("cortex-m4", mca=True)
     args = ["bench", str(digits), "--device", "cortex-m4", "--precision", "float32", "--steps", "4"]
     result = CliRunner().invoke(cli, [*args, "--json"])
     assert result.exit_code == 0, result.output
@@ -232,17 +226,7 @@ def test_inspect_reports_trained_parameters_and_front_end_constants_apart(digits
 def test_mcu_spoken_digits_on_the_cortex_m4_hears_what_the_host_stream_hears(tmp_path):
     """examples/mcu `make digits` as written (a model trained on four speakers, fewer steps), its words
     and times against `edgernn stream` of the same audio."""
-    from edgernn.export.c.targets import get_target
-
-    m4 = get_target("cortex-m4")
-    missing = m4.missing_tools() + (["make"] if shutil.which("make") is None else [])
-    if missing:
-        message = (
-            f"examples/mcu: {', '.join(missing)} not found (Debian packages: make {' '.join(m4.packages)})"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_mcu_examples()
     edgernn = Path(sys.executable).with_name("edgernn")
 
     def make_digits(precision: str) -> tuple[str, list[list[str]]]:

@@ -10,32 +10,16 @@ under CI=true).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import pytest
 import torch
 from click.testing import CliRunner
+from device_support import require_device
 
 from edgernn.cli import cli
 from edgernn.cost_model import Shape, counts, erratum_bytes, export_shape, load_cost_model, tail
 from edgernn.plan import HIDDEN_STEP, Budget, Io, make_plan, parse_size
 from edgernn.runtime.errors import InputError
-
-
-def _require(name: str):
-    from edgernn.export.c.devices import get_device
-
-    device = get_device(name)
-    missing = device.missing_tools() + ([] if shutil.which("llvm-mca-14") else ["llvm-mca-14"])
-    if missing:
-        message = (
-            f"{name}: {', '.join(missing)} not found (Debian packages: {' '.join(device.packages)} llvm-14)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return device
 
 
 @pytest.mark.parametrize(
@@ -51,7 +35,7 @@ def _require(name: str):
 def test_predictions_are_within_10_percent_of_a_fresh_measurement(device, precision, shape, tmp_path):
     from edgernn.export.c.devices.bench import bench_precision, graph_macs
 
-    profile = _require(device)
+    profile = require_device(device, mca=True)
     torch.set_num_threads(1)
     model = export_shape(shape, tmp_path / "model.onnx", seed=3)
     assert graph_macs(model) == counts(shape)["macs"]
