@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
 class Interrupt:
-    """Ctrl-C while trials run: KeyboardInterrupt at once, as Python's own handler raises it, and
-    remembered, so that one raised where Python swallows it (in a finaliser or a weakref callback) still
-    stops the search at the next validation, fold or trial. Installed only in the main thread over
-    Python's default handler (a process that ignores SIGINT keeps ignoring it)."""
+    """Ctrl-C while trials run: remembered, and raised as KeyboardInterrupt by ``check`` at the next
+    validation, fold or trial; a second Ctrl-C raises it at once. Raised at once anywhere, the first could
+    be swallowed (in a finaliser or a weakref callback) or leave CPython ending the process by SIGINT
+    instead of the command's exit code 130 (one escaping code run through exec of a string). Installed
+    only in the main thread over Python's default handler (a process that ignores SIGINT keeps ignoring
+    it)."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -35,8 +38,10 @@ class Interrupt:
         self.requested = False  # what follows the trials (the refit) is not stopped by a stale request
 
     def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
         self.requested = True
-        raise KeyboardInterrupt
+        sys.stderr.write("Ctrl-C: stopping at the next validation, fold or trial (again to stop at once)\n")
 
     def check(self) -> None:
         if self.requested:
