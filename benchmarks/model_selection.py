@@ -46,6 +46,19 @@ def write_small_set(path: Path) -> Path:
     return path
 
 
+def write_test_set(path: Path, speakers: tuple[str, ...] = SPEAKERS) -> Path:
+    """Every test utterance of ``speakers``, as a .ts file (what the small set's models are tested on)."""
+    lines = (DATA / "japanese_vowels_test.ts").read_text().splitlines()
+    start = lines.index("@data") + 1
+    header = [
+        f"@classLabel true {' '.join(speakers)}" if line.startswith("@classLabel") else line
+        for line in lines[:start]
+    ]
+    kept = [line for line in lines[start:] if line.rsplit(":", 1)[-1].strip() in speakers]
+    path.write_text("\n".join(header + kept) + "\n")
+    return path
+
+
 def test_accuracy(model, classes: list[str]) -> float:
     """Accuracy after the last frame over every test utterance of ``SPEAKERS``."""
     sequences, labels = read_ts(DATA / "japanese_vowels_test.ts")

@@ -252,7 +252,7 @@ def draw(trial, space: SearchSpace, io: Io, task: str) -> Draw:
     }
     if io.input_kind == "tokens":
         model["embedding_size"] = trial.suggest_categorical("embedding_size", list(EMBEDDING_SIZES))
-    if space.max_layers > 1:
+    if layers > 1:  # dropout acts between layers: a 1-layer model draws none
         model["dropout"] = round(trial.suggest_float("dropout", 0.0, space.max_dropout), 3)
     train = {"learning_rate": trial.suggest_float("learning_rate", *space.learning_rates, log=True)}
     if task not in SEQUENCE_TASKS:
@@ -276,13 +276,44 @@ def recipe_params(space: SearchSpace, io: Io, task: str) -> dict[str, Any]:
     }
     if io.input_kind == "tokens":
         params["embedding_size"] = 32
-    if space.max_layers > 1:
-        params["dropout"] = min(0.2, space.max_dropout) if layers > 1 else 0.0
+    if layers > 1:
+        params["dropout"] = min(0.2, space.max_dropout)
     if task not in SEQUENCE_TASKS:
         params["seq_len"] = 32
     if io.input_kind == "features" and space.max_input_noise > 0:
         params["input_noise"] = 0.0
     return params
+
+
+def draw_from_params(params: dict[str, Any]) -> Draw:
+    """The Draw that a trial's (or the recipe's) parameters make."""
+    model = {k: params.get(k) for k in ("cell", "num_layers", "hidden_size", "embedding_size")}
+    model["dropout"] = round(params.get("dropout", 0.0), 3)
+    train = {"learning_rate": params["learning_rate"]}
+    for name in ("seq_len", "input_noise"):
+        if name in params:
+            train[name] = params[name]
+    return Draw(model, train, params["precision"])
+
+
+def nearest_fitting(params: dict[str, Any], space: SearchSpace, fits) -> dict[str, Any] | None:
+    """``params`` (the recipe's) when ``fits`` says they fit the budget, else the nearest that do: the
+    same cell and shape at the space's other precisions (e.g. int8) before narrower (steps of
+    8), then with one layer fewer (no dropout at one layer); None when none fits."""
+    precisions = [params["precision"]] + [p for p in space.precisions if p != params["precision"]]
+    for layers in range(params["num_layers"], 0, -1):
+        for hidden in range(params["hidden_size"], 7, -8):
+            for precision in precisions:
+                candidate = {**params, "precision": precision, "num_layers": layers, "hidden_size": hidden}
+                if layers == 1:
+                    candidate.pop("dropout", None)
+                if fits(candidate):
+                    return candidate
+    return None
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    return f"{params['cell']} {params['num_layers']}x{params['hidden_size']} {params['precision']}"
 
 
 def shape_of(chosen: Draw, io: Io):
@@ -418,13 +449,42 @@ class Search:
         model_config, train_config = self.configs(chosen)
         return model_config, replace(train_config, all_data=self.refit)
 
+    def predict(self, chosen: Draw):
+        """The cost model's prediction for ``chosen`` on the device, and the budget's headroom left."""
+        predicted = self.cost_model.predict(self.device, chosen.precision, shape_of(chosen, self.io))
+        return predicted, self.budget.headroom(predicted)
+
+    def fits(self, params: dict[str, Any]) -> bool:
+        """Whether the configuration of a draw's ``params`` fits the budget, by the cost model."""
+        return all(v >= 0 for v in self.predict(draw_from_params(params))[1].values())
+
+    def recipe(self) -> dict[str, Any] | None:
+        """The first trial of a new study: the hand-set recipe where it fits the budget, else its nearest
+        configuration that does (said through ``say``), or None (said) when nothing near it fits."""
+        recipe = recipe_params(self.settings.space, self.io, self.settings.task)
+        start = nearest_fitting(recipe, self.settings.space, self.fits)
+        if start == recipe:
+            return recipe
+        over = ", ".join(k for k, v in self.predict(draw_from_params(recipe))[1].items() if v < 0)
+        if start is None:
+            self.say(f"the hand-set recipe ({describe_params(recipe)}) does not fit the budget ({over}), nor "
+                     "does any narrower or shallower configuration of it: the search starts from its draws")  # fmt: skip
+        else:
+            self.say(f"the hand-set recipe ({describe_params(recipe)}) does not fit the budget ({over}): "
+                     f"the first trial is its nearest configuration that does, {describe_params(start)}")  # fmt: skip
+        return start
+
+    def deploy_data(self, precision: str) -> str | None:
+        """The data a deployment at ``precision`` is given: the search's own for ``integer``, which
+        calibrates on it (as ``edgernn deploy --precision integer --data``)."""
+        return self.data_path if precision == "integer" else None
+
     def objective(self, trial):
         import optuna
 
         chosen = draw(trial, self.settings.space, self.io, self.settings.task)
-        predicted = self.cost_model.predict(self.device, chosen.precision, shape_of(chosen, self.io))
+        predicted, headroom = self.predict(chosen)
         trial.set_user_attr("predicted", predicted.to_dict(self.budget.clock_mhz))
-        headroom = self.budget.headroom(predicted)
         trial.set_user_attr("fits", all(v >= 0 for v in headroom.values()))
         if not trial.user_attrs["fits"]:
             over = ", ".join(k for k, v in headroom.items() if v < 0)
@@ -477,7 +537,7 @@ class Search:
         model, work = folder / "model.onnx", folder / "device"
         try:
             export_run(folder / "fold0", model)
-            deploy(model, "c", work / f"c-{precision}", precision=precision)
+            deploy(model, "c", work / f"c-{precision}", precision=precision, data=self.deploy_data(precision))
         except EdgeRNNError as exc:
             trial.set_user_attr("deployable", False)
             trial.set_user_attr("pruned", "not deployable: " + " ".join(str(exc).split())[:240])

@@ -14,7 +14,7 @@ from typing import Any
 
 from edgernn.runtime.errors import QuantizationError
 from edgernn.runtime.files import atomic_write_bytes, atomic_write_text
-from edgernn.search import SEQUENCE_TASKS, Draw, Search, shape_of
+from edgernn.search import SEQUENCE_TASKS, Draw, Search, draw_from_params, shape_of
 
 CANDIDATES = 3  # the best trials retrained in turn while the int8 gates refuse the retrained model
 CONFIRMED = 3  # the best trials cross-validated again on another split before one is chosen
@@ -151,15 +151,18 @@ def choose(study, search: Search):
 
 
 def confirm(search: Search, study, ranked: list) -> list:
-    """A refit search (cross-validated classification, one objective): the ``CONFIRMED`` best trials
-    cross-validated once more, on another split and training seed, and ranked by the mean over both
-    (the lower validation loss on a tie); the rest follow as ranked. The best of many noisy estimates
+    """A refit search (cross-validated classification, one objective): the ``CONFIRMED`` best trials,
+    and the recipe's trial wherever it ranked, cross-validated once more, on another split and training
+    seed, and ranked by the mean over both (the lower validation loss on a tie); the rest follow as
+    ranked. A configuration so replaces the recipe only by beating it on both estimates together, not
+    by one lucky split. The best of many noisy estimates
     is likely to be a lucky one: a second estimate of the few best tells luck from merit. What is
     measured is kept in the study (``confirmed``), so a resumed or second worker's finish reuses it."""
     if not search.refit or search.settings.objectives != 1 or len(ranked) < 2:
         return ranked
+    candidates = ranked[:CONFIRMED] + [t for t in ranked[CONFIRMED:] if is_recipe(t)]
     confirmed = dict(study.user_attrs.get("confirmed", {}))
-    for trial in ranked[:CONFIRMED]:
+    for trial in candidates:
         if str(trial.number) not in confirmed:
             folder = search.run_dir / "trials" / f"{trial.number:04d}" / "confirm"
             values, losses = search.cross_validate(draw_of(trial, search), folder, search.settings.seed + 1)
@@ -175,20 +178,18 @@ def confirm(search: Search, study, ranked: list) -> list:
         loss = (trial.user_attrs.get("val_loss", 0.0) + sum(again["losses"]) / len(again["losses"])) / 2
         return sum(values) / len(values), loss
 
-    top = sorted(ranked[:CONFIRMED], key=lambda t: (-both(t)[0], both(t)[1], t.number))
-    return top + ranked[CONFIRMED:]
+    top = sorted(candidates, key=lambda t: (-both(t)[0], both(t)[1], t.number))
+    return top + [t for t in ranked if t not in candidates]
+
+
+def is_recipe(trial) -> bool:
+    """The study's first, enqueued trial: the hand-set recipe (or its nearest fitting configuration)."""
+    return "fixed_params" in trial.system_attrs
 
 
 def draw_of(trial, search: Search) -> Draw:
     """The trial's configuration as the Draw it was made from."""
-    params = trial.params
-    model = {k: params.get(k) for k in ("cell", "num_layers", "hidden_size", "embedding_size")}
-    model["dropout"] = round(params.get("dropout", 0.0), 3)
-    train = {"learning_rate": params["learning_rate"]}
-    for name in ("seq_len", "input_noise"):
-        if name in params:
-            train[name] = params[name]
-    return Draw(model, train, params["precision"])
+    return draw_from_params(trial.params)
 
 
 def train_command(search: Search, chosen: Draw, out: Path) -> str:
@@ -230,7 +231,8 @@ def retrain_and_deploy(search: Search, chosen: Draw, progress: bool) -> dict:
                         progress="lines" if progress else False, overwrite=True)  # fmt: skip
     model = best / "model.onnx"
     export_run(best, model)
-    deployed = deploy(model, "c", search.run_dir / f"deploy-{search.device}", precision=chosen.precision)
+    deployed = deploy(model, "c", search.run_dir / f"deploy-{search.device}", precision=chosen.precision,
+                      data=search.deploy_data(chosen.precision))  # fmt: skip
     done = {
         "run_dir": str(best),
         "model": str(model),
@@ -330,12 +332,12 @@ class SearchInterrupted(KeyboardInterrupt):
 
 def run_search(search: Search, storage: str | None, study_name: str, resume: bool, progress: bool) -> dict:
     """Load the data, open the study, run trials, then ``finish``. Ctrl-C raises SearchInterrupted."""
-    from edgernn.search import check_settings, open_study, recipe_params, run_trials
+    from edgernn.search import check_settings, open_study, run_trials
 
     check_settings(search.settings)
     search.load()
     search.run_dir.mkdir(parents=True, exist_ok=True)
-    recipe = recipe_params(search.settings.space, search.io, search.settings.task)
+    recipe = search.recipe()
     study = open_study(search.run_dir, storage, study_name, search.direction, search.settings,
                        search.fingerprint(), resume, recipe)  # fmt: skip
     try:

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from edgernn.cli import cli
 from edgernn.runtime.errors import InputError
-from edgernn.search import parse_budget
+from edgernn.search import SearchSpace, parse_budget
 
 pytest.importorskip("optuna", reason="edgernn search needs optuna (pip install 'edgernn[train]')")
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,3 +298,128 @@ def test_the_best_trials_are_confirmed_on_another_split_before_one_is_chosen():
     assert [t.number for t in confirm(search, study, ranked)] == [3, 0, 1, 2] and len(seen) == 3  # kept
     search.refit = False
     assert confirm(search, study, ranked) == ranked
+
+
+def _fixed(**params):
+    import optuna
+
+    base = {"cell": "gru", "hidden_size": 16, "learning_rate": 3e-3, "input_noise": 0.0, "precision": "int8"}
+    return optuna.trial.FixedTrial({**base, **params})
+
+
+def test_dropout_is_drawn_only_between_layers():
+    from edgernn.plan import Io
+    from edgernn.search import draw
+
+    space, io = SearchSpace(max_layers=2), Io("features", 12, 9)
+    one = draw(_fixed(num_layers=1), space, io, "classify")  # a FixedTrial refuses a parameter it lacks
+    assert one.model["num_layers"] == 1 and one.model["dropout"] == 0.0
+    two = draw(_fixed(num_layers=2, dropout=0.15), space, io, "classify")
+    assert two.model["dropout"] == 0.15
+    with pytest.raises(ValueError, match="dropout"):
+        draw(_fixed(num_layers=2), space, io, "classify")
+
+
+def _search(budget: str, **space):
+    from edgernn.cost_model import load_cost_model
+    from edgernn.plan import Io
+    from edgernn.search import Search, SearchSettings, space_for
+
+    said = []
+    cost_model = load_cost_model()
+    budget = parse_budget(budget, "cortex-m4", cost_model)
+    io = Io("features", 12, 9)
+    settings = SearchSettings(task="classify", space=space_for(budget, io, SearchSpace(**space), cost_model))
+    search = Search("data.ts", Path("/nonexistent"), "cortex-m4", budget, settings, cost_model, io=io,
+                    say=said.append)  # fmt: skip
+    return search, said
+
+
+def test_a_recipe_that_does_not_fit_starts_from_its_nearest_fitting_configuration():
+    from edgernn.search import draw_from_params
+
+    search, said = _search("flash=256K,ram=64K,rate=100")
+    assert search.recipe()["hidden_size"] == 64 and search.recipe()["precision"] == "float32" and not said
+    search, said = _search("flash=64K,ram=16K,rate=100")  # a float32 GRU 2x64 needs some 164K of flash
+    recipe = search.recipe()
+    assert (recipe["cell"], recipe["num_layers"], recipe["hidden_size"], recipe["precision"]) == (
+        "gru",
+        2,
+        64,
+        "int8",
+    )
+    assert said == ["the hand-set recipe (gru 2x64 float32) does not fit the budget (flash): the first trial is "
+                    "its nearest configuration that does, gru 2x64 int8"]  # fmt: skip
+    search, said = _search("flash=16K,ram=8K,rate=100", precisions=("float32",))
+    recipe = search.recipe()
+    assert recipe["num_layers"] == 2 and 8 <= recipe["hidden_size"] < 64 and search.fits(recipe)
+    assert not search.fits({**recipe, "hidden_size": recipe["hidden_size"] + 8})
+    assert draw_from_params(recipe).model["dropout"] == 0.2
+    search, said = _search("flash=8K,ram=4K,rate=100", precisions=("float32",), max_layers=2)
+    recipe = search.recipe()
+    if recipe is None:
+        assert "nor does any narrower or shallower configuration of it" in said[0]
+    else:
+        assert search.fits(recipe) and ("dropout" in recipe) == (recipe["num_layers"] == 2)
+
+
+def test_integer_deployments_calibrate_on_the_search_data(tmp_path, monkeypatch):
+    import edgernn.export
+    import edgernn.export.deploy
+
+    search, _ = _search("flash=256K,ram=64K,rate=100")
+    search.settings.measure = False
+    calls = []
+    monkeypatch.setattr(edgernn.export, "export_run", lambda run, model: None)
+    monkeypatch.setattr(edgernn.export.deploy, "deploy", lambda *a, **k: calls.append((a[2].name, k)))
+
+    class Trial:
+        user_attrs: dict = {}
+
+        def set_user_attr(self, key, value):
+            self.user_attrs[key] = value
+
+    for precision in ("integer", "int8", "float32"):
+        search._measure(Trial(), tmp_path, precision, 1.0)
+    assert calls == [("c-integer", {"precision": "integer", "data": "data.ts"}),
+                     ("c-int8", {"precision": "int8", "data": None}),
+                     ("c-float32", {"precision": "float32", "data": None})]  # fmt: skip
+
+
+def test_the_recipe_is_confirmed_wherever_it_ranked_and_kept_unless_beaten_on_both_splits():
+    from types import SimpleNamespace
+
+    import optuna
+
+    from edgernn.search_result import choose, confirm
+
+    study = optuna.create_study(direction="maximize")
+    distributions = {
+        "cell": optuna.distributions.CategoricalDistribution(["gru"]),
+        "num_layers": optuna.distributions.IntDistribution(1, 2),
+        "hidden_size": optuna.distributions.IntDistribution(8, 64, step=8),
+        "learning_rate": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True),
+        "precision": optuna.distributions.CategoricalDistribution(["float32"]),
+    }
+    params = {"cell": "gru", "num_layers": 2, "learning_rate": 3e-3, "precision": "float32"}
+    for hidden, value in ((64, 0.90), (8, 0.95), (16, 0.94), (24, 0.93), (32, 0.92)):
+        study.add_trial(optuna.trial.create_trial(
+            value=value, params={**params, "hidden_size": hidden}, distributions=distributions,
+            user_attrs={"fold_values": [value] * 3, "val_loss": 0.3},
+            system_attrs={"fixed_params": {**params, "hidden_size": hidden}} if hidden == 64 else {},
+        ))  # fmt: skip
+    again = {64: 0.99, 8: 0.88, 16: 0.90, 24: 0.93}  # trial 0 is the recipe, the last but one ranked
+    seen = []
+
+    def cross_validate(chosen, folder, seed):
+        seen.append(chosen.model["hidden_size"])
+        return [again[chosen.model["hidden_size"]]] * 3, [0.3] * 3
+
+    search = SimpleNamespace(settings=SimpleNamespace(objectives=1, seed=0), direction="maximize", refit=True,
+                             run_dir=Path("/nonexistent"), cross_validate=cross_validate, say=lambda line: None)  # fmt: skip
+    ranked, _ = choose(study, search)
+    assert [t.number for t in ranked] == [1, 2, 3, 4, 0]
+    assert [t.number for t in confirm(search, study, ranked)] == [0, 3, 2, 1, 4] and seen == [8, 16, 24, 64]
+    again[64] = 0.5  # beaten on both splits together: the best of the others is chosen
+    study.set_user_attr("confirmed", {})
+    assert [t.number for t in confirm(search, study, ranked)] == [3, 2, 1, 0, 4]
