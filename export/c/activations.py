@@ -12,6 +12,7 @@ from edgernn.export.c.ctext import literal
 
 if TYPE_CHECKING:
     from edgernn.export.c.emitter import Emitter
+    from edgernn.export.c.ir import Elementwise
 
 # tanh as a rational function: odd polynomial of degree 13 over an even one of degree 6, on x clamped to
 # +-7.9988 (past which float32 tanh is +-1 within rounding). The coefficients are Eigen's (ptanh_float).
@@ -136,7 +137,8 @@ def fast_helpers(n: str) -> list[str]:
 # int8 steps: sigmoid from a table of its values at x = -16 + k / 16 (k = 0..513; float32 of the exact value),
 # linearly interpolated: |x| clamped to 16 on its bits, x * 2^20 truncated to an integer whose high bits are
 # the index and low 16 the fraction. No division and no exp: about a third of the instructions of the
-# default sigmoid, scalar everywhere (Cortex-M cores have no vector gathers). tanh(x) = 2 sigmoid(2x) - 1.
+# default sigmoid; gcc vectorises its loop with SSE2 and NEON (the table read lane by lane), Helium builds
+# take four lanes a pass by gathers (``table_vector_helpers``), scalar elsewhere. tanh(x) = 2 sigmoid(2x) - 1.
 # Their error is far below int8's own (the hidden state quantized to 1/254 of its largest |value|).
 # Largest error against double precision over every float32 in [-20, 20] (tests/test_int8_activations.py):
 TABLE_STEPS_PER_UNIT = 16
@@ -168,7 +170,14 @@ def table_helpers(n: str, table: str) -> list[str]:
         "    const uint32_t k = q >> 16;",
         f"    const float lo = {table}[k], hi = {table}[k + 1];",
         "    c.f = lo + (hi - lo) * ((float)(int32_t)(q & 0xFFFFu) * 1.52587890625e-05f);",
-        "    c.u = mag > 0x7F800000 ? v.u : c.u; /* NaN stays NaN (a select, no branch) */",
+        "    /* NaN stays NaN: by masks where gcc vectorises this loop (SSE2, NEON: a branch would stop it), by a",
+        "     * select elsewhere (the scalar cores then branch around the arithmetic, fewer instructions) */",
+        "#if defined(__SSE2__) || defined(__ARM_NEON)",
+        "    const uint32_t nan = 0u - (uint32_t)(mag > 0x7F800000);",
+        "    c.u = (v.u & nan) | (c.u & ~nan);",
+        "#else",
+        "    c.u = mag > 0x7F800000 ? v.u : c.u;",
+        "#endif",
         "    return c.f;",
         "}",
         "",
@@ -178,6 +187,85 @@ def table_helpers(n: str, table: str) -> list[str]:
         "}",
         "",
     ]
+
+
+def table_vector_helpers(n: str, table: str) -> list[str]:
+    """Helium (``NAME_ARM_MVE``): ``NAME_table_sigmoid4`` and ``NAME_table_tanh4``, four lanes of the scalar
+    helpers, operation for operation."""
+    return [
+        f"#if defined({n.upper()}_ARM_MVE)",
+        "/* Helium: the table sigmoid and tanh on four lanes, operation for operation the scalar ones: the clamp",
+        " * on the bits, x * 2^20 truncated by VCVT's fixed point, both table entries read by gathers, the",
+        " * fraction (q & 0xFFFF) / 2^16 exact, the NaN lanes' bits selected by a mask. MVE's float arithmetic",
+        " * flushes subnormals and returns the default NaN, which changes no result: a subnormal x truncates",
+        " * to 0 either way, every operand of the interpolation is normal, a NaN lane takes the scalar bits.",
+        " * The gathers' offsets are computed a few operations ahead (a gather reads them early). */",
+        f"static inline float32x4_t {n}_table4(float32x4_t x, uint32x4_t *keep)",
+        "{",
+        "    const uint32x4_t v = vreinterpretq_u32_f32(x);",
+        "    const uint32x4_t mag = vbicq_n_u32(v, 0x80000000u);",
+        "    const uint32x4_t c = vorrq_u32(vreinterpretq_u32_s32(vminq_s32(vreinterpretq_s32_u32(mag),"
+        " vdupq_n_s32(0x41800000))),",
+        "                                   veorq_u32(v, mag)); /* x clamped to +-16 */",
+        "    const uint32x4_t q = vreinterpretq_u32_s32(vaddq_n_s32(vcvtq_n_s32_f32(vreinterpretq_f32_u32(c), 20),"
+        " 16777216));",
+        "    const uint32x4_t k = vshrq_n_u32(q, 16);",
+        "    const float32x4_t f = vcvtq_n_f32_s32(vreinterpretq_s32_u32(vmovlbq_u16(vreinterpretq_u16_u32(q))), 16);",
+        "    /* all ones but where |x|'s bits pass inf's (NaN): (|x| - 0x7F800001) >> 31 */",
+        "    *keep = vreinterpretq_u32_s32(vshrq_n_s32(vsubq_n_s32(vreinterpretq_s32_u32(mag), 0x7F800001), 31));",
+        f"    const float32x4_t lo = vldrwq_gather_shifted_offset_f32({table}, k);",
+        f"    const float32x4_t hi = vldrwq_gather_shifted_offset_f32({table} + 1, k);",
+        "    return vaddq_f32(lo, vmulq_f32(vsubq_f32(hi, lo), f));",
+        "}",
+        "",
+        f"static inline float32x4_t {n}_table_sigmoid4(float32x4_t x)",
+        "{",
+        "    uint32x4_t keep;",
+        f"    const uint32x4_t y = vreinterpretq_u32_f32({n}_table4(x, &keep));",
+        "    return vreinterpretq_f32_u32(vorrq_u32(vandq_u32(y, keep), vbicq_u32(vreinterpretq_u32_f32(x), keep)));",
+        "}",
+        "",
+        f"static inline float32x4_t {n}_table_tanh4(float32x4_t x)",
+        "{",
+        "    uint32x4_t keep; /* 2x is NaN where x is */",
+        f"    const float32x4_t s = {n}_table4(vmulq_n_f32(x, 2.0f), &keep);",
+        "    const uint32x4_t y = vreinterpretq_u32_f32(vsubq_n_f32(vmulq_n_f32(s, 2.0f), 1.0f));",
+        "    /* a NaN lane: x quieted, as the scalar 2.0f * x leaves it */",
+        "    const uint32x4_t quiet = vorrq_n_u32(vreinterpretq_u32_f32(x), 0x00400000u);",
+        "    return vreinterpretq_f32_u32(vorrq_u32(vandq_u32(y, keep), vbicq_u32(quiet, keep)));",
+        "}",
+        "#endif",
+        "",
+    ]
+
+
+def table_loop(e: Emitter, op: Elementwise) -> list[str] | None:
+    """An int8 step's Sigmoid or Tanh over a whole vector: under ``NAME_ARM_MVE`` four lanes a pass
+    (``table_vector_helpers``), else (and for what does not fit) the shared layers' loop. None where the
+    operation is not one."""
+    from edgernn.export.c import layers
+
+    if not e.int8 or e.fast or op.op not in ("Sigmoid", "Tanh") or len(op.inputs) != 1:
+        return None
+    out, x = op.out, op.inputs[0]
+    n = out.size
+    if x.size != n or n < 4 or x.storage.kind == "const":
+        return None
+    scalar = layers.elementwise(e, op)  # registers the table and the helpers
+    if x.storage.kind == out.storage.kind:  # one buffer (the arena, the state): where each starts in it
+        start, at = e.base(x.storage) + x.offset, e.base(out.storage) + out.offset
+        if start != at and abs(start - at) < n:  # partly overlapping: only the scalar order is right
+            return scalar
+    whole = n // 4 * 4
+    kind = {"Sigmoid": "sigmoid", "Tanh": "tanh"}[op.op]
+    lines = [
+        f"#if defined({e.NAME}_ARM_MVE)",
+        f"{{ const float *a = {e.ptr(x)}; float *y = {e.ptr(out)};",
+        f"  for (int i = 0; i < {whole}; i += 4) vstrwq_f32(y + i, {e.name}_table_{kind}4(vldrwq_f32(a + i)));",
+    ]
+    if whole < n:
+        lines.append(f"  for (int i = {whole}; i < {n}; i++) y[i] = {e.name}_table_{kind}(a[i]);")
+    return [*lines, "}", "#else", *scalar, "#endif"]
 
 
 def activation(e: Emitter, name: str, arg: str) -> str:

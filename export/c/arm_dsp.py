@@ -188,6 +188,27 @@ def rows_dot(
     return lines
 
 
+def row_dot(name: str, k: int, init: str, portable: str) -> list[str]:
+    """One row past the whole groups (``r``: its weights, ``j`` its index) into ``acc``: under
+    ``NAME_ARM_MVE`` its Helium sum less the row's constant and the input's share (the same int32, modulo
+    2^32), else ``init`` and the ``portable`` loop."""
+    k16 = k // 16 * 16
+    lines = [f"#if defined({name.upper()}_ARM_MVE)", "        uint32_t u = 0;"]
+    if k16:
+        lines.append(
+            f"        for (int i = 0; i < {k16}; i += 16) u = vmladavaq_u8(u, vldrbq_u8(r + i), vldrbq_u8(xq + i));"
+        )
+    if k16 < k:
+        lines += [
+            "        {",
+            f"            const mve_pred16_t p = vctp8q({k - k16});",
+            f"            u = vmladavaq_p_u8(u, vldrbq_z_u8(r + {k16}, p), vldrbq_z_u8(xq + {k16}, p), p);",
+            "        }",
+        ]
+    lines += ["        const int32_t acc = (int32_t)(u - (uint32_t)c[j] - (uint32_t)offset);", "#else", init]
+    return [*lines, portable, "#endif"]
+
+
 def vector_store(rows: int, scale: str, bias: str | None, accumulate: bool) -> list[str]:
     """Helium: the ``rows`` (4) sums ``u0``.. less each row's constant and the input's share, scaled and
     stored four at a time, lane by lane the scalar code's operations in its order:

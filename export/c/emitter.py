@@ -10,6 +10,7 @@ from types import ModuleType
 import numpy as np
 
 from edgernn.export.c import fft, float32, int8, layers, marks, sparse
+from edgernn.export.c.activations import table_loop
 from edgernn.export.c.arena import Arena
 from edgernn.export.c.ctext import c_floats, c_ints, literal
 from edgernn.export.c.ir import (
@@ -118,7 +119,7 @@ class Emitter:
         if isinstance(op, GatherRow):
             return self.precision.gather(self, op)
         if isinstance(op, Elementwise):
-            return layers.elementwise(self, op)
+            return table_loop(self, op) or layers.elementwise(self, op)
         if isinstance(op, Copy):
             return layers.copy(self, op)
         if isinstance(op, IndexedCopy):

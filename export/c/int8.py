@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgernn.export.c import arm_dsp
-from edgernn.export.c.activations import table_helpers
+from edgernn.export.c.activations import table_helpers, table_vector_helpers
 from edgernn.export.c.arena import reads, writes
 from edgernn.export.c.ir import Elementwise, GatherRow, Gemv, Storage, Tensor
 from edgernn.export.c.products import opening
@@ -68,6 +68,7 @@ def declarations(e: Emitter) -> list[str]:
         "",
         *arm_dsp.declarations(n),
         *arm_dsp.xq_typedef(n),
+        *(table_vector_helpers(n, e.sigmoid_table) if e.sigmoid_table else []),
     ]
 
 
@@ -131,7 +132,7 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
     offset = (np.ascontiguousarray(q.T).astype(np.int16) + 128).astype(np.uint8)
     rows = ROWS_PER_DOT
     whole = n // rows * rows
-    terms = arm_dsp.mve_row_terms(offset[:whole]) if whole else None
+    terms = arm_dsp.mve_row_terms(offset)
     w, c = arm_dsp.layout_arrays(e, offset, arm_dsp.dsp_layout(offset, whole), terms)
     s = e.const_array(scale, "float", "s")
     b = e.const_array(op.bias, "float", "b") if op.bias is not None else None
@@ -155,6 +156,9 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
         f"xq[i] = ({arm_dsp.xq_type(e.name)})(qi + {bias}); xsum += qi; }} "
         "/* round half to even: 1.5 * 2^23 + q, q in [-127, 127] sign-extended from the low byte */",
         "    const int32_t offset = 128 * xsum; /* the weights' +128 times x */",
+        f"#if defined({e.NAME}_ARM_MVE)",
+        f"    const int32_t *restrict c = {c}; /* each row's constant share of the Helium sums */",
+        "#endif",
     ]
 
     def store(g: int, acc: str) -> str:
@@ -176,9 +180,6 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
         e.serpentine = True
         accs = [f"a{g}" for g in range(rows)]
         lines += [
-            "#if defined(" + e.name.upper() + "_ARM_MVE)",
-            f"    const int32_t *restrict c = {c};",
-            "#endif",
             f"    for (int jj = 0; jj < {whole}; jj += {rows}) {{",
             f"        const int j = back ? {whole - rows} - jj : jj;",
             f"        const uint8_t *restrict r = w + j * {k};",
@@ -202,8 +203,12 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
         lines += [
             f"    for (int j = {whole}; j < {n}; j++) {{",
             f"        const uint8_t *restrict r = w + j * {k};",
-            "        int32_t acc = -offset;",
-            f"        for (int i = 0; i < {k}; i++) acc += (int32_t)r[i] * ((int32_t)xq[i] - {bias});",
+            *arm_dsp.row_dot(
+                e.name,
+                k,
+                "        int32_t acc = -offset;",
+                f"        for (int i = 0; i < {k}; i++) acc += (int32_t)r[i] * ((int32_t)xq[i] - {bias});",
+            ),
             *row_pointers("j"),
             f"        {store(0, 'acc')}",
             "    }",

@@ -64,7 +64,8 @@ class Trace:
         return [count - overhead for count in self.windows[1:]]
 
 
-UNDECODED = "undecoded.w"  # a 32-bit Thumb instruction QEMU 7.2's disassembler does not know (MVE's)
+UNDECODED = "undecoded.w"  # a 32-bit Thumb instruction QEMU 7.2's disassembler does not know (MVE's),
+# followed by its encoding (two halfwords in hex: "undecoded.w fc910f4b")
 
 
 def _parse_instruction(line: str) -> tuple[int, int, str] | None:
@@ -83,6 +84,7 @@ def _parse_instruction(line: str) -> tuple[int, int, str] | None:
     size = len(encoding.replace(" ", "")) // 2
     if size == 2 and text.startswith(".byte") and int(encoding, 16) >> 11 >= 0b11101:
         size = -2  # the first half of a 32-bit Thumb instruction: the next line is its second half
+        text = encoding  # its halfword, kept for the whole instruction's encoding
     return int(head, 16), size, text
 
 
@@ -149,7 +151,9 @@ class _Consumer:
                     if parsed is None:
                         continue
                     if self.pending and self.pending[-1][1] == -2:  # the second half of an undecoded one
-                        self.pending[-1] = (self.pending[-1][0], 4, UNDECODED)
+                        second = raw.decode(errors="replace").partition(":  ")[2].split()[0]
+                        encoding = f"{self.pending[-1][2]}{second}".lower()
+                        self.pending[-1] = (self.pending[-1][0], 4, f"{UNDECODED} {encoding}")
                     else:
                         self.pending.append(parsed)
 
