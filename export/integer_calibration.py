@@ -2,7 +2,8 @@
 
 ``float_parameters`` reads the weights of edgernn's own cells from the graph by their initializer names and
 proves they are the graph (a numpy float step of those weights must equal onnxruntime's on random inputs
-and states); anything else (a bring-your-own graph, another layout) is refused by name. ``calibrate`` runs
+and states); a bring-your-own graph (``is_own_model`` false) is deployed as an ``IntegerProgram`` instead
+(``edgernn.export.c.integer_program``). ``calibrate`` runs
 the float32 stepper over the data to find the ranges (inputs, outputs, the relu RNN state, the LSTM cell
 state) and ``integer_model`` turns weights and ranges into an ``IntegerModel``. ``check_integer`` runs the
 quality gates of quantized exports (``edgernn.export.quality``) on the integer reference with the integer
@@ -23,6 +24,7 @@ from edgernn.runtime import Stepper
 from edgernn.runtime import integer_ops as ops
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError
+from edgernn.runtime.integer_program import IntegerProgram, ProgramStepper
 from edgernn.runtime.integer_ref import IntegerModel, IntegerStepper, Layer, Product, quantize_multiplier
 
 GATES = {"gru": 3, "lstm": 4, "rnn_tanh": 1, "rnn_relu": 1}
@@ -54,19 +56,18 @@ class FloatModel:
     input_std: np.ndarray | None = None
 
 
-def _need(weights: dict[str, np.ndarray], name: str) -> np.ndarray:
-    if name not in weights:
-        raise ContractError(
-            f"--precision integer takes the cells edgernn exports (export_model); this graph has no "
-            f"initializer {name!r} (a bring-your-own graph is deployed as float32 or int8)"
-        )
-    return weights[name].astype(np.float64)
+OWN_INITIALIZERS = ("l0.ih.weight_t", "l0.hh.weight_t", "head.weight_t")
 
 
-def float_parameters(proto: onnx.ModelProto, info: ModelInfo) -> FloatModel:
-    """The float weights of the graph's cells, in PyTorch's layout, checked against the graph itself."""
-    if info.cell not in GATES:
-        raise ContractError(f"--precision integer: cell {info.cell!r} is not supported ({', '.join(GATES)})")
+def is_own_model(proto: onnx.ModelProto) -> bool:
+    """Whether ``proto`` is a graph edgernn's export_model wrote (its cells' weights by name); any other
+    (a bring-your-own graph) is deployed as an ``IntegerProgram`` (``export.c.integer_program``)."""
+    names = {t.name for t in proto.graph.initializer}
+    return all(name in names for name in OWN_INITIALIZERS)
+
+
+def check_integer_graph(info: ModelInfo) -> None:
+    """What no integer form takes, whichever the graph: a keyword front end, a state not starting at 0."""
     if "front_end" in info.extra:
         raise ContractError(
             "--precision integer: a keyword model's audio front end (window, DFT, mel filterbank, log, "
@@ -75,6 +76,29 @@ def float_parameters(proto: onnx.ModelProto, info: ModelInfo) -> FloatModel:
     nonzero = [s.input for s in info.states if s.initial != 0]
     if nonzero:
         raise ContractError(f"--precision integer starts every state at 0; {nonzero} start elsewhere")
+
+
+def integer_stepper(model: IntegerModel | IntegerProgram, info: ModelInfo):
+    """The Stream API over ``model`` (an edgernn cell model or a bring-your-own program)."""
+    if isinstance(model, IntegerProgram):
+        return ProgramStepper(model, info)
+    return IntegerStepper(model, info)
+
+
+def _need(weights: dict[str, np.ndarray], name: str) -> np.ndarray:
+    if name not in weights:
+        raise ContractError(
+            f"--precision integer takes the cells edgernn exports (export_model); this graph has no "
+            f"initializer {name!r}"
+        )
+    return weights[name].astype(np.float64)
+
+
+def float_parameters(proto: onnx.ModelProto, info: ModelInfo) -> FloatModel:
+    """The float weights of the graph's cells, in PyTorch's layout, checked against the graph itself."""
+    if info.cell not in GATES:
+        raise ContractError(f"--precision integer: cell {info.cell!r} is not supported ({', '.join(GATES)})")
+    check_integer_graph(info)
     weights = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     layers = []
     for index in range(info.num_layers):
@@ -256,7 +280,7 @@ def metric_tolerance(metric: str, fp32_value: float) -> float:
 
 def check_integer(
     proto_bytes: bytes,
-    model: IntegerModel,
+    model: IntegerModel | IntegerProgram,
     info: ModelInfo,
     series: np.ndarray,
     data: quality.EvaluationData | None,
@@ -267,13 +291,15 @@ def check_integer(
     fp32 = Stepper(proto_bytes, chunk_model=False)
     if tolerance is None and data is not None:
         tolerance = metric_tolerance(data.metric, quality.evaluate(fp32, data))
-    return quality.check_steppers(fp32, IntegerStepper(model, info), info, series, data, tolerance)
+    return quality.check_steppers(fp32, integer_stepper(model, info), info, series, data, tolerance)
 
 
 WINDOW_MARGIN = 100  # rows either side of the labelled anomaly that still count as finding it
 
 
-def anomaly_window(proto_bytes: bytes, model: IntegerModel, info: ModelInfo, data_path) -> dict | None:
+def anomaly_window(
+    proto_bytes: bytes, model: IntegerModel | IntegerProgram, info: ModelInfo, data_path
+) -> dict | None:
     """An anomaly model judged on a CSV with a label column (``is_anomaly``, ``label``...): the row of the top
     anomaly score (``edgernn.runtime.tasks.AnomalyScorer`` over the whole file, from the initial state) for
     float32 and for the integer reference, and whether each is within WINDOW_MARGIN rows of the labelled
@@ -296,7 +322,7 @@ def anomaly_window(proto_bytes: bytes, model: IntegerModel, info: ModelInfo, dat
     xs = table.pick(columns)
     streams = {
         "float32": Stepper(proto_bytes, chunk_model=False).new_stream(),
-        "integer": IntegerStepper(model, info).new_stream(),
+        "integer": integer_stepper(model, info).new_stream(),
     }
     top = {name: int(np.argmax(AnomalyScorer(stream).score(xs))) for name, stream in streams.items()}
     found = {name: window[0] <= row <= window[1] for name, row in top.items()}

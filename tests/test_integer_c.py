@@ -336,13 +336,15 @@ def test_cli_deploys_integer_and_refuses_what_it_cannot(deployed, tmp_path):
         deploy(model, "c", tmp_path / "g", precision="integer", fast_activations=True)
 
 
-def test_bring_your_own_model_is_refused_by_name(tmp_path):
+def test_bring_your_own_model_is_deployed_as_an_integer_program(tmp_path):
+    """Linear -> GRU (2 layers) -> LayerNorm -> Linear: lowered as the float C lowers it, every buffer int16
+    (tests/test_integer_byo.py covers the layers, the devices and the refusals)."""
     from edge_models import export_byo
 
     path = export_byo(tmp_path / "byo.onnx")
-    with pytest.raises(ContractError, match="takes the cells edgernn exports"):
-        deploy(path, "c", tmp_path / "c", precision="integer")
-    assert not (tmp_path / "c").exists()
+    report = deploy(path, "c", tmp_path / "c", precision="integer")
+    assert report.details["verified"] and report.details["max_abs_error"] == 0.0
+    assert "a bring-your-own gru model" in (tmp_path / "c" / "model.h").read_text()
 
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data"

@@ -19,6 +19,7 @@ import numpy as np
 from edgernn.export.c.ctext import c_ints
 from edgernn.export.c.selftest import golden_inputs
 from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.integer_program import IntegerProgram, q_run, quantize_program_input
 from edgernn.runtime.integer_ref import IntegerModel, q_step, quantize_input
 
 STEPS = 1000
@@ -48,7 +49,22 @@ def record_integer_golden(model: IntegerModel, info: ModelInfo, steps: int = STE
     return IntegerGolden(inputs, np.stack(ys), state, stride)
 
 
-def integer_test_source(name: str, model: IntegerModel, golden: IntegerGolden) -> str:
+def record_program_golden(program: IntegerProgram, info: ModelInfo, steps: int = STEPS) -> IntegerGolden:
+    """Run the integer program (batch 1, state fed back) over the self-test's inputs."""
+    if program.input_kind != "tokens":
+        steps = min(steps, max(50, 2 * MAX_GOLDEN_VALUES // program.input_size))
+    inputs = quantize_program_input(program, golden_inputs(info, steps))
+    states = [np.zeros((1, program.buffers[index].size), np.int64) for index, _ in program.states]
+    ys = []
+    for t in range(steps):
+        y, states = q_run(program, inputs[t : t + 1], states)
+        ys.append(y[0])
+    state = np.concatenate([s.reshape(-1) for s in states])
+    stride = max(1, math.ceil(steps * program.output_size / MAX_GOLDEN_VALUES))
+    return IntegerGolden(inputs, np.stack(ys), state, stride)
+
+
+def integer_test_source(name: str, model: IntegerModel | IntegerProgram, golden: IntegerGolden) -> str:
     n, N = name, name.upper()
     tokens = model.input_kind == "tokens"
     steps, outputs = golden.ys.shape

@@ -13,15 +13,22 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgernn.export.c.bounds import MAX_SCRATCH_BYTES, MAX_STATE_BYTES, check_size, size_option
 from edgernn.export.c.build import verify_host
 from edgernn.export.c.generate import _check_io, _check_quantization, check_name, load_model, read_info
 from edgernn.export.c.integer import IntegerSources, integer_sources
-from edgernn.export.c.integer_selftest import integer_test_source, record_integer_golden
+from edgernn.export.c.integer_selftest import (
+    integer_test_source,
+    record_integer_golden,
+    record_program_golden,
+)
 from edgernn.export.c.selftest import golden_inputs
 from edgernn.export.deploy import DeployReport
 from edgernn.runtime.errors import InputError, ParityError, QuantizationError
 from edgernn.runtime.integer_ops import SIGMOID_MAX_ERROR, TANH_MAX_ERROR
+from edgernn.runtime.integer_program import IntegerProgram
 from edgernn.runtime.integer_ref import IntegerModel
 
 SYNTHETIC_STEPS = 4000
@@ -31,27 +38,52 @@ def integer_model_for(
     model: str | os.PathLike | bytes,
     data: str | os.PathLike | None = None,
     tolerance: float | None = None,
-) -> tuple[IntegerModel, Any, Any, bytes]:
+) -> tuple[IntegerModel | IntegerProgram, Any, Any, bytes]:
     """Calibrate ``model`` (an edgernn float32 file) on ``data`` (or, without it, the self-test's inputs) and
-    run the quality gates: (IntegerModel, info, QualityReport, the model's bytes). Nothing raises on a
-    failed gate (see the report's ``failures`` and ``fatal``)."""
+    run the quality gates: (IntegerModel, or IntegerProgram for a bring-your-own graph; info,
+    QualityReport, the model's bytes). Nothing raises on a failed gate (see the report's ``failures`` and
+    ``fatal``)."""
     from edgernn.export import integer_calibration, quality
 
     proto, content = load_model(model)
     info = read_info(proto)
     _check_quantization(info, "int8")
     _check_io(proto, info)
-    weights = integer_calibration.float_parameters(proto, info)
+    integer_calibration.check_integer_graph(info)
+    own = integer_calibration.is_own_model(proto)
+    weights = integer_calibration.float_parameters(proto, info) if own else None
     evaluation = None
     if data is not None:
         evaluation = quality.evaluation_data_from_model(content, data)
         calibration, series = evaluation.calibration, evaluation.series()
     else:
         calibration = series = golden_inputs(info, SYNTHETIC_STEPS)
-    ranges = integer_calibration.calibrate(content, info, calibration)
-    integer = integer_calibration.integer_model(weights, ranges, info)
+    if own:
+        ranges = integer_calibration.calibrate(content, info, calibration)
+        integer = integer_calibration.integer_model(weights, ranges, info)
+    else:
+        integer = _program(proto, content, info, calibration)
     report = integer_calibration.check_integer(content, integer, info, series, evaluation, tolerance)
     return integer, info, report, content
+
+
+def _program(proto, content: bytes, info, calibration) -> IntegerProgram:
+    """A bring-your-own graph lowered as the float C lowers it, calibrated on ``calibration``."""
+    from edgernn.export import integer_calibration, quality
+    from edgernn.export.c.check import check_graph, check_vocabulary
+    from edgernn.export.c.integer_float import program_peaks
+    from edgernn.export.c.integer_program import integer_program
+    from edgernn.export.c.lower import lower
+
+    check_graph(proto, info)
+    program = lower(proto, info)
+    check_vocabulary(program)
+    series = quality._tile(
+        np.asarray(calibration),
+        integer_calibration.CALIBRATION_STEPS,
+        integer_calibration.CALIBRATION_STREAMS,
+    )
+    return integer_program(program, program_peaks(program, content, series))
 
 
 def write(
@@ -90,10 +122,16 @@ def write(
         raise QuantizationError(quality_report.fatal)
     if quality_report.failures and not force:
         raise QuantizationError(quality_report.failures, forceable=True)
-    sources = integer_sources(integer, info, name, quality_report.summary())
+    if isinstance(integer, IntegerProgram):
+        from edgernn.export.c.integer_program_c import program_sources
+
+        sources = program_sources(integer, info, name, quality_report.summary())
+        golden = record_program_golden(integer, info)
+    else:
+        sources = integer_sources(integer, info, name, quality_report.summary())
+        golden = record_integer_golden(integer, info)
     check_size("the state", 2 * sources.state_values, max_state, "--max-state-bytes")
     check_size("a step's scratch on the stack", sources.scratch_bytes, max_scratch, "--max-scratch-bytes")
-    golden = record_integer_golden(integer, info)
     files = {
         f"{name}.h": sources.header,
         f"{name}.c": sources.source,
