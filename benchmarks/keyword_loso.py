@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,11 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
     from edgernn.train import configs_for, train_task
 
     keyword.RUNNING_MS = args.running_ms
+    keyword.REDRAW = args.redraw
+    changes = {"copies": args.copies, "speed": args.speed}
+    keyword.AUGMENTATION = replace(
+        keyword.AUGMENTATION, **{k: v for k, v in changes.items() if v is not None}
+    )
 
     held_in = [i for i, s in enumerate(clips.speakers) if s != speaker]
     (fold / "data").mkdir(parents=True, exist_ok=True)
@@ -119,6 +125,7 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
             "max_steps": args.steps,
             "seed": args.seed,
             "threads": 1,
+            "learning_rate": args.learning_rate,
         },
     )
     train_task(
@@ -187,10 +194,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-layers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--learning-rate", type=float, default=None, help="peak learning rate (default: the task's)"
+    )
+    parser.add_argument(
         "--running-ms",
         type=float,
         default=0.0,
         help="the front end's running normalisation (0: off, the default)",
+    )
+    parser.add_argument(
+        "--redraw",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw the varied training copies afresh every epoch (the default) or once",
+    )
+    parser.add_argument("--copies", type=int, default=None, help="varied copies of each clip")
+    parser.add_argument(
+        "--speed",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="speed perturbation range LO,HI",
     )
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at a time (one process each)")
     parser.add_argument("--out", type=Path, default=Path("build/keyword_loso"))

@@ -77,6 +77,8 @@ class SequenceBatches:
     def next(self):
         if self.chunk == self.chunks_per_epoch:
             self.epoch, self.chunk = self.epoch + 1, 0
+        if hasattr(self.cases, "set_epoch"):  # cases drawn afresh every epoch (edgernn.keyword.Redrawn)
+            self.cases.set_epoch(self.epoch)
         order = torch.randperm(
             len(self.cases), generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
         )

@@ -1,23 +1,25 @@
 """The keyword task: a spoken-word recognizer trained on labelled clips (``edgernn train DIR``).
 
-The run's model is a RecurrentModel over log-mel frames less their running mean per band (the front
-end's causal normalisation, ``RUNNING_MS``), normalised in the model by the training frames' mean and std
+The run's model is a RecurrentModel over log-mel frames (optionally less their running mean per band, the
+front end's causal normalisation, ``RUNNING_MS``), normalised in the model by the training frames' mean and std
 per band; the export puts the front end in front of it (``edgernn.export.keyword``), so the exported step
 takes one 10 ms hop of raw samples. Training sees:
 
 - every training clip as it is, and ``Augmentation.copies`` varied copies of it (speed, gain, time
   shift with background before and after the word, white or pink noise at several SNRs; on the log-mel
-  frames a spectral tilt and SpecAugment-style band and time masks);
+  frames a spectral tilt and SpecAugment-style band and time masks), drawn afresh every epoch
+  (``Redrawn``; ``REDRAW`` False: drawn once);
 - a "no word" class (``_none``) of generated silence, white and pink noise at several levels and the
   clips' own first and last 60 ms in quiet noise, one class's share of the clips.
 
 Validation: a stratified share of the clips as they are (no augmentation), plus no-word clips. All of it
-is seeded: a resumed run rebuilds exactly the same data.
+is seeded: a resumed run rebuilds exactly the same data, epoch by epoch.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -38,6 +40,8 @@ from edgernn.runtime.audio import NO_WORD, PCM_SCALE, Clips, FrontEnd, read_clip
 from edgernn.runtime.errors import InputError
 from edgernn.tasks import MIN_VALIDATION_CASES, TaskData, _natural_key, _stats, case_order
 
+AUGMENTATION = Augmentation()  # the task's augmentation (benchmarks/keyword_loso.py varies it)
+REDRAW = True  # the varied training cases drawn afresh every epoch (False: drawn once)
 RUNNING_MS = 0.0  # the front end's running normalisation by default: its time constant in ms (0: off)
 
 
@@ -92,16 +96,16 @@ def task_from_clips(
         )
         validation, clips = clips.subset(order[:n_val]), clips.subset(order[n_val:])
     rng = np.random.default_rng(seed)
-    aug = Augmentation() if augment else replace(Augmentation(), copies=0)
+    aug = AUGMENTATION if augment else replace(AUGMENTATION, copies=0)
     running_ms = RUNNING_MS if running_ms is None else running_ms
     if running_ms:
         fe = replace(fe, running_ms=float(running_ms), running_start=_band_means(clips, fe))
     features = _Features(fe)
-    train = _word_cases(clips, index, aug, rng, features) + _no_word_cases(
-        clips, index, len(clips) // (len(classes) - 1) * (1 + aug.copies), rng, features
-    )
-    valid = _word_cases(validation, index, replace(aug, copies=0), rng, features)
-    valid += _no_word_cases(validation, index, max(2, len(validation) // (len(classes) - 1)), rng, features)
+    draws, recipes = _Draws(clips, index, aug, features, rng), []
+    train = _word_cases(draws, recipes)
+    train += _no_word_cases(draws, len(clips) // (len(classes) - 1) * (1 + aug.copies), recipes)
+    checks = _Draws(validation, index, replace(aug, copies=0), features, rng)
+    valid = _word_cases(checks) + _no_word_cases(checks, max(2, len(validation) // (len(classes) - 1)))
     mean, std = _stats(np.concatenate([x for x, _ in train]))
     fields = {
         "input_kind": "features", "input_size": fe.mels, "output_kind": "logits", "output_size": len(classes),
@@ -111,13 +115,14 @@ def task_from_clips(
     notes = {
         "clips": {"train": len(clips), "validation": len(validation)},
         "augmentation": _augmentation_note(aug),
+        "augmented_copies": "drawn afresh every epoch" if aug.copies and REDRAW else "drawn once",
     }
     as_tensors = lambda cases: [(torch.from_numpy(x), label) for x, label in cases]  # noqa: E731
     return TaskData(
         "keyword",
         "cross_entropy",
         fields,
-        train=as_tensors(train),
+        train=Redrawn(as_tensors(train), recipes, seed) if aug.copies and REDRAW else as_tensors(train),
         validation=as_tensors(valid),
         metadata=metadata,
         notes=notes,
@@ -147,34 +152,82 @@ class _Features:
         return running_normalise(frames, self.fe)
 
 
-def _word_cases(
-    clips: Clips, index: dict[str, int], aug: Augmentation, rng, features
-) -> list[tuple[np.ndarray, int]]:
+class _Draws:
+    """How each varied case is drawn from a clip: a copy, a copy followed by background (no word), a
+    no-word clip; the same calls make the first epoch's cases and every later epoch's fresh ones."""
+
+    def __init__(self, clips: Clips, index: dict[str, int], aug: Augmentation, features, rng):
+        self.rng = rng  # the first epoch's draws, one after another
+        self.signals = [samples.astype(np.float32) / PCM_SCALE for samples in clips.audio]
+        self.labels = [index[label] for label in clips.labels]
+        self.rate, self.aug, self.features, self.no_word = clips.rate, aug, features, index[NO_WORD]
+        self.edges = [e for signal in self.signals[:400] for e in clip_edges(signal, clips.rate)]
+
+    def copy(self, clip: int, rng) -> np.ndarray:
+        aug, signals = self.aug, self.signals
+        before = signals[rng.integers(len(signals))] if rng.random() < aug.context_probability else None
+        varied = augment(signals[clip], self.rate, aug, rng, before=before)
+        return self.features(varied, lambda frames: vary_features(frames, aug, rng))
+
+    def after(self, clip: int, rng) -> np.ndarray:
+        return self.features(
+            augment(self.signals[clip], self.rate, self.aug, rng, trail_ms=self.aug.after_ms)
+        )
+
+    def none(self, clip: int, rng) -> np.ndarray:
+        return self.features(no_word_clip(self.rate, self.edges, rng))
+
+
+def _word_cases(draws: _Draws, recipes: list | None = None) -> list[tuple[np.ndarray, int]]:
     """Each clip as it is, its varied copies (some after another clip), and with probability
-    ``aug.after_probability`` a copy followed by ``aug.after_ms`` of background, labelled no word."""
-    cases = []
-    signals = [samples.astype(np.float32) / PCM_SCALE for samples in clips.audio]
-    for signal, label in zip(signals, clips.labels, strict=True):
-        cases.append((features(signal), index[label]))
+    ``aug.after_probability`` a copy followed by ``aug.after_ms`` of background, labelled no word.
+    ``recipes`` gains, per case, how to draw it again (None: the clip as it is)."""
+    cases, aug, rng = [], draws.aug, draws.rng
+    recipes = [] if recipes is None else recipes
+    for clip, (signal, label) in enumerate(zip(draws.signals, draws.labels, strict=True)):
+        cases.append((draws.features(signal), label))
+        recipes.append(None)
         for _ in range(aug.copies):
-            before = signals[rng.integers(len(signals))] if rng.random() < aug.context_probability else None
-            varied = augment(signal, clips.rate, aug, rng, before=before)
-            cases.append((features(varied, lambda frames: vary_features(frames, aug, rng)), index[label]))
+            cases.append((draws.copy(clip, rng), label))
+            recipes.append((draws.copy, clip))
         if aug.copies and rng.random() < aug.after_probability:
-            heard = augment(signal, clips.rate, aug, rng, trail_ms=aug.after_ms)
-            cases.append((features(heard), index[NO_WORD]))
+            cases.append((draws.after(clip, rng), draws.no_word))
+            recipes.append((draws.after, clip))
     return cases
 
 
-def _no_word_cases(
-    clips: Clips, index: dict[str, int], count: int, rng, features
-) -> list[tuple[np.ndarray, int]]:
-    edges = [
-        e
-        for samples in clips.audio[:400]
-        for e in clip_edges(samples.astype(np.float32) / PCM_SCALE, clips.rate)
-    ]
-    return [(features(no_word_clip(clips.rate, edges, rng)), index[NO_WORD]) for _ in range(count)]
+def _no_word_cases(draws: _Draws, count: int, recipes: list | None = None) -> list[tuple[np.ndarray, int]]:
+    recipes = [] if recipes is None else recipes
+    recipes.extend([(draws.none, 0)] * count)
+    return [(draws.none(0, draws.rng), draws.no_word) for _ in range(count)]
+
+
+class Redrawn(Sequence):
+    """The training cases, whose varied ones are drawn afresh every epoch (``set_epoch``, called by the
+    batches): epoch 0 is the cases as first drawn, epoch e > 0 draws case i from a generator seeded by
+    ``(seed, e, i)``, so a resumed run sees the same data. The clips as they are never change."""
+
+    def __init__(self, cases: list, recipes: list, seed: int):
+        import torch
+
+        self.torch, self.cases, self.recipes, self.seed, self.epoch = torch, cases, recipes, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        case = self.cases[i]
+        recipe = self.recipes[i]
+        if self.epoch == 0 or recipe is None:
+            return case
+        draw, clip = recipe
+        rng = np.random.default_rng([self.seed, self.epoch, i % len(self)])
+        return self.torch.from_numpy(draw(clip, rng)), case[1]
 
 
 def _augmentation_note(aug: Augmentation) -> dict[str, Any] | str:

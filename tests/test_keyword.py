@@ -178,6 +178,33 @@ def test_the_running_normalisation_streams_its_numpy_reference_and_keeps_its_mea
         FrontEnd.from_metadata({**fe.to_dict(), "running_ms": "fast"})
 
 
+# --- training data ------------------------------------------------------------------------------------------
+
+
+def test_the_varied_training_cases_are_drawn_afresh_every_epoch_and_alike_on_a_resume():
+    from edgernn.batches import SequenceBatches
+    from edgernn.keyword import task_from_clips
+
+    clips = read_bundle(FSDD / "lucas.npz").subset(range(40))
+    task = task_from_clips(clips, seed=3)
+    train, heard = task.train, task.notes["clips"]["train"]
+    again = task_from_clips(clips, seed=3).train
+    first = [x.clone() for x, _ in train]
+    varied = [i for i, recipe in enumerate(train.recipes) if recipe is not None]
+    as_is = [i for i, recipe in enumerate(train.recipes) if recipe is None]
+    assert len(as_is) == heard and len(varied) > 4 * heard  # 4 copies of each clip, some heard before a gap
+    batches = SequenceBatches(train, batch_size=len(train), seed=0)
+    batches.next()  # epoch 0: the cases as first drawn
+    assert all(np.array_equal(train[i][0], first[i]) for i in range(len(train)))
+    batches.next()  # epoch 1: every varied case drawn again, the clips as they are kept
+    changed = [i for i in varied if not np.array_equal(train[i][0], first[i])]
+    assert len(changed) == len(varied)
+    assert all(np.array_equal(train[i][0], first[i]) for i in as_is)
+    assert [train[i][1] for i in range(len(train))] == [label for _, label in again.cases]
+    again.set_epoch(1)  # a resumed run at epoch 1 sees exactly the same cases
+    assert all(np.array_equal(train[i][0], again[i][0]) for i in varied)
+
+
 # --- a trained model: parity, metadata, eval, stream, C ----------------------------------------------------
 
 
