@@ -70,14 +70,15 @@ class CharSoftmax(nn.Module):
 
 
 class TwoRNNs(nn.Module):
-    """RNN tanh and RNN relu (2 layers) side by side, concatenated, gated by a sigmoid, clipped."""
+    """RNN tanh and RNN relu (2 layers) side by side, concatenated, gated by a sigmoid, clipped; slices
+    compared, selected and combined element-wise."""
 
     def __init__(self):
         super().__init__()
         self.a = nn.RNN(3, 6, batch_first=True)
         self.b = nn.RNN(3, 5, num_layers=2, nonlinearity="relu", batch_first=True)
         self.gate = nn.Linear(11, 11)
-        self.out = nn.Linear(11, 2)
+        self.out = nn.Linear(16, 2)
 
     def forward(self, x, state=None):
         state = state or {"a": None, "b": None}
@@ -85,7 +86,10 @@ class TwoRNNs(nn.Module):
         zb, hb = self.b(x, state["b"])
         z = torch.cat([za, zb], dim=-1)
         z = torch.sigmoid(self.gate(z)) * nn.functional.leaky_relu(z, 0.1) - 0.25 * z
-        return self.out(torch.clamp(z, -0.5, 0.8)), {"a": ha, "b": hb}
+        wide = torch.maximum(za[..., :5], -zb) + torch.minimum(za[..., 1:], zb.abs())
+        wide = torch.where((wide > 0.1) & (za[..., :5] < zb), wide, wide / 1.25)
+        z = torch.cat([torch.clamp(z, -0.5, 0.8), torch.tanh(wide)], dim=-1)
+        return self.out(z), {"a": ha, "b": hb}
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,50 @@ def softmax_kernels() -> list[str]:
     ]
 
 
+def _touches(op) -> tuple[list[int], list[int]]:
+    """The buffers an operation reads and those it writes."""
+    if isinstance(op, QCopy):
+        return [op.src], [op.dst]
+    if isinstance(op, QMap):
+        return [v.buffer for v in op.inputs], [op.out.buffer]
+    if isinstance(op, QGather):
+        return [], [op.out.buffer]
+    reads = [op.x.buffer] + ([op.out.buffer] if isinstance(op, QGemv) and op.accumulate else [])
+    return reads, [op.out.buffer]
+
+
+def place_arena(program: IntegerProgram) -> tuple[dict[int, int], int]:
+    """An offset in one int16 scratch array for every arena buffer: buffers whose lifetimes (first write to
+    last read, both ends included, the step's end reading the next state and y) overlap never share a
+    value. (offsets, values the array takes)."""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for index, op in enumerate(program.ops):
+        reads, writes = _touches(op)
+        for buffer in writes:
+            first.setdefault(buffer, index)
+        for buffer in reads + writes:
+            last[buffer] = index
+    end = len(program.ops)
+    for buffer in [view.buffer for _, view in program.states] + [program.y.buffer]:
+        last[buffer] = end
+    placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
+    offsets: dict[int, int] = {}
+    for buffer in sorted(first, key=lambda b: (first[b], b)):
+        if program.buffers[buffer].kind != "arena":
+            continue
+        size, span = program.buffers[buffer].size, (first[buffer], last[buffer])
+        busy = sorted((o, o + n) for o, n, a, b in placed if a <= span[1] and span[0] <= b)
+        offset = 0
+        for low, high in busy:
+            if offset + size <= low:
+                break
+            offset = max(offset, high)
+        placed.append((offset, size, *span))
+        offsets[buffer] = offset
+    return offsets, max((o + n for o, n, _, _ in placed), default=0)
+
+
 class _Writer:
     def __init__(self, program: IntegerProgram, name: str):
         self.program, self.n = program, name
@@ -170,7 +214,7 @@ class _Writer:
             if index not in self.symbols:
                 self.symbols[index] = self.const("int16_t", buffer.values, 2)
             return self.symbols[index]
-        return buffer.name
+        return f"(arena + {self.offsets[index]})"
 
     def at(self, view: View | int, index: str, offset: int = 0) -> str:
         if isinstance(view, View):
@@ -313,11 +357,11 @@ class _Writer:
 
     def body(self) -> tuple[list[str], int]:
         program = self.program
-        arena = [b for b in program.buffers if b.kind == "arena"]
+        self.offsets, arena_values = place_arena(program)
         widest = max([op.weight.shape[0] for op in program.ops if isinstance(op, QGemv)], default=1)
         rank = max([len(op.out.shape) for op in program.ops if isinstance(op, QMap)], default=1)
         rank = max([rank, 3, *(len(op.shape) for op in program.ops if isinstance(op, QCopy))])
-        lines = [f"int16_t {b.name}[{b.size}];" for b in arena]
+        lines = [f"int16_t arena[{max(1, arena_values)}]; /* every scratch buffer, placed by lifetime */"]
         lines += [f"int32_t acc[{widest}];", "int i, j;", " ".join(f"int i{d};" for d in range(rank))]
         lines.append("(void)i, (void)j, (void)acc;")
         lines.append(" ".join(f"(void)i{d};" for d in range(rank)))
@@ -343,7 +387,7 @@ class _Writer:
                 value = f"(int16_t)q_sat16({self._rq(value, rescale)})"
             lines += [f"for (j = 0; j < {view.size}; j++)", f"    {self.at(index, 'j')} = {value};"]
         lines += [f"for (j = 0; j < {program.y.size}; j++)", f"    y[j] = {self.at(program.y, 'j')};"]
-        scratch = 2 * sum(b.size for b in arena) + 4 * widest
+        scratch = 2 * max(1, arena_values) + 4 * widest
         return lines, scratch
 
 
