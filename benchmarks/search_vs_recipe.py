@@ -6,7 +6,8 @@ The recipe: GRU 2x64, dropout 0.2, 400 steps (docs/results.md), trained with ``e
 split. The search: ``edgernn search`` on the same training file (3-fold cross-validation: both sets
 have up to 400 sequences), ``--trials`` trials of 400 steps each within a device budget (default a
 Cortex-M4 with 256K of flash, 64K of RAM, 100 steps per second), the chosen configuration retrained on
-every training sequence with the same seed. Neither sees the test file. The searched model's test
+every training sequence with the same seed (600 steps: as many passes over the data as each fold's
+400 made). Neither sees the test file. The searched model's test
 accuracy is given twice: its float32 weights' (PyTorch) and the deployed model's at the precision the
 search chose (the deployment's C, built as a shared library and stepped through ``NativeStepper``; the
 ``integer`` precision through its bit-exact reference, calibrated on the training data as the

@@ -428,10 +428,10 @@ class Search:
             "space": self.settings.space.to_dict(),
         }
 
-    def configs(self, chosen: Draw):
+    def configs(self, chosen: Draw, steps: int | None = None):
         from edgernn.train_config import configs_for
 
-        steps = self.settings.trial_steps
+        steps = steps or self.settings.trial_steps
         train = {
             **chosen.train,
             "max_steps": steps,
@@ -445,9 +445,13 @@ class Search:
 
     def retrain_config(self, chosen: Draw):
         """The chosen configuration's final training: the trials' own, on every sequence where they
-        were cross-validated (nothing held out, the last weights kept)."""
-        model_config, train_config = self.configs(chosen)
-        return model_config, replace(train_config, all_data=self.refit)
+        were cross-validated (nothing held out, the last weights kept), for as many passes over its data
+        as each fold's training made: ``folds / (folds - 1)`` times the trial's steps."""
+        if not self.refit:
+            return self.configs(chosen)
+        steps = math.ceil(self.settings.trial_steps * self.folds / (self.folds - 1))
+        model_config, train_config = self.configs(chosen, steps)
+        return model_config, replace(train_config, all_data=True)
 
     def predict(self, chosen: Draw):
         """The cost model's prediction for ``chosen`` on the device, and the budget's headroom left."""

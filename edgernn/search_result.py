@@ -17,7 +17,8 @@ from edgernn.runtime.files import atomic_write_bytes, atomic_write_text
 from edgernn.search import SEQUENCE_TASKS, Draw, Search, draw_from_params, shape_of
 
 CANDIDATES = 3  # the best trials retrained in turn while the int8 gates refuse the retrained model
-CONFIRMED = 3  # the best trials cross-validated again on another split before one is chosen
+CONFIRMED = 3  # the best trials cross-validated again (with the recipe's) before one is chosen
+CONFIRM_SPLITS = 2  # on this many other splits, each fold with the split's own training seed
 COLUMNS = (
     "trial", "state", "cell", "num_layers", "hidden_size", "embedding_size", "precision", "learning_rate",
     "seq_len", "dropout", "input_noise", "value", "val_loss", "cycles", "flash_bytes", "ram_bytes", "costs",
@@ -152,34 +153,39 @@ def choose(study, search: Search):
 
 def confirm(search: Search, study, ranked: list) -> list:
     """A refit search (cross-validated classification, one objective): the ``CONFIRMED`` best trials,
-    and the recipe's trial wherever it ranked, cross-validated once more, on another split and training
-    seed, and ranked by the mean over both (the lower validation loss on a tie); the rest follow as
-    ranked. A configuration so replaces the recipe only by beating it on both estimates together, not
-    by one lucky split. The best of many noisy estimates
-    is likely to be a lucky one: a second estimate of the few best tells luck from merit. What is
-    measured is kept in the study (``confirmed``), so a resumed or second worker's finish reuses it."""
+    and the recipe's trial wherever it ranked, cross-validated again on ``CONFIRM_SPLITS`` other splits
+    (each with its own training seed: ``--seed`` + 1, + 2) and ranked by the mean over those fresh
+    splits alone (the lower validation loss on a tie); the rest follow as ranked. The best of many noisy
+    estimates is likely a lucky one, so the estimate that put a trial among the best flatters it: only
+    new estimates, the same for every candidate, tell luck from merit, and a configuration replaces the
+    recipe only by beating it there. What is measured is kept in the study (``confirmed``), so a resumed
+    or second worker's finish reuses it."""
     if not search.refit or search.settings.objectives != 1 or len(ranked) < 2:
         return ranked
     candidates = ranked[:CONFIRMED] + [t for t in ranked[CONFIRMED:] if is_recipe(t)]
+    seeds = [search.settings.seed + 1 + split for split in range(CONFIRM_SPLITS)]
     confirmed = dict(study.user_attrs.get("confirmed", {}))
     for trial in candidates:
-        if str(trial.number) not in confirmed:
-            folder = search.run_dir / "trials" / f"{trial.number:04d}" / "confirm"
-            values, losses = search.cross_validate(draw_of(trial, search), folder, search.settings.seed + 1)
-            confirmed[str(trial.number)] = {"values": values, "losses": losses}
-            study.set_user_attr("confirmed", confirmed)
-            search.say(
-                f"trial {trial.number} cross-validated again: accuracy {sum(values) / len(values):.4f}"
-            )
+        if confirmed.get(str(trial.number), {}).get("seeds") == seeds:
+            continue
+        values, losses = [], []
+        for split, seed in enumerate(seeds):
+            folder = search.run_dir / "trials" / f"{trial.number:04d}" / f"confirm{split + 1}"
+            more = search.cross_validate(draw_of(trial, search), folder, seed)
+            values += more[0]
+            losses += more[1]
+        confirmed[str(trial.number)] = {"seeds": seeds, "values": values, "losses": losses}
+        study.set_user_attr("confirmed", confirmed)
+        search.say(f"trial {trial.number} cross-validated again on {len(seeds)} other splits: accuracy "
+                   f"{sum(values) / len(values):.4f}")  # fmt: skip
 
-    def both(trial) -> tuple[float, float]:
-        again = confirmed[str(trial.number)]
-        values = list(trial.user_attrs.get("fold_values", [trial.values[0]])) + again["values"]
-        loss = (trial.user_attrs.get("val_loss", 0.0) + sum(again["losses"]) / len(again["losses"])) / 2
-        return sum(values) / len(values), loss
+    def again(trial) -> tuple[float, float]:
+        fresh = confirmed[str(trial.number)]
+        return -sum(fresh["values"]) / len(fresh["values"]), sum(fresh["losses"]) / len(fresh["losses"])
 
-    top = sorted(candidates, key=lambda t: (-both(t)[0], both(t)[1], t.number))
-    return top + [t for t in ranked if t not in candidates]
+    top = sorted(candidates, key=lambda t: (*again(t), t.number))
+    numbers = {t.number for t in candidates}
+    return top + [t for t in ranked if t.number not in numbers]
 
 
 def is_recipe(trial) -> bool:
@@ -308,7 +314,7 @@ def to_text(summary: dict) -> str:
         out.append("no trial finished within the budget and deployed: nothing chosen")
         return "\n".join(out) + "\n"
     result = summary["result"]
-    again = f", {chosen['confirmed_value']:.4f} on another split" if "confirmed_value" in chosen else ""
+    again = f", {chosen['confirmed_value']:.4f} on other splits" if "confirmed_value" in chosen else ""
     out.append(f"chosen: trial {chosen['trial']} ({summary['metric']} {chosen['value']:.4f}{again}): {chosen['cell']} "
                f"{chosen['num_layers']}x{chosen['hidden_size']} {chosen['precision']}")  # fmt: skip
     out.append(
