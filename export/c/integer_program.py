@@ -205,6 +205,8 @@ class _Builder:
             return
         if name not in CALIBRATED:
             raise refuse(f"op {name} ({op.out.name!r})")
+        if name == "Where" and self.flush(op, inputs):
+            return
         views = [self.view(t) for t in inputs]
         out = self.out(op.out)
         s_out = self.buffers[out.buffer].scale
@@ -217,6 +219,30 @@ class _Builder:
         if name == "Where":
             rescales[0] = None
         self.ops.append(QMap(CALIBRATED[name], out, views, rescales))
+
+    def producer(self, view: View) -> QMap | None:
+        """The element-wise operation that wrote exactly ``view``, if one did."""
+        for op in reversed(self.ops):
+            if isinstance(op, QMap) and op.out == view:
+                return op
+        return None
+
+    def flush(self, op: Elementwise, inputs: list[Tensor]) -> bool:
+        """``Where(|v| < tiny, 0, v)`` (every graph flushes a state's denormals so): in integers |v| < 1 is
+        v = 0, so it is v itself, requantized to the output's scale (the comparison and |v| left unread)."""
+        cond, zero, value = inputs
+        less = self.producer(self.view(cond))
+        if less is None or less.op != "less" or less.params.get("threshold", 2) > 1:
+            return False
+        absolute = self.producer(less.inputs[0])
+        if absolute is None or absolute.op != "abs" or absolute.inputs[0] != self.view(value):
+            return False
+        if zero.storage.kind != "const" or np.any(zero.storage.array != 0):
+            return False
+        out = self.out(op.out)
+        rescale = _ratio(self.scale(value) / self.buffers[out.buffer].scale, "a copy")
+        self.ops.append(QMap("rescale", out, [self.view(value)], [rescale]))
+        return True
 
     def same_scale(self, op: Elementwise, kind: str, source: Tensor) -> None:
         a, s = self.view(source), self.scale(source)
@@ -312,6 +338,27 @@ class _Builder:
         self.ops.append(QIndexedCopy(out, x, op.indices.astype(np.int64), op.outer, op.rows, op.inner))
 
 
+def _drop_unread(builder: _Builder) -> None:
+    """Leave out the operations whose scratch output nothing reads (the flush's comparison and |v|)."""
+    program = builder.program
+    needed = {builder.index[id(t.storage)] for _, t in program.states} | {
+        builder.index[id(program.y.storage)]
+    }
+    kept = []
+    for op in reversed(builder.ops):
+        written = op.dst if isinstance(op, QCopy) else op.out.buffer
+        if builder.buffers[written].kind == "arena" and written not in needed:
+            continue
+        kept.append(op)
+        if isinstance(op, QCopy):
+            needed.add(op.src)
+        elif isinstance(op, QMap):
+            needed.update(v.buffer for v in op.inputs)
+        elif not isinstance(op, QGather):
+            needed.add(op.x.buffer)
+    builder.ops = kept[::-1]
+
+
 def _x_read_by_products_alone(program: Program) -> bool:
     storage = program.x.storage
     for op in program.ops:
@@ -372,6 +419,7 @@ def integer_program(program: Program, run: FloatRun) -> IntegerProgram:
             )
         elif kind != "Mark":
             raise refuse(f"the operation {kind}")
+    _drop_unread(builder)
     states, rescales = [], []
     for t_in, t_out in program.states:
         index, out = builder.index[id(t_in.storage)], builder.view(t_out)
