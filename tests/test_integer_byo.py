@@ -71,14 +71,14 @@ class CharSoftmax(nn.Module):
 
 class TwoRNNs(nn.Module):
     """RNN tanh and RNN relu (2 layers) side by side, concatenated, gated by a sigmoid, clipped; slices
-    compared, selected and combined element-wise."""
+    compared, selected and combined element-wise; features picked by constant indices."""
 
     def __init__(self):
         super().__init__()
         self.a = nn.RNN(3, 6, batch_first=True)
         self.b = nn.RNN(3, 5, num_layers=2, nonlinearity="relu", batch_first=True)
         self.gate = nn.Linear(11, 11)
-        self.out = nn.Linear(16, 2)
+        self.out = nn.Linear(19, 2)
 
     def forward(self, x, state=None):
         state = state or {"a": None, "b": None}
@@ -88,7 +88,7 @@ class TwoRNNs(nn.Module):
         z = torch.sigmoid(self.gate(z)) * nn.functional.leaky_relu(z, 0.1) - 0.25 * z
         wide = torch.maximum(za[..., :5], -zb) + torch.minimum(za[..., 1:], zb.abs())
         wide = torch.where((wide > 0.1) & (za[..., :5] < zb), wide, wide / 1.25)
-        z = torch.cat([torch.clamp(z, -0.5, 0.8), torch.tanh(wide)], dim=-1)
+        z = torch.cat([torch.clamp(z, -0.5, 0.8), torch.tanh(wide), za[..., [5, 1, 4]]], dim=-1)
         return self.out(z), {"a": ha, "b": hb}
 
 
@@ -205,6 +205,12 @@ class WithSoftplus(nn.Module):
         return nn.functional.softplus(self.out(z)), state
 
 
+class WithLogSoftmax(WithSoftplus):
+    def forward(self, x, state=None):
+        z, state = self.gru(x, state)
+        return torch.log_softmax(self.out(z), dim=-1), state
+
+
 def test_an_op_without_integer_form_is_refused_by_name(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "softplus.onnx"
@@ -213,6 +219,10 @@ def test_an_op_without_integer_form_is_refused_by_name(tmp_path):
         ContractError, match=r"op Softplus .* has no integer form; it takes .*LayerNormalization"
     ):
         deploy(path, "c", tmp_path / "c", precision="integer")
+    log_path = tmp_path / "log_softmax.onnx"
+    export_module(WithLogSoftmax().eval(), log_path, example_input=torch.randn(1, 4, 2))
+    with pytest.raises(ContractError, match=r"LogSoftmax .* has no integer form"):
+        deploy(log_path, "c", tmp_path / "c", precision="integer")
     done = CliRunner().invoke(
         cli, ["deploy", str(path), "--target", "c", "--precision", "integer", "--out", str(tmp_path / "c")]
     )
