@@ -26,7 +26,8 @@ from edgernn.runtime.errors import InputError
 )
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="This worker's time for trials.")
 @click.option("--trial-steps", type=click.IntRange(min=2), default=300, show_default=True,
-              help="Training steps of each trial (and of the retrained model).")  # fmt: skip
+              help="Training steps of each trial (the chosen model's refit on every sequence after "
+              "cross-validation: as many passes over the data, x folds/(folds-1)).")  # fmt: skip
 @click.option("--task", type=click.Choice(["charlm", "forecast", "anomaly", "classify", "steplabels", "keyword"]),
               help="Default: inferred from DATA, as edgernn train does.")  # fmt: skip
 @click.option("--folds", type=click.IntRange(min=1),
