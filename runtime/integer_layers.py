@@ -38,6 +38,21 @@ def q_rescale(v: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
     return ops.q_sat16(ops.q_requantize(v, multiplier, shift))
 
 
+NARROW_SHIFTS = (17, 46)  # q_narrow's own arithmetic for these shifts; the others as q_requantize
+
+
+def q_narrow(v: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
+    """An int16 ``v`` requantized by ``multiplier / 2^shift`` in 32-bit arithmetic (no 64-bit product: on a
+    Cortex-M0 two MULS): the multiplier's high and low 16 bits apart, ``t = v m_hi + ((v m_lo) >> 16)``,
+    then ``(t + 2^(shift-17)) >> (shift - 16)``. For a shift outside NARROW_SHIFTS (a ratio past 2^14 or
+    below 2^-15) ``integer_ops.q_requantize``. |result| < 2^30."""
+    v = np.asarray(v, np.int64)
+    if not NARROW_SHIFTS[0] <= shift <= NARROW_SHIFTS[1]:
+        return ops.q_requantize(v, multiplier, shift)
+    t = v * (multiplier >> 16) + ((v * (multiplier & 0xFFFF)) >> 16)
+    return (t + (1 << (shift - 17))) >> (shift - 16)
+
+
 def q_div_round(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """``num / den`` (den > 0) rounded half away from zero: ``sign(num) * ((|num| + den / 2) / den)``."""
     num, den = np.asarray(num, np.int64), np.asarray(den, np.int64)

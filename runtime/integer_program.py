@@ -13,7 +13,8 @@ have one scale each, folded into the products that read them); booleans are 0 an
   and shift per row), int32 bias and accumulators (``integer_ops.q_product``), saturated to int16;
   ``accumulate`` adds to what the buffer holds (two products fused into one output).
 - ``QMap``: element-wise with broadcasting. Every input that changes scale is requantized
-  (``integer_layers.q_rescale``: an int32 multiplier and a shift) before the arithmetic; sigmoid and tanh
+  (``integer_layers.q_narrow``: an int32 multiplier and a shift, 32-bit arithmetic) before the arithmetic
+  (a product of two inputs by ``integer_ops.q_requantize`` after the multiplication); sigmoid and tanh
   take Q3.12 and give Q0.15 by the tables of ``integer_ops``; a comparison with a constant compares with
   an integer threshold.
 - ``QCopy``: strided copies (Slice, Split, Concat, Transpose, Expand), requantized where scales differ;
@@ -35,7 +36,7 @@ from edgernn.runtime import integer_layers as layers
 from edgernn.runtime import integer_ops as ops
 from edgernn.runtime.errors import InputError
 
-IDENTITY = (1 << 30, 30)  # (multiplier, shift) of a ratio of 1: q_rescale leaves every int16 as it is
+IDENTITY = (1 << 30, 30)  # (multiplier, shift) of a ratio of 1: q_narrow leaves every int16 as it is
 
 
 @dataclass
@@ -210,7 +211,7 @@ class _Memory:
 
 
 def _scaled(value: np.ndarray, rescale: tuple[int, int] | None) -> np.ndarray:
-    return value if rescale is None else ops.q_requantize(value, *rescale)
+    return value if rescale is None else layers.q_narrow(value, *rescale)
 
 
 def q_map(op: QMap, args: list[np.ndarray]) -> np.ndarray:
@@ -257,7 +258,7 @@ def _copy(memory: _Memory, op: QCopy) -> None:
     dst_index = op.dst_offset + (np.asarray(op.dst_strides, np.int64)[:, None] * grids).sum(axis=0)
     values = memory.arrays[op.src][:, src_index]
     if op.rescale is not None:
-        values = layers.q_rescale(values, *op.rescale)
+        values = ops.q_sat16(layers.q_narrow(values, *op.rescale))
     target = memory.arrays[op.dst]
     target[:, dst_index] = np.broadcast_to(values, (target.shape[0], values.shape[1]))
 
@@ -303,7 +304,7 @@ def q_run(
     next_states = []
     for (_, view), rescale in zip(program.states, program.state_rescale, strict=True):
         value = memory.read(view).reshape(batch, -1)
-        next_states.append(value.copy() if rescale is None else layers.q_rescale(value, *rescale))
+        next_states.append(value.copy() if rescale is None else ops.q_sat16(layers.q_narrow(value, *rescale)))
     return y, next_states
 
 

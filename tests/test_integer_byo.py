@@ -277,3 +277,18 @@ def test_layer_norm_error_on_random_rows():
         xs.var(axis=1, keepdims=True) + 1e-5
     ) * gamma + beta
     assert np.abs(got - want).max() < 8e-4  # measured: 6.1e-4 (the output's step: 3.7e-4)
+
+
+def test_narrow_requantization_is_within_one_step_of_the_wide_one():
+    """q_narrow (two 32-bit products) against q_requantize (one 64-bit product) over every int16 input and
+    ratios from 2^-15 to 2^14: at most one unit apart."""
+    from edgernn.runtime import integer_ops
+    from edgernn.runtime.integer_ref import quantize_multiplier
+
+    v = np.arange(-32768, 32768)
+    for ratio in (3.1e-5, 0.013, 0.4999, 1.0, 1.7, 37.2, 9000.0):
+        (m,), (s,) = quantize_multiplier(np.array([ratio]))
+        assert integer_layers.NARROW_SHIFTS[0] <= s <= integer_layers.NARROW_SHIFTS[1]
+        narrow = integer_layers.q_narrow(v, int(m), int(s))
+        assert np.abs(narrow - integer_ops.q_requantize(v, int(m), int(s))).max() <= 1
+    assert np.array_equal(integer_layers.q_narrow(v, 1 << 30, 30), v)

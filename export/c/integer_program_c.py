@@ -21,6 +21,7 @@ from edgernn.export.c.ir import broadcast_strides, contiguous_strides
 from edgernn.runtime import integer_layers
 from edgernn.runtime import integer_ops as ops
 from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.integer_layers import NARROW_SHIFTS
 from edgernn.runtime.integer_program import (
     COMPARE,
     IntegerProgram,
@@ -43,6 +44,19 @@ DESCRIPTION = (
 C_COMPARE = {"less": "<", "greater": ">", "less_equal": "<=", "greater_equal": ">=", "equal": "=="}
 assert set(C_COMPARE) == set(COMPARE)
 
+NARROW_KERNEL = [
+    f"/* an int16 v requantized in 32-bit arithmetic (shifts {NARROW_SHIFTS[0]} to {NARROW_SHIFTS[1]}; the others",
+    " * by q_requantize): the multiplier's high and low halves apart, two 32-bit products */",
+    "static int32_t q_narrow(int32_t v, int32_t multiplier, int shift)",
+    "{",
+    "    int32_t t;",
+    f"    if (shift < {NARROW_SHIFTS[0]} || shift > {NARROW_SHIFTS[1]})",
+    "        return q_requantize(v, multiplier, shift);",
+    "    t = v * (multiplier >> 16) + ((v * (multiplier & 0xFFFF)) >> 16);",
+    "    return (t + ((int32_t)1 << (shift - 17))) >> (shift - 16);",
+    "}",
+    "",
+]
 LAYER_KERNELS = [
     "static int32_t q_sat16_64(int64_t v)",
     "{",
@@ -267,8 +281,11 @@ class _Writer:
         return [*loops, *body, "}"]
 
     @staticmethod
-    def _rq(value: str, rescale) -> str:
-        return value if rescale is None else f"q_requantize({value}, {rescale[0]}, {rescale[1]})"
+    def _rq(value: str, rescale, wide: bool = False) -> str:
+        """``value`` requantized: ``q_narrow`` (an int16 value), ``q_requantize`` with ``wide``."""
+        if rescale is None:
+            return value
+        return f"{'q_requantize' if wide else 'q_narrow'}({value}, {rescale[0]}, {rescale[1]})"
 
     def expression(self, op: QMap, v: list[str]) -> str:
         rq = [self._rq(name, r) for name, r in zip(v, op.rescale, strict=True)]
@@ -276,7 +293,7 @@ class _Writer:
         if kind in ("add", "sub"):
             return f"q_sat16({rq[0]} {'+' if kind == 'add' else '-'} {rq[1]})"
         if kind == "mul":
-            return f"q_sat16({self._rq(f'{v[0]} * {v[1]}', op.rescale[0])})"
+            return f"q_sat16({self._rq(f'{v[0]} * {v[1]}', op.rescale[0], wide=True)})"
         if kind in ("max", "min"):
             return f"q_sat16(q_{kind}({rq[0]}, {rq[1]}))"
         if kind in C_COMPARE:
@@ -429,11 +446,15 @@ def program_sources(
         "}",
         "",
     ]
+    src += NARROW_KERNEL
     if "QLayerNorm" in uses:
         src += LAYER_KERNELS + NORM_KERNELS
     if "QSoftmax" in uses:
         src += softmax_kernels()
-    step_body = ["(void)q_sigmoid, (void)q_tanh, (void)q_round_shift, (void)q_max, (void)q_min;", *body]
+    step_body = [
+        "(void)q_sigmoid, (void)q_tanh, (void)q_round_shift, (void)q_max, (void)q_min, (void)q_narrow;",
+        *body,
+    ]
     src += writer.arrays
     src += metadata_and_strings(n, meta, strings)
     src.append("")
