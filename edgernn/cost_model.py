@@ -7,7 +7,8 @@ shape, so every coefficient has a meaning:
 
 - instructions and cycles per step: per MAC, per MAC of a product's input the device's compiler does not
   vectorise or unroll (its "tail": ``tail_macs``, by the rule fitted per device and precision, see
-  ``TAIL_RULES``), per output row of a product (int8 scales each in float), per activation (one sigmoid or tanh of one element), per hidden unit (the element-wise
+  ``TAIL_RULES``) and per row of a product that leaves a tail, per output row of a product (int8 scales
+  each in float), per activation (one sigmoid or tanh of one element), per hidden unit (the element-wise
   updates), per layer, per input and output element, per token input (the embedding lookup), plus a
   constant;
 - flash: the generator's weights and constants (bytes per weight, per gate row, per embedding element and
@@ -44,7 +45,9 @@ ALIGN_FLOATS = 8  # the generator's arena aligns every scratch buffer to 8 float
 TAIL_RULES = ("none", *(f"{kind}{width}" for kind in ("rem", "whole") for width in (2, 4, 8, 16)))
 
 # The features of each fitted quantity, in the order of its coefficients in cost_model.json.
-SPEED_FEATURES = ("macs", "tail_macs", "rows", "activations", "units", "layers", "io", "tokens", "constant")
+SPEED_FEATURES = (
+    "macs", "tail_macs", "tail_rows", "rows", "activations", "units", "layers", "io", "tokens", "constant",
+)  # fmt: skip
 CONSTANTS_FEATURES = ("weights", "gate_rows", "embedding", "vocab", "layers", "rnn_tanh", "gru", "lstm")
 CODE_FEATURES = ("rnn_tanh", "gru", "lstm", "layers_rnn_tanh", "layers_gru", "layers_lstm", "tokens")
 SCRATCH_FEATURES = (
@@ -150,7 +153,8 @@ def counts(shape: Shape, tail_rule: str = "none") -> dict[str, float]:
     layers; io: input plus output elements; weights: matrix elements (= macs); gate_rows: the rows of every
     gate matrix and of the head (one bias each and, in int8, a scale; in integer, a multiplier and a
     shift); embedding: the table's elements; vocab: its rows; tail_macs: the MACs the rule leaves to
-    scalar code; rows: the output rows of every product (each one scaled and biased once). The ``*_a``
+    scalar code; tail_rows: the rows of the products that leave some (each row's scalar loop starts
+    and ends); rows: the output rows of every product (each one scaled and biased once). The ``*_a``
     counts are buffer sizes in floats rounded up as the generator's arena places them (``deep_*``: per
     layer past the first, ``deeper_*``: past the second, where the arena keeps more buffers alive;
     tokens_deep_hidden_a: the deeper layers' hidden buffers of a token model); widest: the most rows of
@@ -163,6 +167,7 @@ def counts(shape: Shape, tail_rule: str = "none") -> dict[str, float]:
     return {
         "macs": float(macs),
         "tail_macs": float(sum(rows * tail(tail_rule, inputs) for rows, inputs in shape.products())),
+        "tail_rows": float(sum(rows for rows, inputs in shape.products() if tail(tail_rule, inputs))),
         "rows": float(sum(rows for rows, _ in shape.products())),
         "activations": float(layers * hidden * ACTIVATIONS_PER_UNIT[shape.cell]),
         "units": float(layers * hidden),

@@ -1,6 +1,7 @@
 """edgernn plan and its cost model: predictions within 10% of a fresh bench --device measurement
 (instructions, flash, RAM) for shapes the fit never saw, in every precision (aarch64's int8 with an input
-its vectorised loops do not divide); the largest configurations fit and one size wider does not; bad
+its vectorised loops do not divide, the Cortex-M55's Helium int8 with a head of rows past its groups of
+four); the largest configurations fit and one size wider does not; bad
 budgets and devices in one line, exit 2.
 
 The measurement needs the device's toolchain and emulator: it skips naming the Debian packages (fails
@@ -30,6 +31,7 @@ from edgernn.runtime.errors import InputError
         ("cortex-m0plus", "int8", Shape("rnn_tanh", 2, 24, 6, 3)),
         ("cortex-m0plus", "integer", Shape("gru", 1, 48, 10, 4)),
         ("aarch64", "int8", Shape("lstm", 1, 32, 20, 5)),
+        ("cortex-m55", "int8", Shape("gru", 1, 36, 30, 10, "tokens", 16)),  # Helium, rows past the fours
     ],
 )
 def test_predictions_are_within_10_percent_of_a_fresh_measurement(device, precision, shape, tmp_path):
