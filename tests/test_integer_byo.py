@@ -78,7 +78,10 @@ class TwoRNNs(nn.Module):
         self.a = nn.RNN(3, 6, batch_first=True)
         self.b = nn.RNN(3, 5, num_layers=2, nonlinearity="relu", batch_first=True)
         self.gate = nn.Linear(11, 11)
-        self.out = nn.Linear(19, 2)
+        self.pruned = nn.Linear(19, 64)  # 8% nonzero: float32 keeps it sparse, integer makes it dense
+        with torch.no_grad():
+            self.pruned.weight.mul_((torch.rand(64, 19) < 0.08).float())
+        self.out = nn.Linear(64, 2)
         self.skip = nn.Linear(3, 2, bias=False)  # its product adds into the head's output
 
     def forward(self, x, state=None):
@@ -90,7 +93,7 @@ class TwoRNNs(nn.Module):
         wide = torch.maximum(za[..., :5], -zb) + torch.minimum(za[..., 1:], zb.abs())
         wide = torch.where((wide > 0.1) & (za[..., :5] < zb), wide, wide / 1.25)
         z = torch.cat([torch.clamp(z, -0.5, 0.8), torch.tanh(wide), za[..., [5, 1, 4]]], dim=-1)
-        return self.out(z) + self.skip(x), {"a": ha, "b": hb}
+        return self.out(torch.relu(self.pruned(z))) + self.skip(x), {"a": ha, "b": hb}
 
 
 @pytest.fixture(scope="module")

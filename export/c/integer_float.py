@@ -17,6 +17,7 @@ from edgernn.export.c.ir import (
     Mark,
     Program,
     Softmax,
+    SparseGemv,
     Storage,
     Tensor,
 )
@@ -90,11 +91,11 @@ class FloatRun:
 
     def _op(self, op) -> None:
         batch = self.batch
-        if isinstance(op, Gemv):
+        if isinstance(op, (Gemv, SparseGemv)):
             value = self.read(op.x).reshape(batch, -1) @ op.weight.astype(np.float64)
             if op.bias is not None:
                 value = value + op.bias
-            if op.accumulate:
+            if getattr(op, "accumulate", False):
                 value = value + self.read(op.out).reshape(batch, -1)
             self.write(op.out, value.reshape(batch, *op.out.shape))
         elif isinstance(op, Elementwise):

@@ -7,7 +7,8 @@ constant, Max, Min, Relu, LeakyRelu, Neg, Abs, Clip, Sigmoid, Tanh, the comparis
 every copy (Slice, Split, Concat, Transpose, Expand, Gather by constant indices), the embedding row,
 LayerNormalization and Softmax. Anything else is refused by name: the other activations (Exp, Log, Sqrt,
 Pow, Softplus, Elu, Erf...), a division by a tensor computed at run time, LogSoftmax, and a keyword
-model's front end (its real FFT and sparse filterbank).
+model's front end (its real FFT). A product by a mostly-zero matrix (float32 keeps its nonzeros alone) is a
+dense int8 product here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from edgernn.export.c.ir import (
     LayerNorm,
     Program,
     Softmax,
+    SparseGemv,
     Storage,
     Tensor,
 )
@@ -148,7 +150,7 @@ class _Builder:
 
     # -- operations
 
-    def gemv(self, op: Gemv) -> None:
+    def gemv(self, op: Gemv | SparseGemv) -> None:
         x = self.view(op.x)
         buffer = self.buffers[x.buffer]
         s_x = np.full(op.x.size, buffer.scale)
@@ -172,7 +174,7 @@ class _Builder:
                 f"({w.shape[1]} int16 inputs); deploy it as int8"
             )
         multiplier, shift = quantize_multiplier(row_scale / self.buffers[out.buffer].scale)
-        self.ops.append(QGemv(out, x, w_q, b_q, multiplier, shift, op.accumulate))
+        self.ops.append(QGemv(out, x, w_q, b_q, multiplier, shift, getattr(op, "accumulate", False)))
 
     def elementwise(self, op: Elementwise) -> None:
         name = op.op
@@ -413,10 +415,8 @@ def integer_program(program: Program, run: FloatRun) -> IntegerProgram:
             builder.indexed_copy(op)
         elif kind == "RealFFT":
             raise refuse("a keyword model's real FFT (its audio front end)")
-        elif kind == "SparseGemv":
-            raise refuse(
-                "a product by a mostly-zero matrix (a keyword model's filterbank, kept sparse in float32)"
-            )
+        elif kind == "SparseGemv":  # a mostly-zero matrix (float32 keeps its nonzeros): a dense int8 product
+            builder.gemv(op)
         elif kind != "Mark":
             raise refuse(f"the operation {kind}")
     _drop_unread(builder)
