@@ -147,10 +147,6 @@ COMPARE = {
     "equal": np.equal,
 }
 TWO_INPUTS = {"add", "sub", "mul", "max", "min", "and", "or"}
-MAPS = {
-    "relu", "neg", "abs", "clip", "leaky_relu", "sigmoid", "tanh", "rescale", "not", "where",
-    *COMPARE, *TWO_INPUTS,
-}  # fmt: skip
 
 
 @dataclass

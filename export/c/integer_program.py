@@ -95,6 +95,7 @@ class _Builder:
         self.index: dict[int, int] = {}
         self.ops: list = []
         self.copy_writers: dict[int, int] = {}
+        self.feature_scales: np.ndarray | None = None  # one scale per feature, where products alone read x
         for op in program.ops:
             if isinstance(op, Copy):
                 self.copy_writers[id(op.dst)] = self.copy_writers.get(id(op.dst), 0) + 1
@@ -380,7 +381,6 @@ def integer_program(program: Program, run: FloatRun) -> IntegerProgram:
     """The IntegerProgram of ``program`` with the scales of ``run`` (its peaks over the calibration data)."""
     info = program.info
     builder = _Builder(program, run)
-    builder.feature_scales = None
     tokens = info.input.kind == "tokens"
     if tokens:
         x = builder.add(program.x.storage, 1.0, "token")
