@@ -316,7 +316,7 @@ class _Writer:
             return f"q_sat16({v[0]} < 0 ? -{v[0]} : {v[0]})"
         if kind == "clip":
             low, high = op.params["low"], op.params["high"]
-            return f"{v[0]} < {low} ? {low} : ({v[0]} > {high} ? {high} : {v[0]})"
+            return f"q_min(q_max({v[0]}, {low}), {high})"  # as numpy's clip, even where low > high
         if kind == "leaky_relu":
             return f"{v[0]} >= 0 ? {v[0]} : q_sat16({rq[0]})"
         if kind in ("sigmoid", "tanh"):
