@@ -30,6 +30,9 @@ EXP_INTERVALS = 512  # steps of 1/32: 64 units of Q4.11
 EXP_SHIFT = 6
 EXP_TABLE = np.minimum(np.round(np.exp(-np.arange(EXP_INTERVALS + 1) / 32.0) * 32768.0), ops.INT16_MAX)
 EXP_TABLE = EXP_TABLE.astype(np.int64)  # (513,) Q0.15 at x = -k / 32
+# The largest |q_exp(x) / 32768 - exp(x / 2048)| over every Q4.11 x in [-16, 0] (tests/test_integer_byo.py
+# measures it; docs/c.md quotes it): 1.39e-4, at x = -0.047.
+EXP_MAX_ERROR = 1.39e-4
 
 
 def q_rescale(v: np.ndarray, multiplier: int, shift: int) -> np.ndarray:

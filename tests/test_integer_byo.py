@@ -133,6 +133,7 @@ def deployed(models, tmp_path_factory) -> dict[str, Path]:
     )
     metric = report.details["quality"]["metric"]
     assert metric["name"] == "loss" and abs(metric["quantized"] - metric["float32"]) < 0.05
+    assert report.details["activation_max_error"]["exp"] == integer_layers.EXP_MAX_ERROR
     assert report.details["verified"] and report.details["max_abs_error"] == 0.0
     report = deploy(models["rnns"], "c", out["rnns"], precision="integer")
     assert report.details["verified"] and report.details["max_abs_error"] == 0.0
@@ -242,7 +243,7 @@ def test_exp_table_error_over_every_input():
     bends most, and exp(0) stored as 32767)."""
     x = np.arange(-32768, 1)
     error = np.abs(integer_layers.q_exp(x) / 32768.0 - np.exp(x / 2048.0))
-    assert error.max() == pytest.approx(1.39e-4, abs=0.01e-4)
+    assert error.max() == pytest.approx(integer_layers.EXP_MAX_ERROR, abs=0.01e-4)
 
 
 def test_softmax_error_on_random_rows():

@@ -27,8 +27,9 @@ from edgernn.export.c.integer_selftest import (
 from edgernn.export.c.selftest import golden_inputs
 from edgernn.export.deploy import DeployReport
 from edgernn.runtime.errors import InputError, ParityError, QuantizationError
+from edgernn.runtime.integer_layers import EXP_MAX_ERROR
 from edgernn.runtime.integer_ops import SIGMOID_MAX_ERROR, TANH_MAX_ERROR
-from edgernn.runtime.integer_program import IntegerProgram
+from edgernn.runtime.integer_program import IntegerProgram, QSoftmax
 from edgernn.runtime.integer_ref import IntegerModel
 
 SYNTHETIC_STEPS = 4000
@@ -141,6 +142,8 @@ def write(
         (stage / file_name).write_text(text, encoding="utf-8")
     report = DeployReport(target="c", out_dir=stage)
     report.details = _details(name, sources, golden, quality_report)
+    if isinstance(integer, IntegerProgram) and any(isinstance(op, QSoftmax) for op in integer.ops):
+        report.details["activation_max_error"]["exp"] = EXP_MAX_ERROR
     _verify(stage, name, report, bool(skip_verify), golden.ys.shape[0])
     _quality_checks(report, quality_report, data is not None)
     if window is not None:
