@@ -21,6 +21,7 @@ from edgernn.export.c.emit import metadata_json
 from edgernn.export.c.integer_kernels import cell_function, kernels, stored_order
 from edgernn.runtime import integer_ops as ops
 from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.integer_program import IntegerProgram
 from edgernn.runtime.integer_ref import IntegerModel, Product
 
 GATES = {"gru": 3, "lstm": 4, "rnn_tanh": 1, "rnn_relu": 1}
@@ -105,7 +106,7 @@ def _step_body(model: IntegerModel, arrays: _Arrays, info: ModelInfo) -> tuple[l
     return body, 2 * widest
 
 
-def _step_functions(n: str, N: str, tokens: bool, body: list[str]) -> list[str]:
+def step_functions(n: str, N: str, tokens: bool, body: list[str]) -> list[str]:
     inner = [*("        " + line for line in body), f"        return {N}_OK;"]
     token_fn = [f"int {n}_step_token({n}_state *st, int32_t token, int16_t *y)", "{"]
     features_fn = [f"int {n}_step({n}_state *st, const int16_t *x, int16_t *y)", "{"]
@@ -125,7 +126,7 @@ def _step_functions(n: str, N: str, tokens: bool, body: list[str]) -> list[str]:
     return [*token_fn, *features_fn]
 
 
-def _float_helpers(n: str, N: str, model: IntegerModel) -> list[str]:
+def float_helpers(n: str, N: str, model: IntegerModel | IntegerProgram) -> list[str]:
     lines = ["#ifndef EDGERNN_NO_FLOAT"]
     if model.input_kind != "tokens":
         scales = ", ".join(literal(v) for v in model.input_scale)
@@ -155,7 +156,7 @@ def _float_helpers(n: str, N: str, model: IntegerModel) -> list[str]:
     return lines
 
 
-def _reset(n: str, model: IntegerModel, values: int) -> list[str]:
+def reset_function(n: str, values: int) -> list[str]:
     return [
         f"void {n}_reset({n}_state *st)",
         "{",
@@ -294,10 +295,10 @@ def integer_sources(
     src.append("")
     src += kernels(model.cell)
     src += cell_function(model.cell)
-    src += _reset(n, model, values)
+    src += reset_function(n, values)
     src += [f"const char *{n}_metadata(void)", "{", f"    return (const char *){n}_meta;", "}", ""]
-    src += _step_functions(n, N, model.input_kind == "tokens", body)
-    src += ["", *_float_helpers(n, N, model)]
+    src += step_functions(n, N, model.input_kind == "tokens", body)
+    src += ["", *float_helpers(n, N, model)]
     return IntegerSources(
         header=_header(n, model, info, strings, sizes),
         source="\n".join(src) + "\n",

@@ -15,7 +15,7 @@ from edgernn import __version__
 from edgernn.export.c.check import check_strings, string_tables
 from edgernn.export.c.ctext import c_ints, literal, metadata_and_strings
 from edgernn.export.c.emit import metadata_json
-from edgernn.export.c.integer import IntegerSources, _float_helpers, _reset, _step_functions
+from edgernn.export.c.integer import IntegerSources, float_helpers, reset_function, step_functions
 from edgernn.export.c.integer_kernels import kernels, stored_order
 from edgernn.export.c.ir import broadcast_strides, contiguous_strides
 from edgernn.runtime import integer_layers
@@ -458,10 +458,10 @@ def program_sources(
     src += writer.arrays
     src += metadata_and_strings(n, meta, strings)
     src.append("")
-    src += _reset(n, None, values)
+    src += reset_function(n, values)
     src += [f"const char *{n}_metadata(void)", "{", f"    return (const char *){n}_meta;", "}", ""]
-    src += _step_functions(n, N, program.input_kind == "tokens", step_body)
-    src += ["", *_float_helpers(n, N, program)]
+    src += step_functions(n, N, program.input_kind == "tokens", step_body)
+    src += ["", *float_helpers(n, N, program)]
     return IntegerSources(
         header=_header(n, program, info, strings, sizes),
         source="\n".join(src) + "\n",
