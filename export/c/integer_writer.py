@@ -1,5 +1,8 @@
 """The ``c`` deploy writer for ``--precision integer``: calibrate on real data, judge against float32, write
 NAME.h, NAME.c and NAME_test.c, and replay the integer reference on this machine before they are kept.
+edgernn's own cells become an ``IntegerModel`` (``export.integer_calibration``, ``export.c.integer``); any
+other graph (a bring-your-own model) an ``IntegerProgram`` (``export.c.integer_program``,
+``export.c.integer_program_c``).
 
 A model that fails a quality gate (the closed-loop drift, the task metric on ``--data``: 0.05 nats per
 character, 1 point of accuracy, an MSE within 10%; an anomaly model's top score within 100 rows of the
