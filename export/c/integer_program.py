@@ -324,6 +324,8 @@ class _Builder:
     def softmax(self, op: Softmax) -> None:
         if op.log:
             raise refuse(f"LogSoftmax ({op.out.name!r})")
+        if op.size > 65535:  # the sum of the exps stays within int32
+            raise refuse(f"Softmax over {op.size:,} values (at most 65,535)")
         x = self.view(op.x)
         m, s = _ratio(self.scale(op.x) / 2.0**-integer_layers.EXP_FRAC, "Softmax") or IDENTITY
         self.ops.append(QSoftmax(self.out(op.out, ACT_SCALE), x, op.size, m, s))
