@@ -109,7 +109,7 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
 
     keyword.RUNNING_MS = args.running_ms
     keyword.REDRAW = args.redraw
-    changes = {"copies": args.copies, "speed": args.speed}
+    changes = {"copies": args.copies, "speed": args.speed, "eq_db": args.eq_db, "shelf_db": args.shelf_db}
     keyword.AUGMENTATION = replace(
         keyword.AUGMENTATION, **{k: v for k, v in changes.items() if v is not None}
     )
@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="speed perturbation range LO,HI",
     )
+    parser.add_argument("--eq-db", type=float, default=None, help="spectral tilt and bow, up to DB")
+    parser.add_argument("--shelf-db", type=float, default=None, help="low and high cuts, up to DB")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at a time (one process each)")
     parser.add_argument("--out", type=Path, default=Path("build/keyword_loso"))
     parser.add_argument("--reuse", action="store_true", help="evaluate the folds' earlier runs, no training")

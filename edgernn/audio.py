@@ -125,7 +125,8 @@ class Augmentation:
     stream: with probability ``context_probability`` another clip and a gap come before the word; and
     ``after_probability`` of the clips are also heard followed by ``after_ms`` of background and labelled
     no word (the model learns to let a word go once it is over). On the copy's log-mel frames
-    (``vary_features``): a spectral tilt and bow of up to ``eq_db``, ``band_masks`` masks of up to
+    (``vary_features``): a spectral tilt and bow of up to ``eq_db``, a cut of up to ``shelf_db`` at the
+    low and at the high end (a microphone's or a channel's band limits), ``band_masks`` masks of up to
     ``band_mask`` mel bands and ``time_masks`` masks of up to ``time_mask`` frames.
     """
 
@@ -140,6 +141,7 @@ class Augmentation:
     after_probability: float = 0.5
     after_ms: tuple[float, float] = (700.0, 1500.0)
     eq_db: float = 6.0
+    shelf_db: float = 0.0
     band_masks: int = 2
     band_mask: int = 4
     time_masks: int = 2
@@ -210,7 +212,8 @@ def clip_edges(signal: np.ndarray, rate: int, ms: float = 60.0) -> list[np.ndarr
 
 def vary_features(features: np.ndarray, aug: Augmentation, rng: np.random.Generator) -> np.ndarray:
     """A varied copy's log-mel frames ``(T, mels)``: a random spectral tilt and bow of up to ``aug.eq_db``
-    (another microphone or room), then SpecAugment-style masks: ``aug.band_masks`` spans of up to
+    (another microphone or room), a low and a high cut of up to ``aug.shelf_db`` over up to a quarter of
+    the bands each, then SpecAugment-style masks: ``aug.band_masks`` spans of up to
     ``aug.band_mask`` mel bands and ``aug.time_masks`` spans of up to ``aug.time_mask`` frames, each set
     to the copy's mean. float32."""
     out = features.astype(np.float32, copy=True)
@@ -221,6 +224,12 @@ def vary_features(features: np.ndarray, aug: Augmentation, rng: np.random.Genera
         out += np.float32(np.log(10.0) / 10.0) * (tilt * position + bow * (position**2 - 1.0 / 3.0)).astype(
             np.float32
         )
+    if aug.shelf_db:
+        bands = np.arange(mels, dtype=np.float64)
+        for distance in (bands, bands[::-1]):  # from the lowest band, then from the highest
+            width, depth = rng.uniform(1.0, mels / 4.0), rng.uniform(0.0, aug.shelf_db)
+            cut = np.log(10.0) / 10.0 * depth * np.clip(1.0 - distance / width, 0.0, 1.0)
+            out -= cut.astype(np.float32)
     fill = out.mean()
     for _ in range(aug.band_masks):
         width = rng.integers(0, aug.band_mask + 1)

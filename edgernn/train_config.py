@@ -98,7 +98,7 @@ TASK_DEFAULTS: dict[str, dict[str, dict]] = {
     "classify": {"model": {"hidden_size": 64}, "train": {"batch_size": 16, "eval_every": 100}},
     "keyword": {
         "model": {"hidden_size": 96},
-        "train": {"batch_size": 32, "eval_every": 100, "every_step_weight": 0.2},
+        "train": {"batch_size": 32, "eval_every": 100, "every_step_weight": 0.2, "learning_rate": 6e-3},
     },
     "forecast": {"model": {"hidden_size": 64}, "train": _SERIES_DEFAULTS},
     "anomaly": {"model": {"hidden_size": 32}, "train": _SERIES_DEFAULTS},

@@ -205,6 +205,18 @@ def test_the_varied_training_cases_are_drawn_afresh_every_epoch_and_alike_on_a_r
     assert all(np.array_equal(train[i][0], again[i][0]) for i in varied)
 
 
+def test_the_shelves_cut_the_lowest_and_highest_bands_by_at_most_their_depth():
+    from edgernn.audio import Augmentation, vary_features
+
+    aug = Augmentation(eq_db=0.0, shelf_db=20.0, band_masks=0, time_masks=0)
+    rng = np.random.default_rng(0)
+    cuts = np.stack([vary_features(np.zeros((5, 32), np.float32), aug, rng)[0] for _ in range(200)])
+    db = cuts * 10.0 / np.log(10.0)
+    assert db.max() == 0.0 and db.min() >= -20.0 - 1e-4
+    assert (db[:, 0] < 0).all() and (db[:, -1] < 0).all() and (db[:, 9:23] == 0).all()
+    assert db[:, 0].min() < -15.0 and db[:, -1].min() < -15.0
+
+
 # --- a trained model: parity, metadata, eval, stream, C ----------------------------------------------------
 
 
