@@ -698,20 +698,35 @@ def _exported(path: Path, tokens: bool) -> Path:
     return path
 
 
+def _bring_your_own(path: Path) -> Path:
+    """A bring-your-own model on three features (tests/test_integer_byo.py's TwoRNNs)."""
+    import torch
+    from test_integer_byo import TwoRNNs
+
+    from edgernn.export import export_module
+
+    torch.manual_seed(3)
+    export_module(TwoRNNs().eval(), path, example_input=torch.randn(1, 5, 3))
+    return path
+
+
 def test_an_integer_c_flavour_serves_the_integer_reference(tmp_path):
     """--backend c --precision integer: float requests in, the integer step inside (x quantized at the
     header's scales, y converted back by the C's helper), each sequence's int16 state kept by the
     backend: two interleaved sequences per model equal the integer reference's streams, a NaN request is
-    INVALID_ARGUMENT and leaves its sequence's state as it was."""
+    INVALID_ARGUMENT and leaves its sequence's state as it was. Two of edgernn's models and a
+    bring-your-own one (an integer program: two RNNs, element-wise layers, a pruned product)."""
     _need("tritonserver (nvidia-pytriton)", pytriton_root() is not None and _tritonclient_installed())
     from tritonclient.utils import InferenceServerException
 
     from edgernn.export.c.integer_writer import integer_model_for
+    from edgernn.runtime.integer_program import IntegerProgram, ProgramStepper
     from edgernn.runtime.integer_ref import IntegerStepper
 
     paths = {
         "sensor": _exported(tmp_path / "sensor.onnx", False),
         "chars": _exported(tmp_path / "chars.onnx", True),
+        "byo": _bring_your_own(tmp_path / "byo.onnx"),
     }
     references = {}
     for name, path in paths.items():
@@ -720,25 +735,32 @@ def test_an_integer_c_flavour_serves_the_integer_reference(tmp_path):
         assert report.details["c_target"]["precision"] == "integer" and report.details["c_target"]["verified"]
         assert any("model.c built once (integer-only)" in c for c in report.checks), report.checks
         assert "MODEL_PRECISION_INTEGER 1" in (tmp_path / f"repo_{name}" / name / "1" / "model.h").read_text()
-        references[name] = IntegerStepper(integer_model_for(path)[0])
+        integer = integer_model_for(path)[0]
+        assert isinstance(integer, IntegerProgram) == (name == "byo")
+        references[name] = ProgramStepper(integer) if name == "byo" else IntegerStepper(integer)
     rng = np.random.default_rng(3)
-    scale = references["sensor"].model.input_scale
     # features on the integer grid (x / scale rounds to the same int16 in float32 and float64)
-    features = [(rng.integers(-3000, 3000, (20, 3)) * scale).astype(np.float32) for _ in range(2)]
-    tokens = [_tokens(rng, 20) for _ in range(2)]
+    inputs = {
+        name: [(rng.integers(-3000, 3000, (20, 3)) * scale).astype(np.float32) for _ in range(2)]
+        for name, scale in (
+            ("sensor", references["sensor"].model.input_scale),
+            ("byo", references["byo"].program.input_scale),
+        )
+    }
+    inputs["chars"] = [_tokens(rng, 20) for _ in range(2)]
     want = {
         (name, k): np.stack([stream.step(x) for x in xs])
-        for name, inputs in (("sensor", features), ("chars", tokens))
-        for k, xs in enumerate(inputs)
+        for name in paths
+        for k, xs in enumerate(inputs[name])
         for stream in [references[name].new_stream()]
     }
 
     async def serve(client):
         got = {}
-        for name, inputs in (("sensor", features), ("chars", tokens)):
-            first = await _sequence(client, name, 11, inputs[0][:10], end=False)
-            other = await _sequence(client, name, 12, inputs[1], end=True)  # in between: its own state
-            if name == "sensor":  # refused, then the sequence goes on from the state it had
+        for name in paths:
+            first = await _sequence(client, name, 11, inputs[name][0][:10], end=False)
+            other = await _sequence(client, name, 12, inputs[name][1], end=True)  # in between: its own state
+            if name != "chars":  # refused, then the sequence goes on from the state it had
                 nan = _input(np.array([[np.nan, 0.0, 1.0]], np.float32))
                 with pytest.raises(InferenceServerException) as caught:
                     await client.infer(name, [nan], sequence_id=11)
@@ -746,11 +768,11 @@ def test_an_integer_c_flavour_serves_the_integer_reference(tmp_path):
                     caught.value.status() == "StatusCode.INVALID_ARGUMENT"
                     and "finite" in caught.value.message()
                 )
-            rest = await _sequence(client, name, 11, inputs[0][10:], start=False)
+            rest = await _sequence(client, name, 11, inputs[name][0][10:], start=False)
             got[(name, 0)], got[(name, 1)] = np.concatenate([first, rest]), other
         return got
 
-    server = TritonServer([tmp_path / "repo_sensor", tmp_path / "repo_chars"])
+    server = TritonServer([tmp_path / f"repo_{name}" for name in paths])
     try:
         server.start()
         got = _run(serve, server.grpc_url)
