@@ -64,10 +64,15 @@ from edgernn.cli.group import cli
 @click.option(
     "--clock-mhz", type=FINITE_FLOAT, help="With --device: the clock for us/step (default: typical)."
 )
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --device and MODEL: int8 and integer calibrated on this data, as deploy --data does.",
+)
 @json_option
 def bench(
     models, steps, warmup, batch_size, threads, baselines, run_dir, paced_hz, plot, as_json,
-    device=None, precisions="float32", clock_mhz=None, **foreign,
+    device=None, precisions="float32", clock_mhz=None, data=None, **foreign,
 ):  # fmt: skip
     """Measure per-step latency: p50/p90/p99/max and steps/s, measured side by side in one run.
 
@@ -86,11 +91,16 @@ def bench(
       edgernn bench shakespeare.onnx shakespeare-int8.onnx --plot side-by-side.png --paced 1000
       edgernn bench silero_vad.onnx --state state=stateN --constant sr=16000 --data-shape batch,576
       edgernn bench --device cortex-m4 --precision float32,int8 --clock-mhz 80
+      edgernn bench forecast.onnx --device cortex-m0plus --precision float32,int8,integer --data readings.csv
     """
-    if device is not None or click.get_current_context().get_parameter_source("precisions").name != "DEFAULT":
+    if (
+        device is not None
+        or data is not None
+        or click.get_current_context().get_parameter_source("precisions").name != "DEFAULT"
+    ):
         from edgernn.cli.device_bench import bench_on_device
 
-        click.echo(bench_on_device(models, device, precisions, clock_mhz, steps, as_json), nl=False)
+        click.echo(bench_on_device(models, device, precisions, clock_mhz, steps, as_json, data), nl=False)
         return
     from edgernn.benchmark import BenchSettings, compare, compare_steppers
 

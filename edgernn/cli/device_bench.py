@@ -9,14 +9,14 @@ from edgernn.cli.common import names
 HOST_STEPS = 5000
 
 
-def bench_on_device(models, device, precisions, clock_mhz, steps, as_json) -> str:
+def bench_on_device(models, device, precisions, clock_mhz, steps, as_json, data=None) -> str:
     """The report of ``bench --device``: checks the arguments, measures, formats (text or JSON)."""
     from edgernn.export.c.devices import get_device
     from edgernn.export.c.devices.bench import PRECISIONS, bench_device, default_steps
     from edgernn.export.c.devices.report import to_json, to_text
 
     if device is None:
-        raise click.UsageError("--precision and --clock-mhz go with --device DEVICE")
+        raise click.UsageError("--precision, --clock-mhz and --data go with --device DEVICE")
     get_device(device)  # an unknown device lists the known ones
     chosen = names(precisions) or []
     for precision in chosen:
@@ -29,6 +29,13 @@ def bench_on_device(models, device, precisions, clock_mhz, steps, as_json) -> st
         raise click.BadParameter("expected at least one precision", param_hint="--precision")
     if len(models) > 1:
         raise click.UsageError("--device measures one MODEL (or, with none, the reference GRU and LSTM)")
+    if data is not None and not models:
+        raise click.UsageError("--data calibrates the MODEL you name (the reference models take none)")
+    if data is not None and not {"int8", "integer"} & set(chosen):
+        raise click.BadParameter(
+            f"it calibrates int8 and integer: expected them in --precision, got {precisions!r}",
+            param_hint="--data",
+        )
     if clock_mhz is not None and clock_mhz <= 0:
         raise click.BadParameter(f"expected a clock above 0 MHz, got {clock_mhz:g}", param_hint="--clock-mhz")
     source = click.get_current_context().get_parameter_source("steps")
@@ -47,5 +54,6 @@ def bench_on_device(models, device, precisions, clock_mhz, steps, as_json) -> st
         precisions=tuple(dict.fromkeys(chosen)),
         clock_mhz=clock_mhz,
         steps=steps,
+        data=data,
     )
     return to_json(benches) + "\n" if as_json else note + to_text(benches)

@@ -318,15 +318,17 @@ def bench_precision(
     steps: int,
     work: Path,
     self_test: bool = True,
+    data: str | os.PathLike | None = None,
 ) -> PrecisionBench:
-    """One precision of ``model`` on ``device`` (see the module docstring)."""
+    """One precision of ``model`` on ``device`` (see the module docstring); ``data``: int8 and integer
+    calibrated on it, as ``deploy --data`` (float32 takes none)."""
     from edgernn.export.c.generate import load_model, read_info
 
     deployed = work / f"c-{precision}"
     if not deployed.exists():
         from edgernn.export.deploy import deploy
 
-        deploy(model, "c", deployed, precision=precision)
+        deploy(model, "c", deployed, precision=precision, data=None if precision == "float32" else data)
     out = work / f"{device.name}-{precision}"
     out.mkdir(parents=True, exist_ok=True)
     error = None
@@ -416,10 +418,12 @@ def bench_device(
     steps: int | None = None,
     work_dir: str | os.PathLike | None = None,
     self_test: bool = True,
+    data: str | os.PathLike | None = None,
 ) -> list[DeviceBench]:
     """Measure ``model`` (an edgernn ONNX file; None: the reference GRU 2x128 and LSTM 2x128 on 32
     features) on ``device`` for each precision. ``clock_mhz``: default the device's typical clock;
-    ``steps``: default ``default_steps(device)``."""
+    ``steps``: default ``default_steps(device)``; ``data``: int8 and integer calibrated on it (and held to
+    their quality gates on it), as ``deploy --data``."""
     profile = get_device(device)
     if steps is None:
         steps = default_steps(profile)
@@ -432,6 +436,8 @@ def bench_device(
         raise InputError(f"clock {clock_mhz} MHz: expected a positive number")
     if model is not None and not Path(model).is_file():
         raise InputError(f"model {str(model)!r}: expected an ONNX file, found none")
+    if data is not None and model is None:
+        raise InputError("data: expected a model for it to calibrate (the reference models take none)")
     profile.require_tools()
     clock = float(clock_mhz or profile.clock_mhz)
     with tempfile.TemporaryDirectory(prefix="edgernn-device-") as scratch:
@@ -451,7 +457,14 @@ def bench_device(
             for precision in precisions:
                 bench.results.append(
                     bench_precision(
-                        path, profile, precision, clock_mhz=clock, steps=steps, work=work, self_test=self_test
+                        path,
+                        profile,
+                        precision,
+                        clock_mhz=clock,
+                        steps=steps,
+                        work=work,
+                        self_test=self_test,
+                        data=data,
                     )
                 )
             results.append(bench)
