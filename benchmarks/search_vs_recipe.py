@@ -101,7 +101,8 @@ def searched(data: Path, out: Path, seed: int, args, speakers, test: Path) -> tu
     job = Search(str(data), out, args.device, parse_budget(args.budget, args.device, cost_model), settings,
                  cost_model, say=lambda line: print(f"  {line}", file=sys.stderr, flush=True))  # fmt: skip
     started = time.monotonic()
-    summary = run_search(job, None, f"seed{seed}", resume=args.resume, progress=False)
+    resume = args.resume and (out / "search.db").is_file()  # a search not started yet starts
+    summary = run_search(job, None, f"seed{seed}", resume=resume, progress=False)
     minutes = (time.monotonic() - started) / 60
     checkpoint = load_checkpoint(out / "best")
     chosen = summary["chosen"]

@@ -12,11 +12,11 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from edgernn.runtime.errors import QuantizationError
+from edgernn.runtime.errors import ParityError
 from edgernn.runtime.files import atomic_write_bytes, atomic_write_text
 from edgernn.search import SEQUENCE_TASKS, Draw, Search, draw_from_params, shape_of
 
-CANDIDATES = 3  # the best trials retrained in turn while the int8 gates refuse the retrained model
+CANDIDATES = 3  # the best trials retrained in turn while a deploy check refuses the retrained model
 CONFIRMED = 3  # the best trials cross-validated again (with the recipe's) before one is chosen
 CONFIRM_SPLITS = 2  # on this many other splits, each fold with the split's own training seed
 COLUMNS = (
@@ -288,7 +288,8 @@ def finish(search: Search, study, progress: bool) -> dict:
         chosen = draw_of(candidate, search)
         try:
             summary["result"] = retrain_and_deploy(search, chosen, progress)
-        except QuantizationError as exc:  # the retrained model failed the int8 gates: the next best
+        except ParityError as exc:  # the retrained model failed a deploy check (its C's self-test, the
+            # int8 gates): the next best
             summary["refused"].append({"trial": candidate.number, "error": " ".join(str(exc).split())[:300]})
             continue
         summary["chosen"] = {"trial": candidate.number, "value": candidate.values[0], **chosen.model,

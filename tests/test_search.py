@@ -427,3 +427,38 @@ def test_the_recipe_is_confirmed_wherever_it_ranked_and_kept_unless_beaten_on_fr
     again[64] = 0.5  # beaten on the fresh splits: the best of the others there is chosen
     study.set_user_attr("confirmed", {})
     assert [t.number for t in confirm(search, study, ranked)] == [3, 2, 1, 0, 4]
+
+
+def test_a_chosen_model_whose_c_fails_its_self_test_gives_way_to_the_next_best(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import optuna
+
+    import edgernn.search_result as result
+    from edgernn.runtime.errors import ParityError
+
+    study = optuna.create_study(direction="maximize")
+    params = {"cell": "rnn_tanh", "num_layers": 1, "learning_rate": 3e-3, "precision": "float32"}
+    distributions = {
+        "cell": optuna.distributions.CategoricalDistribution(["rnn_tanh"]),
+        "num_layers": optuna.distributions.IntDistribution(1, 2),
+        "hidden_size": optuna.distributions.IntDistribution(8, 64, step=8),
+        "learning_rate": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True),
+        "precision": optuna.distributions.CategoricalDistribution(["float32"]),
+    }
+    for hidden, value in ((8, 0.9), (16, 0.95)):
+        study.add_trial(optuna.trial.create_trial(value=value, params={**params, "hidden_size": hidden},
+                                                  distributions=distributions, user_attrs={"val_loss": 0.3}))  # fmt: skip
+
+    def retrain_and_deploy(search, chosen, progress):
+        if chosen.model["hidden_size"] == 16:
+            raise ParityError(["the generated C failed its self-test on this machine: mismatch at step 763"])
+        return {"hidden_size": chosen.model["hidden_size"]}
+
+    monkeypatch.setattr(result, "retrain_and_deploy", retrain_and_deploy)
+    search = SimpleNamespace(settings=SimpleNamespace(objectives=1), direction="maximize", refit=False,
+                             run_dir=tmp_path, folds=3, budget=SimpleNamespace(step_us=None, flash_bytes=None))  # fmt: skip
+    summary = result.finish(search, study, progress=False)
+    assert summary["chosen"]["trial"] == 0 and summary["result"] == {"hidden_size": 8}
+    assert summary["refused"][0]["trial"] == 1 and "self-test" in summary["refused"][0]["error"]
+    assert json.loads((tmp_path / "search.json").read_text())["chosen"]["hidden_size"] == 8
