@@ -20,6 +20,16 @@ def vocab_bound(program: Program) -> int:
     return program.info.input.size
 
 
+def api_open(N: str) -> list[str]:
+    """NAME.h's include guard, its one include and the opening of its C linkage (``N``: NAME in capitals)."""
+    return [f"#ifndef {N}_H", f"#define {N}_H", "", "#include <stdint.h>", "", "#ifdef __cplusplus",
+            'extern "C" {', "#endif", ""]  # fmt: skip
+
+
+def api_close(N: str) -> list[str]:
+    return ["#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {N}_H */"]
+
+
 def header(program: Program, e: Emitter, strings, ram: int, notes: dict[str, Any]) -> str:
     info = program.info
     N, n = e.NAME, e.name
@@ -38,15 +48,7 @@ def header(program: Program, e: Emitter, strings, ram: int, notes: dict[str, Any
         f" * RAM: {ram} bytes ({4 * program.state_floats} state, {ram - 4 * program.state_floats} scratch on the stack in a step).",
         f" * Flash: {e.flash} bytes of weights and constants (plus code).",
         " */",
-        f"#ifndef {N}_H",
-        f"#define {N}_H",
-        "",
-        "#include <stdint.h>",
-        "",
-        "#ifdef __cplusplus",
-        'extern "C" {',
-        "#endif",
-        "",
+        *api_open(N),
         f"#define {N}_INPUT_SIZE    {0 if tokens else info.input.size}",
         f"#define {N}_VOCAB_SIZE    {vocab_bound(program) if tokens else 0}",
         f"#define {N}_OUTPUT_SIZE   {info.output.size}",
@@ -88,10 +90,6 @@ def header(program: Program, e: Emitter, strings, ram: int, notes: dict[str, Any
         f"int {n}_step_token({n}_state *st, int32_t token, float *y);",
         f"const char *{n}_metadata(void);",
         "",
-        "#ifdef __cplusplus",
-        "}",
-        "#endif",
-        "",
-        f"#endif /* {N}_H */",
+        *api_close(N),
     ]
     return "\n".join(lines) + "\n"
