@@ -34,7 +34,7 @@ import numpy as np
 
 from edgernn.runtime import integer_layers as layers
 from edgernn.runtime import integer_ops as ops
-from edgernn.runtime.errors import InputError
+from edgernn.runtime.integer_ref import QuantizedStream, quantize_values
 
 IDENTITY = (1 << 30, 30)  # (multiplier, shift) of a ratio of 1: q_narrow leaves every int16 as it is
 
@@ -307,66 +307,20 @@ def q_run(
 # --- the Stream API --------------------------------------------------------------------------------
 
 
-def _quantize(value: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
-    scaled = np.asarray(value, np.float64) / scale
-    scaled = np.nan_to_num(scaled, nan=0.0)
-    return ops.q_sat16(np.trunc(scaled + np.copysign(0.5, scaled)).clip(-1e9, 1e9)).astype(np.int64)
-
-
-def quantize_program_input(program: IntegerProgram, x: np.ndarray) -> np.ndarray:
-    """Raw float features (B, F) -> int16 at ``input_scale`` (rounded half away from zero, saturated, as
-    the C's ``NAME_quantize_input``); token ids are checked and pass unchanged."""
-    if program.input_kind == "tokens":
-        tokens = np.asarray(x, np.int64)
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= program.input_size):
-            raise InputError(
-                f"token ids must be in [0, {program.input_size}), got {tokens.min()}..{tokens.max()}"
-            )
-        return tokens
-    return _quantize(x, program.input_scale)
-
-
-class ProgramStream:
+class ProgramStream(QuantizedStream):
     """A batch of streams through ``q_run`` with the Stream API (float32 in and out)."""
 
-    def __init__(self, stepper: ProgramStepper, batch_size: int):
-        self._stepper, self.batch_size = stepper, batch_size
-        self.reset()
+    _q = staticmethod(q_run)
 
     @property
-    def info(self):
-        return self._stepper.info
+    def _form(self) -> IntegerProgram:
+        return self._stepper.program
 
     def reset(self) -> None:
         program = self._stepper.program
         self.q_state = [
             np.zeros((self.batch_size, program.buffers[b].size), np.int64) for b, _ in program.states
         ]
-
-    def _unbatched(self, x: np.ndarray, sequence: bool) -> bool:
-        rank = (0 if self._stepper.program.input_kind == "tokens" else 1) + int(sequence)
-        if x.ndim == rank and self.batch_size == 1:
-            return True
-        if x.ndim != rank + 1 or x.shape[0] != self.batch_size:
-            raise InputError(f"expected a batch of {self.batch_size} inputs, got shape {x.shape}")
-        return False
-
-    def step(self, x: Any) -> np.ndarray:
-        x = np.asarray(x)
-        unbatched = self._unbatched(x, sequence=False)
-        program = self._stepper.program
-        y, self.q_state = q_run(
-            program, quantize_program_input(program, x[None] if unbatched else x), self.q_state
-        )
-        y = (y * program.output_scale).astype(np.float32)
-        return y[0] if unbatched else y
-
-    def run(self, xs: Any) -> np.ndarray:
-        xs = np.asarray(xs)
-        unbatched = self._unbatched(xs, sequence=True)
-        batched = xs[None] if unbatched else xs
-        ys = np.stack([self.step(batched[:, t]) for t in range(batched.shape[1])], axis=1)
-        return ys[0] if unbatched else ys
 
     @property
     def state(self) -> dict[str, np.ndarray]:
@@ -381,11 +335,11 @@ class ProgramStream:
     @state.setter
     def state(self, value: Mapping[str, Any]) -> None:
         program = self._stepper.program
-        missing = sorted(set(program.state_names) - set(value))
-        if missing:
-            raise InputError(f"state: expected tensors {list(program.state_names)}, missing {missing}")
+        self._check_state(value)
         self.q_state = [
-            _quantize(np.asarray(value[name]).reshape(self.batch_size, -1), program.buffers[index].scale)
+            quantize_values(
+                np.asarray(value[name]).reshape(self.batch_size, -1), program.buffers[index].scale
+            )
             for name, (index, _) in zip(program.state_names, program.states, strict=True)
         ]
 

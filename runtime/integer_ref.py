@@ -139,9 +139,16 @@ def state_scales(model: IntegerModel) -> list[np.ndarray]:
     return [h, np.array([[2.0**-layer.c_frac] for layer in model.layers])]
 
 
-def quantize_input(model: IntegerModel, x: np.ndarray) -> np.ndarray:
-    """Raw float features (B, F) -> int16 at ``input_scale`` (rounded half away from zero, saturated);
-    token ids pass unchanged. The generated C's ``NAME_quantize_input`` does the same in float."""
+def quantize_values(value: Any, scale: np.ndarray | float) -> np.ndarray:
+    """Floats -> int16 values at ``scale`` (the value of one unit): rounded half away from zero, saturated,
+    NaN to 0, as int64 (the C's ``NAME_quantize_input`` in float)."""
+    scaled = np.nan_to_num(np.asarray(value, np.float64) / scale, nan=0.0)
+    return ops.q_sat16(np.trunc(scaled + np.copysign(0.5, scaled)).clip(-1e9, 1e9)).astype(np.int64)
+
+
+def quantize_input(model: Any, x: np.ndarray) -> np.ndarray:
+    """Raw float features (B, F) -> int16 at ``input_scale`` (``quantize_values``) of an ``IntegerModel`` or
+    an ``IntegerProgram``; token ids are checked and pass unchanged."""
     if model.input_kind == "tokens":
         tokens = np.asarray(x, np.int64)
         if tokens.size and (tokens.min() < 0 or tokens.max() >= model.input_size):
@@ -149,19 +156,17 @@ def quantize_input(model: IntegerModel, x: np.ndarray) -> np.ndarray:
                 f"token ids must be in [0, {model.input_size}), got {tokens.min()}..{tokens.max()}"
             )
         return tokens
-    scaled = np.asarray(x, np.float64) / model.input_scale
-    return ops.q_sat16(np.trunc(scaled + np.copysign(0.5, scaled)).clip(-1e9, 1e9)).astype(np.int64)
+    return quantize_values(x, model.input_scale)
 
 
-def _quantize_state(value: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    scaled = np.asarray(value, np.float64) / scale
-    return ops.q_sat16(np.trunc(scaled + np.copysign(0.5, scaled)).clip(-1e9, 1e9)).astype(np.int64)
+class QuantizedStream:
+    """A batch of streams through an integer step with the Stream API (float32 in and out), for either
+    integer form: a subclass names the form (``_form``: an ``IntegerModel`` or an ``IntegerProgram``), its
+    step (``_q``, ``q_step`` or ``q_run``), its zero state and the state's floats."""
 
+    _q: Any
 
-class IntegerStream:
-    """A batch of streams through ``q_step`` with the Stream API (float32 in and out)."""
-
-    def __init__(self, stepper: IntegerStepper, batch_size: int):
+    def __init__(self, stepper: Any, batch_size: int):
         self._stepper, self.batch_size = stepper, batch_size
         self.reset()
 
@@ -169,13 +174,15 @@ class IntegerStream:
     def info(self):
         return self._stepper.info
 
+    @property
+    def _form(self) -> Any:
+        raise NotImplementedError
+
     def reset(self) -> None:
-        model = self._stepper.model
-        shape = (self.batch_size, model.num_layers, model.hidden_size)
-        self.q_state = [np.zeros(shape, np.int64) for _ in model.state_names]
+        raise NotImplementedError
 
     def _unbatched(self, x: np.ndarray, sequence: bool) -> bool:
-        rank = (0 if self._stepper.model.input_kind == "tokens" else 1) + int(sequence)
+        rank = (0 if self._form.input_kind == "tokens" else 1) + int(sequence)
         if x.ndim == rank and self.batch_size == 1:
             return True
         if x.ndim != rank + 1 or x.shape[0] != self.batch_size:
@@ -186,10 +193,10 @@ class IntegerStream:
         """x: (B,) token ids or (B, F) raw features (unbatched with batch size 1) -> y float32."""
         x = np.asarray(x)
         unbatched = self._unbatched(x, sequence=False)
-        model = self._stepper.model
-        xq = quantize_input(model, x[None] if unbatched else x)
-        y, self.q_state = q_step(model, xq, self.q_state)
-        y = (y * model.output_scale).astype(np.float32)
+        form = self._form
+        xq = quantize_input(form, x[None] if unbatched else x)
+        y, self.q_state = self._q(form, xq, self.q_state)
+        y = (y * form.output_scale).astype(np.float32)
         return y[0] if unbatched else y
 
     def run(self, xs: Any) -> np.ndarray:
@@ -200,6 +207,27 @@ class IntegerStream:
         ys = np.stack([self.step(batched[:, t]) for t in range(batched.shape[1])], axis=1)
         return ys[0] if unbatched else ys
 
+    def _check_state(self, value: Mapping[str, Any]) -> None:
+        names = self._form.state_names
+        missing = sorted(set(names) - set(value))
+        if missing:
+            raise InputError(f"state: expected tensors {list(names)}, missing {missing}")
+
+
+class IntegerStream(QuantizedStream):
+    """A batch of streams through ``q_step`` with the Stream API (float32 in and out)."""
+
+    _q = staticmethod(q_step)
+
+    @property
+    def _form(self) -> IntegerModel:
+        return self._stepper.model
+
+    def reset(self) -> None:
+        model = self._stepper.model
+        shape = (self.batch_size, model.num_layers, model.hidden_size)
+        self.q_state = [np.zeros(shape, np.int64) for _ in model.state_names]
+
     @property
     def state(self) -> dict[str, np.ndarray]:
         scales = state_scales(self._stepper.model)
@@ -209,11 +237,9 @@ class IntegerStream:
     @state.setter
     def state(self, value: Mapping[str, Any]) -> None:
         model = self._stepper.model
-        missing = sorted(set(model.state_names) - set(value))
-        if missing:
-            raise InputError(f"state: expected tensors {list(model.state_names)}, missing {missing}")
+        self._check_state(value)
         scales = state_scales(model)
-        self.q_state = [_quantize_state(value[n], s) for n, s in zip(model.state_names, scales, strict=True)]
+        self.q_state = [quantize_values(value[n], s) for n, s in zip(model.state_names, scales, strict=True)]
 
 
 class IntegerStepper:

@@ -19,7 +19,7 @@ import numpy as np
 from edgernn.export.c.ctext import c_ints
 from edgernn.export.c.selftest import golden_inputs
 from edgernn.runtime.contract import ModelInfo
-from edgernn.runtime.integer_program import IntegerProgram, q_run, quantize_program_input
+from edgernn.runtime.integer_program import IntegerProgram, q_run
 from edgernn.runtime.integer_ref import IntegerModel, q_step, quantize_input
 
 STEPS = 1000
@@ -34,34 +34,31 @@ class IntegerGolden:
     stride: int
 
 
-def record_integer_golden(model: IntegerModel, info: ModelInfo, steps: int = STEPS) -> IntegerGolden:
-    """Run the integer reference (batch 1, state fed back) over the self-test's inputs."""
-    if model.input_kind != "tokens":
-        steps = min(steps, max(50, 2 * MAX_GOLDEN_VALUES // model.input_size))
-    inputs = quantize_input(model, golden_inputs(info, steps))
-    states = [np.zeros((1, model.num_layers, model.hidden_size), np.int64) for _ in model.state_names]
+def _record(form, info: ModelInfo, steps: int, q, states: list[np.ndarray]) -> IntegerGolden:
+    """Run ``q`` (``q_step`` of an ``IntegerModel``, ``q_run`` of an ``IntegerProgram``: ``form``) from
+    ``states`` (batch 1, state fed back) over the self-test's inputs."""
+    if form.input_kind != "tokens":
+        steps = min(steps, max(50, 2 * MAX_GOLDEN_VALUES // form.input_size))
+    inputs = quantize_input(form, golden_inputs(info, steps))
     ys = []
     for t in range(steps):
-        y, states = q_step(model, inputs[t : t + 1], states)
+        y, states = q(form, inputs[t : t + 1], states)
         ys.append(y[0])
     state = np.concatenate([s.reshape(-1) for s in states])
-    stride = max(1, math.ceil(steps * model.output_size / MAX_GOLDEN_VALUES))
+    stride = max(1, math.ceil(steps * form.output_size / MAX_GOLDEN_VALUES))
     return IntegerGolden(inputs, np.stack(ys), state, stride)
+
+
+def record_integer_golden(model: IntegerModel, info: ModelInfo, steps: int = STEPS) -> IntegerGolden:
+    """Run the integer reference (batch 1, state fed back) over the self-test's inputs."""
+    states = [np.zeros((1, model.num_layers, model.hidden_size), np.int64) for _ in model.state_names]
+    return _record(model, info, steps, q_step, states)
 
 
 def record_program_golden(program: IntegerProgram, info: ModelInfo, steps: int = STEPS) -> IntegerGolden:
     """Run the integer program (batch 1, state fed back) over the self-test's inputs."""
-    if program.input_kind != "tokens":
-        steps = min(steps, max(50, 2 * MAX_GOLDEN_VALUES // program.input_size))
-    inputs = quantize_program_input(program, golden_inputs(info, steps))
     states = [np.zeros((1, program.buffers[index].size), np.int64) for index, _ in program.states]
-    ys = []
-    for t in range(steps):
-        y, states = q_run(program, inputs[t : t + 1], states)
-        ys.append(y[0])
-    state = np.concatenate([s.reshape(-1) for s in states])
-    stride = max(1, math.ceil(steps * program.output_size / MAX_GOLDEN_VALUES))
-    return IntegerGolden(inputs, np.stack(ys), state, stride)
+    return _record(program, info, steps, q_run, states)
 
 
 def integer_test_source(name: str, model: IntegerModel | IntegerProgram, golden: IntegerGolden) -> str:
