@@ -25,7 +25,7 @@ from edgernn.runtime import integer_ops as ops
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError
 from edgernn.runtime.integer_program import IntegerProgram, ProgramStepper
-from edgernn.runtime.integer_ref import IntegerModel, IntegerStepper, Layer, Product, quantize_multiplier
+from edgernn.runtime.integer_ref import IntegerModel, IntegerStepper, Layer, quantize_product
 
 GATES = {"gru": 3, "lstm": 4, "rnn_tanh": 1, "rnn_relu": 1}
 HEADROOM = 2.0  # calibrated ranges (inputs, outputs, relu state, cell state) are doubled
@@ -200,25 +200,6 @@ def calibrate(proto_bytes: bytes, info: ModelInfo, calibration: np.ndarray) -> R
     return Ranges(inputs, y_peak, peaks[names[0]], peaks[names[1]] if len(names) > 1 else None)
 
 
-def _product(weight: np.ndarray, bias: np.ndarray, out_scale: float, where: str) -> Product:
-    """weight (N, K) and bias (N,) already in units of the input's integers; one int8 scale per row."""
-    row_scale = np.abs(weight).max(axis=1) / 127.0
-    row_scale = np.where(row_scale > 0, row_scale, 1.0)
-    w_q = np.clip(np.round(weight / row_scale[:, None]), -127, 127).astype(np.int64)
-    b_q = np.round(bias / row_scale)
-    if not np.abs(b_q).max(initial=0) < 2**31 - 1:
-        raise ContractError(f"--precision integer: {where}'s bias is past what int32 holds at its scale")
-    b_q = b_q.astype(np.int64)
-    bound = ops.accumulator_bound(w_q, b_q)
-    if bound > ops.ACC_LIMIT:
-        raise ContractError(
-            f"--precision integer: {where} could reach {bound:,} in its int32 accumulator (an input of "
-            f"{weight.shape[1]} int16 values); deploy it as int8"
-        )
-    multiplier, shift = quantize_multiplier(row_scale / out_scale)
-    return Product(w_q, b_q, multiplier, shift)
-
-
 def _scale(peak: np.ndarray | float) -> np.ndarray:
     """An int16 scale that holds HEADROOM times ``peak``."""
     return np.maximum(HEADROOM * np.asarray(peak, np.float64), 1e-6) / ops.INT16_MAX
@@ -251,15 +232,15 @@ def integer_model(model: FloatModel, ranges: Ranges, info: ModelInfo) -> Integer
         state_scale = float(_scale(ranges.hidden[index])) if relu else 2.0**-ops.ACT_FRAC
         out_scale = state_scale if relu else gate
         where = f"layer {index}"
-        ih = _product(w_ih * in_scale, b_ih, out_scale, f"{where}'s input product")
-        hh = _product(layer.w_hh * state_scale, layer.b_hh, out_scale, f"{where}'s state product")
+        ih = quantize_product(w_ih * in_scale, b_ih, out_scale, f"{where}'s input product")
+        hh = quantize_product(layer.w_hh * state_scale, layer.b_hh, out_scale, f"{where}'s state product")
         c_frac = 0
         if info.cell == "lstm":
             c_frac = _cell_frac(float(ranges.cell[index]))
         result.layers.append(Layer(ih, hh, state_scale, c_frac))
         in_scale = state_scale
     result.output_scale = float(_scale(ranges.outputs.max(initial=0.0)))
-    result.head = _product(model.head_w * in_scale, model.head_b, result.output_scale, "the head")
+    result.head = quantize_product(model.head_w * in_scale, model.head_b, result.output_scale, "the head")
     if info.cell == "lstm":
         details["cell_state"] = [f"int16 Q{15 - layer.c_frac}.{layer.c_frac}" for layer in result.layers]
     result.details = details

@@ -131,6 +131,29 @@ def q_step(
     return y, [h_next] if c_next is None else [h_next, c_next]
 
 
+def quantize_product(
+    weight: np.ndarray, bias: np.ndarray, out_scale: float, where: str, bias_limit: int = 2**31 - 1
+) -> Product:
+    """weight (N, K) and bias (N,) already in units of the input's integers, int8 with one scale per row
+    and requantized to ``out_scale``; ContractError naming ``where`` for a bias of ``bias_limit`` or more
+    at its scale or an int32 accumulator that could overflow."""
+    row_scale = np.abs(weight).max(axis=1) / 127.0
+    row_scale = np.where(row_scale > 0, row_scale, 1.0)
+    w_q = np.clip(np.round(weight / row_scale[:, None]), -127, 127).astype(np.int64)
+    b_q = np.round(bias / row_scale)
+    if not np.abs(b_q).max(initial=0) < bias_limit:
+        raise ContractError(f"--precision integer: {where} has a bias past what int32 holds at its scale")
+    b_q = b_q.astype(np.int64)
+    bound = ops.accumulator_bound(w_q, b_q)
+    if bound > ops.ACC_LIMIT:
+        raise ContractError(
+            f"--precision integer: {where} could reach {bound:,} in its int32 accumulator (an input of "
+            f"{weight.shape[1]} int16 values); deploy it as int8"
+        )
+    multiplier, shift = quantize_multiplier(row_scale / out_scale)
+    return Product(w_q, b_q, multiplier, shift)
+
+
 def state_scales(model: IntegerModel) -> list[np.ndarray]:
     """Per state tensor, the value of one unit per layer: (L, 1)."""
     h = np.array([[layer.state_scale] for layer in model.layers])

@@ -19,7 +19,7 @@ from edgernn.models import ModelConfig, RecurrentModel
 from edgernn.runtime import contract
 from edgernn.runtime import integer_ops as ops
 from edgernn.runtime.errors import ContractError
-from edgernn.runtime.integer_ref import IntegerStepper, quantize_multiplier
+from edgernn.runtime.integer_ref import IntegerStepper, quantize_multiplier, quantize_product
 
 
 def test_tables_largest_error_over_every_int16_input():
@@ -179,7 +179,7 @@ def test_a_graph_that_is_not_the_cell_its_weights_name_is_refused(tmp_path):
 def test_an_accumulator_that_could_overflow_is_refused():
     weight = np.full((2, 600), 50.0)
     with pytest.raises(ContractError, match="int32 accumulator"):
-        integer_calibration._product(weight, np.zeros(2), 2.0**-12, "layer 0's input product")
+        quantize_product(weight, np.zeros(2), 2.0**-12, "layer 0's input product")
 
 
 def test_the_reference_imports_neither_torch_nor_onnx():

@@ -47,7 +47,7 @@ from edgernn.runtime.integer_program import (
     QSoftmax,
     View,
 )
-from edgernn.runtime.integer_ref import quantize_multiplier
+from edgernn.runtime.integer_ref import quantize_multiplier, quantize_product
 
 HEADROOM = 2.0
 ACT_SCALE = 2.0**-ops.ACT_FRAC  # Q0.15
@@ -159,23 +159,11 @@ class _Builder:
             s_x = self.feature_scales[x.offset : x.offset + op.x.size]
         out = self.out(op.out)
         w = op.weight.astype(np.float64).T * s_x[None, :]  # (N, K) in units of x's integers
-        row_scale = np.abs(w).max(axis=1) / 127.0
-        row_scale = np.where(row_scale > 0, row_scale, 1.0)
-        w_q = np.clip(np.round(w / row_scale[:, None]), -127, 127).astype(np.int64)
         bias = np.zeros(w.shape[0]) if op.bias is None else op.bias.astype(np.float64)
-        b_q = np.round(bias / row_scale)
         where = f"the product into {op.out.name!r}"
-        if not np.abs(b_q).max(initial=0) < 2**30:
-            raise ContractError(f"--precision integer: {where} has a bias past what int32 holds at its scale")
-        b_q = b_q.astype(np.int64)
-        bound = ops.accumulator_bound(w_q, b_q)
-        if bound > ops.ACC_LIMIT:
-            raise ContractError(
-                f"--precision integer: {where} could reach {bound:,} in its int32 accumulator "
-                f"({w.shape[1]} int16 inputs); deploy it as int8"
-            )
-        multiplier, shift = quantize_multiplier(row_scale / self.buffers[out.buffer].scale)
-        self.ops.append(QGemv(out, x, w_q, b_q, multiplier, shift, getattr(op, "accumulate", False)))
+        p = quantize_product(w, bias, self.buffers[out.buffer].scale, where, bias_limit=2**30)
+        accumulate = getattr(op, "accumulate", False)
+        self.ops.append(QGemv(out, x, p.weight, p.bias, p.multiplier, p.shift, accumulate))
 
     def elementwise(self, op: Elementwise) -> None:
         name = op.op
