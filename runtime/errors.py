@@ -31,13 +31,16 @@ class ParityError(EdgeRNNError):
 
 class QuantizationError(ParityError):
     """A quantized export was refused: it drifts from its float32 original, loses too much on the task
-    metric, or did not really quantize. ``forceable``: forcing would write it (metric and drift only)."""
+    metric, or did not really quantize. ``forceable``: forcing would write it (metric and drift only);
+    ``hint``: the last line, for a caller that forces otherwise (default: export's ``--force``)."""
 
-    def __init__(self, failures: list[str], *, forceable: bool = False):
+    def __init__(self, failures: list[str], *, forceable: bool = False, hint: str | None = None):
         self.mismatches = list(failures)
         self.forceable = forceable
         lines = "\n  - ".join(self.mismatches)
-        hint = "\nforce=True (edgernn export --force) writes it anyway" if forceable else ""
+        if hint is None:
+            hint = "force=True (edgernn export --force) writes it anyway" if forceable else ""
+        hint = f"\n{hint}" if hint else ""
         EdgeRNNError.__init__(
             self, f"quantized export refused, {len(self.mismatches)} check(s) failed:\n  - {lines}{hint}"
         )

@@ -6,6 +6,8 @@ the integer LayerNorm, Softmax and exp measured."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import re
@@ -225,6 +227,22 @@ def test_bench_on_the_cortex_m0plus_side_by_side_calibrated_on_data(models, tmp_
     )  # fmt: skip
     assert done.exit_code == 2 and "no column(s) ['value']" in done.output, done.output
     assert len(done.output.strip().splitlines()) == 1
+
+
+def test_bench_stopped_by_a_gate_hints_what_bench_takes(models, monkeypatch):
+    """bench has no --force: a gate that fails (held here to a tolerance below zero) stops it with a hint
+    naming what bench takes and deploy's --force, not export's."""
+    require_device("cortex-m0plus")
+    deploy_module = importlib.import_module("edgernn.export.deploy")
+    monkeypatch.setattr(deploy_module, "deploy", functools.partial(deploy_module.deploy, tolerance=-1.0))
+    done = CliRunner().invoke(
+        cli,
+        ["bench", str(models["forecast"]), "--device", "cortex-m0plus", "--precision", "integer",
+         "--data", str(DATA / "ucr_internalbleeding16_test.csv")],
+    )  # fmt: skip
+    assert done.exit_code == 1 and "metric: rmse" in done.output, done.output
+    assert "leave integer out of --precision" in done.output and "deploy --target c" in done.output
+    assert "export --force" not in done.output and "force=True" not in done.output
 
 
 def test_a_failing_gate_is_named_with_its_size(models, tmp_path):

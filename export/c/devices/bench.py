@@ -27,7 +27,7 @@ from edgernn.export.c.devices import Device, get_device
 from edgernn.export.c.devices.build import Build, build, run
 from edgernn.export.c.devices.cycles import estimate
 from edgernn.export.c.devices.trace import trace_program
-from edgernn.runtime.errors import ContractError, InputError
+from edgernn.runtime.errors import ContractError, InputError, QuantizationError
 
 DEFAULT_STEPS = 200
 SOFT_FLOAT_DEFAULT_STEPS = 5  # cores without an FPU: millions of instructions a step, float32 and int8 alike
@@ -328,7 +328,16 @@ def bench_precision(
     if not deployed.exists():
         from edgernn.export.deploy import deploy
 
-        deploy(model, "c", deployed, precision=precision, data=None if precision == "float32" else data)
+        try:
+            deploy(model, "c", deployed, precision=precision, data=None if precision == "float32" else data)
+        except QuantizationError as exc:
+            if not exc.forceable:
+                raise
+            hint = (
+                f"bench measures only what passes these checks: leave {precision} out of --precision "
+                f"(edgernn deploy --target c --precision {precision} --force writes it anyway)"
+            )
+            raise QuantizationError(exc.mismatches, forceable=True, hint=hint) from None
     out = work / f"{device.name}-{precision}"
     out.mkdir(parents=True, exist_ok=True)
     error = None
