@@ -131,7 +131,7 @@ class Augmentation:
     """
 
     copies: int = 4
-    speed: tuple[float, float] = (0.88, 1.12)
+    speed: tuple[float, float] = (0.85, 1.15)
     gain_db: tuple[float, float] = (-18.0, 6.0)
     lead_ms: float = 250.0
     trail_ms: float = 300.0
@@ -141,7 +141,7 @@ class Augmentation:
     after_probability: float = 0.5
     after_ms: tuple[float, float] = (700.0, 1500.0)
     eq_db: float = 6.0
-    shelf_db: float = 0.0
+    shelf_db: float = 20.0
     band_masks: int = 2
     band_mask: int = 4
     time_masks: int = 2
