@@ -649,3 +649,27 @@ def test_strided_copies_and_broadcasts_match_the_stepper(tmp_path):
     assert report.details["verified"] and report.details["max_abs_error"] < 1e-5
     source = (tmp_path / "c" / "model.c").read_text()
     assert "for (int i1 = 0; i1 < 3; i1++) for (int i2 = 0; i2 < 2; i2++)" in source  # the non-flat Add
+
+
+def test_int8_self_test_tolerance_follows_the_references_own_sensitivity(models):
+    """The int8 self-test allows 2% of the largest |y|, or twice how far the reference itself moves when its
+    state is nudged by one rounding after every step, up to 20%: a flip that a sensitive model carries for
+    hundreds of steps passes, an error of the order of the outputs does not."""
+    from edgernn.export.c.selftest import ATOL, record_golden, tolerance_for
+    from edgernn.runtime.tolerance import output_scale
+
+    sources = generate_sources(models["rnn_tanh_features_1x12"], precision="int8")
+    golden = record_golden(sources, steps=200)
+    outputs = golden.ys.shape[1]
+    assert golden.sensitivity.shape == (outputs,) and np.isfinite(golden.sensitivity).all()
+    assert (golden.sensitivity >= 0).all()
+    scale = np.broadcast_to(np.asarray(output_scale(sources.info), np.float32), (outputs,))
+    largest = float(np.abs(golden.ys / scale).max())
+    golden.sensitivity = np.zeros(outputs, np.float32)
+    assert tolerance_for(sources, golden) == pytest.approx(ATOL + 0.02 * largest)
+    golden.sensitivity = (0.05 * largest * scale).astype(np.float32)
+    assert tolerance_for(sources, golden) == pytest.approx(ATOL + 0.1 * largest, rel=1e-5)
+    golden.sensitivity = (3.0 * largest * scale).astype(np.float32)
+    assert tolerance_for(sources, golden) == pytest.approx(ATOL + 0.2 * largest, rel=1e-5)
+    plain = generate_sources(models["rnn_tanh_features_1x12"])
+    assert tolerance_for(plain, record_golden(plain, steps=20)) == ATOL
