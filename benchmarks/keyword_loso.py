@@ -109,7 +109,13 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
 
     keyword.RUNNING_MS = args.running_ms
     keyword.REDRAW = args.redraw
-    changes = {"copies": args.copies, "speed": args.speed, "eq_db": args.eq_db, "shelf_db": args.shelf_db}
+    changes = {
+        "copies": args.copies,
+        "speed": args.speed,
+        "eq_db": args.eq_db,
+        "shelf_db": args.shelf_db,
+        "gap_s": args.gap_s,
+    }
     keyword.AUGMENTATION = replace(
         keyword.AUGMENTATION, **{k: v for k, v in changes.items() if v is not None}
     )
@@ -214,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: tuple(float(v) for v in text.split(",")),
         default=None,
         help="speed perturbation range LO,HI",
+    )
+    parser.add_argument(
+        "--gap-s",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="the gap after a clip heard before the word, LO,HI seconds",
     )
     parser.add_argument("--eq-db", type=float, default=None, help="spectral tilt and bow, up to DB")
     parser.add_argument("--shelf-db", type=float, default=None, help="low and high cuts, up to DB")

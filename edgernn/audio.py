@@ -122,7 +122,8 @@ class Augmentation:
     speed perturbation by a factor in ``speed`` (resampled, so pitch and tempo move together), a gain in
     ``gain_db``, up to ``lead_ms``/``trail_ms`` of background before and after the word (a time shift),
     and noise (white or pink) at one of ``snrs_db`` with probability ``noise_probability``. As in a
-    stream: with probability ``context_probability`` another clip and a gap come before the word; and
+    stream: with probability ``context_probability`` another clip and a gap of ``gap_s`` seconds come
+    before the word; and
     ``after_probability`` of the clips are also heard followed by ``after_ms`` of background and labelled
     no word (the model learns to let a word go once it is over). On the copy's log-mel frames
     (``vary_features``): a spectral tilt and bow of up to ``eq_db``, a cut of up to ``shelf_db`` at the
@@ -138,6 +139,7 @@ class Augmentation:
     snrs_db: tuple[float, ...] = (30.0, 20.0, 15.0, 10.0, 5.0)
     noise_probability: float = 0.7
     context_probability: float = 0.5
+    gap_s: tuple[float, float] = (0.4, 1.0)
     after_probability: float = 0.5
     after_ms: tuple[float, float] = (700.0, 1500.0)
     eq_db: float = 6.0
@@ -171,14 +173,14 @@ def augment(
 ) -> np.ndarray:
     """One varied copy of a clip (float samples in [-1, 1)), float32, clipped to [-1, 1).
 
-    ``before``: another clip heard first, then 0.4-1.0 s of background (the word in a stream);
+    ``before``: another clip heard first, then ``aug.gap_s`` seconds of background (the word in a stream);
     ``trail_ms``: the range of background after the word (default up to ``aug.trail_ms``)."""
     out = change_speed(signal, rng.uniform(*aug.speed)) * 10.0 ** (rng.uniform(*aug.gain_db) / 20.0)
     lead = int(rng.uniform(0.0, aug.lead_ms) * rate / 1000.0)
     trail = int(rng.uniform(*(trail_ms or (0.0, aug.trail_ms))) * rate / 1000.0)
     parts = [np.zeros(lead, np.float32), out, np.zeros(trail, np.float32)]
     if before is not None:
-        gap = np.zeros(int(rng.uniform(0.4, 1.0) * rate), np.float32)
+        gap = np.zeros(int(rng.uniform(*aug.gap_s) * rate), np.float32)
         level = 10.0 ** (rng.uniform(-12.0, 0.0) / 20.0)
         parts = [change_speed(before, rng.uniform(*aug.speed)) * level, gap, *parts]
     out = np.concatenate(parts)

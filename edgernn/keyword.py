@@ -235,7 +235,7 @@ def _augmentation_note(aug: Augmentation) -> dict[str, Any] | str:
         return "off"
     return {
         "copies": aug.copies, "speed": list(aug.speed), "gain_db": list(aug.gain_db), "lead_ms": aug.lead_ms,
-        "trail_ms": aug.trail_ms, "snrs_db": list(aug.snrs_db), "noise_probability": aug.noise_probability,
+        "trail_ms": aug.trail_ms, "snrs_db": list(aug.snrs_db), "gap_s": list(aug.gap_s), "noise_probability": aug.noise_probability,
         "eq_db": aug.eq_db, "shelf_db": aug.shelf_db, "band_masks": [aug.band_masks, aug.band_mask],
         "time_masks": [aug.time_masks, aug.time_mask],
     }  # fmt: skip
