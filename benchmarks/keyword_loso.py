@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the gap after a clip heard before the word, LO,HI seconds",
     )
+    parser.add_argument("--lead-ms", type=float, default=None, help="background before the word, up to MS")
     parser.add_argument("--eq-db", type=float, default=None, help="spectral tilt and bow, up to DB")
     parser.add_argument("--shelf-db", type=float, default=None, help="low and high cuts, up to DB")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at a time (one process each)")
