@@ -115,6 +115,7 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
         "eq_db": args.eq_db,
         "shelf_db": args.shelf_db,
         "gap_s": args.gap_s,
+        "lead_ms": args.lead_ms,
     }
     keyword.AUGMENTATION = replace(
         keyword.AUGMENTATION, **{k: v for k, v in changes.items() if v is not None}
