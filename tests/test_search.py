@@ -272,13 +272,7 @@ def test_the_best_trials_are_confirmed_on_another_split_before_one_is_chosen():
 
     study = optuna.create_study(direction="maximize")
     params = {"cell": "gru", "num_layers": 1, "hidden_size": 8, "learning_rate": 3e-3, "precision": "float32"}
-    distributions = {
-        "cell": optuna.distributions.CategoricalDistribution(["gru"]),
-        "num_layers": optuna.distributions.IntDistribution(1, 2),
-        "hidden_size": optuna.distributions.IntDistribution(8, 64, step=8),
-        "learning_rate": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True),
-        "precision": optuna.distributions.CategoricalDistribution(["float32"]),
-    }
+    distributions = _space("gru")
     for values, loss in (([0.9, 0.9], 0.3), ([1.0, 0.9], 0.2), ([0.7, 0.7], 0.1), ([0.9, 0.9], 0.4)):
         trial = optuna.trial.create_trial(value=sum(values) / 2, params={**params, "hidden_size": 8 * len(study.trials) + 8},
                                           distributions=distributions, user_attrs={"fold_values": values, "val_loss": loss})  # fmt: skip
@@ -301,6 +295,19 @@ def test_the_best_trials_are_confirmed_on_another_split_before_one_is_chosen():
     assert [t.number for t in confirm(search, study, ranked)] == [3, 0, 1, 2] and len(seen) == 6  # kept
     search.refit = False
     assert confirm(search, study, ranked) == ranked
+
+
+def _space(cell: str) -> dict:
+    """The distributions of a hand-made study's trials: one cell, 1-2 layers, hidden 8-64, float32."""
+    import optuna
+
+    return {
+        "cell": optuna.distributions.CategoricalDistribution([cell]),
+        "num_layers": optuna.distributions.IntDistribution(1, 2),
+        "hidden_size": optuna.distributions.IntDistribution(8, 64, step=8),
+        "learning_rate": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True),
+        "precision": optuna.distributions.CategoricalDistribution(["float32"]),
+    }
 
 
 def _fixed(**params):
@@ -397,13 +404,7 @@ def test_the_recipe_is_confirmed_wherever_it_ranked_and_kept_unless_beaten_on_fr
     from edgernn.search_result import choose, confirm
 
     study = optuna.create_study(direction="maximize")
-    distributions = {
-        "cell": optuna.distributions.CategoricalDistribution(["gru"]),
-        "num_layers": optuna.distributions.IntDistribution(1, 2),
-        "hidden_size": optuna.distributions.IntDistribution(8, 64, step=8),
-        "learning_rate": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True),
-        "precision": optuna.distributions.CategoricalDistribution(["float32"]),
-    }
+    distributions = _space("gru")
     params = {"cell": "gru", "num_layers": 2, "learning_rate": 3e-3, "precision": "float32"}
     for hidden, value in ((64, 0.90), (8, 0.95), (16, 0.94), (24, 0.93), (32, 0.92)):
         study.add_trial(optuna.trial.create_trial(
@@ -439,13 +440,7 @@ def test_a_chosen_model_whose_c_fails_its_self_test_gives_way_to_the_next_best(t
 
     study = optuna.create_study(direction="maximize")
     params = {"cell": "rnn_tanh", "num_layers": 1, "learning_rate": 3e-3, "precision": "float32"}
-    distributions = {
-        "cell": optuna.distributions.CategoricalDistribution(["rnn_tanh"]),
-        "num_layers": optuna.distributions.IntDistribution(1, 2),
-        "hidden_size": optuna.distributions.IntDistribution(8, 64, step=8),
-        "learning_rate": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True),
-        "precision": optuna.distributions.CategoricalDistribution(["float32"]),
-    }
+    distributions = _space("rnn_tanh")
     for hidden, value in ((8, 0.9), (16, 0.95)):
         study.add_trial(optuna.trial.create_trial(value=value, params={**params, "hidden_size": hidden},
                                                   distributions=distributions, user_attrs={"val_loss": 0.3}))  # fmt: skip
