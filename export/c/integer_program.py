@@ -387,28 +387,24 @@ def integer_program(program: Program, run: FloatRun) -> IntegerProgram:
         builder.add(
             t_in.storage, scale_of(run.peaks.get(id(t_in.storage), 0.0)), "state", base=t_in.storage.base
         )
+    writers = {
+        "Gemv": builder.gemv,
+        "SparseGemv": builder.gemv,  # a mostly-zero matrix (float32 keeps its nonzeros): a dense int8 product
+        "Elementwise": builder.elementwise,
+        "Copy": builder.copy,
+        "LayerNorm": builder.layer_norm,
+        "Softmax": builder.softmax,
+        "GatherRow": builder.gather,
+        "IndexedCopy": builder.indexed_copy,
+        "Mark": lambda op: None,
+    }
     for op in program.ops:
         kind = type(op).__name__
-        if isinstance(op, Gemv):
-            builder.gemv(op)
-        elif isinstance(op, Elementwise):
-            builder.elementwise(op)
-        elif isinstance(op, Copy):
-            builder.copy(op)
-        elif isinstance(op, LayerNorm):
-            builder.layer_norm(op)
-        elif isinstance(op, Softmax):
-            builder.softmax(op)
-        elif isinstance(op, GatherRow):
-            builder.gather(op)
-        elif isinstance(op, IndexedCopy):
-            builder.indexed_copy(op)
-        elif kind == "RealFFT":
+        if kind == "RealFFT":
             raise refuse("a keyword model's real FFT (its audio front end)")
-        elif kind == "SparseGemv":  # a mostly-zero matrix (float32 keeps its nonzeros): a dense int8 product
-            builder.gemv(op)
-        elif kind != "Mark":
+        if kind not in writers:
             raise refuse(f"the operation {kind}")
+        writers[kind](op)
     _drop_unread(builder)
     states, rescales = [], []
     for t_in, t_out in program.states:
