@@ -10,8 +10,10 @@ Two sources, both measured here:
    and precision: instructions and cycles over MACs, the MACs the compiler leaves to scalar code (each
    rule of ``TAIL_RULES`` fitted, the one with the smallest largest error kept), activations, hidden
    units, layers, input and output elements, token inputs; the code the compiler adds (linked flash less
-   the generator's constants) per cell and layer; the stack frames a step adds (RAM less the state and
-   the generator's scratch) per cell.
+   the generator's constants) per cell and layer, and where the int8 C compiles its DSP loop
+   (Cortex-M4/M7/M33) per SMLAD, scalar multiply-accumulate and store that loop writes out
+   (``cost_model.dsp_code``); the stack frames a step adds (RAM less the state and the generator's
+   scratch) per cell.
 
 Every fit is least squares on relative error with no negative coefficient (Lawson and Hanson's
 non-negative least squares); the code and the stack relative to the whole flash and RAM they are part
@@ -45,6 +47,7 @@ from edgernn.cost_model import (
     CELL_NAMES,
     CODE_FEATURES,
     CONSTANTS_FEATURES,
+    DSP_CODE_FEATURES,
     PRECISIONS,
     SCRATCH_FEATURES,
     SPEED_FEATURES,
@@ -343,7 +346,15 @@ def fit_speed(rows: list[dict]) -> tuple[str, dict]:
     return best, fits[best]
 
 
-def fit_device(rows: list[dict], generator: dict) -> dict:
+def dsp_loop(device: str) -> bool:
+    """Whether the int8 C compiles its DSP loop on ``device`` (SMLAD; Helium, where present, goes first)."""
+    from edgernn.export.c.devices import get_device
+
+    simd = get_device(device).simd
+    return "DSP" in simd and "Helium" not in simd
+
+
+def fit_device(device: str, rows: list[dict], generator: dict) -> dict:
     """Per precision: instructions, cycles, code and stack, each over its features (module docstring)."""
     fitted = {}
     for precision in PRECISIONS:
@@ -356,7 +367,7 @@ def fit_device(rows: list[dict], generator: dict) -> dict:
             "cycles": fit(mine, SPEED_FEATURES, lambda r: r["cycles"], rule),
             "code": fit(
                 mine,
-                CODE_FEATURES,
+                CODE_FEATURES + (DSP_CODE_FEATURES if precision == "int8" and dsp_loop(device) else ()),
                 lambda r: r["flash_bytes"] - r["constants_bytes"],
                 scale=lambda r: r["flash_bytes"],
                 signed=True,
@@ -394,7 +405,7 @@ def build_document(host_rows: list[dict], device_rows: dict[str, list[dict]]) ->
         "method": "benchmarks/fit_cost_model.py: least squares on relative error, coefficients >= 0 (docs/plan.md)",
         "bench_steps": BENCH_STEPS,
         "generator": generator,
-        "devices": {device: fit_device(rows, generator) for device, rows in device_rows.items()},
+        "devices": {device: fit_device(device, rows, generator) for device, rows in device_rows.items()},
         "measurements": {"generator": host_rows, **device_rows},
     }
     model = CostModel(document)

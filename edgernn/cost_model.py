@@ -50,6 +50,9 @@ SPEED_FEATURES = (
 )  # fmt: skip
 CONSTANTS_FEATURES = ("weights", "gate_rows", "embedding", "vocab", "layers", "rnn_tanh", "gru", "lstm")
 CODE_FEATURES = ("rnn_tanh", "gru", "lstm", "layers_rnn_tanh", "layers_gru", "layers_lstm", "tokens")
+# The int8 DSP loop's code (Cortex-M4/M7/M33: export/c/arm_dsp.py), written out per product: its SMLADs,
+# the scalar multiply-accumulates of the inputs past its last word pair, and the rows each pass stores.
+DSP_CODE_FEATURES = ("dsp_smlads", "dsp_scalar", "dsp_stores")
 SCRATCH_FEATURES = (
     "gates_a",
     "hidden_a",
@@ -145,6 +148,31 @@ def tail(rule: str, inputs: int) -> int:
     raise ValueError(f"tail rule {rule!r}: expected one of {', '.join(TAIL_RULES)}")
 
 
+def dsp_code(inputs: int, rows: int) -> tuple[int, int, int]:
+    """What export/c/arm_dsp.py's ``dsp_products`` writes out for a product of ``rows`` x ``inputs``:
+    (SMLAD statements, scalar multiply-accumulate statements, output stores). Its passes: eight rows at a
+    time (four where a row has fewer than 16 inputs) in a loop, then a pair, then an odd last row; each
+    pass's inputs unrolled ``step`` at a time, then four at a time, then one by one."""
+    group = 8 if inputs >= 16 else 4
+    whole = rows // group * group
+    passes = [(group // 2, group)] if whole else []
+    if (rows - whole) // 2:
+        passes.append((1, 2))
+    if rows % 2:
+        passes.append((1, 1))
+    smlads = scalar = stores = 0
+    for pairs, stored in passes:
+        step = 32 if inputs >= 128 else 16 if inputs >= 16 else 8 if inputs >= 8 else 4
+        if pairs > 2:
+            step = 16 if inputs >= 96 else inputs // 4 * 4 if inputs <= 32 else 8
+        main = inputs // step * step
+        words = (step // 2 if main else 0) + (inputs - main) // 4 * 2
+        smlads += 2 * pairs * words
+        scalar += pairs * (inputs % 4)
+        stores += stored
+    return smlads, scalar, stores
+
+
 def counts(shape: Shape, tail_rule: str = "none") -> dict[str, float]:
     """Every feature the cost model reads, counted off ``shape`` (``tail_macs`` under ``tail_rule``).
 
@@ -164,6 +192,9 @@ def counts(shape: Shape, tail_rule: str = "none") -> dict[str, float]:
     width = shape.first_width
     macs = g * hidden * (width + hidden) + (layers - 1) * g * hidden * 2 * hidden + shape.output_size * hidden
     cell = {name: float(shape.cell == name) for name in CELL_NAMES}
+    dsp = [
+        sum(part) for part in zip(*(dsp_code(inputs, rows) for rows, inputs in shape.products()), strict=True)
+    ]
     return {
         "macs": float(macs),
         "tail_macs": float(sum(rows * tail(tail_rule, inputs) for rows, inputs in shape.products())),
@@ -190,6 +221,7 @@ def counts(shape: Shape, tail_rule: str = "none") -> dict[str, float]:
         "widest_input": float(max(width, hidden)),
         "tokens": float(shape.tokens),
         "tokens_deep_hidden_a": float(shape.tokens) * (layers - 1) * _aligned(hidden),
+        **{name: float(value) for name, value in zip(DSP_CODE_FEATURES, dsp, strict=True)},
         **cell,
         **{f"layers_{name}": value * layers for name, value in cell.items()},
     }

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from device_support import require_device
 
 from edgernn.cli import cli
-from edgernn.cost_model import Shape, counts, erratum_bytes, export_shape, load_cost_model, tail
+from edgernn.cost_model import Shape, counts, dsp_code, erratum_bytes, export_shape, load_cost_model, tail
 from edgernn.plan import HIDDEN_STEP, Budget, Io, make_plan, parse_size
 from edgernn.runtime.errors import InputError
 
@@ -95,6 +95,25 @@ def test_the_tail_is_the_macs_a_rule_leaves_to_scalar_code():
     assert counts(shape, "whole8")["tail_macs"] == 72 * 13
     assert counts(shape, "rem16")["tail_macs"] == 72 * 13 + 3 * 72 * 8 + 5 * 8
     assert counts(shape)["macs"] == sum(rows * inputs for rows, inputs in shape.products())
+
+
+def test_the_dsp_code_counts_are_what_the_int8_dsp_loop_writes_out():
+    from edgernn.export.c import arm_dsp
+
+    for inputs in (1, 3, 4, 5, 8, 13, 16, 24, 30, 32, 40, 50, 96, 130):
+        for rows in (1, 2, 3, 5, 8, 9, 12, 17, 96):
+            text = "\n".join(
+                arm_dsp.dsp_products("m", inputs, rows, lambda g, a: f"oj[{g}] = {a};", lambda j: [])
+            )
+            scalar = sum(text.count(f"b{p} += wb * x") for p in range(arm_dsp.DSP_PAIRS))
+            written = (text.count("__smlad("), scalar, text.count("oj["))
+            assert dsp_code(inputs, rows) == written, (inputs, rows)
+    # written out once a product, whatever its rows: a GRU 1x32 on 13 features has 96 x 13 (passes of two
+    # pairs over 8 + 4 inputs, one left alone), 96 x 32 (four pairs over all 32), the head 3 x 32 (a pair,
+    # then the odd row, 16 inputs a pass)
+    written = counts(Shape("gru", 1, 32, 13, 3))
+    assert written["dsp_smlads"] == 2 * 2 * 6 + 2 * 4 * 16 + 2 * 8 + 2 * 8
+    assert (written["dsp_scalar"], written["dsp_stores"]) == (2, 4 + 8 + 2 + 1)
 
 
 def test_plan_offers_integer_on_a_core_without_an_fpu():

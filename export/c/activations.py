@@ -154,12 +154,69 @@ def sigmoid_table() -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
+ARM_TABLE_CONDITION = (
+    "defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M' && defined(__ARM_FP) && (__ARM_FP & 4) "
+    "&& defined(__ARM_FEATURE_SAT) && defined(__GNUC__)"
+)
+
+
+def _arm_lookup(table: str, fraction_bits: int) -> list[str]:
+    """The table read on a Cortex-M with VFP and SSAT (M4, M7, M33, M55), of x * 2^``fraction_bits`` (20:
+    sigmoid(x); 21: sigmoid(2x), whose index is the same number), into ``c``; ``v`` and ``mag`` are x's.
+    The index (x clamped to +-16 + 16) * 2^20 by one VCVT (saturating; NaN to 0, the select after it
+    keeps NaN) and SSAT to [-2^24, 2^24 - 1]; the fraction (q & 0xFFFF) / 2^16 by one VCVT to 16-bit
+    fixed point (it reads the low halfword). Three and two instructions where gcc makes eight and four
+    of the portable C. The same bits: at the top, 2^24 - 1 where the C clamps to 2^24, it reads k = 511
+    with a fraction of 65535 / 65536 where the C reads k = 512 with none, the same value while the table
+    holds the same float at 511 and 512 (checked where the table is made)."""
+    return [
+        "    int32_t s;",
+        "    c.f = x;",
+        f'    __asm__("vcvt.s32.f32 %1, %1, #{fraction_bits}\\n\\tvmov %0, %1\\n\\tssat %0, #25, %0" : "=r"(s), "+t"(c.f));',
+        "    const uint32_t q = (uint32_t)(s + 16777216);",
+        "    const uint32_t k = q >> 16;",
+        f"    const float lo = {table}[k], hi = {table}[k + 1];",
+        "    float fraction;",
+        '    __asm__("vmov %0, %1\\n\\tvcvt.f32.u16 %0, %0, #16" : "=t"(fraction) : "r"(q));',
+        "    c.f = lo + (hi - lo) * fraction;",
+        "    c.u = mag > 0x7F800000 ? v.u : c.u; /* NaN stays NaN */",
+    ]
+
+
 def table_helpers(n: str, table: str) -> list[str]:
     """``NAME_table_sigmoid`` and ``NAME_table_tanh`` on the constant array ``table`` (needs ``NAME_bits``)."""
-    return [
+    values = sigmoid_table()
+    top = TABLE_RANGE * TABLE_STEPS_PER_UNIT * 2
+    lines = [
         "/* int8 steps: sigmoid read off a table (sigmoid at -16 + k / 16) with linear interpolation, no division,",
         f" * no exp; max error against double precision: sigmoid {TABLE_SIGMOID_MAX_ABS_ERROR:.2g},"
         f" tanh {TABLE_TANH_MAX_ABS_ERROR:.2g} absolute. */",
+    ]
+    if values[top - 1] == values[top]:
+        lines += [
+            f"#if {ARM_TABLE_CONDITION}",
+            "/* Cortex-M with VFP and SSAT: the index and the fraction by VCVT and SSAT, the same bits as the",
+            " * C below (export/c/activations.py) */",
+            f"static inline float {n}_table_sigmoid(float x)",
+            "{",
+            f"    {n}_bits v, c;",
+            "    v.f = x;",
+            "    const int32_t mag = (int32_t)(v.u & 0x7FFFFFFFu);",
+            *_arm_lookup(table, 20),
+            "    return c.f;",
+            "}",
+            "",
+            f"static inline float {n}_table_tanh(float x)",
+            "{",
+            f"    {n}_bits v, c; /* sigmoid(2x) read at x * 2^21, the index of 2x * 2^20, one multiply fewer */",
+            "    v.f = x;",
+            "    const int32_t mag = (int32_t)(v.u & 0x7FFFFFFFu);",
+            *_arm_lookup(table, 21),
+            "    return 2.0f * c.f - 1.0f;",
+            "}",
+            "#else",
+        ]
+    lines += [
         f"static inline float {n}_table_sigmoid(float x)",
         "{",
         f"    {n}_bits v, c;",
@@ -185,8 +242,10 @@ def table_helpers(n: str, table: str) -> list[str]:
         "{",
         f"    return 2.0f * {n}_table_sigmoid(2.0f * x) - 1.0f;",
         "}",
-        "",
     ]
+    if values[top - 1] == values[top]:
+        lines.append("#endif")
+    return [*lines, ""]
 
 
 def table_vector_helpers(n: str, table: str) -> list[str]:

@@ -14,7 +14,9 @@ word of them with a word of two inputs (x_i, x_i+1, in order) adds xi (uA_i + 25
 xi+1 (uA_i+1 + 256 wB_i+1), while SMLAD of the same word's odd bytes sign-extended (SXTB16 with its
 rotation) adds B's two products alone: B's sum is the second, A's the first less 256 times the second
 (in modular int32: exact whatever the wrap). Three instructions make four multiply-accumulates where
-widening each row's bytes (UXTB16 twice) took five. That layout is chosen by the same ``#if`` as the loop,
+widening each row's bytes (UXTB16 twice) took five. A pass takes four pairs (``DSP_PAIRS``) where rows
+have 16 inputs or more, each word of inputs loaded once for eight rows; the rows past the last pass a
+pair at a time, an odd last row with a row of zeros (``dsp_padded``). That layout is chosen by the same ``#if`` as the loop,
 so the portable build compiles the portable layout from the same file. Every product and sum is the
 portable loop's, in int32: the outputs are bit-identical."""
 
@@ -59,6 +61,11 @@ def declarations(name: str) -> list[str]:
         f"#elif {dsp_condition(name)}",
         f"#define {upper}_ARM_DSP 1",
         "#include <arm_acle.h>",
+        "#if defined(__GNUC__) && !defined(__clang__)",
+        "/* each group of loads next to its SMLADs, as written: gcc's first scheduling pass would hoist the",
+        " * next groups' loads, past the registers that eight accumulators leave free */",
+        '#pragma GCC optimize("no-schedule-insns")',
+        "#endif",
         f"#define {upper}_XQ_BIAS 0",
         "/* bytes 1 and 3 sign-extended: SXTB16 with its own rotation, one instruction (gcc makes two of the",
         " * C form) */",
@@ -121,14 +128,13 @@ def layout_arrays(e, portable: np.ndarray, dsp: np.ndarray, terms: np.ndarray | 
     index = len(e.array_names)
     w, c = f"{e.name}_q{index}", f"{e.name}_c{index}"
     e.array_names[key] = (w, c)
-    size = max(1, portable.size)
     e.arrays.append(
         "\n".join(
             [
                 f"#if {dsp_condition(e.name)} /* row pairs interleaved for SMLAD */",
-                f"static const uint8_t {w}[{size}] = {{\n{c_ints(dsp)}\n}};",
+                f"static const uint8_t {w}[{max(1, dsp.size)}] = {{\n{c_ints(dsp)}\n}};",
                 "#else",
-                f"static const uint8_t {w}[{size}] = {{\n{c_ints(portable)}\n}};",
+                f"static const uint8_t {w}[{max(1, portable.size)}] = {{\n{c_ints(portable)}\n}};",
                 "#endif",
             ]
         )
@@ -138,12 +144,19 @@ def layout_arrays(e, portable: np.ndarray, dsp: np.ndarray, terms: np.ndarray | 
             f"#if {mve_condition(e.name)} /* each row's constant share of the Helium sums */\n"
             f"static const int32_t {c}[{max(1, terms.size)}] = {{\n{c_ints(terms)}\n}};\n#endif"
         )
-    e.flash += portable.size
+    e.flash += max(portable.size, dsp.size)
     return w, c
 
 
 def rows_dot(
-    name: str, k: int, rows: int, init: str, portable: list[str], stores: list[str], vector: list[str]
+    name: str,
+    k: int,
+    rows: int,
+    init: str,
+    portable: list[str],
+    stores: list[str],
+    vector: list[str],
+    dsp: bool = True,
 ) -> list[str]:
     """One pass's ``rows`` rows (``r``: the first row's weights, ``j`` its index): under ``NAME_ARM_MVE``
     the Helium sums ``u0``.. (from 0) and the ``vector`` lines that store them; under ``NAME_ARM_DSP``
@@ -182,9 +195,65 @@ def rows_dot(
             "        }",
         ]
     lines += vector
-    lines += [f"#elif defined({upper}_ARM_DSP)", init, "        {"]
-    lines += _dsp_pairs(name, k, rows)
-    lines += ["        }", *stores, "#else", init, *portable, *stores, "#endif"]
+    if dsp:
+        lines += [f"#elif defined({upper}_ARM_DSP)", init, "        {"]
+        lines += _dsp_pairs(name, k, rows)
+        lines += ["        }", *stores]
+    lines += ["#else", init, *portable, *stores, "#endif"]
+    return lines
+
+
+DSP_PAIRS = 4  # row pairs each pass of the DSP loop computes (eight outputs a pass over the input)
+
+
+def dsp_padded(offset: np.ndarray) -> np.ndarray:
+    """The DSP build's weights of every row: ``dsp_layout`` over all rows, an odd count paired with a
+    row of zeros (its stored bytes 128)."""
+    n, k = offset.shape
+    if n % 2:
+        offset = np.vstack([offset, np.full((1, k), 128, np.uint8)])
+    return dsp_layout(offset, offset.shape[0])
+
+
+def dsp_products(name: str, k: int, n: int, store, pointers) -> list[str]:
+    """Every row under ``NAME_ARM_DSP`` (``w``: the ``dsp_padded`` weights, ``offset``, ``back``):
+    DSP_PAIRS pairs a pass, walked as the state's pass bit says, then a pair at a time, then an odd
+    last row with its zero partner. ``store(g, acc)``: the C storing output ``j + g``;
+    ``pointers(j)``: the lines before the stores."""
+    group = 2 * (DSP_PAIRS if k >= 16 else 2)  # short rows: the stores dominate, less code
+    whole = n // group * group
+    lines = []
+
+    def one_pass(rows: int, real: int) -> list[str]:
+        accs = [f"a{g}" for g in range(rows)]
+        out = [
+            f"        const uint8_t *restrict r = w + j * {k};",
+            f"        int32_t {', '.join(f'{a} = -offset' for a in accs)}; /* the weights' +128 taken off */",
+            "        {",
+            *_dsp_pairs(name, k, rows),
+            "        }",
+            *pointers("j"),
+            *(f"        {store(g, a)}" for g, a in enumerate(accs[:real])),
+        ]
+        return out + [f"        (void){a};" for a in accs[real:]]
+
+    if whole:
+        lines += [
+            f"    for (int jj = 0; jj < {whole}; jj += {group}) {{",
+            f"        const int j = back ? {whole - group} - jj : jj;",
+            *one_pass(group, group),
+            "    }",
+        ]
+    pairs_end = whole + (n - whole) // 2 * 2
+    if pairs_end > whole:
+        lines += [f"    for (int j = {whole}; j < {pairs_end}; j += 2) {{", *one_pass(2, 2), "    }"]
+    if n % 2:
+        lines += [
+            "    {",
+            f"        const int j = {n - 1}; /* with a row of zeros */",
+            *one_pass(2, 1),
+            "    }",
+        ]
     return lines
 
 
@@ -239,31 +308,56 @@ def _dsp_pairs(name: str, k: int, rows: int) -> list[str]:
     if k >= 4:
         lines.append("        const int16_t *restrict xp = xq;")
 
-    def group(at: int, words: int) -> list[str]:
-        """``words`` words of inputs from ``xp + at``, two at a time: their loads and their rows' in one
-        asm statement (consecutive loads pipeline on the Cortex-M4, and a loaded value used by the next
-        instruction stalls it a cycle: gcc interleaves each load with its use), then their SMLADs."""
+    def loads(names: list[str], places: list[str]) -> list[str]:
+        """Loads in one asm statement (consecutive loads pipeline on the Cortex-M4, and a loaded value
+        used by the next instruction stalls it a cycle: gcc interleaves each load with its use)."""
+        text = "\\n\\t".join(f"ldr %{n}, %{len(names) + n}" for n in range(len(names)))
+        outputs = ", ".join(f'"=&r"({v})' for v in names)
+        inputs = ", ".join(f'"m"(*(const uint32_t *)&{place})' for place in places)
+        return [
+            f"            uint32_t {', '.join(names)};",
+            f'            __asm__("{text}" : {outputs} : {inputs});',
+        ]
+
+    def macs(h: int, among: range) -> list[str]:
         out = []
-        for h0 in range(0, words, 2):
-            hs = list(range(h0, min(h0 + 2, words)))
-            names = [f"x{h}" for h in hs] + [f"w{p}{h}" for h in hs for p in range(pairs)]
-            places = [f"xp[{at + 2 * h}]" for h in hs]
-            places += [f"r[{2 * p * k} + 2 * i + {2 * (at + 2 * h)}]" for h in hs for p in range(pairs)]
-            out.append(f"            uint32_t {', '.join(names)};")
-            text = "\\n\\t".join(f"ldr %{n}, %{len(names) + n}" for n in range(len(names)))
-            outputs = ", ".join(f'"=&r"({v})' for v in names)
-            inputs = ", ".join(f'"m"(*(const uint32_t *)&{place})' for place in places)
-            out.append(f'            __asm__("{text}" : {outputs} : {inputs});')
-            for h in hs:
-                for p in range(pairs):
-                    out += [
-                        f"            m{p} = __smlad(w{p}{h}, x{h}, m{p});",
-                        f"            b{p} = __smlad({name}_odd_bytes(w{p}{h}), x{h}, b{p});",
-                    ]
+        for p in among:
+            out += [
+                f"            m{p} = __smlad(w{p}{h}, x{h}, m{p});",
+                f"            b{p} = __smlad({name}_odd_bytes(w{p}{h}), x{h}, b{p});",
+            ]
+        return out
+
+    def group(at: int, words: int) -> list[str]:
+        """``words`` words of inputs from ``xp + at``: up to two pairs, two words at a time, their loads
+        and their rows' in one asm statement, then their SMLADs; more pairs (more accumulators, fewer
+        free registers), a word at a time, its loads two pairs at a time."""
+        out = []
+        if pairs <= 2:
+            for h0 in range(0, words, 2):
+                hs = list(range(h0, min(h0 + 2, words)))
+                names = [f"x{h}" for h in hs] + [f"w{p}{h}" for h in hs for p in range(pairs)]
+                places = [f"xp[{at + 2 * h}]" for h in hs]
+                places += [f"r[{2 * p * k} + 2 * i + {2 * (at + 2 * h)}]" for h in hs for p in range(pairs)]
+                out += loads(names, places)
+                for h in hs:
+                    out += macs(h, range(pairs))
+            return out
+        for h in range(words):
+            for p0 in range(0, pairs, 2):
+                among = range(p0, min(p0 + 2, pairs))
+                names = ([f"x{h}"] if p0 == 0 else []) + [f"w{p}{h}" for p in among]
+                places = ([f"xp[{at + 2 * h}]"] if p0 == 0 else []) + [
+                    f"r[{2 * p * k} + 2 * i + {2 * (at + 2 * h)}]" for p in among
+                ]
+                out += loads(names, places)
+                out += macs(h, among)
         return out
 
     # inputs a pass: 32 only where the weights are large beside the code it takes
     step = 32 if k >= 128 else 16 if k >= 16 else 8 if k >= 8 else 4
+    if pairs > 2:  # twice the code a word: half the words a pass, all of them where they are few
+        step = 16 if k >= 96 else k // 4 * 4 if k <= 32 else 8
     main = k // step * step
     if main:
         lines += [f"        for (int i = 0; i < {main}; i += {step}) {{", *group(0, step // 2)]

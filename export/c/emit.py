@@ -54,7 +54,7 @@ def emit(
     finals = step.copy_state_outputs(program)
     hoisted = e.precision.schedule(e)
     e.arena.plan(program.ops, [t.storage for t in finals], [program.ops[i].out.storage for i in hoisted])
-    body = step.operations(e, hoisted)
+    body = step.operations(e, hoisted, finals)
     meta_bytes = metadata.encode("utf-8") + b"\0"
     e.flash += len(meta_bytes)
     strings = string_tables(program.info)

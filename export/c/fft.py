@@ -12,8 +12,9 @@ The C (float32 in every precision: the int8 step keeps its spectrum in float32, 
 the dense matrix unquantized) works in place in the output: the windowed frame's even samples are the
 real parts and its odd samples the imaginary parts of N/2 complex points, stored in bit-reversed order in
 ``re = out[0 .. N/2)`` and ``im = out[bins .. bins + N/2)``; log2(N/2) stages of butterflies (the first
-without multiplies, the others two at a time in one pass where they can: ``stages``) give their spectrum
-Z; then bins k and N/2 - k of the real signal's spectrum X come from Z[k] and Z[N/2 - k]:
+three as the windowed points are read, eight that land side by side at a time: the first without
+multiplies, the next two as the first paired pass; the others two at a time in one pass where they
+can: ``stages``) give their spectrum Z; then bins k and N/2 - k of the real signal's spectrum X come from Z[k] and Z[N/2 - k]:
 ``X[k] = E + W^k O`` and ``X[N/2 - k] = conj(E - W^k O)`` with ``E = (Z[k] + conj Z[N/2 - k]) / 2``,
 ``O = (Z[k] - conj Z[N/2 - k]) / 2i``, ``W = exp(-2 pi i / N)``.
 Twiddles are constant tables of N/2 cosines and sines. Where the graph squares the spectrum and sums the
@@ -177,42 +178,84 @@ def emit(e: Emitter, op: RealFFT) -> list[str]:
     """The C of one transform, in place in ``op.out`` (float32)."""
     layout = op.layout
     fft, frame, bins, half = layout.fft, layout.frame, layout.bins, layout.fft // 2
-    order = bit_reversed(half)
+    later = stages(half)
+    group = 8 if later and later[0] == (2, True) else 2  # points each pass of the first stages reads
+    if group == 8:
+        later = later[1:]  # butterflies of 4 and 8 as the points are read too
+    spread = half // group  # the points of one group: m + spread * bitrev(b), b < group
+    assert spread >= 1  # recognise: fft >= 4
+    order = bit_reversed(half)[:spread]  # where each group starts
     rev = e.const_array(order, "uint8_t" if half <= 256 else "int32_t", "r")
     window = e.const_array(layout.window, "float", "win")
     cos, sin = twiddles(fft)
     c_table, s_table = e.const_array(cos, "float", "cos"), e.const_array(sin, "float", "sin")
     pairs, odd = frame // 2, frame % 2
+    offsets = [spread * int(r) for r in bit_reversed(group)]  # position b holds point m + offsets[b]
+
+    def point(m: str, at: int) -> tuple[str, str]:
+        """The real and imaginary parts of complex point ``m`` (a C expression) for points like ``at``:
+        two windowed samples, the last odd sample and a zero, or the zero padding."""
+        if at < pairs:
+            return f"v[2 * {m}] * {window}[2 * {m}]", f"v[2 * {m} + 1] * {window}[2 * {m} + 1]"
+        if at == pairs and odd:
+            return f"v[{frame - 1}] * {window}[{frame - 1}]", "0.0f"
+        return "0.0f", "0.0f"
+
     lines = [
         f"{{ /* {op.out.name}: windowed real DFT of {frame} samples as a {fft}-point real FFT "
         f"({half} complex points), {bins} bins */",
         f"    const float *restrict v = {e.ptr(op.x)};",
         f"    float *restrict re = {e.ptr(op.out)};",
         f"    float *restrict im = re + {bins};",
-        f"    for (int m = 0; m < {pairs}; m++) {{ /* even samples: real parts, odd: imaginary, bit-reversed */",
-        f"        const int r = {rev}[m];",
-        f"        re[r] = v[2 * m] * {window}[2 * m];",
-        f"        im[r] = v[2 * m + 1] * {window}[2 * m + 1];",
-        "    }",
     ]
-    if odd:
+    cuts = {0, spread}
+    for edge in (pairs, pairs + odd):
+        cuts.update(c for c in (edge - o for o in offsets) if 0 < c < spread)
+    bounds = sorted(cuts)
+    what = "butterflies of 2" if group == 2 else "butterflies of 2, 4 and 8"
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         lines += [
-            f"    re[{rev}[{pairs}]] = v[{frame - 1}] * {window}[{frame - 1}];",
-            f"    im[{rev}[{pairs}]] = 0.0f;",
+            f"    for (int m = {lo}; m < {hi}; m++) {{ /* points m + {offsets} (even samples: real parts, odd: "
+            f"imaginary), windowed, as they lie bit-reversed from a, and their {what} */",
+            f"        const int a = {rev}[m];",
         ]
-    if pairs + odd < half:
-        lines.append(
-            f"    for (int m = {pairs + odd}; m < {half}; m++) {{ re[{rev}[m]] = 0.0f; im[{rev}[m]] = 0.0f; }} "
-            "/* the zero padding */"
-        )
-    if half > 1:
-        lines += [
-            f"    for (int a = 0; a < {half}; a += 2) {{ /* butterflies of two: no multiplies */",
-            "        const float tr = re[a + 1], ti = im[a + 1];",
-            "        re[a + 1] = re[a] - tr; im[a + 1] = im[a] - ti; re[a] += tr; im[a] += ti;",
-            "    }",
-        ]
-    for span, paired in stages(half):
+        for b, o in enumerate(offsets):
+            real, imag = point(f"(m + {o})" if o else "m", lo + o)
+            lines.append(f"        const float r{b} = {real}, i{b} = {imag};")
+        for b in range(0, group, 2):  # butterflies of two: no multiplies
+            lines.append(
+                f"        const float a{b}r = r{b} + r{b + 1}, a{b}i = i{b} + i{b + 1}, "
+                f"a{b + 1}r = r{b} - r{b + 1}, a{b + 1}i = i{b} - i{b + 1};"
+            )
+        if group == 2:
+            lines += [
+                "        re[a + 1] = a1r; im[a + 1] = a1i; re[a] = a0r; im[a] = a0i;",
+                "    }",
+            ]
+            continue
+        for j in range(2):  # the first paired stage (butterflies of 4, then of 8), as written below
+            p = [j, j + 2, j + 4, j + 6]
+            c1, s1 = f"{c_table}[{j * (half // 2)}]", f"{s_table}[{j * (half // 2)}]"
+            c2, s2 = f"{c_table}[{j * (half // 4)}]", f"{s_table}[{j * (half // 4)}]"
+            r = [f"a{q}r" for q in p]
+            i = [f"a{q}i" for q in p]
+            lines += [
+                "        {",
+                f"            const float c1 = {c1}, s1 = {s1}, c2 = {c2}, s2 = {s2};",
+                f"            const float t1r = {r[1]} * c1 + {i[1]} * s1, t1i = {i[1]} * c1 - {r[1]} * s1;",
+                f"            const float t3r = {r[3]} * c1 + {i[3]} * s1, t3i = {i[3]} * c1 - {r[3]} * s1;",
+                f"            const float y0r = {r[0]} + t1r, y0i = {i[0]} + t1i, y1r = {r[0]} - t1r, y1i = {i[0]} - t1i;",
+                f"            const float y2r = {r[2]} + t3r, y2i = {i[2]} + t3i, y3r = {r[2]} - t3r, y3i = {i[2]} - t3i;",
+                "            const float ur = y2r * c2 + y2i * s2, ui = y2i * c2 - y2r * s2;",
+                "            const float vr = y3i * c2 - y3r * s2, vi = -(y3r * c2 + y3i * s2); /* -i w y3 */",
+                f"            re[a + {p[0]}] = y0r + ur; im[a + {p[0]}] = y0i + ui; "
+                f"re[a + {p[2]}] = y0r - ur; im[a + {p[2]}] = y0i - ui;",
+                f"            re[a + {p[1]}] = y1r + vr; im[a + {p[1]}] = y1i + vi; "
+                f"re[a + {p[3]}] = y1r - vr; im[a + {p[3]}] = y1i - vi;",
+                "        }",
+            ]
+        lines.append("    }")
+    for span, paired in later:
         if not paired:
             lines += [
                 f"    for (int j = 0; j < {span}; j++) {{ /* butterflies of {2 * span} */",

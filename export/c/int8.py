@@ -108,6 +108,23 @@ def _hoistable(e: Emitter) -> list[int]:
     return found
 
 
+def _scalar_loop(e: Emitter, k: int, statement) -> list[str]:
+    """The loop over v's elements from ``from`` (0 but on Helium) of ``statement(i)``; on scalar cores
+    (``NAME_FUSED``), where 4 divides k, four statements a pass: a quarter of the loop's compare and
+    branch, the same operations in the same order."""
+    plain = f"    for (int i = from; i < {k}; i++) {{ {statement('i')} }}"
+    if k % 4 or k < 8:
+        return [plain]
+    four = " ".join(statement(f"i + {g}" if g else "i") for g in range(4))
+    return [
+        f"#if defined({e.NAME}_FUSED) /* four a pass */",
+        f"    for (int i = from; i < {k}; i += 4) {{ {four} }}",
+        "#else",
+        plain,
+        "#endif",
+    ]
+
+
 def gemv(e: Emitter, op: Gemv) -> list[str]:
     """int8 x int8 in int32: x quantized once (symmetric, one scale from its max |x|, rounded half to
     even as onnx Round), the weights stored output-major and offset by 128 (uint8), so that each output
@@ -133,7 +150,7 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
     rows = ROWS_PER_DOT
     whole = n // rows * rows
     terms = arm_dsp.mve_row_terms(offset)
-    w, c = arm_dsp.layout_arrays(e, offset, arm_dsp.dsp_layout(offset, whole), terms)
+    w, c = arm_dsp.layout_arrays(e, offset, arm_dsp.dsp_padded(offset), terms)
     s = e.const_array(scale, "float", "s")
     b = e.const_array(op.bias, "float", "b") if op.bias is not None else None
     bits = f"{e.name}_bits"
@@ -144,17 +161,24 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
         f"    {arm_dsp.xq_type(e.name)} xq[{k}];",
         "    uint32_t top = 0;",
         *arm_dsp.vector_max(e.name, k),
-        f"    for (int i = from; i < {k}; i++) {{ {bits} a; a.f = v[i]; a.u &= 0x7FFFFFFFu; "
-        "top = a.u > top ? a.u : top; }",
+        *_scalar_loop(
+            e, k, lambda i: f"{{ {bits} a; a.f = v[{i}]; a.u &= 0x7FFFFFFFu; top = a.u > top ? a.u : top; }}"
+        ),
         f"    {bits} m; m.u = top; /* max |v|: NaN stays NaN */",
         "    const float peak = m.f < 1e-30f ? 1e-30f : m.f;",
         "    const float inv = 127.0f / peak, vs = peak / 127.0f;",
         "    int32_t xsum = 0;",
         *arm_dsp.vector_quantize(e.name, k),
-        f"    for (int i = from; i < {k}; i++) {{ {bits} r; r.f = v[i] * inv + 12582912.0f; "
-        "const int32_t qi = (int32_t)((r.u & 0xFFu) ^ 0x80u) - 128; "
-        f"xq[i] = ({arm_dsp.xq_type(e.name)})(qi + {bias}); xsum += qi; }} "
-        "/* round half to even: 1.5 * 2^23 + q, q in [-127, 127] sign-extended from the low byte */",
+        "    /* round half to even: 1.5 * 2^23 + q, q in [-127, 127] sign-extended from the low byte */",
+        *_scalar_loop(
+            e,
+            k,
+            lambda i: (
+                f"{{ {bits} r; r.f = v[{i}] * inv + 12582912.0f; "
+                "const int32_t qi = (int32_t)((r.u & 0xFFu) ^ 0x80u) - 128; "
+                f"xq[{i}] = ({arm_dsp.xq_type(e.name)})(qi + {bias}); xsum += qi; }}"
+            ),
+        ),
         "    const int32_t offset = 128 * xsum; /* the weights' +128 times x */",
         f"#if defined({e.NAME}_ARM_MVE)",
         f"    const int32_t *restrict c = {c}; /* each row's constant share of the Helium sums */",
@@ -176,8 +200,14 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
             f"        float *restrict oj = o + {index};",
         ]
 
-    if whole:  # ROWS_PER_DOT outputs per pass over xq: fewer loads of xq, fewer horizontal sums
+    if whole or n >= 2 * arm_dsp.DSP_PAIRS:
         e.serpentine = True
+    lines += [
+        f"#if defined({e.NAME}_ARM_DSP) /* pairs of rows interleaved: DSP_PAIRS pairs a pass, then one */",
+        *arm_dsp.dsp_products(e.name, k, n, store, row_pointers),
+        "#else",
+    ]
+    if whole:  # ROWS_PER_DOT outputs per pass over xq: fewer loads of xq, fewer horizontal sums
         accs = [f"a{g}" for g in range(rows)]
         lines += [
             f"    for (int jj = 0; jj < {whole}; jj += {rows}) {{",
@@ -196,6 +226,7 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
                 ],
                 [*row_pointers("j"), *(f"        {store(g, a)}" for g, a in enumerate(accs))],
                 arm_dsp.vector_store(rows, s, b, op.accumulate),
+                dsp=False,
             ),
             "    }",
         ]
@@ -213,7 +244,7 @@ def gemv(e: Emitter, op: Gemv) -> list[str]:
             f"        {store(0, 'acc')}",
             "    }",
         ]
-    lines.append("}")
+    lines += ["#endif", "}"]
     return lines
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 MAX_DENSITY = 0.125  # the largest share of nonzero values a matrix written sparse may have
 MIN_VALUES = 1024  # smaller matrices stay dense (the index tables would cost more than they save)
+UNROLLED_VALUES = 512  # nonzeros up to which each run is written out (a mel filterbank: a few hundred)
 
 
 def is_sparse(matrix: np.ndarray) -> bool:
@@ -40,16 +41,15 @@ def runs(matrix: np.ndarray) -> list[tuple[int, int, int]]:
 
 def emit(e: Emitter, op: SparseGemv) -> list[str]:
     """Each run a dot product of contiguous inputs and weights (no index per weight), added to its
-    output."""
+    output: written out term by term up to UNROLLED_VALUES nonzeros, else a loop over a table of the
+    runs; the same sums in the same order either way."""
     k, n = op.weight.shape
     found = runs(op.weight)
     weights = np.concatenate(
         [op.weight[first : first + length, column] for column, first, length in found]
         or [np.zeros(1, np.float32)]
     ).astype(np.float32)
-    table = np.array([[column, first, length] for column, first, length in found] or [[0, 0, 0]], np.int32)
     w = e.const_array(weights, "float", "sw")
-    r = e.const_array(table.reshape(-1), "int32_t", "sr")
     lines = [
         f"{{ /* {op.out.name}: {k} -> {n}, its {int(np.count_nonzero(op.weight))} nonzero weights of {k * n} "
         f"in {len(found)} runs of consecutive inputs */",
@@ -57,11 +57,26 @@ def emit(e: Emitter, op: SparseGemv) -> list[str]:
         f"    float *restrict o = {e.ptr(op.out)};",
         f"    const float *restrict w = {w};",
     ]
-    if op.bias is not None:
-        b = e.const_array(op.bias, "float", "b")
+    b = e.const_array(op.bias, "float", "b") if op.bias is not None else None
+    if weights.size <= UNROLLED_VALUES:  # each run written out: no index table, no loop
+        at, started = 0, set()
+        for column, first, length in found:
+            terms = [f"acc += v[{first + i}] * w[{at + i}];" for i in range(length)]
+            start = f"o[{column}] +" if column in started else (f"{b}[{column}] +" if b else "0.0f +")
+            lines.append("    { float acc = 0.0f;")
+            lines += ["      " + " ".join(terms[i : i + 4]) for i in range(0, length, 4)]
+            lines.append(f"      o[{column}] = {start} acc; }}")
+            started.add(column)
+            at += length
+        for column in sorted(set(range(n)) - started):
+            lines.append(f"    o[{column}] = {f'{b}[{column}]' if b else '0.0f'};")
+        return [*lines, "}"]
+    if b is not None:
         lines.append(f"    for (int j = 0; j < {n}; j++) o[j] = {b}[j];")
     else:
         lines.append(f"    for (int j = 0; j < {n}; j++) o[j] = 0.0f;")
+    table = np.array([[column, first, length] for column, first, length in found] or [[0, 0, 0]], np.int32)
+    r = e.const_array(table.reshape(-1), "int32_t", "sr")
     lines += [
         f"    for (int q = 0; q < {3 * len(found)}; q += 3) {{ /* (output, first input, length) */",
         f"        const float *restrict x = v + {r}[q + 1];",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgernn.export.c import fusion
 from edgernn.export.c.activations import exp_helpers, fast_helpers
 from edgernn.export.c.ctext import literal, metadata_and_strings
 from edgernn.export.c.ir import Copy, Program, Storage, Tensor, contiguous_strides
@@ -43,10 +44,14 @@ def copy_state_outputs(program: Program) -> list[Tensor]:
     return finals
 
 
-def operations(e: Emitter, hoisted: list[int]) -> list[str]:
+def operations(e: Emitter, hoisted: list[int], finals: list[Tensor]) -> list[str]:
     """The C of every operation in order; the ``hoisted`` ones run first on the steps that walk the int8
-    rows backward, last layer first, and in place on the others."""
+    rows backward, last layer first, and in place on the others; runs of element-wise operations in one
+    loop on scalar cores (``fusion``), storing only what is read after them (``finals``: y and the next
+    states, committed at the end)."""
     pieces = [e.emit_op(op) for op in e.p.ops]
+    barrier = set(hoisted)
+    order = fusion.reorder(e, list(range(len(e.p.ops))), barrier)
     body: list[str] = []
     if hoisted:
         e.serpentine = True
@@ -54,11 +59,29 @@ def operations(e: Emitter, hoisted: list[int]) -> list[str]:
         for i in reversed(hoisted):
             body += ["    " + line for line in pieces[i]]
         body.append("}")
-    for i, lines in enumerate(pieces):
+    items = fusion.runs(e, order, barrier)
+    for number, item in enumerate(items):
+        if isinstance(item, tuple):
+            length, parts, group = item
+            e.helpers.add("fused")
+            later = [
+                e.p.ops[i]
+                for rest in items[number + 1 :]
+                for i in (rest[2] if isinstance(rest, tuple) else rest)
+            ]
+            body += fusion.fused_loop(
+                e,
+                length,
+                parts,
+                [line for i in group for line in pieces[i]],
+                lambda region, later=later: fusion.read_after(e, region, later, finals),
+            )
+            continue
+        i = item[0]
         if i in hoisted:
-            body += ["if (!back) {", *("    " + line for line in lines), "}"]
+            body += ["if (!back) {", *("    " + line for line in pieces[i]), "}"]
         else:
-            body += lines
+            body += pieces[i]
     return body
 
 
@@ -75,6 +98,8 @@ def source(
     if e.helpers & {"exp", "bits"}:
         src += [f"typedef union {{ float f; uint32_t u; }} {n}_bits; /* a float's bits */", ""]
     src += e.precision.declarations(e)
+    if "fused" in e.helpers:
+        src += fusion.condition(n)
     if "exp" in e.helpers:
         src += exp_helpers(n)
     if "log" in e.helpers:
@@ -82,11 +107,22 @@ def source(
     if "fast" in e.helpers:
         src += fast_helpers(n)
     src += [
+        "/* whether no value is NaN or +-inf (an exponent of all ones): on the bits, four values a pass (an",
+        " * exponent of all ones plus one carries into bit 31; no float compare) */",
         f"static int {n}_finite(const float *v, int count)",
         "{",
-        "    int ok = 1;",
-        "    for (int i = 0; i < count; i++) ok &= (v[i] - v[i] == 0.0f); /* false for NaN and +-inf */",
-        "    return ok;",
+        "    uint32_t carry = 0, a, b, c, d;",
+        "    int i = 0;",
+        "    for (; i + 4 <= count; i += 4) {",
+        "        memcpy(&a, v + i, 4); memcpy(&b, v + i + 1, 4); memcpy(&c, v + i + 2, 4); memcpy(&d, v + i + 3, 4);",
+        "        carry |= ((a & 0x7F800000u) + 0x00800000u) | ((b & 0x7F800000u) + 0x00800000u)",
+        "               | ((c & 0x7F800000u) + 0x00800000u) | ((d & 0x7F800000u) + 0x00800000u);",
+        "    }",
+        "    for (; i < count; i++) {",
+        "        memcpy(&a, v + i, 4);",
+        "        carry |= (a & 0x7F800000u) + 0x00800000u;",
+        "    }",
+        "    return !(carry >> 31);",
         "}",
         "",
         *_reset(e),
