@@ -109,6 +109,11 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
 
     keyword.RUNNING_MS = args.running_ms
     keyword.REDRAW = args.redraw
+    keyword.STEP_LABELS = args.step_labels
+    if args.word_unjudged is not None:
+        keyword.WORD_UNJUDGED = args.word_unjudged
+    if args.onset_no_word is not None:
+        keyword.ONSET_NO_WORD = args.onset_no_word
     changes = {
         "copies": args.copies,
         "speed": args.speed,
@@ -214,6 +219,24 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="draw the varied training copies afresh every epoch (the default) or once",
+    )
+    parser.add_argument(
+        "--step-labels",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="label each varied case's steps by what they hear (the default) or all by the case's label",
+    )
+    parser.add_argument(
+        "--word-unjudged",
+        type=float,
+        default=None,
+        help="the share of a word's steps, from its first, that the loss leaves unjudged (default: the task's)",
+    )
+    parser.add_argument(
+        "--onset-no-word",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="label a word's unjudged first share no word instead (default: the task's)",
     )
     parser.add_argument("--copies", type=int, default=None, help="varied copies of each clip")
     parser.add_argument(

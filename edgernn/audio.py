@@ -162,7 +162,7 @@ def noise(samples: int, rng: np.random.Generator) -> np.ndarray:
     return white_noise(samples, rng) if rng.random() < 0.5 else pink_noise(samples, rng)
 
 
-def augment(
+def augment_spans(
     signal: np.ndarray,
     rate: int,
     aug: Augmentation,
@@ -170,8 +170,10 @@ def augment(
     *,
     before: np.ndarray | None = None,
     trail_ms: tuple[float, float] | None = None,
-) -> np.ndarray:
-    """One varied copy of a clip (float samples in [-1, 1)), float32, clipped to [-1, 1).
+) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+    """One varied copy of a clip (float samples in [-1, 1)), float32, clipped to [-1, 1), and where its
+    words are, in samples: ``{"word": (start, end)}``, and ``"before": (0, end)`` when another clip comes
+    first.
 
     ``before``: another clip heard first, then ``aug.gap_s`` seconds of background (the word in a stream);
     ``trail_ms``: the range of background after the word (default up to ``aug.trail_ms``)."""
@@ -179,15 +181,20 @@ def augment(
     lead = int(rng.uniform(0.0, aug.lead_ms) * rate / 1000.0)
     trail = int(rng.uniform(*(trail_ms or (0.0, aug.trail_ms))) * rate / 1000.0)
     parts = [np.zeros(lead, np.float32), out, np.zeros(trail, np.float32)]
+    spans, start = {}, lead
     if before is not None:
         gap = np.zeros(int(rng.uniform(*aug.gap_s) * rate), np.float32)
         level = 10.0 ** (rng.uniform(-12.0, 0.0) / 20.0)
-        parts = [change_speed(before, rng.uniform(*aug.speed)) * level, gap, *parts]
+        heard = change_speed(before, rng.uniform(*aug.speed)) * level
+        parts = [heard, gap, *parts]
+        spans["before"] = (0, len(heard))
+        start += len(heard) + len(gap)
+    spans["word"] = (start, start + len(out))
     out = np.concatenate(parts)
     if rng.random() < aug.noise_probability:
         snr = aug.snrs_db[rng.integers(len(aug.snrs_db))]
         out = out + noise(len(out), rng) * (rms(signal) * 10.0 ** (-snr / 20.0))
-    return np.clip(out, -1.0, 32767 / 32768).astype(np.float32)
+    return np.clip(out, -1.0, 32767 / 32768).astype(np.float32), spans
 
 
 def no_word_clip(rate: int, edges: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:

@@ -89,9 +89,39 @@ class SequenceBatches:
         return inputs, targets, True
 
 
-def pad_sequences(cases: list) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """Zero-padded inputs ``(B, T_max, F)`` and (lengths ``(B,)``, labels ``(B,)``)."""
+IGNORE = -100  # a step's label no loss judges (cross_entropy's ignore_index)
+
+
+class StepLabels(int):
+    """A sequence's class (the label its last step is judged by) that also says what every step is:
+    ``spans``, ``((first step, class), ...)`` in order, each class holding until the next span starts
+    (``IGNORE``: steps no loss judges). A plain int label is its class at every step."""
+
+    spans: tuple[tuple[int, int], ...]
+
+    def __new__(cls, label: int, spans) -> StepLabels:
+        made = super().__new__(cls, label)
+        made.spans = tuple((int(first), int(c)) for first, c in spans)
+        return made
+
+    def __reduce__(self):
+        return StepLabels, (int(self), self.spans)
+
+    def steps(self, length: int) -> torch.Tensor:
+        """The label of each of ``length`` steps, int64 ``(length,)``."""
+        out = torch.full((length,), int(self), dtype=torch.long)
+        for (first, label), (end, _) in zip(self.spans, [*self.spans[1:], (length, 0)], strict=True):
+            out[max(0, first) : max(0, end)] = label
+        return out
+
+
+def pad_sequences(cases: list) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Zero-padded inputs ``(B, T_max, F)`` and (lengths ``(B,)``, labels ``(B,)``, each step's label
+    ``(B, T_max)``: ``IGNORE`` past a sequence's end)."""
     lengths = torch.tensor([len(x) for x, _ in cases])
     inputs = nn.utils.rnn.pad_sequence([x for x, _ in cases], batch_first=True)
-    labels = torch.tensor([label for _, label in cases])
-    return inputs, (lengths, labels)
+    labels = torch.tensor([int(label) for _, label in cases])
+    steps = torch.full(inputs.shape[:2], IGNORE, dtype=torch.long)
+    for i, (x, label) in enumerate(cases):
+        steps[i, : len(x)] = label.steps(len(x)) if isinstance(label, StepLabels) else int(label)
+    return inputs, (lengths, labels, steps)

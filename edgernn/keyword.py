@@ -12,6 +12,11 @@ takes one 10 ms hop of raw samples. Training sees:
 - a "no word" class (``_none``) of generated silence, white and pink noise at several levels and the
   clips' own first and last 60 ms in quiet noise, one class's share of the clips.
 
+Each varied case's steps are labelled by what they hear (``STEP_LABELS``, ``edgernn.batches.StepLabels``):
+a clip heard first as its own word, the background before the word as no word, the word from the hop
+its first sample arrives in; after a word, ``TAIL_MS`` of steps go unjudged before the background is no
+word. The case's label (the last step's) is unchanged.
+
 Validation: a stratified share of the clips as they are (no augmentation), plus no-word clips. All of it
 is seeded: a resumed run rebuilds exactly the same data, epoch by epoch.
 """
@@ -27,7 +32,7 @@ import numpy as np
 
 from edgernn.audio import (
     Augmentation,
-    augment,
+    augment_spans,
     clip_edges,
     dft_matrix,
     log_mel_fast,
@@ -36,6 +41,7 @@ from edgernn.audio import (
     stacked_filterbank,
     vary_features,
 )
+from edgernn.batches import IGNORE, StepLabels
 from edgernn.runtime.audio import NO_WORD, PCM_SCALE, Clips, FrontEnd, read_clips
 from edgernn.runtime.errors import InputError
 from edgernn.tasks import MIN_VALIDATION_CASES, TaskData, _natural_key, _stats, case_order
@@ -43,6 +49,10 @@ from edgernn.tasks import MIN_VALIDATION_CASES, TaskData, _natural_key, _stats, 
 AUGMENTATION = Augmentation()  # the task's augmentation (benchmarks/keyword_loso.py varies it)
 REDRAW = True  # the varied training cases drawn afresh every epoch (False: drawn once)
 RUNNING_MS = 0.0  # the front end's running normalisation by default: its time constant in ms (0: off)
+STEP_LABELS = True  # each varied case's steps labelled by what they hear (False: all by the case's label)
+TAIL_MS = 300.0  # after a word ends, how long its steps go unjudged before they are no word
+WORD_UNJUDGED = 0.0  # the share of a word's steps, from its first, that no loss judges (0: all judged)
+ONSET_NO_WORD = False  # that share labelled no word instead (the word cannot be told yet: stay quiet)
 
 
 def keyword_classes(labels: list[str]) -> list[str]:
@@ -162,20 +172,60 @@ class _Draws:
         self.labels = [index[label] for label in clips.labels]
         self.rate, self.aug, self.features, self.no_word = clips.rate, aug, features, index[NO_WORD]
         self.edges = [e for signal in self.signals[:400] for e in clip_edges(signal, clips.rate)]
+        self.hop = features.fe.hop
+        self.tail = int(round(TAIL_MS * clips.rate / 1000.0 / self.hop))
 
-    def copy(self, clip: int, rng) -> np.ndarray:
+    def copy(self, clip: int, rng) -> tuple[np.ndarray, int]:
         aug, signals = self.aug, self.signals
-        before = signals[rng.integers(len(signals))] if rng.random() < aug.context_probability else None
-        varied = augment(signals[clip], self.rate, aug, rng, before=before)
-        return self.features(varied, lambda frames: vary_features(frames, aug, rng))
+        other = int(rng.integers(len(signals))) if rng.random() < aug.context_probability else None
+        before = None if other is None else signals[other]
+        varied, spans = augment_spans(signals[clip], self.rate, aug, rng, before=before)
+        frames = self.features(varied, lambda frames: vary_features(frames, aug, rng))
+        label = self.labels[clip]
+        return frames, self.step_labels(label, label, spans, None if other is None else self.labels[other])
 
-    def after(self, clip: int, rng) -> np.ndarray:
-        return self.features(
-            augment(self.signals[clip], self.rate, self.aug, rng, trail_ms=self.aug.after_ms)
+    def after(self, clip: int, rng) -> tuple[np.ndarray, int]:
+        varied, spans = augment_spans(
+            self.signals[clip], self.rate, self.aug, rng, trail_ms=self.aug.after_ms
         )
+        return self.features(varied), self.step_labels(self.no_word, self.labels[clip], spans)
 
-    def none(self, clip: int, rng) -> np.ndarray:
-        return self.features(no_word_clip(self.rate, self.edges, rng))
+    def none(self, clip: int, rng) -> tuple[np.ndarray, int]:
+        return self.features(no_word_clip(self.rate, self.edges, rng)), self.no_word
+
+    def step_labels(self, final: int, word: int, spans: dict, before: int | None = None) -> int:
+        """``final`` (the case's label), with each step labelled by what it hears (``STEP_LABELS``): the
+        clip heard first as its own word, the background after a word as no word once ``TAIL_MS`` have
+        passed (unjudged until then), the background before the word as no word, the word as ``word``
+        from the hop its first sample arrives in (its first ``WORD_UNJUDGED`` share, if any, unjudged);
+        after it, ``final``."""
+        if not STEP_LABELS:
+            return final
+        hop, marks = self.hop, []
+        if before is not None:
+            end = -(-spans["before"][1] // hop)
+            marks += [*self.word_marks(0, end, before), (end, IGNORE), (end + self.tail, self.no_word)]
+        start, end = spans["word"][0] // hop, -(-spans["word"][1] // hop)
+        if start > 0 and not marks:
+            marks.append((0, self.no_word))
+        marks += self.word_marks(start, end, word)
+        if final != word:
+            marks += [(end, IGNORE), (end + self.tail, final)]
+        return StepLabels(final, marks)
+
+    def as_is(self, signal: np.ndarray, label: int) -> tuple[np.ndarray, int]:
+        """A clip as it is: the word from its first hop to its last."""
+        frames = self.features(signal)
+        if not STEP_LABELS or not WORD_UNJUDGED:
+            return frames, label
+        return frames, StepLabels(label, self.word_marks(0, len(frames), label))
+
+    def word_marks(self, first: int, end: int, word: int) -> list[tuple[int, int]]:
+        """A word heard from step ``first`` to ``end``: its first ``WORD_UNJUDGED`` share unjudged (or
+        no word, ``ONSET_NO_WORD``)."""
+        judged = first + int(WORD_UNJUDGED * (end - first))
+        onset = self.no_word if ONSET_NO_WORD else IGNORE
+        return [(first, onset), (judged, word)] if judged > first else [(first, word)]
 
 
 def _word_cases(draws: _Draws, recipes: list | None = None) -> list[tuple[np.ndarray, int]]:
@@ -185,13 +235,13 @@ def _word_cases(draws: _Draws, recipes: list | None = None) -> list[tuple[np.nda
     cases, aug, rng = [], draws.aug, draws.rng
     recipes = [] if recipes is None else recipes
     for clip, (signal, label) in enumerate(zip(draws.signals, draws.labels, strict=True)):
-        cases.append((draws.features(signal), label))
+        cases.append(draws.as_is(signal, label))
         recipes.append(None)
         for _ in range(aug.copies):
-            cases.append((draws.copy(clip, rng), label))
+            cases.append(draws.copy(clip, rng))
             recipes.append((draws.copy, clip))
         if aug.copies and rng.random() < aug.after_probability:
-            cases.append((draws.after(clip, rng), draws.no_word))
+            cases.append(draws.after(clip, rng))
             recipes.append((draws.after, clip))
     return cases
 
@@ -199,7 +249,7 @@ def _word_cases(draws: _Draws, recipes: list | None = None) -> list[tuple[np.nda
 def _no_word_cases(draws: _Draws, count: int, recipes: list | None = None) -> list[tuple[np.ndarray, int]]:
     recipes = [] if recipes is None else recipes
     recipes.extend([(draws.none, 0)] * count)
-    return [(draws.none(0, draws.rng), draws.no_word) for _ in range(count)]
+    return [draws.none(0, draws.rng) for _ in range(count)]
 
 
 class Redrawn(Sequence):
@@ -226,8 +276,8 @@ class Redrawn(Sequence):
         if self.epoch == 0 or recipe is None:
             return case
         draw, clip = recipe
-        rng = np.random.default_rng([self.seed, self.epoch, i % len(self)])
-        return self.torch.from_numpy(draw(clip, rng)), case[1]
+        x, label = draw(clip, np.random.default_rng([self.seed, self.epoch, i % len(self)]))
+        return self.torch.from_numpy(x), label
 
 
 def _augmentation_note(aug: Augmentation) -> dict[str, Any] | str:

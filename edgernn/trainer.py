@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save
 from torch import nn
 
-from edgernn.batches import SequenceBatches, SeriesBatches, pad_sequences, series_steps_needed
+from edgernn.batches import IGNORE, SequenceBatches, SeriesBatches, pad_sequences, series_steps_needed
 from edgernn.checkpoint import METRICS_FILE, save_checkpoint, write_json
 from edgernn.distributed import Distributed
 from edgernn.interrupt import InterruptRequest, TrainingInterrupted
@@ -219,13 +219,13 @@ class Trainer:
 
     def loss(self, y: torch.Tensor, targets, reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy over every step, or MSE in normalised units; for sequences, the last step counts
-        in full and every earlier step half, so the class can be read early."""
+        in full and every step by ``every_step_weight``, so the class can be read early (each step judged
+        by its own label where the case says what every step is: ``edgernn.batches.StepLabels``)."""
         if not self.data.is_series:
-            lengths, labels = targets
+            lengths, labels, steps = targets
             last = y[torch.arange(len(labels)), lengths - 1]  # (B, C)
-            mask = torch.arange(y.shape[1])[None, :] < lengths[:, None]  # (B, T)
             every = nn.functional.cross_entropy(
-                y[mask], labels[:, None].expand_as(mask)[mask], reduction=reduction
+                y.reshape(-1, y.shape[-1]), steps.reshape(-1), ignore_index=IGNORE, reduction=reduction
             )
             return (
                 nn.functional.cross_entropy(last, labels, reduction=reduction)
@@ -246,7 +246,7 @@ class Trainer:
         """Validation loss, and accuracy for classifiers (None otherwise)."""
         self.model.eval()
         if not self.data.is_series:
-            inputs, (lengths, labels) = pad_sequences(self.data.validation)
+            inputs, (lengths, labels, _) = pad_sequences(self.data.validation)
             y, _ = self.model(inputs)
             last = y[torch.arange(len(labels)), lengths - 1]
             loss = nn.functional.cross_entropy(last, labels).item()

@@ -217,6 +217,65 @@ def test_the_shelves_cut_the_lowest_and_highest_bands_by_at_most_their_depth():
     assert db[:, 0].min() < -15.0 and db[:, -1].min() < -15.0
 
 
+def test_each_step_of_a_varied_case_is_labelled_by_what_it_hears():
+    import torch
+
+    from edgernn.audio import Augmentation, augment_spans
+    from edgernn.batches import IGNORE, StepLabels, pad_sequences
+    from edgernn.keyword import TAIL_MS, task_from_clips
+
+    clips = read_bundle(FSDD / "lucas.npz").subset(range(40))
+    word, other = (clips.audio[i].astype(np.float32) / 32768 for i in (0, 1))
+    quiet = Augmentation(noise_probability=0.0)
+    out, spans = augment_spans(word, 8000, quiet, np.random.default_rng(0), before=other)
+    (start, end), (_, heard) = spans["word"], spans["before"]
+    assert 0 < heard < start < end <= len(out)  # the clip heard first, the gap, the word, its trail
+    assert not out[heard:start].any() and not out[end:].any() and out[start:end].any() and out[:heard].any()
+
+    task = task_from_clips(clips, seed=3)
+    classes, tail = task.metadata["classes"], int(TAIL_MS / 10)  # 10 ms hops
+    none = classes.index("_none")
+    labelled = [(x, label) for x, label in task.train.cases if isinstance(label, StepLabels)]
+    first = [(x, label) for x, label in labelled if len(label.spans) == 4]  # another clip heard first
+    after = [(x, label) for x, label in labelled if int(label) == none]
+    assert first and after
+    x, label = first[0]
+    (_, before), (gone, ignored), (quiet_from, gap), (word_from, said) = label.spans
+    steps = label.steps(len(x))
+    assert before not in (none, said) and ignored == IGNORE and gap == none and said == int(label)
+    assert (steps[:gone] == before).all() and (steps[gone:quiet_from] == IGNORE).all()
+    assert quiet_from == gone + tail and (steps[quiet_from:word_from] == none).all()
+    assert (steps[word_from:] == said).all() and 0 < word_from < len(x)
+    x, label = after[0]  # a word and then background, labelled no word: the word's steps say the word
+    steps = label.steps(len(x))
+    said = steps[(steps >= 0) & (steps < none)]
+    assert steps[-1] == none and len(said) > 10 and (said == label.spans[-3][1]).all()
+    assert (steps == IGNORE).sum() == tail
+    plain = task.train.cases[0]  # a clip as it is: its label at every step
+    assert not isinstance(plain[1], StepLabels)
+    inputs, (lengths, labels, every) = pad_sequences([first[0], after[0], plain])
+    assert labels.tolist() == [int(first[0][1]), none, plain[1]] and lengths[2] == len(plain[0])
+    assert (every[2, : lengths[2]] == plain[1]).all() and (every[2, lengths[2] :] == IGNORE).all()
+    assert torch.equal(every[0, : lengths[0]], first[0][1].steps(len(first[0][0])))
+
+
+def test_a_words_first_share_can_go_unjudged_or_be_labelled_no_word(monkeypatch):
+    from edgernn import keyword
+    from edgernn.batches import IGNORE, StepLabels
+
+    clips = read_bundle(FSDD / "lucas.npz").subset(range(20))
+    monkeypatch.setattr(keyword, "WORD_UNJUDGED", 0.5)
+    for onset_no_word in (False, True):
+        monkeypatch.setattr(keyword, "ONSET_NO_WORD", onset_no_word)
+        task = keyword.task_from_clips(clips, seed=3)
+        none = task.metadata["classes"].index("_none")
+        x, label = task.train.cases[0]  # a clip as it is: its first half unjudged (or no word), then the word
+        steps = label.steps(len(x))
+        half = int(0.5 * len(x))
+        assert isinstance(label, StepLabels) and (steps[half:] == int(label)).all()
+        assert (steps[:half] == (none if onset_no_word else IGNORE)).all()
+
+
 # --- a trained model: parity, metadata, eval, stream, C ----------------------------------------------------
 
 
