@@ -240,6 +240,11 @@ def served(request, tmp_path_factory):
     try:
         server.start()
         yield {"server": server, "chars": chars, "sensor": sensor, "backend": backend}
+        process = server.process
+        if process is not None and process.poll() is not None:  # died under a test: say why, from its log
+            pytest.fail(
+                f"tritonserver exited with {process.returncode} during the tests:\n{server.log_tail(80)}"
+            )
     finally:
         server.stop()
 
