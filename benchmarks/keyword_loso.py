@@ -104,9 +104,11 @@ def _fold_worker(job: tuple[str, argparse.Namespace]) -> dict:
 
 
 def train_fold(clips, speaker: str, fold: Path, args) -> None:
-    from edgernn import keyword
+    from edgernn import keyword, trainer
     from edgernn.train import configs_for, train_task
 
+    if args.average_decay is not None:
+        trainer.WEIGHT_AVERAGE["keyword"] = args.average_decay
     keyword.RUNNING_MS = args.running_ms
     keyword.REDRAW = args.redraw
     keyword.STEP_LABELS = args.step_labels
@@ -117,6 +119,7 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
     changes = {
         "copies": args.copies,
         "speed": args.speed,
+        "warp": args.warp,
         "eq_db": args.eq_db,
         "shelf_db": args.shelf_db,
         "gap_s": args.gap_s,
@@ -246,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         help="speed perturbation range LO,HI",
     )
     parser.add_argument(
+        "--warp",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="frequency warp range LO,HI (vocal tract length, apart from speed; 1,1: off)",
+    )
+    parser.add_argument(
         "--gap-s",
         type=lambda text: tuple(float(v) for v in text.split(",")),
         default=None,
@@ -254,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lead-ms", type=float, default=None, help="background before the word, up to MS")
     parser.add_argument("--eq-db", type=float, default=None, help="spectral tilt and bow, up to DB")
     parser.add_argument("--shelf-db", type=float, default=None, help="low and high cuts, up to DB")
+    parser.add_argument(
+        "--average-decay",
+        type=float,
+        default=None,
+        help="keep an exponential moving average of the weights with this decay per step (0: off; "
+        "default: the task's)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at a time (one process each)")
     parser.add_argument("--out", type=Path, default=Path("build/keyword_loso"))
     parser.add_argument("--reuse", action="store_true", help="evaluate the folds' earlier runs, no training")

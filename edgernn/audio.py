@@ -44,14 +44,16 @@ def dft_matrix(fe: FrontEnd) -> np.ndarray:
     return np.concatenate([window * np.cos(angle), -window * np.sin(angle)], axis=1).astype(np.float32)
 
 
-def mel_filterbank(fe: FrontEnd) -> np.ndarray:
+def mel_filterbank(fe: FrontEnd, warp: float = 1.0) -> np.ndarray:
     """Triangular filters on the HTK mel scale, float32 ``(bins, mels)``, peak 1, from ``low_hz`` to
-    ``high_hz``; a band narrower than one bin still takes its nearest bin."""
+    ``high_hz``; a band narrower than one bin still takes its nearest bin. ``warp`` != 1: each bin's
+    frequency is first moved by ``warp_frequencies`` (what is heard at f is banded as if at about
+    ``warp * f``: a longer or shorter vocal tract; training's augmentation only, never in a graph)."""
     bins = fe.fft // 2 + 1
     to_mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
     to_hz = lambda mel: 700.0 * (10.0 ** (mel / 2595.0) - 1.0)  # noqa: E731
     edges = to_hz(np.linspace(to_mel(fe.low_hz), to_mel(fe.high_hz), fe.mels + 2))
-    freqs = np.arange(bins) * fe.sample_rate / fe.fft
+    freqs = warp_frequencies(np.arange(bins) * fe.sample_rate / fe.fft, warp, fe.sample_rate / 2.0)
     bank = np.zeros((bins, fe.mels))
     for m in range(fe.mels):
         lo, centre, hi = edges[m : m + 3]
@@ -63,9 +65,25 @@ def mel_filterbank(fe: FrontEnd) -> np.ndarray:
     return bank.astype(np.float32)
 
 
-def stacked_filterbank(fe: FrontEnd) -> np.ndarray:
-    """``[MEL; MEL]``, float32 ``(2 * bins, mels)``: applied to the squared re and im parts it sums them."""
-    bank = mel_filterbank(fe)
+WARP_KNEE = 0.85  # the warp is linear up to this share of the Nyquist frequency (less, when it stretches)
+
+
+def warp_frequencies(freqs: np.ndarray, warp: float, nyquist: float) -> np.ndarray:
+    """Vocal tract length perturbation's piecewise-linear warp (Jaitly and Hinton, 2013), float64: ``f`` to
+    ``warp * f`` up to a knee, then a straight line to the Nyquist frequency, which stays where it is (so
+    no band is left empty or pushed off the end). ``warp`` 1: ``freqs`` as they are."""
+    if warp == 1.0:
+        return np.asarray(freqs, np.float64)
+    knee = WARP_KNEE * nyquist * min(warp, 1.0) / warp
+    freqs = np.asarray(freqs, np.float64)
+    above = warp * knee + (nyquist - warp * knee) * (freqs - knee) / (nyquist - knee)
+    return np.where(freqs <= knee, warp * freqs, above)
+
+
+def stacked_filterbank(fe: FrontEnd, warp: float = 1.0) -> np.ndarray:
+    """``[MEL; MEL]``, float32 ``(2 * bins, mels)``: applied to the squared re and im parts it sums them
+    (``warp``: ``mel_filterbank``'s)."""
+    bank = mel_filterbank(fe, warp)
     return np.concatenate([bank, bank], axis=0)
 
 
@@ -119,7 +137,9 @@ def log_mel_fast(signal: np.ndarray, fe: FrontEnd, dft: np.ndarray, bank: np.nda
 class Augmentation:
     """How each training clip is varied (``copies`` varied copies besides the clip itself):
 
-    speed perturbation by a factor in ``speed`` (resampled, so pitch and tempo move together), a gain in
+    speed perturbation by a factor in ``speed`` (resampled, so pitch and tempo move together), the
+    frequency axis warped by a factor in ``warp`` apart from it (a vocal tract's length: the mel bands
+    read the spectrum as if at ``warp`` times its frequencies, ``warp_frequencies``), a gain in
     ``gain_db``, up to ``lead_ms``/``trail_ms`` of background before and after the word (a time shift),
     and noise (white or pink) at one of ``snrs_db`` with probability ``noise_probability``. As in a
     stream: with probability ``context_probability`` another clip and a gap of ``gap_s`` seconds come
@@ -133,6 +153,7 @@ class Augmentation:
 
     copies: int = 4
     speed: tuple[float, float] = (0.85, 1.15)
+    warp: tuple[float, float] = (1.0, 1.0)
     gain_db: tuple[float, float] = (-18.0, 6.0)
     lead_ms: float = 250.0
     trail_ms: float = 300.0

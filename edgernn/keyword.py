@@ -5,7 +5,7 @@ front end's causal normalisation, ``RUNNING_MS``), normalised in the model by th
 per band; the export puts the front end in front of it (``edgernn.export.keyword``), so the exported step
 takes one 10 ms hop of raw samples. Training sees:
 
-- every training clip as it is, and ``Augmentation.copies`` varied copies of it (speed, gain, time
+- every training clip as it is, and ``Augmentation.copies`` varied copies of it (speed, frequency warp, gain, time
   shift with background before and after the word, white or pink noise at several SNRs; on the log-mel
   frames a spectral tilt and SpecAugment-style band and time masks), drawn afresh every epoch
   (``Redrawn``; ``REDRAW`` False: drawn once);
@@ -154,8 +154,9 @@ class _Features:
     def __init__(self, fe: FrontEnd):
         self.fe, self.dft, self.bank = fe, dft_matrix(fe), stacked_filterbank(fe)
 
-    def __call__(self, signal: np.ndarray, vary=None) -> np.ndarray:
-        frames = log_mel_fast(signal, self.fe, self.dft, self.bank)
+    def __call__(self, signal: np.ndarray, vary=None, warp: float = 1.0) -> np.ndarray:
+        bank = self.bank if warp == 1.0 else stacked_filterbank(self.fe, warp)
+        frames = log_mel_fast(signal, self.fe, self.dft, bank)
         return self.normalise(frames if vary is None else vary(frames))
 
     def normalise(self, frames: np.ndarray) -> np.ndarray:
@@ -180,7 +181,8 @@ class _Draws:
         other = int(rng.integers(len(signals))) if rng.random() < aug.context_probability else None
         before = None if other is None else signals[other]
         varied, spans = augment_spans(signals[clip], self.rate, aug, rng, before=before)
-        frames = self.features(varied, lambda frames: vary_features(frames, aug, rng))
+        warp = rng.uniform(*aug.warp) if aug.warp[0] != aug.warp[1] else aug.warp[0]
+        frames = self.features(varied, lambda frames: vary_features(frames, aug, rng), warp)
         label = self.labels[clip]
         return frames, self.step_labels(label, label, spans, None if other is None else self.labels[other])
 
@@ -284,7 +286,7 @@ def _augmentation_note(aug: Augmentation) -> dict[str, Any] | str:
     if aug.copies == 0:
         return "off"
     return {
-        "copies": aug.copies, "speed": list(aug.speed), "gain_db": list(aug.gain_db), "lead_ms": aug.lead_ms,
+        "copies": aug.copies, "speed": list(aug.speed), "warp": list(aug.warp), "gain_db": list(aug.gain_db), "lead_ms": aug.lead_ms,
         "trail_ms": aug.trail_ms, "snrs_db": list(aug.snrs_db), "gap_s": list(aug.gap_s), "noise_probability": aug.noise_probability,
         "eq_db": aug.eq_db, "shelf_db": aug.shelf_db, "band_masks": [aug.band_masks, aug.band_mask],
         "time_masks": [aug.time_masks, aug.time_mask],

@@ -9,6 +9,7 @@ import math
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ from edgernn.runtime.untrusted import guarded
 from edgernn.tasks import TaskData, minimum_series_rows
 from edgernn.train_config import CURVES_FILE, FEW_STEPS, RESUME_FILE, FewStepsWarning, TrainConfig
 from edgernn.train_summary import percent
+
+# Tasks whose validation, kept weights and saved model are an exponential moving average of the trained
+# weights, with this decay per step (``Trainer.average``); a task not named here keeps the trained weights.
+WEIGHT_AVERAGE: dict[str, float] = {}
 
 
 class Trainer:
@@ -78,6 +83,10 @@ class Trainer:
         self.warnings: list[str] = []
         self.progress = Progress(progress if dist.is_main else False, config.max_steps)
         self.writer = _summary_writer(tensorboard) if tensorboard and dist.is_main else None
+        self.average_decay = WEIGHT_AVERAGE.get(data.task, 0.0)
+        self.average: dict[str, torch.Tensor] | None = None  # the averaged weights (None: not averaging)
+        if self.average_decay:
+            self._start_average()
 
     # -- the loop --
 
@@ -110,6 +119,7 @@ class Trainer:
         while not self._budget_spent(started):
             loss, grad_norm, items = self.train_step()
             self.step += 1
+            self._update_average()
             self.running.append(loss)
             self.elapsed = time.monotonic() - started
             self.progress.update(
@@ -255,7 +265,44 @@ class Trainer:
             self.model, self.data, *self.data.validation, self.config.eval_batch_size, self.config.seq_len
         )
 
+    # -- averaged weights --
+
+    def _start_average(self) -> None:
+        self.average = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """``average += (1 - d) * (weights - average)`` after each step, ``d = min(decay, (1 + step) /
+        (10 + step))`` so that the first steps' weights weigh less; buffers that are not floats copied."""
+        if self.average is None:
+            return
+        weight = 1.0 - min(self.average_decay, (1.0 + self.step) / (10.0 + self.step))
+        for name, value in self.model.state_dict().items():
+            kept = self.average[name]
+            if kept.is_floating_point():
+                kept.lerp_(value.detach(), weight)
+            else:
+                kept.copy_(value)
+
+    @contextmanager
+    def _averaged_weights(self):
+        """The model holds the averaged weights inside, the trained ones again after (no averaging: as is)."""
+        if self.average is None:
+            yield
+            return
+        trained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.average)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(trained)
+
     def _evaluate_and_keep(self, grad_norm: float) -> bool:
+        """Validate the model (its averaged weights, ``WEIGHT_AVERAGE``), keep it if it is the best yet."""
+        with self._averaged_weights():
+            return self._evaluate_and_keep_model(grad_norm)
+
+    def _evaluate_and_keep_model(self, grad_norm: float) -> bool:
         val_loss, val_metric = self.evaluate()
         history = self.history
         history["step"].append(self.step)
@@ -335,6 +382,8 @@ class Trainer:
             "rank_parameter_digests": self._parameter_digests(),
             "history": history,
         }
+        if self.average is not None:
+            metrics["weight_average_decay"] = self.average_decay
         if self.dist.is_main:
             write_json(self.run_dir / METRICS_FILE, metrics)
             atomic_write_bytes(self.run_dir / CURVES_FILE, plot_curves(history, self.data.task))
@@ -366,6 +415,8 @@ class Trainer:
                 tensors[f"rank{rank}.{name}"] = gathered
         if hasattr(self, "best_weights"):
             tensors.update({f"best.{k}": v for k, v in self.best_weights.items()})
+        if self.average is not None:
+            tensors.update({f"average.{k}": v for k, v in self.average.items()})
         if not self.dist.is_main:
             return
         state = {
@@ -391,6 +442,14 @@ class Trainer:
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         if any(k.startswith("best.") for k in tensors):
             self.best_weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        if self.average is not None:  # a run saved without averaging starts its average here
+            averaged = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
+            shapes = {k: v.shape for k, v in self.model.state_dict().items()}
+            if averaged and {k: v.shape for k, v in averaged.items()} != shapes:
+                raise InputError("its averaged weights do not match the model's")
+            self.average = {k: v.clone() for k, v in averaged.items()} if averaged else None
+            if self.average is None:
+                self._start_average()
         slots: dict[int, dict] = {}
         for key, value in tensors.items():
             if key.startswith("optim."):

@@ -217,6 +217,48 @@ def test_the_shelves_cut_the_lowest_and_highest_bands_by_at_most_their_depth():
     assert db[:, 0].min() < -15.0 and db[:, -1].min() < -15.0
 
 
+@pytest.mark.parametrize(("hz", "warp", "moved"), [(1000, 1.12, 1), (1000, 0.88, -1), (2000, 1.12, 2)])
+def test_the_frequency_warp_moves_a_tones_mel_peak_by_the_bands_its_warped_frequency_lies_in(hz, warp, moved):
+    from edgernn.audio import dft_matrix, log_mel_fast, stacked_filterbank, warp_frequencies
+
+    fe = FrontEnd()
+    tone = (0.5 * np.sin(2 * np.pi * hz * np.arange(4000) / 8000)).astype(np.float32)
+
+    def peak(warp: float) -> int:  # the loudest mel band
+        return int(log_mel_fast(tone, fe, dft_matrix(fe), stacked_filterbank(fe, warp))[5:].mean(0).argmax())
+
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    centres = np.linspace(mel(fe.low_hz), mel(fe.high_hz), fe.mels + 2)[1:-1]
+    assert peak(1.0) == int(np.argmin(np.abs(centres - mel(hz))))  # the nearest band's centre
+    assert peak(warp) - peak(1.0) == moved
+    assert peak(warp) == int(np.argmin(np.abs(centres - mel(warp * hz))))  # where warp * hz lies
+    ends = warp_frequencies(np.array([0.0, 4000.0]), warp, 4000.0)
+    assert ends.tolist() == [0.0, 4000.0]  # the Nyquist frequency stays: no band is left empty
+    assert np.all(np.diff(warp_frequencies(np.linspace(0, 4000, 129), warp, 4000.0)) > 0)
+
+
+def test_the_warp_varies_the_copies_alone_and_a_resumed_run_draws_the_same(monkeypatch):
+    from edgernn import keyword
+
+    clips = read_bundle(FSDD / "lucas.npz").subset(range(20))
+    task = lambda: keyword.task_from_clips(clips, seed=3).train  # noqa: E731
+    monkeypatch.setattr(keyword, "AUGMENTATION", replace(keyword.AUGMENTATION, warp=(1.0, 1.0)))
+    plain = task()
+    monkeypatch.setattr(keyword, "AUGMENTATION", replace(keyword.AUGMENTATION, warp=(1.12, 1.12)))
+    fixed = task()  # one factor: no draw, so the same waveforms as plain, banded otherwise
+    copies = [i for i, recipe in enumerate(plain.recipes) if recipe and recipe[0].__name__ == "copy"]
+    others = [i for i in range(len(plain)) if i not in copies]
+    as_is = [i for i, recipe in enumerate(plain.recipes) if recipe is None]
+    assert len(copies) == 4 * len(as_is) and len(others) > len(as_is) > 10
+    assert all(not np.array_equal(fixed.cases[i][0], plain.cases[i][0]) for i in copies)
+    assert all(np.array_equal(fixed.cases[i][0], plain.cases[i][0]) for i in others)
+    monkeypatch.setattr(keyword, "AUGMENTATION", replace(keyword.AUGMENTATION, warp=(0.88, 1.12)))
+    warped, again = task(), task()
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(warped.cases, again.cases, strict=True))
+    warped.set_epoch(2), again.set_epoch(2)
+    assert all(np.array_equal(warped[i][0], again[i][0]) for i in copies[:12])
+
+
 def test_each_step_of_a_varied_case_is_labelled_by_what_it_hears():
     import torch
 
