@@ -5,9 +5,11 @@ test utterance of those speakers) and on the full set (270 training utterances, 
 The recipe: GRU 2x64, dropout 0.2, 400 steps (docs/results.md), trained with ``edgernn train``'s
 split. The search: ``edgernn search`` on the same training file (3-fold cross-validation: both sets
 have up to 400 sequences), ``--trials`` trials of 400 steps each within a device budget (default a
-Cortex-M4 with 256K of flash, 64K of RAM, 100 steps per second), the chosen configuration retrained on
-every training sequence with the same seed (600 steps: as many passes over the data as each fold's
-400 made). Neither sees the test file. The searched model's test
+Cortex-M4 with 256K of flash, 64K of RAM, 100 steps per second), the three best trials and the recipe's trial
+cross-validated again on three fresh splits, where another configuration replaces the recipe's only
+by more than one standard error of their paired fold-by-fold differences, and the chosen
+configuration retrained on every training sequence with the same seed (600 steps: as many passes
+over the data as each fold's 400 made). Neither sees the test file. The searched model's test
 accuracy is given twice: its float32 weights' (PyTorch) and the deployed model's at the precision the
 search chose (the deployment's C, built as a shared library and stepped through ``NativeStepper``; the
 ``integer`` precision through its bit-exact reference, calibrated on the training data as the
@@ -112,11 +114,22 @@ def searched(data: Path, out: Path, seed: int, args, speakers, test: Path) -> tu
     label += f"; {trained} trials trained"
     if chosen.get("input_noise"):
         label += f", noise {chosen['input_noise']:g}"
-    if chosen["trial"] == 0:
-        label += " (the recipe's trial)"
+    label += margin_note(summary)
     accuracy = test_accuracy(checkpoint.model, checkpoint.train_config["metadata"]["classes"], speakers)
     deployed = deployed_accuracy(out, args.device, chosen["precision"], data, test)
     return accuracy, deployed, label, minutes
+
+
+def margin_note(summary: dict) -> str:
+    """How the choice was made on the fresh splits: the recipe's trial kept (no other cleared the margin
+    over it), or the chosen one's mean gain over it fold by fold and that gain's standard error."""
+    chosen, margins = summary["chosen"], summary.get("margins", {})
+    if chosen.get("recipe"):
+        return "; the recipe's trial kept" + (", no other cleared the margin" if margins else "")
+    verdict = margins.get(str(chosen["trial"]))
+    if verdict is None:
+        return ""
+    return f"; {100 * verdict['gain']:+.2f} points a fold over the recipe's trial (s.e. {100 * verdict['standard_error']:.2f})"
 
 
 def main() -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import shlex
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from edgernn.search import SEQUENCE_TASKS, Draw, Search, draw_from_params, shape
 
 CANDIDATES = 3  # the best trials retrained in turn while a deploy check refuses the retrained model
 CONFIRMED = 3  # the best trials cross-validated again (with the recipe's) before one is chosen
-CONFIRM_SPLITS = 2  # on this many other splits, each fold with the split's own training seed
+CONFIRM_SPLITS = 3  # on this many other splits, each fold with the split's own training seed
+MARGIN_STANDARD_ERRORS = 1.0  # a challenger replaces the recipe by more than this many standard errors
 COLUMNS = (
     "trial", "state", "cell", "num_layers", "hidden_size", "embedding_size", "precision", "learning_rate",
     "seq_len", "dropout", "input_noise", "value", "val_loss", "cycles", "flash_bytes", "ram_bytes", "costs",
@@ -154,15 +157,47 @@ def choose(study, search: Search):
 def confirm(search: Search, study, ranked: list) -> list:
     """A refit search (cross-validated classification, one objective): the ``CONFIRMED`` best trials,
     and the recipe's trial wherever it ranked, cross-validated again on ``CONFIRM_SPLITS`` other splits
-    (each with its own training seed: ``--seed`` + 1, + 2) and ranked by the mean over those fresh
-    splits alone (the lower validation loss on a tie); the rest follow as ranked. The best of many noisy
-    estimates is likely a lucky one, so the estimate that put a trial among the best flatters it: only
-    new estimates, the same for every candidate, tell luck from merit, and a configuration replaces the
-    recipe only by beating it there. What is measured is kept in the study (``confirmed``), so a resumed
-    or second worker's finish reuses it."""
+    (each with its own training seed: ``--seed`` + 1, + 2, ...), the same splits for every candidate.
+    The best of many noisy estimates is likely a lucky one, and the estimate that put a trial among the
+    best flatters it: only the fresh estimates rank, and a challenger replaces the recipe only where it
+    clears the margin (``beats_recipe``: fold by fold on those splits). Returned: the challengers that
+    clear it, by their fresh mean (the lower validation loss on a tie), then the recipe's trial, then the
+    other candidates so ranked, then the rest as ranked; without the recipe's trial, the candidates by
+    their fresh mean. What is measured is kept in the study (``confirmed``), so a resumed or second
+    worker's finish reuses it."""
     if not search.refit or search.settings.objectives != 1 or len(ranked) < 2:
         return ranked
     candidates = ranked[:CONFIRMED] + [t for t in ranked[CONFIRMED:] if is_recipe(t)]
+    confirmed = _cross_validate_again(search, study, candidates)
+
+    def again(trial) -> tuple[float, float, int]:
+        fresh = confirmed[str(trial.number)]
+        return -statistics.mean(fresh["values"]), statistics.mean(fresh["losses"]), trial.number
+
+    top = sorted(candidates, key=again)
+    numbers = {t.number for t in candidates}
+    rest = [t for t in ranked if t.number not in numbers]
+    recipe = next((t for t in candidates if is_recipe(t)), None)
+    if recipe is None:
+        return top + rest
+    incumbent = confirmed[str(recipe.number)]
+    folds = len(incumbent["values"]) // len(incumbent["seeds"])
+    verdicts = {}
+    for trial in top:
+        if trial is not recipe:
+            verdicts[trial.number] = beats_recipe(
+                confirmed[str(trial.number)]["values"], incumbent["values"], folds
+            )
+            search.say(describe_margin(trial.number, verdicts[trial.number]))
+    study.set_user_attr("margins", {str(k): v for k, v in verdicts.items()})
+    winners = [t for t in top if verdicts.get(t.number, {}).get("clears")]
+    others = [t for t in top if t is not recipe and t not in winners]
+    return winners + [recipe] + others + rest
+
+
+def _cross_validate_again(search: Search, study, candidates: list) -> dict:
+    """Each candidate cross-validated on the ``CONFIRM_SPLITS`` fresh splits (reusing what the study
+    holds): {trial number: {"seeds", "values", "losses"}}, fold values in split-then-fold order."""
     seeds = [search.settings.seed + 1 + split for split in range(CONFIRM_SPLITS)]
     confirmed = dict(study.user_attrs.get("confirmed", {}))
     for trial in candidates:
@@ -177,15 +212,35 @@ def confirm(search: Search, study, ranked: list) -> list:
         confirmed[str(trial.number)] = {"seeds": seeds, "values": values, "losses": losses}
         study.set_user_attr("confirmed", confirmed)
         search.say(f"trial {trial.number} cross-validated again on {len(seeds)} other splits: accuracy "
-                   f"{sum(values) / len(values):.4f}")  # fmt: skip
+                   f"{statistics.mean(values):.4f}")  # fmt: skip
+    return confirmed
 
-    def again(trial) -> tuple[float, float]:
-        fresh = confirmed[str(trial.number)]
-        return -sum(fresh["values"]) / len(fresh["values"]), sum(fresh["losses"]) / len(fresh["losses"])
 
-    top = sorted(candidates, key=lambda t: (*again(t), t.number))
-    numbers = {t.number for t in candidates}
-    return top + [t for t in ranked if t.number not in numbers]
+def beats_recipe(challenger: list[float], recipe: list[float], folds: int) -> dict:
+    """Whether a challenger's fold accuracies beat the recipe's on the same folds (the same splits and
+    training seeds: paired, ``folds`` a split) by the margin: the mean of the paired differences must
+    be above zero and exceed ``MARGIN_STANDARD_ERRORS`` of its standard errors (the one-standard-error
+    rule). The folds of repeated cross-validation share their training sequences, so the spread of their
+    differences understates the mean's uncertainty: the standard error is Nadeau and Bengio's corrected
+    one, the differences' standard deviation times sqrt(1 / n + held / trained) for n differences and a
+    fold holding out 1 / ``folds`` of the data (Machine Learning 52, 2003). A tie keeps the recipe, and
+    so does a gain of a few sequences the folds disagree on; a gain every fold agrees on clears it.
+    Returns the mean difference, its standard error, the folds and ``clears``."""
+    if len(challenger) != len(recipe) or len(recipe) < 2 or folds < 2:
+        raise ValueError(f"paired fold values: expected two lists of the same length (2 or more) from "
+                         f"2 or more folds, given {len(challenger)} and {len(recipe)}, {folds} folds")  # fmt: skip
+    differences = [c - r for c, r in zip(challenger, recipe, strict=True)]
+    gain = statistics.mean(differences)
+    error = statistics.stdev(differences) * math.sqrt(1 / len(differences) + 1 / (folds - 1))
+    clears = gain > 0 and gain > MARGIN_STANDARD_ERRORS * error + 1e-12
+    return {"gain": gain, "standard_error": error, "folds": len(differences), "clears": clears}
+
+
+def describe_margin(number: int, verdict: dict) -> str:
+    outcome = "clears the margin" if verdict["clears"] else "does not clear the margin: the recipe stays"
+    return (f"trial {number} against the recipe's trial, fold by fold on the same {verdict['folds']} folds: "
+            f"{100 * verdict['gain']:+.2f} points a fold, standard error {100 * verdict['standard_error']:.2f}: "
+            f"{outcome}")  # fmt: skip
 
 
 def is_recipe(trial) -> bool:
@@ -281,6 +336,7 @@ def finish(search: Search, study, progress: bool) -> dict:
         "trials": len(rows),
         "pareto_front": front,
         "confirmed": study.user_attrs.get("confirmed", {}),
+        "margins": study.user_attrs.get("margins", {}),
         "table": table(rows, metric),
     }
     summary["refused"] = []
@@ -296,7 +352,8 @@ def finish(search: Search, study, progress: bool) -> dict:
                              **chosen.train, "precision": chosen.precision}  # fmt: skip
         again = summary["confirmed"].get(str(candidate.number))
         if again:
-            summary["chosen"]["confirmed_value"] = sum(again["values"]) / len(again["values"])
+            summary["chosen"]["confirmed_value"] = statistics.mean(again["values"])
+        summary["chosen"]["recipe"] = is_recipe(candidate)
         break
     atomic_write_text(search.run_dir / "search.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -315,6 +372,8 @@ def to_text(summary: dict) -> str:
         out.append("no trial finished within the budget and deployed: nothing chosen")
         return "\n".join(out) + "\n"
     result = summary["result"]
+    if chosen.get("recipe") and summary.get("margins"):
+        out.append("the recipe's trial kept: no other cleared the margin over it on the fresh splits")
     again = f", {chosen['confirmed_value']:.4f} on other splits" if "confirmed_value" in chosen else ""
     out.append(f"chosen: trial {chosen['trial']} ({summary['metric']} {chosen['value']:.4f}{again}): {chosen['cell']} "
                f"{chosen['num_layers']}x{chosen['hidden_size']} {chosen['precision']}")  # fmt: skip

@@ -289,10 +289,15 @@ def test_the_best_trials_are_confirmed_on_another_split_before_one_is_chosen():
     ranked, _ = choose(study, search)
     assert [t.number for t in ranked] == [1, 0, 3, 2]
     assert [t.number for t in confirm(search, study, ranked)] == [3, 0, 1, 2]
-    assert seen == [(16, 5, "confirm1"), (16, 6, "confirm2"), (8, 5, "confirm1"), (8, 6, "confirm2"),
-                    (32, 5, "confirm1"), (32, 6, "confirm2")]  # fmt: skip
-    assert study.user_attrs["confirmed"]["3"] == {"seeds": [5, 6], "values": [1.0] * 4, "losses": [0.3] * 4}
-    assert [t.number for t in confirm(search, study, ranked)] == [3, 0, 1, 2] and len(seen) == 6  # kept
+    assert seen == [(16, 5, "confirm1"), (16, 6, "confirm2"), (16, 7, "confirm3"), (8, 5, "confirm1"),
+                    (8, 6, "confirm2"), (8, 7, "confirm3"), (32, 5, "confirm1"), (32, 6, "confirm2"),
+                    (32, 7, "confirm3")]  # fmt: skip
+    assert study.user_attrs["confirmed"]["3"] == {
+        "seeds": [5, 6, 7],
+        "values": [1.0] * 6,
+        "losses": [0.3] * 6,
+    }
+    assert [t.number for t in confirm(search, study, ranked)] == [3, 0, 1, 2] and len(seen) == 9  # kept
     search.refit = False
     assert confirm(search, study, ranked) == ranked
 
@@ -424,10 +429,93 @@ def test_the_recipe_is_confirmed_wherever_it_ranked_and_kept_unless_beaten_on_fr
     ranked, _ = choose(study, search)
     assert [t.number for t in ranked] == [1, 2, 3, 4, 0]
     assert [t.number for t in confirm(search, study, ranked)] == [0, 3, 2, 1, 4]
-    assert seen == [8, 8, 16, 16, 24, 24, 64, 64]  # two fresh splits each; only they rank
+    assert seen == [8, 8, 8, 16, 16, 16, 24, 24, 24, 64, 64, 64]  # three fresh splits each; only they rank
     again[64] = 0.5  # beaten on the fresh splits: the best of the others there is chosen
     study.set_user_attr("confirmed", {})
     assert [t.number for t in confirm(search, study, ranked)] == [3, 2, 1, 0, 4]
+
+
+def test_a_challenger_replaces_the_recipe_only_by_more_than_a_standard_error_fold_by_fold():
+    import statistics
+
+    from edgernn.search_result import beats_recipe
+
+    recipe = [12 / 13, 13 / 14, 12 / 13, 13 / 13, 12 / 14, 13 / 13, 11 / 13, 13 / 14, 13 / 13]  # 3 splits x 3
+    sizes = [13, 14, 13, 13, 14, 13, 13, 14, 13]
+
+    def ahead(folds: int) -> list[float]:  # one sequence more right in each of the first ``folds`` folds
+        return [r + (1 / n if i < folds else 0.0) for i, (r, n) in enumerate(zip(recipe, sizes, strict=True))]
+
+    assert not beats_recipe(recipe, recipe, 3)["clears"]  # a tie keeps the recipe
+    one = beats_recipe(ahead(1), recipe, 3)
+    assert 0 < one["gain"] < one["standard_error"] and not one["clears"]
+    # two sequences more in 120: past the plain standard error of the nine differences, not the one
+    # corrected for folds that share their training sequences (sqrt(1/9 + 1/2) against sqrt(1/9))
+    two = beats_recipe(ahead(2), recipe, 3)
+    plain = statistics.stdev([c - r for c, r in zip(ahead(2), recipe, strict=True)]) / 3
+    assert plain < two["gain"] < two["standard_error"] and not two["clears"]
+    assert two["standard_error"] == pytest.approx(plain * 3 * (1 / 9 + 1 / 2) ** 0.5)
+    assert not beats_recipe(ahead(3), recipe, 3)["clears"] and beats_recipe(ahead(4), recipe, 3)["clears"]
+    # the same count right, the challenger's error in a fold of 14 where the recipe's was in one of 13:
+    # a higher mean of fold accuracies, no more sequences right
+    moved = [recipe[0] + 1 / 13, recipe[1] - 1 / 14, *recipe[2:]]
+    assert beats_recipe(moved, recipe, 3)["gain"] > 0 and not beats_recipe(moved, recipe, 3)["clears"]
+    steady = [r + 1 / 14 for r in recipe]  # ahead on every fold
+    assert (
+        beats_recipe(steady, recipe, 3)["clears"] and beats_recipe(steady, recipe, 3)["standard_error"] < 1e-9
+    )
+    assert not beats_recipe(recipe, steady, 3)["clears"]
+    with pytest.raises(ValueError, match="same length"):
+        beats_recipe(recipe[:3], recipe, 3)
+
+
+def test_a_higher_fresh_mean_that_does_not_clear_the_margin_ranks_after_the_recipe():
+    from types import SimpleNamespace
+
+    import optuna
+
+    from edgernn.search_result import choose, confirm, to_text
+
+    study = optuna.create_study(direction="maximize")
+    params = {"cell": "gru", "num_layers": 2, "learning_rate": 3e-3, "precision": "float32"}
+    for hidden, value in ((64, 0.90), (8, 0.95), (16, 0.94), (24, 0.93)):
+        study.add_trial(optuna.trial.create_trial(
+            value=value, params={**params, "hidden_size": hidden}, distributions=_space("gru"),
+            user_attrs={"val_loss": 0.3},
+            system_attrs={"fixed_params": {**params, "hidden_size": hidden}} if hidden == 64 else {},
+        ))  # fmt: skip
+    recipe = [0.9, 0.8, 0.9] * 3
+    again = {
+        64: recipe,
+        8: [r + d for r, d in zip(recipe, (0.1, -0.1, 0.1, 0.1, -0.1, 0.0, 0.1, -0.1, 0.1), strict=True)],
+        16: [r + 0.02 for r in recipe],  # a little ahead on every fold
+        24: [0.9, 0.8, 0.9] * 3,  # a tie
+    }
+
+    def cross_validate(chosen, folder, seed):
+        split = int(folder.name.removeprefix("confirm")) - 1
+        return again[chosen.model["hidden_size"]][3 * split : 3 * split + 3], [0.3] * 3
+
+    said = []
+    search = SimpleNamespace(settings=SimpleNamespace(objectives=1, seed=0), direction="maximize", refit=True,
+                             run_dir=Path("/nonexistent"), cross_validate=cross_validate, say=said.append)  # fmt: skip
+    ranked, _ = choose(study, search)
+    assert [t.number for t in ranked] == [1, 2, 3, 0]
+    assert [t.number for t in confirm(search, study, ranked)] == [2, 0, 1, 3]
+    margins = study.user_attrs["margins"]
+    assert margins["2"]["clears"] and not margins["1"]["clears"] and not margins["3"]["clears"]
+    assert margins["1"]["gain"] > margins["2"]["gain"]  # the higher mean, but the folds disagree
+    assert any(
+        line.startswith("trial 1 against the recipe's trial") and "the recipe stays" in line for line in said
+    )
+    again[16] = recipe  # no challenger clears: the recipe's trial first
+    study.set_user_attr("confirmed", {})
+    assert [t.number for t in confirm(search, study, ranked)] == [0, 1, 2, 3]
+    summary = {"table": "", "pareto_front": [], "metric": "accuracy", "margins": margins,
+               "chosen": {"trial": 0, "value": 0.9, "cell": "gru", "num_layers": 2, "hidden_size": 64,
+                          "precision": "float32", "recipe": True},
+               "result": {"run_dir": "best", "best_val_loss": 0.3, "model": "m", "deployed": "d", "command": "c"}}  # fmt: skip
+    assert "the recipe's trial kept: no other cleared the margin" in to_text(summary)
 
 
 def test_a_chosen_model_whose_c_fails_its_self_test_gives_way_to_the_next_best(tmp_path, monkeypatch):
