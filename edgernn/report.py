@@ -291,6 +291,8 @@ def format_export(report: Any) -> str:
         lines.append(
             "  y's errors and atol are in units of its training std (the scale the model computes in)"
         )
+    if parity and parity.logits:
+        lines.append("  y's errors and atol are relative to each step's largest |logit| (at least 1)")
     if report.chunk_path is not None:
         lines.append(_chunk_line(report))
     if report.quantization is not None:

@@ -1,8 +1,9 @@
 """Every export verifies itself: onnx.checker, then onnxruntime against PyTorch.
 
 Checks (float32 against float32, elementwise |ort - torch| <= atol * scale + rtol * |torch|, where scale is
-each output's training std for ``y`` of a regression model and 1 otherwise: the tolerance follows the scale
-the model computes in, not the user's units; see ``edgernn.runtime.tolerance``):
+each output's training std for ``y`` of a regression model, the step's largest |logit| (at least 1) for
+logits, and 1 for states: the tolerance follows the scale the model computes in, not the user's units;
+see ``edgernn.runtime.tolerance``):
 
 - ``one_step``: batch 1, a random non-zero state, one step; y and every next state.
 - ``closed_loop``: batch 3 (not the export's batch 1), ``CLOSED_LOOP_STEPS`` steps from the initial
@@ -49,7 +50,8 @@ class ParityReport:
 
     Errors of ``y`` are on the scale the model computes in: divided by each output's training std for a
     regression model (``edgernn.runtime.tolerance``), so they compare with ``atol`` whatever the user's
-    units. ``y_scale``: that std per output (ones for logits and outputs without statistics).
+    units; errors of logits are divided by their step's largest |logit| (at least 1). ``y_scale``: the
+    std per output (ones for logits and outputs without statistics).
     """
 
     errors: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -62,6 +64,7 @@ class ParityReport:
         }
     )
     y_scale: tuple[float, ...] = ()
+    logits: bool = False  # y's errors are relative to each step's largest |logit| (at least 1)
 
     def max_error(self) -> float:
         return max((e for check in self.errors.values() for e in check.values()), default=0.0)
@@ -72,13 +75,18 @@ class _Checker:
 
     ``y`` is judged as ``|ort - torch| <= atol * std + rtol * |torch|`` with std each output's training
     std (``edgernn.runtime.tolerance``): float32 rounding of values in the thousands passes, a real error
-    in values near 1e-4 does not. States are on the model's scale already (scale 1).
+    in values near 1e-4 does not. Logits are judged against their step's largest |logit| (at least 1):
+    the rounding of a logit near zero beside logits in the tens passes. States are on the model's scale
+    already (scale 1).
     """
 
     def __init__(self, info: ModelInfo) -> None:
         self.mismatches: list[str] = []
+        self.info = info
         self.y_scale = tolerance.output_scale(info)
-        self.report = ParityReport(y_scale=tuple(float(s) for s in self.y_scale))
+        self.report = ParityReport(
+            y_scale=tuple(float(s) for s in self.y_scale), logits=info.output.kind == "logits"
+        )
 
     def compare(
         self, check: str, tensor: str, got: np.ndarray, want: np.ndarray, time_axis: int | None = None
@@ -88,7 +96,7 @@ class _Checker:
             self.mismatches.append(f"{check}: {tensor} has shape {got.shape}, PyTorch gives {want.shape}")
             return
         is_y = tensor == contract.OUTPUT_NAME
-        scale = self.y_scale if is_y else 1.0
+        scale = tolerance.step_scale(self.info, want) if is_y else 1.0
         worst = tolerance.largest(tolerance.scaled_error(got, want, scale))
         errors = self.report.errors.setdefault(check, {})
         errors[tensor] = max(errors.get(tensor, 0.0), worst)
@@ -101,18 +109,29 @@ class _Checker:
                 )
                 where = f" (first at step {step})"
             self.mismatches.append(
-                f"{check}: {tensor}{where} {_difference(got, want, worst, atol, rtol, is_y)}"
+                f"{check}: {tensor}{where} {_difference(got, want, worst, atol, rtol, self._unit(is_y))}"
             )
 
+    def _unit(self, is_y: bool) -> tuple[str, str] | None:
+        """What y's errors are divided by, in words and in the tolerance's formula; None for states."""
+        if not is_y:
+            return None
+        if self.info.output.kind == "logits":
+            return "its step's largest |logit| (at least 1)", "max(1, largest |logit|)"
+        return "its training std", "std"
 
-def _difference(got: np.ndarray, want: np.ndarray, worst: float, atol: float, rtol: float, is_y: bool) -> str:
+
+def _difference(
+    got: np.ndarray, want: np.ndarray, worst: float, atol: float, rtol: float, unit: tuple[str, str] | None
+) -> str:
     """How far apart, in the user's units and (for y) on the model's scale, against the tolerance."""
     absolute = tolerance.largest(tolerance.scaled_error(got, want))
-    if not is_y:
+    if unit is None:
         return f"differs from PyTorch by {absolute:.3g} (atol {atol:g}, rtol {rtol:g})"
+    words, formula = unit
     return (
-        f"differs from PyTorch by {absolute:.3g}, {worst:.3g} in units of its training std "
-        f"(atol {atol:g} x std, rtol {rtol:g})"
+        f"differs from PyTorch by {absolute:.3g}, {worst:.3g} in units of {words} "
+        f"(atol {atol:g} x {formula}, rtol {rtol:g})"
     )
 
 

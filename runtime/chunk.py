@@ -30,7 +30,7 @@ from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import ContractError, EdgeRNNError
 from edgernn.runtime.integrity import check_graph
 from edgernn.runtime.session import model_bytes, read_info
-from edgernn.runtime.tolerance import output_scale, within
+from edgernn.runtime.tolerance import step_scale, within
 
 CHUNK_SUFFIX = ".chunk.onnx"
 ORT_CHUNK_SUFFIX = ".chunk.ort"  # an ORT format model's chunk graph (edgernn deploy --target ort)
@@ -146,7 +146,7 @@ def _probe(chunk: ChunkGraph, step: Callable[[np.ndarray], list[np.ndarray]]) ->
     got = [chunk.run(xs, state), *state]
     want = step(xs)
     for name, a, b in zip([contract.OUTPUT_NAME, *(s.output for s in info.states)], got, want, strict=True):
-        scale = output_scale(info) if name == contract.OUTPUT_NAME else 1.0  # y on the model's scale
+        scale = step_scale(info, b) if name == contract.OUTPUT_NAME else 1.0  # y on the model's scale
         if a.shape != b.shape or not within(a, b, PROBE_ATOL, PROBE_RTOL, scale).all():
             raise ContractError(
                 f"chunk graph: {name} differs from stepping the step model on a probe sequence; "

@@ -8,9 +8,12 @@ near 1e-4. So every check allows, per element,
     |got - want| <= atol * scale + rtol * |want|
 
 where ``scale`` is each output's training std (``output.std`` of the metadata) for ``y`` of a regression
-model, and 1 for logits, for outputs without statistics and for states (the states are on the model's own
-scale already). Errors are reported divided by the scale: the error on the scale the model computes in,
-comparable with ``atol`` whatever the units.
+model, and 1 for outputs without statistics and for states (the states are on the model's own scale
+already). Logits are judged as the vector they are (``step_scale``): each step's scale is the largest
+|logit| of that step, at least 1. A trained classifier's logits reach tens; the float32 rounding of every
+one of them, the one near zero beside them included, grows with the weights that make them, while
+softmax and argmax read only their differences. Errors are reported divided by the scale: the error on
+the scale the model computes in, comparable with ``atol`` whatever the units.
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ def output_scale(info: ModelInfo) -> np.ndarray:
         return np.ones(info.output.size, np.float64)
     scale = np.asarray(std, np.float64)
     return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+
+
+def step_scale(info: ModelInfo, want: np.ndarray) -> np.ndarray:
+    """The scale ``y`` is judged on, broadcasting against ``want`` (outputs on its last axis): each output's
+    training std for a regression model (``output_scale``); for logits, each step's largest |logit|, at
+    least 1 (NaN where the step has a NaN: such a step never passes)."""
+    if info.output.kind != "logits":
+        return output_scale(info)
+    magnitude = np.max(np.abs(np.asarray(want, np.float64)), axis=-1, keepdims=True)
+    return np.maximum(magnitude, 1.0)  # NaN stays NaN
 
 
 def scaled_error(got: np.ndarray, want: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray:

@@ -231,3 +231,87 @@ def test_the_scale_is_one_for_logits_and_for_a_std_that_is_not_a_positive_number
     np.testing.assert_array_equal(tolerance.output_scale(odd), [1.0, 1.0, 5.0])
     logits = replace(info, output=OutputSpec(kind="logits", size=3, mean=None, std=(3.0, 3.0, 3.0)))
     np.testing.assert_array_equal(tolerance.output_scale(logits), [1.0, 1.0, 1.0])
+
+
+def _logit_checker(output_size: int = 4) -> _Checker:
+    config = ModelConfig(input_kind="features", input_size=2, hidden_size=4, output_size=output_size,
+                         output_kind="logits", input_mean=(0.0, 0.0), input_std=(1.0, 1.0))  # fmt: skip
+    return _Checker(build_info(RecurrentModel(config)))
+
+
+def test_logits_are_judged_against_their_steps_largest_logit():
+    """A logit near zero beside logits in the tens: float32 rounding of 0.00015 passes (the tolerance is
+    1e-4 x the step's largest |logit|), an error of a hundredth does not, and below 1 the scale stays 1."""
+    want = np.array([[[30.0, -25.0, 0.0, 12.0], [0.4, -0.2, 0.0, 0.1]]])  # (B, T, O): confident, then flat
+    rounding = np.zeros_like(want)
+    rounding[0, 0, 2] = 1.5e-4
+    checker = _logit_checker()
+    checker.compare("closed_loop", "y", want + rounding, want, time_axis=1)
+    assert checker.mismatches == []
+    assert checker.report.errors["closed_loop"]["y"] == pytest.approx(1.5e-4 / 30, rel=1e-6)
+    np.testing.assert_array_equal(tolerance.step_scale(checker.info, want)[0, :, 0], [30.0, 1.0])
+
+    wrong = np.zeros_like(want)
+    wrong[0, 0, 2] = 0.01
+    checker.compare("closed_loop", "y", want + wrong, want, time_axis=1)
+    (line,) = checker.mismatches
+    said = "closed_loop: y (first at step 0) differs from PyTorch by 0.01, 0.000333 in units of its step's"
+    assert line.startswith(said + " largest |logit| (at least 1) (atol 0.0001 x max(1, largest |logit|)")
+
+    flat = _logit_checker()
+    rounding = np.zeros_like(want)
+    rounding[0, 1, 2] = 1.5e-4  # the flat step: scale 1, so 0.00015 is past atol 0.0001
+    flat.compare("closed_loop", "y", want + rounding, want, time_axis=1)
+    (line,) = flat.mismatches
+    assert line.startswith("closed_loop: y (first at step 1) differs")
+
+    nan = _logit_checker()
+    broken = want.copy()
+    broken[0, 1, 0] = np.nan
+    nan.compare("closed_loop", "y", broken, want, time_axis=1)
+    nan.compare("after_reset", "y", want, broken, time_axis=1)
+    assert [line.split(":")[0] for line in nan.mismatches] == ["closed_loop", "after_reset"]
+
+
+def test_an_export_with_logits_in_the_thousands_passes_and_a_real_error_still_fails(monkeypatch):
+    """A GRU whose logits reach thousands, each around zero: the float32 rounding of its 1,000-step closed
+    loop is past an absolute 1e-4 on logits near zero, and passes on the step's scale; one logit's bias
+    off by 5 (a few thousandths of the step's largest) is refused by every check."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    config = ModelConfig(input_kind="features", input_size=32, hidden_size=128, output_size=11,
+                         output_kind="logits", input_mean=(0.0,) * 32, input_std=(1.0,) * 32)  # fmt: skip
+    model = RecurrentModel(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith("rnn") and "weight" in name:
+                parameter.mul_(3.0)
+        model.head.weight.mul_(3000.0)
+        xs = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 1000, 32)).astype(np.float32))
+        model.head.bias.sub_(model(xs)[0].mean(dim=(0, 1)))  # logits around zero, their rounding not
+    info = build_info(model)
+    proto = build_step_model(model, info)
+    seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    compare = _Checker.compare
+
+    def recording(self, check, tensor, got, want, time_axis=None):
+        if tensor == "y":
+            seen[check] = (got, want)
+        return compare(self, check, tensor, got, want, time_axis)
+
+    monkeypatch.setattr(_Checker, "compare", recording)
+    report = verify_export(model, proto, info)
+    got, want = seen["closed_loop"]
+    assert np.abs(want).max() > 1000
+    old_rule = tolerance.within(got, want, contract.CLOSED_LOOP_ATOL, contract.CLOSED_LOOP_RTOL)
+    assert not old_rule.all()  # an absolute tolerance on logits refused this model for rounding alone
+    assert report.logits and report.errors["closed_loop"]["y"] < 1e-5
+
+    bias = next(i for i in proto.graph.initializer if i.name == "head.bias")
+    shifted = numpy_helper.to_array(bias).copy()
+    shifted[3] += np.float32(5.0)
+    bias.CopyFrom(numpy_helper.from_array(shifted, "head.bias"))
+    with pytest.raises(ParityError) as caught:
+        verify_export(model, proto, info)
+    checks = {line.split(":")[0] for line in caught.value.mismatches}
+    assert checks == {"one_step", "closed_loop", "after_reset"}
