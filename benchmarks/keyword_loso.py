@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "--warp",
         type=lambda text: tuple(float(v) for v in text.split(",")),
         default=None,
-        help="frequency warp range LO,HI (vocal tract length, apart from speed; 1,1: off)",
+        help="frequency warp range LO,HI (vocal tract length, apart from speed; 1,1: off; default: the task's)",
     )
     parser.add_argument(
         "--gap-s",

@@ -153,7 +153,7 @@ class Augmentation:
 
     copies: int = 4
     speed: tuple[float, float] = (0.85, 1.15)
-    warp: tuple[float, float] = (1.0, 1.0)
+    warp: tuple[float, float] = (0.88, 1.12)
     gain_db: tuple[float, float] = (-18.0, 6.0)
     lead_ms: float = 250.0
     trail_ms: float = 300.0
