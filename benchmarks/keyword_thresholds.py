@@ -5,9 +5,11 @@ models that ``benchmarks/keyword_loso.py`` left in its OUT folders (``OUT/SPEAKE
 Each fold's stream is the one ``keyword_loso.py`` (``edgernn eval``) scores: the speaker's clips with
 0.8-2.0 s of silence or noise between them (``edgernn.runtime.keyword.build_stream``, seed 0). It is
 stepped once through the stepper; the spotter then reads the same logits at every threshold.
+``--rule-before`` also scores the spotter's rule before a word had to lead for ``stable_ms`` (a word fired
+on the hop it reached the threshold, and another word re-armed the spotter after the refractory period).
 
     .venv/bin/python benchmarks/keyword_thresholds.py --data ../shared/datasets/fsdd \\
-        build/keyword_loso_3000 build/loso/steplabels --thresholds 0.5,0.6,0.7,0.8,0.9
+        build/keyword_loso_3000 build/loso/steplabels --thresholds 0.5,0.6,0.7,0.8,0.9 --rule-before
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from edgernn.runtime.audio import hops_of, read_clips
 from edgernn.runtime.keyword import (
     DEFAULT_REFRACTORY_MS,
     DEFAULT_SMOOTH_MS,
+    DEFAULT_STABLE_MS,
     KeywordModel,
     Spotter,
     build_stream,
@@ -39,10 +42,10 @@ def fold_logits(model: Path, clips) -> tuple[object, list[np.ndarray], KeywordMo
     return test, logits, keyword
 
 
-def operating_points(test, logits, keyword, thresholds, smooth_ms: float, refractory_ms: float) -> list[dict]:
+def operating_points(test, logits, keyword, thresholds, **spotter_options) -> list[dict]:
     rows = []
     for threshold in thresholds:
-        spotter = Spotter(keyword, threshold=threshold, smooth_ms=smooth_ms, refractory_ms=refractory_ms)
+        spotter = Spotter(keyword, threshold=threshold, **spotter_options)
         detections = [d for d in map(spotter.push, logits) if d is not None]
         rows.append({"threshold": threshold, **score_stream(test, detections)})
     return rows
@@ -76,21 +79,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smooth-ms", type=float, default=DEFAULT_SMOOTH_MS)
     parser.add_argument("--refractory-ms", type=float, default=DEFAULT_REFRACTORY_MS)
+    parser.add_argument("--stable-ms", type=float, default=DEFAULT_STABLE_MS)
+    parser.add_argument("--rule-before", action="store_true", help="also the spotter's rule before stable_ms")
     args = parser.parse_args(argv)
+    rules = {"": {"stable_ms": args.stable_ms, "other_word_rearms": False}}
+    if args.rule_before:
+        rules = {", rule before": {"stable_ms": 0.0, "other_word_rearms": True}, **rules}
+    timing = {"smooth_ms": args.smooth_ms, "refractory_ms": args.refractory_ms}
     clips = read_clips(args.data)
     results: dict[str, dict[str, list[dict]]] = {}
     for run in args.runs:
         folds = sorted(p.parent for p in run.glob("*/model.onnx"))
         if not folds:
             parser.error(f"{run}: expected keyword_loso.py folds (SPEAKER/model.onnx), found none")
-        results[str(run)] = {}
         for fold in folds:
             held_out = clips.subset([i for i, s in enumerate(clips.speakers) if s == fold.name])
             test, logits, keyword = fold_logits(fold / "model.onnx", held_out)
-            points = operating_points(
-                test, logits, keyword, args.thresholds, args.smooth_ms, args.refractory_ms
-            )
-            results[str(run)][fold.name] = points
+            for tag, rule in rules.items():
+                points = operating_points(test, logits, keyword, args.thresholds, **timing, **rule)
+                results.setdefault(f"{run}{tag}", {})[fold.name] = points
     print(table(results, args.thresholds))
     return 0
 

@@ -5,10 +5,11 @@ The spotter (``Spotter``), as ``edgernn stream --wav`` and ``edgernn eval`` run 
 
 1. each hop's logits become posteriors (softmax);
 2. smoothing: each class's posterior averaged over the last ``smooth_ms`` (default 100 ms);
-3. a word fires when its smoothed posterior reaches ``threshold`` (default 0.6) while the spotter is
-   armed and at least ``refractory_ms`` (default 600 ms) after the last detection;
-4. it re-arms when every word's smoothed posterior has fallen below ``threshold / 2``, or when another
-   word reaches the threshold after the refractory period.
+3. a word fires once its smoothed posterior has been the best word's, at or above ``threshold``
+   (default 0.6), for ``stable_ms`` (default 100 ms), while the spotter is armed and at least
+   ``refractory_ms`` (default 600 ms) after the last detection;
+4. it re-arms when every word's smoothed posterior has fallen below ``threshold / 2`` (with
+   ``other_word_rearms``, also when another word fires after the refractory period).
 
 The time of a detection is the end of the hop that fired it. The stream keeps its state from start to
 end, as a device would: nothing is reset between words.
@@ -39,6 +40,8 @@ from edgernn.runtime.errors import ContractError, InputError
 DEFAULT_THRESHOLD = 0.6
 DEFAULT_SMOOTH_MS = 100.0
 DEFAULT_REFRACTORY_MS = 600.0
+DEFAULT_STABLE_MS = 100.0
+DEFAULT_OTHER_WORD_REARMS = False  # the rule before: another word re-armed the spotter
 MATCH_AFTER_MS = 500.0  # a detection up to this long after a word's end still counts for that word
 
 
@@ -126,20 +129,25 @@ class Spotter:
     threshold: float = DEFAULT_THRESHOLD
     smooth_ms: float = DEFAULT_SMOOTH_MS
     refractory_ms: float = DEFAULT_REFRACTORY_MS
+    stable_ms: float = DEFAULT_STABLE_MS
+    other_word_rearms: bool = DEFAULT_OTHER_WORD_REARMS
     hops: int = 0
     _window: deque = field(default_factory=deque)
     _last_hop: int | None = None
     _last_word: int | None = None
     _armed: bool = True
+    _leader: int | None = None  # the word at or above the threshold as the best, and for how many hops
+    _led: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise InputError(f"threshold: expected a probability in (0, 1), got {self.threshold}")
-        if self.smooth_ms < 0 or self.refractory_ms < 0:
-            raise InputError("smooth_ms and refractory_ms: expected 0 or more milliseconds")
+        if self.smooth_ms < 0 or self.refractory_ms < 0 or self.stable_ms < 0:
+            raise InputError("smooth_ms, refractory_ms and stable_ms: expected 0 or more milliseconds")
         hop_ms = self.model.front_end.hop_ms
         self._span = max(1, round(self.smooth_ms / hop_ms))
         self._refractory = round(self.refractory_ms / hop_ms)
+        self._stable = max(1, round(self.stable_ms / hop_ms))  # hops at the top, this one included
         self._words = np.array([i != self.model.no_word for i in range(len(self.model.classes))])
 
     def push(self, logits: np.ndarray) -> Detection | None:
@@ -150,12 +158,15 @@ class Spotter:
         smoothed = np.where(self._words, np.mean(self._window, axis=0), 0.0)
         best = int(np.argmax(smoothed))
         score = float(smoothed[best])
+        leading = score >= self.threshold
+        self._led = self._led + 1 if leading and best == self._leader else int(leading)
+        self._leader = best if leading else None
         since = None if self._last_hop is None else self.hops - self._last_hop
         if score < self.threshold / 2:
             self._armed = True
-        if score < self.threshold or (since is not None and since < self._refractory):
+        if not leading or self._led < self._stable or (since is not None and since < self._refractory):
             return None
-        if not self._armed and best == self._last_word:
+        if not self._armed and (best == self._last_word or not self.other_word_rearms):
             return None
         self._armed, self._last_hop, self._last_word = False, self.hops, best
         return Detection(self.hops * self.model.front_end.hop_ms / 1000.0, self.model.classes[best], score)
@@ -279,6 +290,7 @@ def evaluate_keyword(
     threshold: float = DEFAULT_THRESHOLD,
     smooth_ms: float = DEFAULT_SMOOTH_MS,
     refractory_ms: float = DEFAULT_REFRACTORY_MS,
+    stable_ms: float = DEFAULT_STABLE_MS,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Clip accuracy (the decision after each clip's last hop) and the spotter on a continuous stream of
@@ -290,7 +302,12 @@ def evaluate_keyword(
     predicted = classify_clips(stepper, clips)
     truth = np.array([model.classes.index(label) for label in clips.labels])
     test = build_stream(clips, seed)
-    options = {"threshold": threshold, "smooth_ms": smooth_ms, "refractory_ms": refractory_ms}
+    options = {
+        "threshold": threshold,
+        "smooth_ms": smooth_ms,
+        "refractory_ms": refractory_ms,
+        "stable_ms": stable_ms,
+    }
     stream = score_stream(test, spot(stepper, test.samples, **options))
     stream["stream_seconds"] = len(test.samples) / clips.rate
     return {
@@ -319,7 +336,7 @@ def format_evaluation(doc: dict[str, Any], model: str) -> str:
             f"  false alarms  {s['false_alarms']} in {s['gap_seconds']:.0f} s of silence and noise: "
             f"{s['false_alarms_per_hour']:.1f} per hour",
             f"  spotter       threshold {spotter['threshold']:g}, smoothing {spotter['smooth_ms']:g} ms, "
-            f"refractory {spotter['refractory_ms']:g} ms",
+            f"stable for {spotter['stable_ms']:g} ms, refractory {spotter['refractory_ms']:g} ms",
         ]
     )
 

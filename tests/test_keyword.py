@@ -24,7 +24,7 @@ from edgernn.cli import cli
 from edgernn.runtime import Stepper, contract
 from edgernn.runtime.audio import FrontEnd, hops_of, read_bundle, read_clips, read_wav, read_wav_folder
 from edgernn.runtime.errors import ContractError, InputError
-from edgernn.runtime.keyword import KeywordModel, Spotter, pcm_hops, spot
+from edgernn.runtime.keyword import DEFAULT_STABLE_MS, KeywordModel, Spotter, pcm_hops, spot
 
 FSDD = Path(__file__).resolve().parent.parent / "examples" / "data" / "fsdd"
 
@@ -380,14 +380,36 @@ def test_metadata_whose_front_end_does_not_match_the_graph_is_refused(digits):
 
 def test_the_spotter_smooths_fires_once_per_word_and_waits_out_its_refractory_period():
     model = KeywordModel(FrontEnd(), ("yes", "no", "_none"))
-    spotter = Spotter(model, threshold=0.6, smooth_ms=30, refractory_ms=200)
+    spotter = Spotter(model, threshold=0.6, smooth_ms=30, refractory_ms=200, stable_ms=0)
     quiet, yes, no = np.array([0, 0, 9.0]), np.array([9.0, 0, 0]), np.array([0, 9.0, 0])
-    sequence = [quiet] * 5 + [yes] * 30 + [quiet] * 5 + [yes] * 10 + [no] * 20 + [quiet] * 30
+    sequence = [quiet] * 5 + [yes] * 30 + [quiet] * 5 + [yes] * 10 + [no] * 20 + [quiet] * 30 + [no] * 10
     fired = [(i + 1, d.word) for i, x in enumerate(sequence) if (d := spotter.push(x)) is not None]
     # yes fires when its 3-hop mean reaches 0.6 (its second hop, 7); it stays up 30 hops but fires once;
-    # the second yes (from hop 41) fires at 42, the quiet having re-armed the spotter; no (from hop 51, up
-    # at 52) waits out the 20-hop refractory period and fires at 62, being another word
-    assert fired == [(7, "yes"), (42, "yes"), (62, "no")]
+    # the second yes (from hop 41) fires at 42, the quiet having re-armed the spotter; no (from hop 51) is
+    # heard only once the quiet has re-armed it again: from hop 101, at 102
+    assert fired == [(7, "yes"), (42, "yes"), (102, "no")]
+    before = Spotter(
+        model, threshold=0.6, smooth_ms=30, refractory_ms=200, stable_ms=0, other_word_rearms=True
+    )
+    fired = [(i + 1, d.word) for i, x in enumerate(sequence) if (d := before.push(x)) is not None]
+    # the rule before: another word re-armed it once the 20-hop refractory period was over (no at 62)
+    assert fired == [(7, "yes"), (42, "yes"), (62, "no"), (102, "no")]
+
+
+def test_a_word_fires_only_once_it_has_led_for_stable_ms():
+    model = KeywordModel(FrontEnd(), ("yes", "no", "_none"))  # 10 ms hops
+    quiet, yes, no = np.array([0, 0, 9.0]), np.array([9.0, 0, 0]), np.array([0, 9.0, 0])
+    # an onset that wavers between the words for 6 hops, then yes for 20
+    sequence = [quiet] * 5 + [no, no, yes, yes, no, no] + [yes] * 20 + [quiet] * 30
+    spotter = Spotter(model, threshold=0.6, smooth_ms=10, stable_ms=100)
+    fired = [(i + 1, d.word) for i, x in enumerate(sequence) if (d := spotter.push(x)) is not None]
+    assert fired == [(21, "yes")]  # yes leads from hop 12 and has led 10 hops at 21: no never led long enough
+    hasty = Spotter(model, threshold=0.6, smooth_ms=10, stable_ms=0)
+    fired = [(i + 1, d.word) for i, x in enumerate(sequence) if (d := hasty.push(x)) is not None]
+    assert fired == [(6, "no")]  # without it, the onset's first guess fires and holds the spotter
+    assert Spotter(model).stable_ms == DEFAULT_STABLE_MS == 100.0
+    with pytest.raises(InputError, match="stable_ms"):
+        Spotter(model, stable_ms=-1)
 
 
 def test_eval_reports_clip_accuracy_and_the_spotter_on_a_stream(digits):
@@ -404,6 +426,7 @@ def test_eval_reports_clip_accuracy_and_the_spotter_on_a_stream(digits):
         "threshold": 0.6,
         "smooth_ms": 100.0,
         "refractory_ms": 600.0,
+        "stable_ms": 100.0,
         "match_after_ms": 500.0,
     }
     text = CliRunner().invoke(cli, ["eval", str(digits / "digits.onnx"), str(FSDD / "yweweler.npz")])

@@ -8,6 +8,8 @@ from typing import Any, BinaryIO
 
 import click
 
+STABLE_HELP = "keyword: how long a word must lead at or above the threshold before it fires (default 100)."
+
 
 def keyword_options(command):
     """The spotter's options of ``edgernn eval`` for keyword models (docs/keyword.md)."""
@@ -25,6 +27,7 @@ def keyword_options(command):
             type=click.FloatRange(min=0),
             help="keyword: quiet time after a word (default 600).",
         ),
+        click.option("--stable-ms", type=click.FloatRange(min=0), help=STABLE_HELP),
     ]
     for option in reversed(options):
         command = option(command)

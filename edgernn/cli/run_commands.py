@@ -9,7 +9,7 @@ import click
 
 from edgernn.cli.common import json_option
 from edgernn.cli.group import cli
-from edgernn.cli.keyword_stream import is_keyword, keyword_options, spotter_options
+from edgernn.cli.keyword_stream import STABLE_HELP, is_keyword, keyword_options, spotter_options
 from edgernn.csv_table import DEFAULT_MISSING, MISSING_POLICIES
 
 
@@ -129,6 +129,7 @@ def evaluate(model, data, series_column, label_column, missing, as_json, **spott
 @click.option(
     "--refractory-ms", type=click.FloatRange(min=0), help="keyword: quiet time after a word (default 600)."
 )
+@click.option("--stable-ms", type=click.FloatRange(min=0), help=STABLE_HELP)
 @click.option(
     "--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="charlm: characters shown."
 )
@@ -142,7 +143,18 @@ def evaluate(model, data, series_column, label_column, missing, as_json, **spott
 )
 @json_option
 def stream(
-    model, source, series_column, threshold, wav, rate, smooth_ms, refractory_ms, top_k, on_bad_row, as_json
+    model,
+    source,
+    series_column,
+    threshold,
+    wav,
+    rate,
+    smooth_ms,
+    refractory_ms,
+    stable_ms,
+    top_k,
+    on_bad_row,
+    as_json,
 ) -> None:
     """Predict line by line: CSV or JSON lines from SOURCE (default stdin), one prediction per line out.
 
@@ -167,7 +179,12 @@ def stream(
         from edgernn.cli.keyword_stream import stream_words
 
         spotter = spotter_options(
-            {"threshold": threshold, "smooth_ms": smooth_ms, "refractory_ms": refractory_ms}
+            {
+                "threshold": threshold,
+                "smooth_ms": smooth_ms,
+                "refractory_ms": refractory_ms,
+                "stable_ms": stable_ms,
+            }
         )
         stream_words(stepper, source, wav, rate, spotter, as_json)
         return

@@ -4,10 +4,11 @@
  * when, one line per word as `edgernn stream` prints it: "TIME s<TAB>WORD<TAB>SCORE".
  *
  * The spotter is edgernn's (docs/keyword.md): each hop's logits to posteriors (softmax), each word's
- * posterior averaged over the last SMOOTH_MS, a word fires when that reaches THRESHOLD while the spotter
- * is armed and at least REFRACTORY_MS after the last detection; it re-arms when every word has fallen
- * below half the threshold, or when another word reaches the threshold after the refractory period.
- * A detection's time is the end of the hop that fired it. The "_none" class is never a word. */
+ * posterior averaged over the last SMOOTH_MS, a word fires once that has been the best word's, at or
+ * above THRESHOLD, for STABLE_MS, while the spotter is armed and at least REFRACTORY_MS after the last
+ * detection; it re-arms when every word has fallen below half the threshold (with OTHER_WORD_REARMS 1,
+ * also when another word fires after the refractory period). A detection's time is the end of the hop
+ * that fired it. The "_none" class is never a word. */
 #include "digit_samples.h"
 #include "model.h"
 
@@ -24,6 +25,12 @@
 #ifndef REFRACTORY_MS
 #define REFRACTORY_MS 600
 #endif
+#ifndef STABLE_MS
+#define STABLE_MS 100
+#endif
+#ifndef OTHER_WORD_REARMS
+#define OTHER_WORD_REARMS 0
+#endif
 
 #define HOP MODEL_INPUT_SIZE
 #define CLASSES MODEL_OUTPUT_SIZE
@@ -32,6 +39,9 @@
 #define SPAN_RAW ((SMOOTH_MS * DIGIT_SAMPLE_RATE + 500 * HOP) / (1000 * HOP))
 #define SPAN (SPAN_RAW > 0 ? SPAN_RAW : 1)
 #define REFRACTORY ((REFRACTORY_MS * (long)DIGIT_SAMPLE_RATE + 500L * HOP) / (1000L * HOP))
+/* hops a word must lead (at least 1), rounded to the nearest */
+#define STABLE_RAW ((STABLE_MS * (long)DIGIT_SAMPLE_RATE + 500L * HOP) / (1000L * HOP))
+#define STABLE (STABLE_RAW > 0 ? STABLE_RAW : 1)
 
 static float window[SPAN][CLASSES]; /* the last SPAN hops' posteriors */
 
@@ -51,8 +61,8 @@ int main(void)
 {
 	static model_state state; /* static: the example keeps its RAM where `size` counts it */
 	float x[HOP], y[CLASSES];
-	long hops = 0, last_hop = -1, heard = 0;
-	int filled = 0, armed = 1, last_word = -1, no_word = -1, c;
+	long hops = 0, last_hop = -1, heard = 0, led = 0;
+	int filled = 0, armed = 1, last_word = -1, leader = -1, no_word = -1, c;
 	long i;
 
 	for (c = 0; c < CLASSES; c++)
@@ -84,11 +94,17 @@ int main(void)
 				best = c;
 			}
 		}
+		if (score >= THRESHOLD) {
+			led = best == leader ? led + 1 : 1;
+			leader = best;
+		} else {
+			led = 0, leader = -1;
+		}
 		if (score < THRESHOLD / 2)
 			armed = 1;
-		if (score < THRESHOLD || (last_hop >= 0 && hops - last_hop < REFRACTORY))
+		if (score < THRESHOLD || led < STABLE || (last_hop >= 0 && hops - last_hop < REFRACTORY))
 			continue;
-		if (!armed && best == last_word)
+		if (!armed && (best == last_word || !OTHER_WORD_REARMS))
 			continue;
 		armed = 0, last_hop = hops, last_word = best, heard++;
 		printf("%.2f s\t%s\t%.3f\n", hops * HOP_MS / 1000.0, model_classes[best], (double)score);
