@@ -145,6 +145,7 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
         "shelf_db": args.shelf_db,
         "gap_s": args.gap_s,
         "lead_ms": args.lead_ms,
+        "after_probability": args.after_probability,
     }
     keyword.AUGMENTATION = replace(
         keyword.AUGMENTATION, **{k: v for k, v in changes.items() if v is not None}
@@ -162,6 +163,7 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
             "seed": args.seed,
             "threads": 1,
             "learning_rate": args.learning_rate,
+            "every_step_weight": args.every_step_weight,
         },
     )
     train_task(
@@ -306,6 +308,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the gap after a clip heard before the word, LO,HI seconds",
     )
     parser.add_argument("--lead-ms", type=float, default=None, help="background before the word, up to MS")
+    parser.add_argument(
+        "--every-step-weight",
+        type=float,
+        default=None,
+        help="the loss's weight on every step (default: the task's)",
+    )
+    parser.add_argument(
+        "--after-probability", type=float, default=None, help="share of the copies followed by background"
+    )
     parser.add_argument("--eq-db", type=float, default=None, help="spectral tilt and bow, up to DB")
     parser.add_argument("--shelf-db", type=float, default=None, help="low and high cuts, up to DB")
     parser.add_argument(
