@@ -32,6 +32,7 @@ DEFAULT_FOLDS = 3
 EMBEDDING_SIZES = (16, 32, 64)
 SEQ_LENS = (16, 32, 64, 128)
 BUDGET_KEYS = ("flash", "ram", "rate", "us", "clock")
+RACED_TRIALS_LIMIT = 10  # trials a worker may lose to another that popped the same one (SQLite)
 
 
 def parse_budget(text: str, device: str, cost_model: CostModel | None = None) -> Budget:
@@ -611,7 +612,18 @@ def run_trials(search: Search, study) -> None:
         return
     timeout = None if search.settings.minutes is None else search.settings.minutes * 60
     with INTERRUPT:
-        study.optimize(search.objective, timeout=timeout, callbacks=[after], gc_after_trial=True)
+        for attempt in range(RACED_TRIALS_LIMIT + 1):
+            try:
+                study.optimize(search.objective, timeout=timeout, callbacks=[after], gc_after_trial=True)
+                return
+            except ValueError as exc:
+                if not str(exc).startswith("Cannot tell a COMPLETE trial") or attempt == RACED_TRIALS_LIMIT:
+                    raise
+                # SQLite has no row locks: two workers can pop the same waiting (enqueued) trial, and the
+                # second to finish it finds it told. Its result is the other's to keep; go on.
+                search.say("a trial this worker ran was finished first by another worker; going on")
+                if wanted is not None and trained_trials(study) >= wanted:
+                    return
 
 
 def describe_trial(trial, direction: str) -> str:

@@ -545,3 +545,39 @@ def test_a_chosen_model_whose_c_fails_its_self_test_gives_way_to_the_next_best(t
     assert summary["chosen"]["trial"] == 0 and summary["result"] == {"hidden_size": 8}
     assert summary["refused"][0]["trial"] == 1 and "self-test" in summary["refused"][0]["error"]
     assert json.loads((tmp_path / "search.json").read_text())["chosen"]["hidden_size"] == 8
+
+
+def test_a_trial_another_worker_finished_first_is_left_to_it_and_the_worker_goes_on():
+    """SQLite has no row locks: two workers may pop the same enqueued trial, and the second to finish it
+    cannot tell it. That worker says so and goes on; any other error still ends the search."""
+    from types import SimpleNamespace
+
+    from edgernn.search import run_trials
+
+    class Study:
+        def __init__(self, errors):
+            self.errors, self.calls = list(errors), 0
+
+        def get_trials(self, deepcopy=False, states=None):
+            return []
+
+        def optimize(self, objective, timeout=None, callbacks=(), gc_after_trial=True):
+            self.calls += 1
+            if self.errors:
+                raise self.errors.pop(0)
+
+    said: list[str] = []
+    search = SimpleNamespace(
+        settings=SimpleNamespace(trials=4, minutes=None), say=said.append, objective=None
+    )
+    raced = Study([ValueError("Cannot tell a COMPLETE trial."), ValueError("Cannot tell a COMPLETE trial.")])
+    run_trials(search, raced)
+    assert raced.calls == 3
+    assert said == ["a trial this worker ran was finished first by another worker; going on"] * 2
+    other = Study([ValueError("something else")])
+    with pytest.raises(ValueError, match="something else"):
+        run_trials(search, other)
+    endless = Study([ValueError("Cannot tell a COMPLETE trial.")] * 20)
+    with pytest.raises(ValueError, match="Cannot tell"):
+        run_trials(search, endless)
+    assert endless.calls == 11  # RACED_TRIALS_LIMIT retries, then the error
