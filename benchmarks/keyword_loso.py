@@ -68,7 +68,7 @@ def run_fold(clips, speaker: str, out: Path, args) -> dict:
         "train_minutes": trained.get("minutes"),
         "steps": trained["steps"],
         "validation_accuracy": trained.get("best_val_accuracy"),
-        "kept_step": trained.get("kept_step"),
+        "kept_step": trained.get("kept_step", trained.get("best_step")),
         "schedule_steps": trained.get("schedule_steps"),
         "weight_average_decay": run.metrics.get("weight_average_decay"),
         **trained_weights,
@@ -137,6 +137,8 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
         keyword.WORD_UNJUDGED = args.word_unjudged
     if args.onset_no_word is not None:
         keyword.ONSET_NO_WORD = args.onset_no_word
+    if args.tail_is_word is not None:
+        keyword.TAIL_IS_WORD = args.tail_is_word
     changes = {
         "copies": args.copies,
         "speed": args.speed,
@@ -287,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="label a word's unjudged first share no word instead (default: the task's)",
+    )
+    parser.add_argument(
+        "--tail-is-word",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="label the steps just after a word (TAIL_MS) as the word, not unjudged (default: the task's)",
     )
     parser.add_argument("--copies", type=int, default=None, help="varied copies of each clip")
     parser.add_argument(

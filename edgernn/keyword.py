@@ -51,6 +51,7 @@ REDRAW = True  # the varied training cases drawn afresh every epoch (False: draw
 RUNNING_MS = 0.0  # the front end's running normalisation by default: its time constant in ms (0: off)
 STEP_LABELS = True  # each varied case's steps labelled by what they hear (False: all by the case's label)
 TAIL_MS = 300.0  # after a word ends, how long its steps go unjudged before they are no word
+TAIL_IS_WORD = False  # those steps labelled as the word instead of unjudged
 WORD_UNJUDGED = 0.0  # the share of a word's steps, from its first, that no loss judges (0: all judged)
 ONSET_NO_WORD = False  # that share labelled no word instead (the word cannot be told yet: stay quiet)
 
@@ -198,7 +199,7 @@ class _Draws:
     def step_labels(self, final: int, word: int, spans: dict, before: int | None = None) -> int:
         """``final`` (the case's label), with each step labelled by what it hears (``STEP_LABELS``): the
         clip heard first as its own word, the background after a word as no word once ``TAIL_MS`` have
-        passed (unjudged until then), the background before the word as no word, the word as ``word``
+        passed (unjudged until then, or the word with ``TAIL_IS_WORD``), the background before the word as no word, the word as ``word``
         from the hop its first sample arrives in (its first ``WORD_UNJUDGED`` share, if any, unjudged);
         after it, ``final``."""
         if not STEP_LABELS:
@@ -206,13 +207,14 @@ class _Draws:
         hop, marks = self.hop, []
         if before is not None:
             end = -(-spans["before"][1] // hop)
-            marks += [*self.word_marks(0, end, before), (end, IGNORE), (end + self.tail, self.no_word)]
+            tail = before if TAIL_IS_WORD else IGNORE
+            marks += [*self.word_marks(0, end, before), (end, tail), (end + self.tail, self.no_word)]
         start, end = spans["word"][0] // hop, -(-spans["word"][1] // hop)
         if start > 0 and not marks:
             marks.append((0, self.no_word))
         marks += self.word_marks(start, end, word)
         if final != word:
-            marks += [(end, IGNORE), (end + self.tail, final)]
+            marks += [(end, word if TAIL_IS_WORD else IGNORE), (end + self.tail, final)]
         return StepLabels(final, marks)
 
     def as_is(self, signal: np.ndarray, label: int) -> tuple[np.ndarray, int]:

@@ -318,6 +318,27 @@ def test_a_words_first_share_can_go_unjudged_or_be_labelled_no_word(monkeypatch)
         assert (steps[:half] == (none if onset_no_word else IGNORE)).all()
 
 
+def test_the_steps_after_a_word_can_be_labelled_as_the_word(monkeypatch):
+    from edgernn import keyword
+    from edgernn.batches import IGNORE, StepLabels
+
+    clips = read_bundle(FSDD / "lucas.npz").subset(range(40))
+    monkeypatch.setattr(keyword, "TAIL_IS_WORD", True)
+    task = keyword.task_from_clips(clips, seed=3)
+    none, tail = task.metadata["classes"].index("_none"), int(keyword.TAIL_MS / 10)
+    labelled = [(x, label) for x, label in task.train.cases if isinstance(label, StepLabels)]
+    x, label = next((x, label) for x, label in labelled if len(label.spans) == 4)  # a clip heard first
+    (_, before), (gone, held), (quiet_from, gap), _ = label.spans
+    assert held == before != none and gap == none and quiet_from == gone + tail
+    x, label = next((x, label) for x, label in labelled if int(label) == none)  # a word, then background
+    steps = label.steps(len(x))
+    assert IGNORE not in steps.tolist() and steps[-1] == none
+    said = steps[steps != none]
+    assert len(said) > tail and (said == said[0]).all()  # the word, and its tail, then only no word
+    ends = np.flatnonzero(steps != none)[-1] + 1
+    assert (steps[ends:] == none).all() and (steps[ends - tail : ends] == said[0]).all()
+
+
 # --- a trained model: parity, metadata, eval, stream, C ----------------------------------------------------
 
 
