@@ -125,11 +125,9 @@ def _fold_worker(job: tuple[str, argparse.Namespace]) -> dict:
 
 
 def train_fold(clips, speaker: str, fold: Path, args) -> None:
-    from edgernn import keyword, trainer
+    from edgernn import keyword
     from edgernn.train import configs_for, train_task
 
-    if args.average_decay is not None:
-        trainer.WEIGHT_AVERAGE["keyword"] = args.average_decay
     keyword.RUNNING_MS = args.running_ms
     keyword.REDRAW = args.redraw
     keyword.STEP_LABELS = args.step_labels
@@ -166,6 +164,7 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
             "threads": 1,
             "learning_rate": args.learning_rate,
             "every_step_weight": args.every_step_weight,
+            "average_decay": args.average_decay,
         },
     )
     train_task(

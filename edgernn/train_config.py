@@ -46,6 +46,9 @@ class TrainConfig:
     validation_fraction: float = 0.1
     min_validation_cases: int = 20  # classify: a small data set validates on more than its 10% (see tasks)
     all_data: bool = False  # classify: the validation cases train too, the last weights are kept (a refit)
+    # validate, keep and save an exponential moving average of the trained weights, with this decay per
+    # step (0: the trained weights); a resumed run continues the average from its resume file
+    average_decay: float = 0.0
     eval_batch_size: int = 32
     seed: int = 0
     threads: int | None = DEFAULT_THREADS  # torch intra-op threads; None: torch's default (every core)
@@ -78,6 +81,8 @@ class TrainConfig:
             problems.append(f"validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
         if not self.learning_rate > 0 or not self.grad_clip > 0:
             problems.append("learning_rate and grad_clip must be positive")
+        if isinstance(self.average_decay, bool) or not 0.0 <= self.average_decay < 1.0:
+            problems.append(f"average_decay must be in [0, 1), got {self.average_decay!r}")
         if not 0.0 <= self.min_lr_fraction <= 1.0 or self.warmup_steps < 0:
             problems.append("min_lr_fraction must be in [0, 1] and warmup_steps >= 0")
         if problems:

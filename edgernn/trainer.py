@@ -31,10 +31,6 @@ from edgernn.tasks import TaskData, minimum_series_rows
 from edgernn.train_config import CURVES_FILE, FEW_STEPS, RESUME_FILE, FewStepsWarning, TrainConfig
 from edgernn.train_summary import percent
 
-# Tasks whose validation, kept weights and saved model are an exponential moving average of the trained
-# weights, with this decay per step (``Trainer.average``); a task not named here keeps the trained weights.
-WEIGHT_AVERAGE: dict[str, float] = {}
-
 
 class Trainer:
     def __init__(
@@ -83,7 +79,7 @@ class Trainer:
         self.warnings: list[str] = []
         self.progress = Progress(progress if dist.is_main else False, config.max_steps)
         self.writer = _summary_writer(tensorboard) if tensorboard and dist.is_main else None
-        self.average_decay = WEIGHT_AVERAGE.get(data.task, 0.0)
+        self.average_decay = config.average_decay
         self.average: dict[str, torch.Tensor] | None = None  # the averaged weights (None: not averaging)
         if self.average_decay:
             self._start_average()
@@ -298,7 +294,8 @@ class Trainer:
             self.model.load_state_dict(trained)
 
     def _evaluate_and_keep(self, grad_norm: float) -> bool:
-        """Validate the model (its averaged weights, ``WEIGHT_AVERAGE``), keep it if it is the best yet."""
+        """Validate the model (its averaged weights, ``TrainConfig.average_decay``), keep it if it is the best
+        yet."""
         with self._averaged_weights():
             return self._evaluate_and_keep_model(grad_norm)
 

@@ -1,4 +1,4 @@
-"""Averaged weights (``edgernn.trainer.WEIGHT_AVERAGE``): off for every task unless named; when on, the
+"""Averaged weights (``TrainConfig.average_decay``): off unless asked for; when on, the
 kept model is the exponential moving average of the trained weights, and a killed run resumes to the same
 bits from its safetensors resume file."""
 
@@ -11,9 +11,10 @@ import torch
 from safetensors import safe_open
 
 import edgernn.train as train_module
-from edgernn import trainer
 from edgernn.models import ModelConfig
+from edgernn.runtime.errors import InputError
 from edgernn.train import TrainConfig, resume_training, train_task
+from edgernn.train_config import TASK_DEFAULTS
 
 BLEEDING_TRAIN = Path(__file__).parents[1] / "examples" / "data" / "ucr_internalbleeding16_train.csv"
 MODEL = ModelConfig(hidden_size=16, dropout=0.0)
@@ -32,8 +33,10 @@ def resume_keys(run: Path) -> list[str]:
         return list(f.keys())
 
 
-def test_no_task_averages_unless_named(tmp_path):
-    assert trainer.WEIGHT_AVERAGE.get("anomaly", 0.0) == 0.0
+def test_no_run_averages_unless_asked(tmp_path):
+    assert TrainConfig().average_decay == 0.0
+    for task in TASK_DEFAULTS.values():
+        assert "average_decay" not in task["train"]
     result = train_task("anomaly", BLEEDING_TRAIN, tmp_path, MODEL, steps(10), progress=False)
     assert "weight_average_decay" not in result.metrics
     assert not [k for k in resume_keys(tmp_path) if k.startswith("average.")]
@@ -41,7 +44,6 @@ def test_no_task_averages_unless_named(tmp_path):
 
 def test_the_kept_model_is_the_moving_average_of_the_trained_weights(tmp_path, monkeypatch):
     decay, seen = 0.8, []
-    monkeypatch.setitem(trainer.WEIGHT_AVERAGE, "anomaly", decay)
     original = train_module.Trainer.train_step
 
     def recorded(self):
@@ -52,7 +54,8 @@ def test_the_kept_model_is_the_moving_average_of_the_trained_weights(tmp_path, m
         return out
 
     monkeypatch.setattr(train_module.Trainer, "train_step", recorded)
-    result = train_task("anomaly", BLEEDING_TRAIN, tmp_path / "a", MODEL, steps(30), progress=False)
+    config = steps(30, average_decay=decay)
+    result = train_task("anomaly", BLEEDING_TRAIN, tmp_path / "a", MODEL, config, progress=False)
     average = dict(seen[0])
     for step, weights in enumerate(seen[1:], start=1):
         weight = 1.0 - min(decay, (1.0 + step) / (10.0 + step))
@@ -65,8 +68,7 @@ def test_the_kept_model_is_the_moving_average_of_the_trained_weights(tmp_path, m
 
 
 def test_a_killed_averaging_run_resumes_to_the_same_bits(tmp_path, monkeypatch):
-    monkeypatch.setitem(trainer.WEIGHT_AVERAGE, "anomaly", 0.9)
-    config = steps(40, eval_every=10)
+    config = steps(40, eval_every=10, average_decay=0.9)
     straight = train_task("anomaly", BLEEDING_TRAIN, tmp_path / "a", MODEL, config, progress=False)
     calls, original = {"n": 0}, train_module.Trainer.train_step
 
@@ -87,3 +89,9 @@ def test_a_killed_averaging_run_resumes_to_the_same_bits(tmp_path, monkeypatch):
         straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0, True, float("nan")])
+def test_a_decay_outside_0_to_1_is_refused(decay):
+    with pytest.raises(InputError, match="average_decay must be in"):
+        TrainConfig(average_decay=decay)
