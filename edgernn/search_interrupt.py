@@ -1,4 +1,4 @@
-"""Ctrl-C while ``edgernn search`` runs its trials (edgernn.search.run_trials)."""
+"""Ctrl-C while ``edgernn search`` runs its trials (edgernn.search_study.run_trials)."""
 
 from __future__ import annotations
 

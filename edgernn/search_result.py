@@ -398,7 +398,8 @@ class SearchInterrupted(KeyboardInterrupt):
 
 def run_search(search: Search, storage: str | None, study_name: str, resume: bool, progress: bool) -> dict:
     """Load the data, open the study, run trials, then ``finish``. Ctrl-C raises SearchInterrupted."""
-    from edgernn.search import check_settings, open_study, run_trials
+    from edgernn.search import check_settings
+    from edgernn.search_study import open_study, run_trials
 
     check_settings(search.settings)
     search.load()

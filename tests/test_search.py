@@ -230,7 +230,8 @@ def test_all_data_trains_on_every_case_and_keeps_the_last_weights(vowels, tmp_pa
 
 def test_a_new_study_starts_from_the_recipe(tmp_path):
     from edgernn.plan import Io
-    from edgernn.search import SearchSettings, SearchSpace, open_study, recipe_params
+    from edgernn.search import SearchSettings, SearchSpace, recipe_params
+    from edgernn.search_study import open_study
 
     space = SearchSpace(cells=("lstm", "gru"), precisions=("int8",), max_layers=2, max_hidden=48)
     recipe = recipe_params(space, Io("features", 12, 9), "classify")
@@ -552,7 +553,7 @@ def test_a_trial_another_worker_finished_first_is_left_to_it_and_the_worker_goes
     cannot tell it. That worker says so and goes on; any other error still ends the search."""
     from types import SimpleNamespace
 
-    from edgernn.search import run_trials
+    from edgernn.search_study import run_trials
 
     class Study:
         def __init__(self, errors):
