@@ -43,6 +43,7 @@ DEFAULT_REFRACTORY_MS = 600.0
 DEFAULT_STABLE_MS = 100.0
 DEFAULT_OTHER_WORD_REARMS = False  # the rule before: another word re-armed the spotter
 MATCH_AFTER_MS = 500.0  # a detection up to this long after a word's end still counts for that word
+LATE_MS = 1000.0  # a false alarm up to this long after a word's end: a late decision on it, counted apart
 
 
 @dataclass(frozen=True)
@@ -255,9 +256,10 @@ def _gap(samples: int, rng: np.random.Generator) -> np.ndarray:
 def score_stream(test: WordStream, detections: list[Detection]) -> dict[str, Any]:
     """Words detected (the right word from the word's start to ``MATCH_AFTER_MS`` after its end), missed,
     detected as another word, and false alarms (detections outside every word's window), per hour of the
-    gap audio."""
+    gap audio; ``late_alarms``: those of the false alarms up to ``LATE_MS`` after a word's end (a late
+    decision on the word just heard, not a word out of silence)."""
     matched = [False] * len(test.words)
-    wrong, false_alarms = 0, 0
+    wrong, false_alarms, late = 0, 0, 0
     for d in detections:
         hit = next(
             (i for i, (s, e, _) in enumerate(test.words) if s <= d.time_s <= e + MATCH_AFTER_MS / 1000.0),
@@ -265,6 +267,7 @@ def score_stream(test: WordStream, detections: list[Detection]) -> dict[str, Any
         )
         if hit is None:
             false_alarms += 1
+            late += any(e < d.time_s <= e + LATE_MS / 1000.0 for _, e, _ in test.words)
         elif test.words[hit][2] == d.word and not matched[hit]:
             matched[hit] = True
         elif test.words[hit][2] != d.word:
@@ -279,6 +282,7 @@ def score_stream(test: WordStream, detections: list[Detection]) -> dict[str, Any
         "wrong_word": wrong,
         "false_alarms": false_alarms,
         "false_alarms_per_hour": false_alarms / hours if hours else 0.0,
+        "late_alarms": late,
         "gap_seconds": test.gap_seconds,
     }
 
@@ -334,7 +338,8 @@ def format_evaluation(doc: dict[str, Any], model: str) -> str:
             f"  stream        {s['stream_seconds']:.0f} s, {s['words']} words: {s['detected']} detected "
             f"({s['detected_pct']:.1f} %), {s['missed']} missed, {s['wrong_word']} heard as another word",
             f"  false alarms  {s['false_alarms']} in {s['gap_seconds']:.0f} s of silence and noise: "
-            f"{s['false_alarms_per_hour']:.1f} per hour",
+            f"{s['false_alarms_per_hour']:.1f} per hour ({s.get('late_alarms', 0)} of them up to "
+            f"{LATE_MS / 1000:g} s after a word: late decisions on it)",
             f"  spotter       threshold {spotter['threshold']:g}, smoothing {spotter['smooth_ms']:g} ms, "
             f"stable for {spotter['stable_ms']:g} ms, refractory {spotter['refractory_ms']:g} ms",
         ]

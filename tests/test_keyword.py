@@ -433,6 +433,24 @@ def test_a_word_fires_only_once_it_has_led_for_stable_ms():
         Spotter(model, stable_ms=-1)
 
 
+def test_the_stream_score_counts_words_wrong_words_and_false_alarms_late_ones_apart():
+    from edgernn.runtime.keyword import Detection, WordStream, score_stream
+
+    words = [(1.0, 1.5, "yes"), (4.0, 4.4, "no"), (8.0, 8.5, "yes")]
+    test = WordStream(np.zeros(80_000, np.float32), words, gap_seconds=9.0)
+    detections = [
+        Detection(1.3, "yes", 0.9),  # detected
+        Detection(1.9, "yes", 0.9),  # within 500 ms of the end: the same word again, not counted twice
+        Detection(4.8, "yes", 0.9),  # within the window of "no": a wrong word
+        Detection(5.2, "no", 0.9),  # 0.8 s after "no" ended: a false alarm, a late decision on it
+        Detection(6.5, "no", 0.9),  # 2.1 s after: a false alarm out of the gap
+    ]
+    doc = score_stream(test, detections)
+    assert (doc["detected"], doc["missed"], doc["wrong_word"]) == (1, 2, 1)
+    assert (doc["false_alarms"], doc["late_alarms"]) == (2, 1)
+    assert doc["false_alarms_per_hour"] == pytest.approx(2 / (9.0 / 3600))
+
+
 def test_eval_reports_clip_accuracy_and_the_spotter_on_a_stream(digits):
     result = CliRunner().invoke(
         cli, ["eval", str(digits / "digits.onnx"), str(FSDD / "yweweler.npz"), "--json"]
@@ -443,6 +461,7 @@ def test_eval_reports_clip_accuracy_and_the_spotter_on_a_stream(digits):
     stream = doc["stream"]
     assert stream["words"] == 50 and stream["detected"] + stream["missed"] == 50
     assert stream["stream_seconds"] > stream["gap_seconds"] > 50 * 0.8
+    assert 0 <= stream["late_alarms"] <= stream["false_alarms"]
     assert doc["spotter"] == {
         "threshold": 0.6,
         "smooth_ms": 100.0,
