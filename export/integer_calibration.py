@@ -67,12 +67,8 @@ def is_own_model(proto: onnx.ModelProto) -> bool:
 
 
 def check_integer_graph(info: ModelInfo) -> None:
-    """What no integer form takes, whichever the graph: a keyword front end, a state not starting at 0."""
-    if "front_end" in info.extra:
-        raise ContractError(
-            "--precision integer: a keyword model's audio front end (window, DFT, mel filterbank, log, "
-            "running normalisation) has no integer form; deploy it as float32 or int8"
-        )
+    """What no integer form takes, whichever the graph: a state not starting at 0. (A keyword model's front
+    end is an integer program's: ``export.c.integer_front_end``; the cells' form refuses it.)"""
     nonzero = [s.input for s in info.states if s.initial != 0]
     if nonzero:
         raise ContractError(f"--precision integer starts every state at 0; {nonzero} start elsewhere")
@@ -99,6 +95,11 @@ def float_parameters(proto: onnx.ModelProto, info: ModelInfo) -> FloatModel:
     if info.cell not in GATES:
         raise ContractError(f"--precision integer: cell {info.cell!r} is not supported ({', '.join(GATES)})")
     check_integer_graph(info)
+    if "front_end" in info.extra:
+        raise ContractError(
+            "--precision integer: a keyword model's audio front end (window, DFT, mel filterbank, log) is "
+            "no cell's weights; deploy writes it as an integer program, or deploy it as float32 or int8"
+        )
     weights = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     layers = []
     for index in range(info.num_layers):

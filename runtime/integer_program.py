@@ -20,6 +20,8 @@ have one scale each, folded into the products that read them); booleans are 0 an
 - ``QCopy``: strided copies (Slice, Split, Concat, Transpose, Expand), requantized where scales differ;
   ``QIndexedCopy``: a gather by constant indices; ``QGather``: the embedding row (int16 table).
 - ``QLayerNorm``, ``QSoftmax``: ``integer_layers``.
+- ``QLogMel``: a keyword model's log-mel front end (``integer_front_end``): its FFT, power and mel sums
+  wider than int16 inside, the log-mel out at the output's scale.
 
 This module never imports torch or onnx.
 """
@@ -34,6 +36,7 @@ import numpy as np
 
 from edgernn.runtime import integer_layers as layers
 from edgernn.runtime import integer_ops as ops
+from edgernn.runtime.integer_front_end import QLogMel, q_log_mel
 from edgernn.runtime.integer_ref import QuantizedStream, quantize_values
 
 IDENTITY = (1 << 30, 30)  # (multiplier, shift) of a ratio of 1: q_narrow leaves every int16 as it is
@@ -137,7 +140,7 @@ class QSoftmax:
     shift: int
 
 
-QOperation = QGemv | QMap | QCopy | QIndexedCopy | QGather | QLayerNorm | QSoftmax
+QOperation = QGemv | QMap | QCopy | QIndexedCopy | QGather | QLayerNorm | QSoftmax | QLogMel
 
 COMPARE = {
     "less": np.less,
@@ -289,6 +292,10 @@ def q_run(
             memory.write(op.out, value.reshape(batch, *op.out.shape))
         elif isinstance(op, QGather):
             memory.write(op.out, op.table[token].reshape(batch, *op.out.shape))
+        elif isinstance(op, QLogMel):
+            memory.write(
+                op.out, q_log_mel(op, memory.read(op.x).reshape(batch, -1)).reshape(batch, *op.out.shape)
+            )
         elif isinstance(op, QLayerNorm):
             value = memory.read(op.x).reshape(batch, -1, op.size)
             value = layers.q_layer_norm(value, op.gamma, op.beta, op.eps, op.multiplier, op.shift)

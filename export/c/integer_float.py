@@ -16,6 +16,7 @@ from edgernn.export.c.ir import (
     LayerNorm,
     Mark,
     Program,
+    RealFFT,
     Softmax,
     SparseGemv,
     Storage,
@@ -97,6 +98,12 @@ class FloatRun:
                 value = value + op.bias
             if getattr(op, "accumulate", False):
                 value = value + self.read(op.out).reshape(batch, -1)
+            self.write(op.out, value.reshape(batch, *op.out.shape))
+        elif isinstance(op, RealFFT):  # the dense matrix it stands for; with power, bins' re^2 + im^2 first
+            value = self.read(op.x).reshape(batch, -1) @ op.weight.astype(np.float64)
+            if op.power:
+                bins = op.layout.bins
+                value[:, :bins] = value[:, :bins] ** 2 + value[:, bins:] ** 2
             self.write(op.out, value.reshape(batch, *op.out.shape))
         elif isinstance(op, Elementwise):
             rank = len(op.out.shape)

@@ -5,10 +5,11 @@ data (``export.c.integer_float``), twice that for headroom; the weights int8 wit
 What the integer precision takes: products by a constant matrix, element-wise Add, Sub, Mul, Div by a
 constant, Max, Min, Relu, LeakyRelu, Neg, Abs, Clip, Sigmoid, Tanh, the comparisons, Not, And, Or, Where,
 every copy (Slice, Split, Concat, Transpose, Expand, Gather by constant indices), the embedding row,
-LayerNormalization and Softmax. Anything else is refused by name: the other activations (Exp, Log, Sqrt,
-Pow, Softplus, Elu, Erf...), a division by a tensor computed at run time, LogSoftmax, and a keyword
-model's front end (its real FFT). A product by a mostly-zero matrix (float32 keeps its nonzeros alone) is a
-dense int8 product here.
+LayerNormalization and Softmax, and a keyword model's log-mel front end (the real FFT with its power, the
+mel bands' product, + floor and Log: one ``QLogMel``, ``export.c.integer_front_end``). Anything else is
+refused by name: the other activations (Exp, Log, Sqrt, Pow, Softplus, Elu, Erf...), a division by a
+tensor computed at run time, LogSoftmax, and a real FFT in any other pattern. A product by a mostly-zero
+matrix (float32 keeps its nonzeros alone) is a dense int8 product here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import numpy as np
 
 from edgernn.export.c.integer_float import FloatRun
+from edgernn.export.c.integer_front_end import build_log_mel
 from edgernn.export.c.ir import (
     Copy,
     Elementwise,
@@ -398,10 +400,14 @@ def integer_program(program: Program, run: FloatRun) -> IntegerProgram:
         "IndexedCopy": builder.indexed_copy,
         "Mark": lambda op: None,
     }
-    for op in program.ops:
+    consumed: set[int] = set()
+    for index, op in enumerate(program.ops):
         kind = type(op).__name__
-        if kind == "RealFFT":
-            raise refuse("a keyword model's real FFT (its audio front end)")
+        if index in consumed:
+            continue
+        if kind == "RealFFT":  # a keyword model's front end: FFT, power, mel bands, floor, log as one QLogMel
+            consumed.update(build_log_mel(builder, program.ops, index))
+            continue
         if kind not in writers:
             raise refuse(f"the operation {kind}")
         writers[kind](op)

@@ -14,11 +14,13 @@ import numpy as np
 from edgernn.export.c.check import check_strings
 from edgernn.export.c.ctext import c_ints, literal
 from edgernn.export.c.integer import IntegerParts, IntegerSources, assemble
+from edgernn.export.c.integer_front_end import LOG2_KERNEL, log_mel_lines
 from edgernn.export.c.integer_kernels import kernels, stored_order
 from edgernn.export.c.ir import broadcast_strides, contiguous_strides
 from edgernn.runtime import integer_layers
 from edgernn.runtime import integer_ops as ops
 from edgernn.runtime.contract import ModelInfo
+from edgernn.runtime.integer_front_end import LOG_INTERVALS
 from edgernn.runtime.integer_layers import NARROW_SHIFTS
 from edgernn.runtime.integer_program import (
     COMPARE,
@@ -28,6 +30,7 @@ from edgernn.runtime.integer_program import (
     QGemv,
     QIndexedCopy,
     QLayerNorm,
+    QLogMel,
     QMap,
     QSoftmax,
     View,
@@ -204,6 +207,7 @@ class _Writer:
         self.flash = 0
         self.counter = 0
         self.symbols: dict[int, str] = {}
+        self.front_end_bytes = 0  # the log-mel's own int32 and int64 scratch
 
     def const(self, ctype: str, values: np.ndarray, size: int) -> str:
         values = np.asarray(values).reshape(-1)
@@ -393,6 +397,12 @@ class _Writer:
                 lines += self.gather(op)
             elif isinstance(op, QLayerNorm):
                 lines += self.layer_norm(op)
+            elif isinstance(op, QLogMel):
+                frame = f"({self.base(op.x.buffer)} + {op.x.offset})"
+                out = f"({self.base(op.out.buffer)} + {op.out.offset})"
+                block, stack = log_mel_lines(op, self.const, frame, out)
+                lines += block
+                self.front_end_bytes = max(self.front_end_bytes, stack)
             else:
                 lines += self.softmax(op)
         lines.append("/* the next state, at the state's scale */")
@@ -402,7 +412,7 @@ class _Writer:
                 value = f"(int16_t)q_sat16({self._rq(value, rescale)})"
             lines += [f"for (j = 0; j < {view.size}; j++)", f"    {self.at(index, 'j')} = {value};"]
         lines += [f"for (j = 0; j < {program.y.size}; j++)", f"    y[j] = {self.at(program.y, 'j')};"]
-        scratch = 2 * max(1, arena_values) + 4 * widest
+        scratch = 2 * max(1, arena_values) + 4 * widest + self.front_end_bytes
         return lines, scratch
 
 
@@ -415,8 +425,10 @@ def program_sources(
     writer = _Writer(program, name)
     body, scratch = writer.body()
     uses = {type(op).__name__ for op in program.ops}
-    tables = 2 * (ops.TABLE_INTERVALS + 1) * 2 + 2 * (integer_layers.EXP_INTERVALS + 1) * int(
-        "QSoftmax" in uses
+    tables = (
+        2 * (ops.TABLE_INTERVALS + 1) * 2
+        + 2 * (integer_layers.EXP_INTERVALS + 1) * int("QSoftmax" in uses)
+        + 4 * (LOG_INTERVALS + 1) * int("QLogMel" in uses)
     )
     src = kernels("gru")
     src += [
@@ -436,6 +448,8 @@ def program_sources(
         src += LAYER_KERNELS + NORM_KERNELS
     if "QSoftmax" in uses:
         src += softmax_kernels()
+    if "QLogMel" in uses:
+        src += LOG2_KERNEL
     state = []
     for state_name, (index, _) in zip(program.state_names, program.states, strict=True):
         buffer = program.buffers[index]

@@ -54,7 +54,7 @@ def integer_model_for(
     _check_quantization(info, "int8")
     _check_io(proto, info)
     integer_calibration.check_integer_graph(info)
-    own = integer_calibration.is_own_model(proto)
+    own = integer_calibration.is_own_model(proto) and "front_end" not in info.extra  # keyword: a program
     weights = integer_calibration.float_parameters(proto, info) if own else None
     evaluation = None
     if data is not None:
