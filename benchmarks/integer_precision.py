@@ -14,6 +14,8 @@ the quantized C, on the validation split of the file given with ``--data``.
 
 Trained models are kept in --work and reused; the deployments and builds are made again at every run
 (``--json`` keeps the results; ``--tables-from FILE.json`` prints the tables again without measuring).
+``--tasks keyword`` measures the named tasks' rows alone (names: the labels' first words; ``reference``
+the reference GRU and LSTM).
 """
 
 from __future__ import annotations
@@ -67,10 +69,15 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def trained_tasks(work: Path, train_steps: int) -> list[tuple[str, Path, Path]]:
-    """(label, ONNX file, the file its gates measure on) of every bundled task, trained when not in ``work``."""
+def trained_tasks(
+    work: Path, train_steps: int, names: set[str] | None = None
+) -> list[tuple[str, Path, Path]]:
+    """(label, ONNX file, the file its gates measure on) of every bundled task (those ``names`` names, the
+    labels' first words, if given), trained when not in ``work``."""
     made = []
     for label, (train_file, options, judged) in TASKS.items():
+        if names is not None and label.split()[0] not in names:
+            continue
         run = work / label.split()[0]
         model = run.with_suffix(".onnx")
         if not model.is_file():
@@ -118,7 +125,7 @@ def measure_costs(
                         path, device, precision, clock_mhz=device.clock_mhz, steps=soft_steps if soft else steps,
                         work=builds, self_test=precision == "integer",
                     )  # fmt: skip
-                except EdgeRNNError as exc:  # refused by name (integer: a keyword front end) or failed
+                except EdgeRNNError as exc:  # refused by name or failed
                     row["refused"] = _one_line(exc)
                     print(
                         f"{label} {name} {precision}: not measured: {row['refused'][:200]}", file=sys.stderr
@@ -154,8 +161,6 @@ def measure_quality(tasks: list[tuple[str, Path, Path]], work: Path) -> list[dic
 
 
 def _refused_text(reason: str) -> str:
-    if "front end" in reason:
-        return "refused: an audio front end has no integer form"
     text = reason.split(": ", 1)[-1]
     return "refused: " + (text if len(text) <= 90 else text[:90].rsplit(" ", 1)[0] + " ...")
 
@@ -231,7 +236,7 @@ def readme_table(results: list[dict], quality: list[dict]) -> str:
         metric = known["metric"]
         integer = _metric_value(row["integer"], "quantized")
         if "refused" in row["integer"]:
-            integer = "refused (front end)" if "front end" in row["integer"]["refused"] else "refused"
+            integer = "refused"
         lines.append(
             f"| {row['task']} | {metric['name']} | {metric['float32']:.4f} | "
             f"{_metric_value(row['int8'], 'quantized')} | {integer} |"
@@ -254,16 +259,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="Write the Markdown tables here too.")
     parser.add_argument("--json", type=Path, help="Write every result as JSON here.")
     parser.add_argument("--tables-from", type=Path, help="Measure nothing: the tables of a --json file.")
+    parser.add_argument(
+        "--tasks", help="Only these rows, e.g. keyword or reference,charlm (the labels' first words)."
+    )
     args = parser.parse_args(argv)
     if args.tables_from:
         measured = json.loads(args.tables_from.read_text())
     else:
         torch.set_num_threads(1)
         args.work.mkdir(parents=True, exist_ok=True)
-        tasks = trained_tasks(args.work, args.train_steps)
+        names = set(args.tasks.split(",")) if args.tasks else None
+        tasks = trained_tasks(args.work, args.train_steps, names)
         measured = {"costs": [], "quality": []}
         if args.only != "quality":
-            models = [(label, path, None) for label, path, _ in reference_models(args.work)]
+            models = []
+            if names is None or "reference" in names:
+                models = [(label, path, None) for label, path, _ in reference_models(args.work)]
             models += tasks
             devices = tuple(args.devices.split(","))
             measured["costs"] = measure_costs(models, args.work, args.steps, args.soft_float_steps, devices)

@@ -1,6 +1,6 @@
 """Keyword models: the WAV reader and its refusals, the front end in the step graph against a numpy FFT
 reference, the exported graph's parity and contract, the spotter, eval and stream on real clips of the
-bundled Free Spoken Digit Dataset subset, and the C target's self-test, float32 and int8."""
+bundled Free Spoken Digit Dataset subset, and the C target's self-test, float32, int8 and integer."""
 
 from __future__ import annotations
 
@@ -517,13 +517,14 @@ def _need_cc() -> None:
         pytest.skip("no C compiler: install the Debian package gcc")
 
 
-@pytest.mark.parametrize("precision", ["float32", "int8"])
+@pytest.mark.parametrize("precision", ["float32", "int8", "integer"])
 def test_the_c_target_runs_audio_in_word_scores_out_and_its_self_test_passes(digits, tmp_path, precision):
+    """Every precision (integer: the log-mel front end in integers, the running mean in the state)."""
     _need_cc()
     out = tmp_path / precision
     args = ["deploy", str(digits / "digits.onnx"), "--target", "c", "-o", str(out), "--name", "kws"]
-    if precision == "int8":
-        args += ["--precision", "int8", "--data", str(FSDD / "george.npz"), "--force"]
+    if precision != "float32":
+        args += ["--precision", precision, "--data", str(FSDD / "george.npz"), "--force"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "host self-test" in result.output
