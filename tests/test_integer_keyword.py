@@ -6,6 +6,7 @@ refused by name."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -169,3 +170,18 @@ def test_a_front_end_in_another_pattern_is_refused_by_name(deployed):
     add.op, fft.power = "Add", False
     with pytest.raises(ContractError, match="spectrum is read as it is .* float32 or int8"):
         match_log_mel(program.ops, at)
+
+
+def test_bench_counts_the_integer_log_mel_apart_on_the_cortex_m0plus(deployed):
+    """bench --device: the integer step's log-mel between the front end's marks, the rest apart."""
+    require_device("cortex-m0plus")
+    done = CliRunner().invoke(
+        cli,
+        ["bench", str(deployed / "digits.onnx"), "--device", "cortex-m0plus", "--precision", "integer",
+         "--data", str(FSDD / "george.npz"), "--steps", "2", "--json"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    (result,) = json.loads(done.stdout)["results"]
+    front_end, rest = result["front_end"]["instructions"], result["rest"]["instructions"]
+    assert front_end > 0 and rest > 0  # measured: 185,904 and 74,327 for the GRU 1x32 of the bench
+    assert front_end + rest == pytest.approx(result["instructions"]["median"], rel=0.01)

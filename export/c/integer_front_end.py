@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from edgernn.export.c import marks
 from edgernn.export.c.ctext import c_ints
 from edgernn.export.c.ir import Elementwise, Gemv, Mark, RealFFT, SparseGemv
 from edgernn.runtime import integer_front_end as fe
@@ -202,13 +203,21 @@ def fft_lines(op: QLogMel, const, frame: str) -> list[str]:
     ]
 
 
-def log_mel_lines(op: QLogMel, const, frame: str, out: str) -> tuple[list[str], int]:
-    """The C of one QLogMel (a block with its own int32 and int64 scratch); (lines, its stack bytes)."""
+def _mark(name: str, label: str) -> list[str]:
+    """A call the device bench's build makes at ``label`` (``export.c.marks``), nothing elsewhere."""
+    call = marks.symbol(label)
+    return [f"#ifdef {name.upper()}_BENCH_MARKS", f"{{ extern void {call}(void); {call}(); }}", "#endif"]
+
+
+def log_mel_lines(op: QLogMel, const, frame: str, out: str, name: str) -> tuple[list[str], int]:
+    """The C of one QLogMel (a block with its own int32 and int64 scratch, between the front end's bench
+    marks); (lines, its stack bytes)."""
     half, bins, mels = op.fft // 2, op.bins, op.first.size
     first, count = const("uint16_t", op.first, 2), const("uint16_t", op.count, 2)
     weights = const("int16_t", op.weights, 2)
     floor, offset = const("int64_t", op.floor, 8), const("int64_t", op.offset, 8)
     lines = [
+        *_mark(name, "front_end_begin"),
         f"{{ /* log-mel: {op.window.size} samples, {op.fft}-point real FFT in int32, power in int64, "
         f"{mels} bands, log2 by a table */",
         f"    int32_t re[{half + 1}], im[{half + 1}];",
@@ -225,6 +234,7 @@ def log_mel_lines(op: QLogMel, const, frame: str, out: str) -> tuple[list[str], 
         f"        {out}[j] = (int16_t)(value < -32768 ? -32768 : (value > 32767 ? 32767 : value));",
         "    }",
         "}",
+        *_mark(name, "front_end_end"),
     ]
     return lines, 8 * (half + 1) + 8 * bins
 

@@ -400,7 +400,7 @@ class _Writer:
             elif isinstance(op, QLogMel):
                 frame = f"({self.base(op.x.buffer)} + {op.x.offset})"
                 out = f"({self.base(op.out.buffer)} + {op.out.offset})"
-                block, stack = log_mel_lines(op, self.const, frame, out)
+                block, stack = log_mel_lines(op, self.const, frame, out, self.n)
                 lines += block
                 self.front_end_bytes = max(self.front_end_bytes, stack)
             else:

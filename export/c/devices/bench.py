@@ -250,7 +250,7 @@ def _harness(device: Device, deployed: Path, info, steps: int, out: Path) -> Bui
     if integer:  # the integer C's y is int16
         text = text.replace("float y[", "int16_t y[")
     defines: tuple[str, ...] = ()
-    if not integer and has_marks(deployed, name):  # the front end between two calls the trace counts
+    if has_marks(deployed, name):  # the front end between two calls the trace counts
         text += "".join(
             f"\n__attribute__((noinline)) void {marks.symbol(label)}(void)\n{{\n"
             '\t__asm__ volatile("" ::: "memory");\n}\n'
@@ -351,7 +351,7 @@ def bench_precision(
     end = symbol_address(device, program.elf, "edgernn_step_end")
     from edgernn.export.c import integer_bench
 
-    marked = not integer_bench.is_integer(deployed) and has_marks(deployed)
+    marked = has_marks(deployed)
     mark_pcs = (
         tuple(symbol_address(device, program.elf, marks.symbol(label)) for label in MARKS) if marked else None
     )
