@@ -78,7 +78,8 @@ def twiddles(fft: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rotate(re: np.ndarray, im: np.ndarray, c: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(re + i im) times exp(-i angle) with the Q30 twiddle (c, s), rounded half up."""
+    """(re + i im) times exp(-i angle) with the Q30 twiddle (c, s), rounded half up. At the twiddles 1
+    (2^30, 0) and -i (0, 2^30) it is exactly (re, im) and (im, -re): the C skips those products."""
     half = np.int64(1) << (TWIDDLE_FRAC - 1)
     return (re * c + im * s + half) >> TWIDDLE_FRAC, (im * c - re * s + half) >> TWIDDLE_FRAC
 

@@ -183,5 +183,5 @@ def test_bench_counts_the_integer_log_mel_apart_on_the_cortex_m0plus(deployed):
     assert done.exit_code == 0, done.output
     (result,) = json.loads(done.stdout)["results"]
     front_end, rest = result["front_end"]["instructions"], result["rest"]["instructions"]
-    assert front_end > 0 and rest > 0  # measured: 185,904 and 74,327 for the GRU 1x32 of the bench
+    assert front_end > 0 and rest > 0  # measured: 148,429 and 74,327 for the GRU 1x32 of the bench
     assert front_end + rest == pytest.approx(result["instructions"]["median"], rel=0.01)
