@@ -12,12 +12,12 @@ Reads the folds ``benchmarks/keyword_loso.py`` left in its OUT folders (``OUT/SP
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from keyword_thresholds import fold_arguments, folds_of  # benchmarks/, beside this script
 
 from edgernn.export.c.integer_writer import integer_model_for
 from edgernn.export.integer_calibration import integer_stepper
@@ -63,17 +63,12 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="the FSDD recordings folder (.wav files)")
-    parser.add_argument("runs", type=Path, nargs="+", help="keyword_loso.py OUT folders")
+    parser = fold_arguments(__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
     clips = read_clips(args.data)
     rows = []
     for run in args.runs:
-        folds = sorted(p.parent for p in run.glob("*/model.onnx"))
-        if not folds:
-            parser.error(f"{run}: expected keyword_loso.py folds (SPEAKER/model.onnx), found none")
-        for fold in folds:
+        for fold in folds_of(parser, run):
             rows.append(fold_row(fold, clips))
             print(rows[-1], file=sys.stderr, flush=True)
     print(table(rows))

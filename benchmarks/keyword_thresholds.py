@@ -71,10 +71,24 @@ def table(results: dict[str, dict[str, list[dict]]], thresholds) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def fold_arguments(description: str) -> argparse.ArgumentParser:
+    """A parser taking ``--data`` (the FSDD recordings) and keyword_loso.py OUT folders."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, required=True, help="the FSDD recordings folder (.wav files)")
     parser.add_argument("runs", type=Path, nargs="+", help="keyword_loso.py OUT folders")
+    return parser
+
+
+def folds_of(parser: argparse.ArgumentParser, run: Path) -> list[Path]:
+    """The fold folders (SPEAKER, holding model.onnx) of one keyword_loso.py OUT folder."""
+    folds = sorted(p.parent for p in run.glob("*/model.onnx"))
+    if not folds:
+        parser.error(f"{run}: expected keyword_loso.py folds (SPEAKER/model.onnx), found none")
+    return folds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = fold_arguments(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--thresholds",
         type=lambda text: [float(v) for v in text.split(",")],
@@ -92,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = read_clips(args.data)
     results: dict[str, dict[str, list[dict]]] = {}
     for run in args.runs:
-        folds = sorted(p.parent for p in run.glob("*/model.onnx"))
-        if not folds:
-            parser.error(f"{run}: expected keyword_loso.py folds (SPEAKER/model.onnx), found none")
-        for fold in folds:
+        for fold in folds_of(parser, run):
             held_out = clips.subset([i for i, s in enumerate(clips.speakers) if s == fold.name])
             test, logits, keyword = fold_logits(fold / "model.onnx", held_out)
             for tag, rule in rules.items():
