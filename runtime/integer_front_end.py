@@ -26,6 +26,7 @@ This module never imports torch or onnx.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -64,17 +65,41 @@ class QLogMel:
         return self.fft // 2 + 1
 
 
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+@lru_cache(maxsize=8)
 def bit_reversed(count: int) -> np.ndarray:
-    """The bit-reversal permutation of ``count`` (a power of two) indices."""
+    """The bit-reversal permutation of ``count`` (a power of two) indices (read-only, made once a size)."""
     bits = count.bit_length() - 1
-    return np.array([int(f"{i:0{bits}b}"[::-1], 2) if bits else 0 for i in range(count)], np.int64)
+    return _frozen(np.array([int(f"{i:0{bits}b}"[::-1], 2) if bits else 0 for i in range(count)], np.int64))[
+        0
+    ]
 
 
+@lru_cache(maxsize=8)
 def twiddles(fft: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of 2 pi t / fft for t < fft / 2, Q30."""
+    """cos and sin of 2 pi t / fft for t < fft / 2, Q30 (read-only, made once a size)."""
     angle = 2.0 * np.pi * np.arange(fft // 2) / fft
     scale = float(1 << TWIDDLE_FRAC)
-    return np.round(np.cos(angle) * scale).astype(np.int64), np.round(np.sin(angle) * scale).astype(np.int64)
+    return _frozen(
+        np.round(np.cos(angle) * scale).astype(np.int64), np.round(np.sin(angle) * scale).astype(np.int64)
+    )
+
+
+@lru_cache(maxsize=8)
+def _butterflies(half: int) -> tuple[tuple[np.ndarray, np.ndarray, int], ...]:
+    """Every radix-2 butterfly group of a ``half``-point FFT in order: (tops, bottoms, twiddle index)."""
+    groups, span = [], 1
+    while span < half:
+        for j in range(span):
+            a = np.arange(j, half, 2 * span)
+            groups.append((*_frozen(a, a + span), j * half // span))
+        span *= 2
+    return tuple(groups)
 
 
 def _rotate(re: np.ndarray, im: np.ndarray, c: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,15 +119,10 @@ def q_spectrum(op: QLogMel, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     re, im = np.zeros((batch, half), np.int64), np.zeros((batch, half), np.int64)
     re[:, rev], im[:, rev] = signal[:, 0::2], signal[:, 1::2]
     cos, sin = twiddles(op.fft)
-    span = 1
-    while span < half:
-        for j in range(span):
-            a = np.arange(j, half, 2 * span)
-            b = a + span
-            tr, ti = _rotate(re[:, b], im[:, b], cos[j * half // span], sin[j * half // span])
-            re[:, b], im[:, b] = re[:, a] - tr, im[:, a] - ti
-            re[:, a], im[:, a] = re[:, a] + tr, im[:, a] + ti
-        span *= 2
+    for a, b, t in _butterflies(half):
+        tr, ti = _rotate(re[:, b], im[:, b], cos[t], sin[t])
+        re[:, b], im[:, b] = re[:, a] - tr, im[:, a] - ti
+        re[:, a], im[:, a] = re[:, a] + tr, im[:, a] + ti
     out_re, out_im = np.zeros((batch, half + 1), np.int64), np.zeros((batch, half + 1), np.int64)
     out_re[:, 0], out_re[:, half] = re[:, 0] + im[:, 0], re[:, 0] - im[:, 0]
     for k in range(1, half // 2 + 1):

@@ -338,7 +338,7 @@ def format_evaluation(doc: dict[str, Any], model: str) -> str:
             f"  stream        {s['stream_seconds']:.0f} s, {s['words']} words: {s['detected']} detected "
             f"({s['detected_pct']:.1f} %), {s['missed']} missed, {s['wrong_word']} heard as another word",
             f"  false alarms  {s['false_alarms']} in {s['gap_seconds']:.0f} s of silence and noise: "
-            f"{s['false_alarms_per_hour']:.1f} per hour ({s.get('late_alarms', 0)} of them up to "
+            f"{s['false_alarms_per_hour']:.1f} per hour ({s['late_alarms']} of them up to "
             f"{LATE_MS / 1000:g} s after a word: late decisions on it)",
             f"  spotter       threshold {spotter['threshold']:g}, smoothing {spotter['smooth_ms']:g} ms, "
             f"stable for {spotter['stable_ms']:g} ms, refractory {spotter['refractory_ms']:g} ms",

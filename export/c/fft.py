@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgernn.runtime.integer_front_end import bit_reversed  # the same permutation as the integer FFT's
+
 if TYPE_CHECKING:
     from edgernn.export.c.emitter import Emitter
     from edgernn.export.c.ir import RealFFT
@@ -82,12 +84,6 @@ def recognise(matrix: np.ndarray) -> DFTLayout | None:
         if np.abs(values - expected_matrix(window, fft, sign)).max() <= tolerance:
             return DFTLayout(fft, frame, window, sign)
     return None
-
-
-def bit_reversed(count: int) -> np.ndarray:
-    """The bit-reversal permutation of ``count`` (a power of two) indices."""
-    bits = count.bit_length() - 1
-    return np.array([int(f"{i:0{bits}b}"[::-1], 2) if bits else 0 for i in range(count)], np.int32)
 
 
 def twiddles(fft: int) -> tuple[np.ndarray, np.ndarray]:

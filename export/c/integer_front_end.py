@@ -118,7 +118,7 @@ def match_log_mel(ops: list, at: int) -> tuple[list, RealFFT, object, Elementwis
     if (
         constant.storage.kind != "const"
         or constant.size != 1
-        or not float(constant.storage.array.reshape(-1)[0]) > 0
+        or not float(constant.storage.array.reshape(-1)[constant.offset]) > 0
     ):
         raise _refuse(f"a floor ({add.out.name!r}) that is not one constant above zero")
     if not (isinstance(log, Elementwise) and log.op == "Log" and log.inputs[0].storage is add.out.storage):
