@@ -438,14 +438,23 @@ def load_task(
     validation_fraction=0.1,
     min_validation_cases=MIN_VALIDATION_CASES,
     augment=True,
+    mels=None,
+    running_ms=None,
 ) -> TaskData:
     """Dispatch on the task name. ``columns``, ``targets``, ``label_column`` and ``missing`` are the CSV
     options (``--columns`` ...); a name the file does not have is refused, naming those it has.
-    ``augment``: the keyword task's augmentation (``edgernn.keyword``)."""
+    ``augment``, ``mels``, ``running_ms``: the keyword task's augmentation and front end
+    (``edgernn.keyword``; None: its defaults)."""
+    front_end = {k: v for k, v in (("mels", mels), ("running_ms", running_ms)) if v is not None}
     if task == "keyword":
         from edgernn.keyword import keyword_task
 
-        return keyword_task(path, validation_fraction, seed, min_validation_cases, augment=augment)
+        return keyword_task(
+            path, validation_fraction, seed, min_validation_cases, augment=augment, **front_end
+        )
+    if front_end:
+        flags = ", ".join("--" + k.replace("_", "-") for k in front_end)
+        raise InputError(f"{flags}: the keyword task's front end; the {task} task has none")
     if Path(path).is_dir():
         raise InputError(
             f"{path}: a folder; the {task} task reads one file (a folder of .wav files is --task keyword)"

@@ -118,6 +118,30 @@ def train_task(
     )
 
 
+# what load_task takes from a run's setup, and of what type (a resume state is untrusted)
+DATA_OPTIONS = {
+    "columns": list, "targets": list, "label_column": str, "missing": str, "augment": bool, "mels": int,
+    "running_ms": (int, float),
+}  # fmt: skip
+
+
+def checked_data_options(options: object) -> dict:
+    """A run's saved ``data_options``, each a known name with a value of its type; InputError otherwise."""
+    if not isinstance(options, dict):
+        raise InputError(f"data_options: expected a mapping, got {type(options).__name__}")
+    for name, value in options.items():
+        kind = DATA_OPTIONS.get(name)
+        if kind is None:
+            raise InputError(
+                f"data_options: unknown option {name!r:.40}; expected some of {', '.join(DATA_OPTIONS)}"
+            )
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise InputError(
+                f"data_options.{name}: expected {getattr(kind, '__name__', 'a number')}, got {value!r:.40}"
+            )
+    return options
+
+
 def check_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Refuse to train into a directory holding a run, unless told to overwrite it."""
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -170,7 +194,7 @@ def resume_training(
         raise InputError(f"{run_dir}: no {RESUME_FILE}; expected a run directory written by 'edgernn train'")
     tensors, state = _read_resume(resume_path)
     with guarded(resume_path, "the resume state"):
-        setup = state["setup"]
+        setup = {**state["setup"], "data_options": checked_data_options(state["setup"]["data_options"])}
         train_config = TrainConfig.from_dict(state["train_config"])
         model_config = ModelConfig.from_dict(state["model_config"])
         done_steps, done_minutes = int(state["step"]), float(state["elapsed"]) / 60

@@ -33,6 +33,17 @@ from edgernn.runtime.contract import QUANTIZATION_MODES
     help="keyword: train on the clips as they are (augmentation is on by default).",
 )
 @click.option(
+    "--mels",
+    type=click.IntRange(min=1),
+    help="keyword: mel bands of the front end (default 32; at most 128 at 8 kHz, 256 at 16 kHz).",
+)
+@click.option(
+    "--running-ms",
+    type=click.FloatRange(min=0, max=60_000),
+    help="keyword: the front end's running normalisation, each band less its moving mean with this time "
+    "constant (default 0: off).",
+)
+@click.option(
     "--columns",
     help="Comma-separated input columns of a CSV (default: numeric columns except timestamps and labels).",
 )
@@ -147,6 +158,8 @@ def train(
     label_column,
     missing,
     no_augment,
+    mels,
+    running_ms,
     resume,
     overwrite,
     tensorboard,
@@ -179,6 +192,15 @@ def train(
         raise click.UsageError("--resume RUN_DIR continues that run: give no DATA or -o")
     if not resume and (data is None or run_dir is None):
         raise click.UsageError("give DATA and -o RUN_DIR (or --resume RUN_DIR)")
+    data_flags = {
+        "--columns": columns, "--targets": targets, "--label-column": label_column, "--task": task,
+        "--no-augment": no_augment, "--mels": mels, "--running-ms": running_ms,
+    }  # fmt: skip
+    given = [flag for flag, value in data_flags.items() if value not in (None, False)]
+    if resume and given:
+        raise click.UsageError(
+            f"--resume continues the run on its own data and front end: drop {', '.join(given)}"
+        )
     with warnings.catch_warnings(), _exit_on_interrupt():
         if quiet:  # the summary carries the warning
             warnings.simplefilter("ignore", train_module.FewStepsWarning)
@@ -201,6 +223,7 @@ def train(
             options = {k: v for k, v in options.items() if v}
             if no_augment:
                 options["augment"] = False
+            options.update({k: v for k, v in (("mels", mels), ("running_ms", running_ms)) if v is not None})
             result = _train_new(train_module, task, data, run_dir, options,
                                 settings, progress=not quiet, tensorboard=tensorboard, overwrite=overwrite)  # fmt: skip
     click.echo(format_training(result.run_dir, result.metrics))
@@ -220,7 +243,7 @@ def _exit_on_interrupt():
 
 def _train_new(train_module, task, data, run_dir, options, settings, **keywords):
     """Defaults for the task (inferred when not given: train_task infers it again and says so)."""
-    naming = {k: v for k, v in options.items() if k not in ("missing", "augment")}
+    naming = {k: v for k, v in options.items() if k in ("columns", "targets", "label_column")}
     inferred = task or train_module.infer_task(data, **naming)[0]
     model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
     model_config, train_config = train_module.configs_for(
