@@ -282,7 +282,9 @@ class FrontEnd:
                 f"expected 0 < hop < frame <= fft <= 4096, got {self.hop}, {self.frame}, {self.fft}"
             )
         if not 1 <= self.mels <= self.fft // 2:
-            problems.append(f"mels {self.mels}: expected 1 to {self.fft // 2} (half the {self.fft}-point DFT)")
+            problems.append(
+                f"mels {self.mels}: expected 1 to {self.fft // 2} (half the {self.fft}-point DFT)"
+            )
         if not 0 <= self.low_hz < self.high_hz <= self.sample_rate / 2:
             problems.append(f"expected 0 <= low_hz < high_hz <= {self.sample_rate / 2:g}")
         if not 0 < self.floor < 1:
