@@ -141,6 +141,7 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
         "copies": args.copies,
         "speed": args.speed,
         "warp": args.warp,
+        "tempo": args.tempo,
         "eq_db": args.eq_db,
         "shelf_db": args.shelf_db,
         "gap_s": args.gap_s,
@@ -307,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: tuple(float(v) for v in text.split(",")),
         default=None,
         help="frequency warp range LO,HI (vocal tract length, apart from speed; 1,1: off; default: the task's)",
+    )
+    parser.add_argument(
+        "--tempo",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="tempo range LO,HI (faster or slower talkers, pitch and spectrum kept; 1,1: off; default: the task's)",
     )
     parser.add_argument(
         "--gap-s",

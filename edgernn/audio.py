@@ -87,13 +87,22 @@ def stacked_filterbank(fe: FrontEnd, warp: float = 1.0) -> np.ndarray:
     return np.concatenate([bank, bank], axis=0)
 
 
-def frames_of(signal: np.ndarray, fe: FrontEnd) -> np.ndarray:
+def frames_of(signal: np.ndarray, fe: FrontEnd, tempo: float = 1.0) -> np.ndarray:
     """The frames a stream of hops sees: float64 ``(T, frame)``, T = ceil(n / hop), the clip zero-padded to
-    whole hops and preceded by ``frame - hop`` zeros (the initial ``audio`` state)."""
-    steps = -(-len(signal) // fe.hop)
-    padded = np.zeros(fe.overlap + steps * fe.hop)
+    whole hops and preceded by ``frame - hop`` zeros (the initial ``audio`` state).
+
+    ``tempo`` other than 1: the frames of the clip spoken ``tempo`` times as fast, its pitch and spectrum
+    as they are: T = ceil(n / (hop * tempo)) frames of the clip's own samples, frame k starting
+    ``round(k * hop * tempo)`` samples after frame 0 (a frame is 25 ms of the clip whatever the tempo)."""
+    if tempo == 1.0:
+        steps = -(-len(signal) // fe.hop)
+        starts = np.arange(steps) * fe.hop
+    else:
+        steps = max(1, int(np.ceil(len(signal) / (fe.hop * tempo))))
+        starts = np.round(np.arange(steps) * (fe.hop * tempo)).astype(np.int64)
+    padded = np.zeros(max(fe.overlap + len(signal), int(starts[-1]) + fe.frame))
     padded[fe.overlap : fe.overlap + len(signal)] = signal
-    index = np.arange(steps)[:, None] * fe.hop + np.arange(fe.frame)[None, :]
+    index = starts[:, None] + np.arange(fe.frame)[None, :]
     return padded[index]
 
 
@@ -123,9 +132,12 @@ def running_normalise(frames: np.ndarray, fe: FrontEnd) -> np.ndarray:
     return out
 
 
-def log_mel_fast(signal: np.ndarray, fe: FrontEnd, dft: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """``log_mel`` through the graph's own float32 matrices (what training computes, at numpy speed)."""
-    frames = frames_of(signal, fe).astype(np.float32)
+def log_mel_fast(
+    signal: np.ndarray, fe: FrontEnd, dft: np.ndarray, bank: np.ndarray, tempo: float = 1.0
+) -> np.ndarray:
+    """``log_mel`` through the graph's own float32 matrices (what training computes, at numpy speed);
+    ``tempo``: ``frames_of``'s."""
+    frames = frames_of(signal, fe, tempo).astype(np.float32)
     spec = frames @ dft
     return np.log((spec * spec) @ bank + np.float32(fe.floor)).astype(np.float32)
 
@@ -139,7 +151,9 @@ class Augmentation:
 
     speed perturbation by a factor in ``speed`` (resampled, so pitch and tempo move together), the
     frequency axis warped by a factor in ``warp`` apart from it (a vocal tract's length: the mel bands
-    read the spectrum as if at ``warp`` times its frequencies, ``warp_frequencies``), a gain in
+    read the spectrum as if at ``warp`` times its frequencies, ``warp_frequencies``), the tempo by a
+    factor in ``tempo`` apart from both (a faster or slower talker: the frames read the copy at that
+    rate, ``frames_of``; pitch and spectrum stay), a gain in
     ``gain_db``, up to ``lead_ms``/``trail_ms`` of background before and after the word (a time shift),
     and noise (white or pink) at one of ``snrs_db`` with probability ``noise_probability``. As in a
     stream: with probability ``context_probability`` another clip and a gap of ``gap_s`` seconds come
@@ -154,6 +168,7 @@ class Augmentation:
     copies: int = 4
     speed: tuple[float, float] = (0.85, 1.15)
     warp: tuple[float, float] = (0.88, 1.12)
+    tempo: tuple[float, float] = (1.0, 1.0)
     gain_db: tuple[float, float] = (-18.0, 6.0)
     lead_ms: float = 250.0
     trail_ms: float = 300.0

@@ -155,9 +155,9 @@ class _Features:
     def __init__(self, fe: FrontEnd):
         self.fe, self.dft, self.bank = fe, dft_matrix(fe), stacked_filterbank(fe)
 
-    def __call__(self, signal: np.ndarray, vary=None, warp: float = 1.0) -> np.ndarray:
+    def __call__(self, signal: np.ndarray, vary=None, warp: float = 1.0, tempo: float = 1.0) -> np.ndarray:
         bank = self.bank if warp == 1.0 else stacked_filterbank(self.fe, warp)
-        frames = log_mel_fast(signal, self.fe, self.dft, bank)
+        frames = log_mel_fast(signal, self.fe, self.dft, bank, tempo)
         return self.normalise(frames if vary is None else vary(frames))
 
     def normalise(self, frames: np.ndarray) -> np.ndarray:
@@ -183,7 +183,10 @@ class _Draws:
         before = None if other is None else signals[other]
         varied, spans = augment_spans(signals[clip], self.rate, aug, rng, before=before)
         warp = rng.uniform(*aug.warp) if aug.warp[0] != aug.warp[1] else aug.warp[0]
-        frames = self.features(varied, lambda frames: vary_features(frames, aug, rng), warp)
+        tempo = rng.uniform(*aug.tempo) if aug.tempo[0] != aug.tempo[1] else aug.tempo[0]
+        frames = self.features(varied, lambda frames: vary_features(frames, aug, rng), warp, tempo)
+        if tempo != 1.0:  # where the words are in the copy as heard, at that tempo
+            spans = {k: (int(a / tempo), int(np.ceil(b / tempo))) for k, (a, b) in spans.items()}
         label = self.labels[clip]
         return frames, self.step_labels(label, label, spans, None if other is None else self.labels[other])
 
@@ -288,7 +291,7 @@ def _augmentation_note(aug: Augmentation) -> dict[str, Any] | str:
     if aug.copies == 0:
         return "off"
     return {
-        "copies": aug.copies, "speed": list(aug.speed), "warp": list(aug.warp), "gain_db": list(aug.gain_db), "lead_ms": aug.lead_ms,
+        "copies": aug.copies, "speed": list(aug.speed), "warp": list(aug.warp), "tempo": list(aug.tempo), "gain_db": list(aug.gain_db), "lead_ms": aug.lead_ms,
         "trail_ms": aug.trail_ms, "snrs_db": list(aug.snrs_db), "gap_s": list(aug.gap_s), "noise_probability": aug.noise_probability,
         "eq_db": aug.eq_db, "shelf_db": aug.shelf_db, "band_masks": [aug.band_masks, aug.band_mask],
         "time_masks": [aug.time_masks, aug.time_mask],
