@@ -142,6 +142,8 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
         "speed": args.speed,
         "warp": args.warp,
         "tempo": args.tempo,
+        "gain_db": args.gain_db,
+        "noise_follows_gain": args.noise_follows_gain,
         "eq_db": args.eq_db,
         "shelf_db": args.shelf_db,
         "gap_s": args.gap_s,
@@ -314,6 +316,18 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: tuple(float(v) for v in text.split(",")),
         default=None,
         help="tempo range LO,HI (faster or slower talkers, pitch and spectrum kept; 1,1: off; default: the task's)",
+    )
+    parser.add_argument(
+        "--gain-db",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="the copies' gain range LO,HI in dB (default: the task's)",
+    )
+    parser.add_argument(
+        "--noise-follows-gain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="noise at its SNR to the word as heard (after the gain), not to the clip as recorded",
     )
     parser.add_argument(
         "--gap-s",

@@ -155,7 +155,9 @@ class Augmentation:
     factor in ``tempo`` apart from both (a faster or slower talker: the frames read the copy at that
     rate, ``frames_of``; pitch and spectrum stay), a gain in
     ``gain_db``, up to ``lead_ms``/``trail_ms`` of background before and after the word (a time shift),
-    and noise (white or pink) at one of ``snrs_db`` with probability ``noise_probability``. As in a
+    and noise (white or pink) at one of ``snrs_db`` with probability ``noise_probability`` (relative to
+    the word as heard, after its gain, with ``noise_follows_gain``; else to the clip as recorded, so
+    that a quieter copy is also a noisier one). As in a
     stream: with probability ``context_probability`` another clip and a gap of ``gap_s`` seconds come
     before the word; and
     ``after_probability`` of the clips are also heard followed by ``after_ms`` of background and labelled
@@ -174,6 +176,7 @@ class Augmentation:
     trail_ms: float = 300.0
     snrs_db: tuple[float, ...] = (30.0, 20.0, 15.0, 10.0, 5.0)
     noise_probability: float = 0.7
+    noise_follows_gain: bool = False
     context_probability: float = 0.5
     gap_s: tuple[float, float] = (0.4, 1.0)
     after_probability: float = 0.5
@@ -213,7 +216,8 @@ def augment_spans(
 
     ``before``: another clip heard first, then ``aug.gap_s`` seconds of background (the word in a stream);
     ``trail_ms``: the range of background after the word (default up to ``aug.trail_ms``)."""
-    out = change_speed(signal, rng.uniform(*aug.speed)) * 10.0 ** (rng.uniform(*aug.gain_db) / 20.0)
+    gain = 10.0 ** (rng.uniform(*aug.gain_db) / 20.0)
+    out = change_speed(signal, rng.uniform(*aug.speed)) * gain
     lead = int(rng.uniform(0.0, aug.lead_ms) * rate / 1000.0)
     trail = int(rng.uniform(*(trail_ms or (0.0, aug.trail_ms))) * rate / 1000.0)
     parts = [np.zeros(lead, np.float32), out, np.zeros(trail, np.float32)]
@@ -229,7 +233,8 @@ def augment_spans(
     out = np.concatenate(parts)
     if rng.random() < aug.noise_probability:
         snr = aug.snrs_db[rng.integers(len(aug.snrs_db))]
-        out = out + noise(len(out), rng) * (rms(signal) * 10.0 ** (-snr / 20.0))
+        level = rms(signal) * (gain if aug.noise_follows_gain else 1.0)
+        out = out + noise(len(out), rng) * (level * 10.0 ** (-snr / 20.0))
     return np.clip(out, -1.0, 32767 / 32768).astype(np.float32), spans
 
 

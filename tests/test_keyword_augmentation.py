@@ -1,5 +1,6 @@
-"""The tempo augmentation: a varied copy read faster or slower than it was spoken, its pitch and spectrum
-kept, and its steps labelled where its words are at that tempo."""
+"""The keyword task's augmentation: the tempo (a varied copy read faster or slower than it was spoken,
+its pitch and spectrum kept, its steps labelled where its words are at that tempo) and the noise's level
+against the copy's gain."""
 
 from __future__ import annotations
 
@@ -84,3 +85,23 @@ def test_a_copys_step_labels_follow_its_words_at_the_tempo(monkeypatch):
     assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(drawn.cases, again.cases, strict=True))
     drawn.set_epoch(2), again.set_epoch(2)
     assert all(np.array_equal(drawn[i][0], again[i][0]) for i in copies[:12])
+
+
+def test_the_noise_is_at_its_snr_to_the_clip_as_recorded_or_to_the_word_as_heard():
+    from edgernn.audio import Augmentation, augment_spans
+    from edgernn.runtime.audio import rms
+
+    word = read_bundle(FSDD / "lucas.npz").audio[0].astype(np.float32) / 32768
+    aug = Augmentation(
+        speed=(1.0, 1.0), gain_db=(-20.0, -20.0), snrs_db=(10.0,), noise_probability=1.0, lead_ms=300.0
+    )
+    levels = {False: [], True: []}
+    for seed in range(12):
+        for follows in levels:
+            made = replace(aug, noise_follows_gain=follows)
+            out, spans = augment_spans(word, 8000, made, np.random.default_rng(seed))
+            levels[follows].append(rms(out[: spans["word"][0]]))  # the background before the word: noise
+    # the same draws: the noise 20 dB quieter when it follows the copy's gain of -20 dB
+    np.testing.assert_allclose(np.array(levels[True]) / np.array(levels[False]), 0.1, rtol=1e-3)
+    # at 10 dB below the clip as recorded (a short stretch of pink noise strays from its mean level)
+    np.testing.assert_allclose(np.median(levels[False]), rms(word) * 10 ** (-10 / 20), rtol=0.2)

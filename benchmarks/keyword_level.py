@@ -1,0 +1,83 @@
+"""How a keyword model's clip accuracy on a speaker it never heard moves with the level the speaker is
+heard at: each held-out speaker's clips scaled by a gain (int16, rounded, clipped at full scale, as a
+louder or quieter microphone would record them), through each fold's exported model (the stepper), from
+the folds ``benchmarks/keyword_loso.py`` left in its OUT folders (``OUT/SPEAKER/model.onnx``).
+
+``--durations`` also prints each speaker's median clip length per word (the recordings are trimmed of
+silence at both ends): how fast each speaker talks.
+
+    .venv/bin/python benchmarks/keyword_level.py --data ../shared/datasets/fsdd build/loso/warp5 \\
+        --gains=-24,-18,-12,-6,0,6
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from edgernn.runtime import Stepper
+from edgernn.runtime.audio import Clips, read_clips
+from edgernn.runtime.keyword import KeywordModel, classify_clips
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from keyword_thresholds import fold_arguments, folds_of  # noqa: E402
+
+
+def louder(clips: Clips, gain_db: float) -> Clips:
+    """``clips`` scaled by ``gain_db``: int16, rounded, clipped at full scale."""
+    scale = 10.0 ** (gain_db / 20.0)
+    audio = [np.clip(np.round(a * scale), -32768, 32767).astype(np.int16) for a in clips.audio]
+    return replace(clips, audio=audio)
+
+
+def level_row(model: Path, clips: Clips, gains: list[float]) -> list[float]:
+    """Clip accuracy (%) at each gain."""
+    stepper = Stepper(model)
+    classes = KeywordModel.of(stepper.info).classes
+    truth = np.array([classes.index(label) for label in clips.labels])
+    return [100.0 * float(np.mean(classify_clips(stepper, louder(clips, g)) == truth)) for g in gains]
+
+
+def durations(clips: Clips) -> str:
+    speakers, words = sorted(set(clips.speakers)), sorted(set(clips.labels))
+    lines = ["| word | " + " | ".join(speakers) + " |", "|---|" + "--:|" * len(speakers)]
+    for word in words:
+        cells = []
+        for speaker in speakers:
+            n = [len(a) for a, w, s in zip(clips.audio, clips.labels, clips.speakers, strict=True)
+                 if w == word and s == speaker]  # fmt: skip
+            cells.append(f"{np.median(n) / clips.rate:.2f} s")
+        lines.append(f"| {word} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = fold_arguments(__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--gains", type=lambda text: [float(v) for v in text.split(",")], default=[-24, -18, -12, -6, 0, 6]
+    )
+    parser.add_argument("--durations", action="store_true", help="each speaker's median clip length per word")
+    args = parser.parse_args(argv)
+    clips = read_clips(args.data)
+    if args.durations:
+        print(durations(clips) + "\n")
+    gains = args.gains
+    head = " | ".join(f"{g:+g} dB" for g in gains)
+    for run in args.runs:
+        print(f"{run}: held-out clip accuracy at each gain\n")
+        print(f"| held-out speaker | {head} |\n|---|" + "--:|" * len(gains))
+        rows = []
+        for fold in folds_of(parser, run):
+            held_out = clips.subset([i for i, s in enumerate(clips.speakers) if s == fold.name])
+            rows.append(level_row(fold / "model.onnx", held_out, gains))
+            print(f"| {fold.name} | " + " | ".join(f"{v:.1f}%" for v in rows[-1]) + " |", flush=True)
+        mean = np.mean(rows, axis=0)
+        print("| **mean** | " + " | ".join(f"{v:.1f}%" for v in mean) + " |\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
