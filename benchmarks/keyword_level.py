@@ -4,7 +4,8 @@ louder or quieter microphone would record them), through each fold's exported mo
 the folds ``benchmarks/keyword_loso.py`` left in its OUT folders (``OUT/SPEAKER/model.onnx``).
 
 ``--durations`` also prints each speaker's median clip length per word (the recordings are trimmed of
-silence at both ends): how fast each speaker talks.
+silence at both ends): how fast each speaker talks. ``--confusions N``: each fold's N most frequent
+mistakes as recorded (word heard as word, clips of 50).
 
     .venv/bin/python benchmarks/keyword_level.py --data ../shared/datasets/fsdd build/loso/warp5 \\
         --gains=-24,-18,-12,-6,0,6
@@ -41,6 +42,19 @@ def level_row(model: Path, clips: Clips, gains: list[float]) -> list[float]:
     return [100.0 * float(np.mean(classify_clips(stepper, louder(clips, g)) == truth)) for g in gains]
 
 
+def confusions(model: Path, clips: Clips, count: int) -> str:
+    """The ``count`` most frequent mistakes on ``clips`` as recorded: ``"two" as "zero" 34/50``."""
+    stepper = Stepper(model)
+    classes = KeywordModel.of(stepper.info).classes
+    heard = [classes[i] for i in classify_clips(stepper, clips)]
+    pairs: dict[tuple[str, str], int] = {}
+    for said, got in zip(clips.labels, heard, strict=True):
+        if said != got:
+            pairs[said, got] = pairs.get((said, got), 0) + 1
+    top = sorted(pairs.items(), key=lambda item: -item[1])[:count]
+    return ", ".join(f"{a} as {b} {n}/{clips.labels.count(a)}" for (a, b), n in top)
+
+
 def durations(clips: Clips) -> str:
     speakers, words = sorted(set(clips.speakers)), sorted(set(clips.labels))
     lines = ["| word | " + " | ".join(speakers) + " |", "|---|" + "--:|" * len(speakers)]
@@ -60,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "--gains", type=lambda text: [float(v) for v in text.split(",")], default=[-24, -18, -12, -6, 0, 6]
     )
     parser.add_argument("--durations", action="store_true", help="each speaker's median clip length per word")
+    parser.add_argument("--confusions", type=int, default=0, help="each fold's N most frequent mistakes")
     args = parser.parse_args(argv)
     clips = read_clips(args.data)
     if args.durations:
@@ -76,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {fold.name} | " + " | ".join(f"{v:.1f}%" for v in rows[-1]) + " |", flush=True)
         mean = np.mean(rows, axis=0)
         print("| **mean** | " + " | ".join(f"{v:.1f}%" for v in mean) + " |\n")
+        for fold in folds_of(parser, run) if args.confusions else ():
+            held_out = clips.subset([i for i, s in enumerate(clips.speakers) if s == fold.name])
+            print(f"{fold.name}: {confusions(fold / 'model.onnx', held_out, args.confusions)}")
     return 0
 
 
