@@ -21,7 +21,7 @@ import numpy as np
 
 from edgernn.runtime import Stepper
 from edgernn.runtime.audio import Clips, read_clips
-from edgernn.runtime.keyword import KeywordModel, classify_clips
+from edgernn.runtime.keyword import KeywordModel, classify_clips, clip_mistakes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from keyword_thresholds import fold_arguments, folds_of  # noqa: E402
@@ -43,16 +43,11 @@ def level_row(model: Path, clips: Clips, gains: list[float]) -> list[float]:
 
 
 def confusions(model: Path, clips: Clips, count: int) -> str:
-    """The ``count`` most frequent mistakes on ``clips`` as recorded: ``"two" as "zero" 34/50``."""
+    """The ``count`` most frequent mistakes on ``clips`` as recorded: ``2 as 0 34/50``."""
     stepper = Stepper(model)
     classes = KeywordModel.of(stepper.info).classes
-    heard = [classes[i] for i in classify_clips(stepper, clips)]
-    pairs: dict[tuple[str, str], int] = {}
-    for said, got in zip(clips.labels, heard, strict=True):
-        if said != got:
-            pairs[said, got] = pairs.get((said, got), 0) + 1
-    top = sorted(pairs.items(), key=lambda item: -item[1])[:count]
-    return ", ".join(f"{a} as {b} {n}/{clips.labels.count(a)}" for (a, b), n in top)
+    _, mistakes = clip_mistakes(list(clips.labels), [classes[i] for i in classify_clips(stepper, clips)])
+    return ", ".join(f"{m['word']} as {m['heard']} {m['clips']}/{m['of']}" for m in mistakes[:count])
 
 
 def durations(clips: Clips) -> str:

@@ -314,12 +314,34 @@ def evaluate_keyword(
     }
     stream = score_stream(test, spot(stepper, test.samples, **options))
     stream["stream_seconds"] = len(test.samples) / clips.rate
+    words, mistakes = clip_mistakes(list(clips.labels), [model.classes[i] for i in predicted])
     return {
         "clips": len(clips),
         "clip_accuracy": float(np.mean(predicted == truth)),
+        "words": words,
+        "mistakes": mistakes,
         "stream": stream,
         "spotter": {**options, "match_after_ms": MATCH_AFTER_MS},
     }
+
+
+def clip_mistakes(
+    said: list[str], heard: list[str]
+) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+    """Per word, its clips and how many were heard right; and every mistake (a word heard as another,
+    or as no word), most frequent first: ``{"word", "heard", "clips", "of"}`` (``of``: the word's clips)."""
+    words: dict[str, dict[str, int]] = {}
+    pairs: dict[tuple[str, str], int] = {}
+    for a, b in zip(said, heard, strict=True):
+        counts = words.setdefault(a, {"clips": 0, "correct": 0})
+        counts["clips"] += 1
+        if a == b:
+            counts["correct"] += 1
+        else:
+            pairs[a, b] = pairs.get((a, b), 0) + 1
+    ranked = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))
+    mistakes = [{"word": a, "heard": b, "clips": n, "of": words[a]["clips"]} for (a, b), n in ranked]
+    return dict(sorted(words.items())), mistakes
 
 
 def evaluate_keyword_file(stepper: Any, data: str | os.PathLike, **options: Any) -> dict[str, Any]:
@@ -335,6 +357,7 @@ def format_evaluation(doc: dict[str, Any], model: str) -> str:
         [
             f"{model} on {doc['data']}: keyword, {doc['clips']:,} clips",
             f"  clip accuracy {100 * doc['clip_accuracy']:.2f} % (the decision after each clip's last hop)",
+            f"  mistakes      {_mistakes_line(doc['mistakes'])}",
             f"  stream        {s['stream_seconds']:.0f} s, {s['words']} words: {s['detected']} detected "
             f"({s['detected_pct']:.1f} %), {s['missed']} missed, {s['wrong_word']} heard as another word",
             f"  false alarms  {s['false_alarms']} in {s['gap_seconds']:.0f} s of silence and noise: "
@@ -344,6 +367,14 @@ def format_evaluation(doc: dict[str, Any], model: str) -> str:
             f"stable for {spotter['stable_ms']:g} ms, refractory {spotter['refractory_ms']:g} ms",
         ]
     )
+
+
+def _mistakes_line(mistakes: list[dict[str, Any]], shown: int = 3) -> str:
+    if not mistakes:
+        return "none"
+    parts = [f"{m['word']!r} heard as {m['heard']!r} in {m['clips']} of {m['of']}" for m in mistakes[:shown]]
+    more = len(mistakes) - shown
+    return ", ".join(parts) + (f" (the most frequent {shown} of {len(mistakes)} kinds)" if more > 0 else "")
 
 
 def is_keyword_model(info: Any) -> bool:

@@ -462,6 +462,12 @@ def test_eval_reports_clip_accuracy_and_the_spotter_on_a_stream(digits):
     assert stream["words"] == 50 and stream["detected"] + stream["missed"] == 50
     assert stream["stream_seconds"] > stream["gap_seconds"] > 50 * 0.8
     assert 0 <= stream["late_alarms"] <= stream["false_alarms"]
+    words, mistakes = doc["words"], doc["mistakes"]
+    assert sorted(words) == [str(d) for d in range(10)] and all(w["clips"] == 5 for w in words.values())
+    right = sum(w["correct"] for w in words.values())
+    assert right == round(50 * doc["clip_accuracy"]) and sum(m["clips"] for m in mistakes) == 50 - right
+    assert [m["clips"] for m in mistakes] == sorted((m["clips"] for m in mistakes), reverse=True)
+    assert all(m["word"] != m["heard"] and m["of"] == 5 for m in mistakes)
     assert doc["spotter"] == {
         "threshold": 0.6,
         "smooth_ms": 100.0,
@@ -471,6 +477,28 @@ def test_eval_reports_clip_accuracy_and_the_spotter_on_a_stream(digits):
     }
     text = CliRunner().invoke(cli, ["eval", str(digits / "digits.onnx"), str(FSDD / "yweweler.npz")])
     assert text.exit_code == 0 and "clip accuracy" in text.output and "false alarms" in text.output
+    top = mistakes[0] if mistakes else None
+    said = f"'{top['word']}' heard as '{top['heard']}' in {top['clips']} of 5" if top else "none"
+    assert f"  mistakes      {said}" in text.output
+
+
+def test_clip_mistakes_count_each_word_and_rank_the_mistakes():
+    from edgernn.runtime.keyword import clip_mistakes
+
+    said = ["2", "2", "2", "6", "6", "0", "0"]
+    heard = ["0", "0", "2", "7", "_none", "0", "0"]
+    words, mistakes = clip_mistakes(said, heard)
+    assert words == {
+        "0": {"clips": 2, "correct": 2},
+        "2": {"clips": 3, "correct": 1},
+        "6": {"clips": 2, "correct": 0},
+    }
+    assert mistakes == [
+        {"word": "2", "heard": "0", "clips": 2, "of": 3},
+        {"word": "6", "heard": "7", "clips": 1, "of": 2},
+        {"word": "6", "heard": "_none", "clips": 1, "of": 2},
+    ]
+    assert clip_mistakes([], []) == ({}, [])
 
 
 def test_stream_prints_a_line_per_word_from_a_wav_file_and_from_raw_pcm_alike(digits, tmp_path):
