@@ -244,6 +244,11 @@ def trained_weights_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _pair(text: str) -> tuple[float, ...]:
+    """A range option's LO,HI."""
+    return tuple(float(v) for v in text.split(","))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="the FSDD recordings folder (.wav files)")
@@ -299,29 +304,21 @@ def main(argv: list[str] | None = None) -> int:
         help="label the steps just after a word (TAIL_MS) as the word, not unjudged (default: the task's)",
     )
     parser.add_argument("--copies", type=int, default=None, help="varied copies of each clip")
-    parser.add_argument(
-        "--speed",
-        type=lambda text: tuple(float(v) for v in text.split(",")),
-        default=None,
-        help="speed perturbation range LO,HI",
-    )
+    parser.add_argument("--speed", type=_pair, default=None, help="speed perturbation range LO,HI")
     parser.add_argument(
         "--warp",
-        type=lambda text: tuple(float(v) for v in text.split(",")),
+        type=_pair,
         default=None,
         help="frequency warp range LO,HI (vocal tract length, apart from speed; 1,1: off; default: the task's)",
     )
     parser.add_argument(
         "--tempo",
-        type=lambda text: tuple(float(v) for v in text.split(",")),
+        type=_pair,
         default=None,
         help="tempo range LO,HI (faster or slower talkers, pitch and spectrum kept; 1,1: off; default: the task's)",
     )
     parser.add_argument(
-        "--gain-db",
-        type=lambda text: tuple(float(v) for v in text.split(",")),
-        default=None,
-        help="the copies' gain range LO,HI in dB (default: the task's)",
+        "--gain-db", type=_pair, default=None, help="the copies' gain range LO,HI in dB (default: the task's)"
     )
     parser.add_argument(
         "--noise-follows-gain",
@@ -330,10 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         help="noise at its SNR to the word as heard (after the gain), not to the clip as recorded",
     )
     parser.add_argument(
-        "--gap-s",
-        type=lambda text: tuple(float(v) for v in text.split(",")),
-        default=None,
-        help="the gap after a clip heard before the word, LO,HI seconds",
+        "--gap-s", type=_pair, default=None, help="the gap after a clip heard before the word, LO,HI seconds"
     )
     parser.add_argument("--lead-ms", type=float, default=None, help="background before the word, up to MS")
     parser.add_argument(
