@@ -4,6 +4,9 @@ rebuilt by a resume, and refused where it does not apply."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +129,17 @@ def test_a_resume_state_with_lying_data_options_is_refused_and_left_as_it_was(
     assert result.exit_code == 2, result.output
     assert str(resume) in result.output and message in result.output
     assert "Traceback" not in result.output and resume.read_bytes() == before
+
+
+def test_a_20_band_model_deploys_to_integer_c_whose_self_test_passes(run20, tmp_path):
+    """The integer front end (and the running mean in the state) sized by the graph's 20 bands."""
+    if shutil.which("cc") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the C target needs a C compiler (Debian package gcc)", pytrace=False)
+        pytest.skip("no C compiler: install the Debian package gcc")
+    out = tmp_path / "c"
+    args = ["deploy", str(run20 / "m.onnx"), "--target", "c", "-o", str(out), "--name", "kws"]
+    result = CliRunner().invoke(cli, [*args, "--precision", "integer", "--data", str(LUCAS), "--force"])
+    assert result.exit_code == 0, result.output
+    assert "host self-test" in result.output and "equal the integer reference bit for bit" in result.output
+    assert re.search(r"#define KWS_INPUT_SIZE\s+80\n", (out / "kws.h").read_text())
