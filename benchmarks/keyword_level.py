@@ -4,7 +4,7 @@ louder or quieter microphone would record them), through each fold's exported mo
 the folds ``benchmarks/keyword_loso.py`` left in its OUT folders (``OUT/SPEAKER/model.onnx``).
 
 ``--durations`` also prints each speaker's median clip length per word (the recordings are trimmed of
-silence at both ends): how fast each speaker talks. ``--confusions N``: each fold's N most frequent
+silence at both ends): how fast each speaker talks; and how loud each recorded (the median RMS). ``--confusions N``: each fold's N most frequent
 mistakes as recorded (word heard as word, clips of 50).
 
     .venv/bin/python benchmarks/keyword_level.py --data ../shared/datasets/fsdd build/loso/warp5 \\
@@ -60,6 +60,15 @@ def durations(clips: Clips) -> str:
                  if w == word and s == speaker]  # fmt: skip
             cells.append(f"{np.median(n) / clips.rate:.2f} s")
         lines.append(f"| {word} | " + " | ".join(cells) + " |")
+    levels = []
+    for speaker in speakers:
+        rms = [
+            np.sqrt(np.mean((a.astype(np.float64) / 32768) ** 2))
+            for a, s in zip(clips.audio, clips.speakers, strict=True)
+            if s == speaker
+        ]
+        levels.append(f"{20 * np.log10(np.median(rms)):.1f} dBFS")
+    lines.append("| level (median RMS) | " + " | ".join(levels) + " |")
     return "\n".join(lines)
 
 
