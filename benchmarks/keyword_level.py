@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgernn.runtime import Stepper
-from edgernn.runtime.audio import Clips, read_clips
+from edgernn.runtime.audio import PCM_SCALE, Clips, read_clips, rms
 from edgernn.runtime.keyword import KeywordModel, classify_clips, clip_mistakes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,19 +34,23 @@ def louder(clips: Clips, gain_db: float) -> Clips:
     return replace(clips, audio=audio)
 
 
-def level_row(model: Path, clips: Clips, gains: list[float]) -> list[float]:
-    """Clip accuracy (%) at each gain."""
+def heard_at(model: Path, clips: Clips, gains: list[float]) -> dict[float, list[str]]:
+    """The word the model hears in each clip, at each gain (0 dB: as recorded, always among them)."""
     stepper = Stepper(model)
     classes = KeywordModel.of(stepper.info).classes
-    truth = np.array([classes.index(label) for label in clips.labels])
-    return [100.0 * float(np.mean(classify_clips(stepper, louder(clips, g)) == truth)) for g in gains]
+    return {
+        g: [classes[i] for i in classify_clips(stepper, louder(clips, g))]
+        for g in dict.fromkeys([*gains, 0.0])
+    }
 
 
-def confusions(model: Path, clips: Clips, count: int) -> str:
-    """The ``count`` most frequent mistakes on ``clips`` as recorded: ``2 as 0 34/50``."""
-    stepper = Stepper(model)
-    classes = KeywordModel.of(stepper.info).classes
-    _, mistakes = clip_mistakes(list(clips.labels), [classes[i] for i in classify_clips(stepper, clips)])
+def accuracy(said: list[str], heard: list[str]) -> float:
+    return 100.0 * float(np.mean([a == b for a, b in zip(said, heard, strict=True)]))
+
+
+def confusions(said: list[str], heard: list[str], count: int) -> str:
+    """The ``count`` most frequent mistakes: ``2 as 0 34/50``."""
+    _, mistakes = clip_mistakes(said, heard)
     return ", ".join(f"{m['word']} as {m['heard']} {m['clips']}/{m['of']}" for m in mistakes[:count])
 
 
@@ -62,12 +66,8 @@ def durations(clips: Clips) -> str:
         lines.append(f"| {word} | " + " | ".join(cells) + " |")
     levels = []
     for speaker in speakers:
-        rms = [
-            np.sqrt(np.mean((a.astype(np.float64) / 32768) ** 2))
-            for a, s in zip(clips.audio, clips.speakers, strict=True)
-            if s == speaker
-        ]
-        levels.append(f"{20 * np.log10(np.median(rms)):.1f} dBFS")
+        heard = [rms(a / PCM_SCALE) for a, s in zip(clips.audio, clips.speakers, strict=True) if s == speaker]
+        levels.append(f"{20 * np.log10(np.median(heard)):.1f} dBFS")
     lines.append("| level (median RMS) | " + " | ".join(levels) + " |")
     return "\n".join(lines)
 
@@ -88,16 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:
         print(f"{run}: held-out clip accuracy at each gain\n")
         print(f"| held-out speaker | {head} |\n|---|" + "--:|" * len(gains))
-        rows = []
+        rows, mistakes = [], []
         for fold in folds_of(parser, run):
             held_out = clips.subset([i for i, s in enumerate(clips.speakers) if s == fold.name])
-            rows.append(level_row(fold / "model.onnx", held_out, gains))
+            heard = heard_at(fold / "model.onnx", held_out, gains)
+            rows.append([accuracy(held_out.labels, heard[g]) for g in gains])
+            mistakes.append(f"{fold.name}: {confusions(held_out.labels, heard[0.0], args.confusions)}")
             print(f"| {fold.name} | " + " | ".join(f"{v:.1f}%" for v in rows[-1]) + " |", flush=True)
         mean = np.mean(rows, axis=0)
         print("| **mean** | " + " | ".join(f"{v:.1f}%" for v in mean) + " |\n")
-        for fold in folds_of(parser, run) if args.confusions else ():
-            held_out = clips.subset([i for i, s in enumerate(clips.speakers) if s == fold.name])
-            print(f"{fold.name}: {confusions(fold / 'model.onnx', held_out, args.confusions)}")
+        if args.confusions:
+            print("\n".join(mistakes))
     return 0
 
 
