@@ -253,6 +253,11 @@ def test_the_installed_package_deploys_to_every_target_and_runs_outside_the_repo
         assert (work / "platform" / name).read_bytes() == (
             ROOT / "export" / "c" / "platforms" / name
         ).read_bytes()
+    kit = json.loads(edgernn("platforms", "--device", "cortex-m0plus", "--copy", work / "m0", "--json"))
+    firmware = ROOT / "export" / "c" / "devices" / "firmware"
+    assert {"startup_cortex_m.c", "libc.c", "include/stdio.h", "microbit.ld"} <= set(kit["copied"])
+    for name in set(kit["copied"]) - {"microbit.ld"}:
+        assert (work / "m0" / name).read_bytes() == (firmware / name).read_bytes()
 
     bench = json.loads(edgernn("bench", model, "--steps", "200", "--warmup", "20", "--json"))
     assert bench["stepper"]["p50_us"] > 0

@@ -120,8 +120,7 @@ def build(
     for board in device.boards:
         script = output.with_name(f"{output.stem}-{board.machine}.ld")
         script.write_text(linker_script(device, board))
-        link = ["-nostdlib", "-nostartfiles", "-T", str(script), "-Wl,--gc-sections", *libgcc(device)]
-        link += ["-o", str(output)]
+        link = [*bare_metal_link_flags(str(script), libgcc(device)), "-o", str(output)]
         try:
             _run_compiler([*command, *map(str, [*sources, *firmware_sources(device)]), *link], device)
         except ContractError as exc:
@@ -131,6 +130,12 @@ def build(
             continue
         return Build(output, device, board)
     raise ContractError(f"the program does not fit any board of {device.name}: {last_error}")
+
+
+def bare_metal_link_flags(script: str, libgcc_flags: list[str]) -> list[str]:
+    """How a bare-metal program links: no C library or start files of the compiler's, the linker script
+    ``script``, unused sections dropped, libgcc."""
+    return ["-nostdlib", "-nostartfiles", "-T", script, "-Wl,--gc-sections", *libgcc_flags]
 
 
 # gcc-riscv64-unknown-elf has no rv32imc multilib: the rv32imac one's libgcc (no atomics in it) serves
