@@ -158,8 +158,15 @@ def _check_options(writer: Callable[..., DeployReport], target: str, options: di
     accepted = set(inspect.signature(writer).parameters) - {"model", "stage"}
     unknown = sorted(set(options) - accepted)
     if unknown:
-        flags = ", ".join(_flag(name) for name in unknown)
+        flags = ", ".join(_given(name, accepted) for name in unknown)
         raise InputError(f"{flags}: not an option of --target {target} (it takes {_flags(accepted)})")
+
+
+def _given(name: str, accepted: set[str]) -> str:
+    """An unknown option as given: its flag, or, where that flag is an accepted option's (a Python keyword
+    spelled as the flag: ``no_verify`` for ``--no-verify``), the keyword and the one to use."""
+    meant = [a for a in sorted(accepted) if _flag(a) == _flag(name)]
+    return f"{name}= ({_flag(name)} is {meant[0]}=True in Python)" if meant else _flag(name)
 
 
 def _flags(names: set[str]) -> str:

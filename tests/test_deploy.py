@@ -56,6 +56,15 @@ def test_options_of_another_target_are_refused_by_name(model, tmp_path, flags, n
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_python_keyword_spelled_as_its_flag_is_refused_naming_the_keyword_to_use(model, tmp_path):
+    with pytest.raises(InputError) as caught:
+        deploy(model, "c", tmp_path / "out", no_verify=True)
+    assert str(caught.value).startswith(
+        "no_verify= (--no-verify is skip_verify=True in Python): not an option of --target c (it takes --data"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_option_values_are_one_line_exit_2(model, tmp_path):
     result = run_cli(
         "deploy", model, "--target", "ort", "-o", tmp_path / "out", "--optimization-style", "fixed"
