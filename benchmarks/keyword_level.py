@@ -3,6 +3,10 @@ heard at: each held-out speaker's clips scaled by a gain (int16, rounded, clippe
 louder or quieter microphone would record them), through each fold's exported model (the stepper), from
 the folds ``benchmarks/keyword_loso.py`` left in its OUT folders (``OUT/SPEAKER/model.onnx``).
 
+``--ensemble``: instead, each fold's models of all the OUT folders together, their posteriors after
+each clip's last hop averaged (as recorded): whether the mistakes are one training's draw or shared by
+every model of the fold.
+
 ``--durations`` also prints each speaker's median clip length per word (the recordings are trimmed of
 silence at both ends): how fast each speaker talks; and how loud each recorded (the median RMS). ``--confusions N``: each fold's N most frequent
 mistakes as recorded (word heard as word, clips of 50).
@@ -21,7 +25,7 @@ import numpy as np
 
 from edgernn.runtime import Stepper
 from edgernn.runtime.audio import PCM_SCALE, Clips, read_clips, rms
-from edgernn.runtime.keyword import KeywordModel, classify_clips, clip_mistakes
+from edgernn.runtime.keyword import KeywordModel, classify_clips, clip_logits, clip_mistakes, softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from keyword_thresholds import fold_arguments, folds_of  # noqa: E402
@@ -72,6 +76,32 @@ def durations(clips: Clips) -> str:
     return "\n".join(lines)
 
 
+def averaged(parser, runs: list[Path], clips: Clips, confusions_shown: int) -> None:
+    """Each fold's models of every run, alone and with their posteriors averaged (folds in every run)."""
+    folds = [{fold.name: fold for fold in folds_of(parser, run)} for run in runs]
+    speakers = sorted(set.intersection(*(set(f) for f in folds)))
+    print(
+        f"| held-out speaker | {' | '.join(str(r) for r in runs)} | averaged |\n|---|"
+        + "--:|" * (len(runs) + 1)
+    )
+    rows, mistakes = [], []
+    for speaker in speakers:
+        held_out = clips.subset([i for i, s in enumerate(clips.speakers) if s == speaker])
+        row, posteriors = [], []
+        for run in folds:
+            stepper = Stepper(run[speaker] / "model.onnx")
+            classes = KeywordModel.of(stepper.info).classes
+            posteriors.append(softmax(clip_logits(stepper, held_out)))
+            row.append(accuracy(held_out.labels, [classes[i] for i in posteriors[-1].argmax(axis=1)]))
+        heard = [classes[i] for i in np.mean(posteriors, axis=0).argmax(axis=1)]
+        rows.append([*row, accuracy(held_out.labels, heard)])
+        mistakes.append(f"{speaker}: {confusions(held_out.labels, heard, confusions_shown)}")
+        print(f"| {speaker} | " + " | ".join(f"{v:.1f}%" for v in rows[-1]) + " |", flush=True)
+    print("| **mean** | " + " | ".join(f"{v:.1f}%" for v in np.mean(rows, axis=0)) + " |\n")
+    if confusions_shown:
+        print("\n".join(mistakes))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = fold_arguments(__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -79,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--durations", action="store_true", help="each speaker's median clip length per word")
     parser.add_argument("--confusions", type=int, default=0, help="each fold's N most frequent mistakes")
+    parser.add_argument("--ensemble", action="store_true", help="each fold's models' posteriors averaged")
     args = parser.parse_args(argv)
     clips = read_clips(args.data)
     if args.durations:
         print(durations(clips) + "\n")
+    if args.ensemble:
+        averaged(parser, args.runs, clips, args.confusions)
+        return 0
     gains = args.gains
     head = " | ".join(f"{g:+g} dB" for g in gains)
     for run in args.runs:

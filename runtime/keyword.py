@@ -86,9 +86,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def classify_clips(stepper: Any, clips: Clips, batch_size: int = 256) -> np.ndarray:
     """Each clip's class index after its last hop, every clip from the initial state: int64 ``(n,)``."""
+    return clip_logits(stepper, clips, batch_size).argmax(axis=1)
+
+
+def clip_logits(stepper: Any, clips: Clips, batch_size: int = 256) -> np.ndarray:
+    """Each clip's logits after its last hop, every clip from the initial state: float32 ``(n, classes)``."""
     model = KeywordModel.of(stepper.info)
     check_rate(clips.rate, model.front_end)
-    predictions = np.empty(len(clips), dtype=np.int64)
+    logits = np.empty((len(clips), len(model.classes)), dtype=np.float32)
     for start in range(0, len(clips), batch_size):
         part = clips.audio[start : start + batch_size]
         hops = [hops_of(a, model.front_end.hop) for a in part]
@@ -102,8 +107,8 @@ def classify_clips(stepper: Any, clips: Clips, batch_size: int = 256) -> np.ndar
             y = stream.step(xs[:, t])
             done = steps == t + 1
             last[done] = y[done]
-        predictions[start : start + len(hops)] = last.argmax(axis=1)
-    return predictions
+        logits[start : start + len(hops)] = last
+    return logits
 
 
 def check_rate(rate: int, fe: FrontEnd) -> None:

@@ -24,7 +24,15 @@ from edgernn.cli import cli
 from edgernn.runtime import Stepper, contract
 from edgernn.runtime.audio import FrontEnd, hops_of, read_bundle, read_clips, read_wav, read_wav_folder
 from edgernn.runtime.errors import ContractError, InputError
-from edgernn.runtime.keyword import DEFAULT_STABLE_MS, KeywordModel, Spotter, pcm_hops, spot
+from edgernn.runtime.keyword import (
+    DEFAULT_STABLE_MS,
+    KeywordModel,
+    Spotter,
+    classify_clips,
+    clip_logits,
+    pcm_hops,
+    spot,
+)
 
 FSDD = Path(__file__).resolve().parent.parent / "examples" / "data" / "fsdd"
 
@@ -449,6 +457,21 @@ def test_the_stream_score_counts_words_wrong_words_and_false_alarms_late_ones_ap
     assert (doc["detected"], doc["missed"], doc["wrong_word"]) == (1, 2, 1)
     assert (doc["false_alarms"], doc["late_alarms"]) == (2, 1)
     assert doc["false_alarms_per_hour"] == pytest.approx(2 / (9.0 / 3600))
+
+
+def test_a_clips_logits_are_its_last_hops_alone_whatever_the_batch(digits):
+    stepper = Stepper(digits / "digits.onnx")
+    clips = read_bundle(FSDD / "lucas.npz")
+    clips = clips.subset(list(range(7)))
+    logits = clip_logits(stepper, clips, batch_size=3)  # batches of clips of different lengths
+    assert logits.shape == (7, 11) and logits.dtype == np.float32
+    hop = KeywordModel.of(stepper.info).front_end.hop
+    for i in (0, 4, 6):
+        stream = stepper.new_stream(batch_size=1)
+        for x in hops_of(clips.audio[i], hop):
+            y = stream.step(x[None])
+        np.testing.assert_allclose(logits[i], y[0], rtol=1e-5, atol=1e-5)
+    assert (classify_clips(stepper, clips) == logits.argmax(axis=1)).all()
 
 
 def test_eval_reports_clip_accuracy_and_the_spotter_on_a_stream(digits):
