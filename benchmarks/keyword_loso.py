@@ -1,5 +1,5 @@
 """Leave one speaker out on the Free Spoken Digit Dataset: train a keyword model on four speakers, test it
-on the fifth, each in turn, and print the table docs/results.md shows.
+on the fifth, each in turn, and print the tables docs/keyword-results.md shows.
 
 Each fold trains with ``edgernn train``'s library call (the keyword task's defaults: augmentation on, a
 no-word class, a stratified 10% of the four speakers' clips to pick the kept weights), exports the
