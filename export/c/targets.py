@@ -32,12 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from edgernn.export.c.build import STRICT_FLAGS, CompilerMissing, ProgramRun, find_compiler, run_program
+from edgernn.export.c.devices import get_device
+from edgernn.export.c.devices.build import SECTION_FLAGS, Build, emulator_command
 from edgernn.export.c.selftest import parse_output
 from edgernn.runtime.errors import ContractError, InputError
-
-CORTEX_M4_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard")
-QEMU_MPS2 = ("qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none")
-SEMIHOSTING = ("-semihosting-config", "enable=on,target=native")
 
 
 class ToolchainError(InputError):
@@ -90,14 +88,21 @@ def startup_source() -> Path:
 
 
 def _cortex_m4() -> Target:
+    """The cortex-m4 device profile's compiler, flags and board (``devices``), built with newlib and its
+    semihosting (rdimon) and this folder's start-up code instead of the device firmware's small C library."""
+    device = get_device("cortex-m4")
+    [board] = device.boards
+    runner = emulator_command(Build(Path("PROGRAM"), device, board))[
+        :-1
+    ]  # ... "-kernel"; the program follows
     return Target(
         name="cortex-m4",
-        description="Cortex-M4F bare metal (mps2-an386 under qemu-system-arm, newlib semihosting)",
-        compiler="arm-none-eabi-gcc",
-        cflags=(*CORTEX_M4_FLAGS, "-ffunction-sections", "-fdata-sections"),
+        description=f"Cortex-M4F bare metal ({board.machine} under {device.emulator}, newlib semihosting)",
+        compiler=device.compiler,
+        cflags=(*device.cflags, *SECTION_FLAGS),
         link_flags=("-nostartfiles", "--specs=rdimon.specs", "-Wl,--gc-sections"),
-        runner=(*QEMU_MPS2, *SEMIHOSTING, "-kernel"),
-        packages=("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm"),
+        runner=tuple(runner),
+        packages=(*device.packages[:1], "libnewlib-arm-none-eabi", *device.packages[1:]),
         size_tool="arm-none-eabi-size",
     )
 
@@ -111,14 +116,15 @@ def _host() -> Target:
 
 
 def _aarch64() -> Target:
+    device = get_device("aarch64")
     return Target(
         name="aarch64",
         description="aarch64 Linux (static, under qemu-aarch64 user mode)",
-        compiler="aarch64-linux-gnu-gcc",
+        compiler=device.compiler,
         cflags=(),
-        link_flags=("-static",),
-        runner=("qemu-aarch64",),
-        packages=("gcc-aarch64-linux-gnu", "qemu-user"),
+        link_flags=device.cflags,  # -static
+        runner=(device.emulator,),
+        packages=device.packages,
     )
 
 
