@@ -28,6 +28,7 @@ from edgernn.models import ModelConfig, RecurrentModel
 from edgernn.progress import Progress
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.untrusted import guarded, parse_json
+from edgernn.starting_point import starting_point
 from edgernn.tasks import TaskData, infer_task, load_task
 from edgernn.train_config import (
     CURVES_FILE,
@@ -72,12 +73,15 @@ def train_task(
     progress: bool | str = True,
     tensorboard: str | os.PathLike | None = None,
     overwrite: bool = False,
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train ``task`` on ``data_path``; sizes and normalisation in ``model_config`` are set from the data.
 
     ``task`` None infers it from the data (``infer_task``). A ``run_dir`` that already holds a run is
     refused unless ``overwrite``, and then its run files are replaced only once the data has loaded.
     ``progress``: True (a bar on a terminal, plain periodic lines otherwise), ``"lines"``, or False.
+    ``init_from``: a run directory whose trained weights training starts from (its model and
+    normalisation kept, ``edgernn.starting_point``); ``model_config`` may then only repeat its model.
     """
     train_config = train_config or TrainConfig()
     options = dict(data_options or {})
@@ -98,10 +102,16 @@ def train_task(
     )
     if train_config.all_data:
         data = every_case_trains(data)
-    base = model_config or ModelConfig(cell="gru", hidden_size=128)
-    model_config = replace(base, **data.model_fields)
-    check_memory(model_config, train_config, data)  # before anything is allocated or replaced
     setup = {"task": task, "data": str(data_path), "data_options": options}
+    start = None
+    if init_from is not None:
+        start = starting_point(init_from, task, data, model_config)
+        model_config = start.config
+        setup["init_from"] = start.provenance
+    else:
+        base = model_config or ModelConfig(cell="gru", hidden_size=128)
+        model_config = replace(base, **data.model_fields)
+    check_memory(model_config, train_config, data)  # before anything is allocated or replaced
     if overwrite:
         for name in (*RUN_FILES, VOCAB_FILE, CURVES_FILE):
             (run_dir / name).unlink(missing_ok=True)
@@ -115,6 +125,7 @@ def train_task(
         tensorboard=tensorboard,
         resume=None,
         notes=notes,
+        initial=start.weights if start is not None else None,
     )
 
 
@@ -305,7 +316,7 @@ def every_case_trains(data: TaskData) -> TaskData:
 
 
 def _run(
-    data, model_config, train_config, run_dir, setup, *, progress, tensorboard, resume, notes=()
+    data, model_config, train_config, run_dir, setup, *, progress, tensorboard, resume, notes=(), initial=None
 ) -> TrainResult:
     dist = Distributed.from_environment()
     threads_before = torch.get_num_threads()
@@ -314,6 +325,8 @@ def _run(
             torch.set_num_threads(train_config.threads)
         torch.manual_seed(train_config.seed)
         model = RecurrentModel(model_config)
+        if initial is not None:
+            model.load_state_dict(initial)
         trainer = Trainer(
             model, data, train_config, run_dir, setup, dist=dist, progress=progress, tensorboard=tensorboard
         )

@@ -340,6 +340,7 @@ class Trainer:
             "data": self.setup["data"],
             "data_options": self.setup["data_options"],
             "metadata": self.data.metadata,
+            **({"init_from": self.setup["init_from"]} if "init_from" in self.setup else {}),
         }
 
     def _finish(self, stopped_early: bool) -> dict:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from edgernn.cli.common import FINITE_FLOAT, json_option, names, train_extra
 from edgernn.cli.group import cli
@@ -144,6 +145,12 @@ from edgernn.runtime.contract import QUANTIZATION_MODES
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Continue this run directory exactly (--steps N / --minutes M: that much more).",
 )
+@click.option(
+    "--init-from",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Start from this run's trained weights (its model, classes and front end) and train them on DATA: "
+    "a model adapted to new recordings or rows.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a run already in RUN_DIR (refused without it).")
 @click.option(
     "--tensorboard", type=click.Path(file_okay=False, path_type=Path), help="Write TensorBoard logs here."
@@ -161,6 +168,7 @@ def train(
     mels,
     running_ms,
     resume,
+    init_from,
     overwrite,
     tensorboard,
     quiet,
@@ -183,6 +191,7 @@ def train(
       edgernn train examples/data/ucr_internalbleeding16_test.csv --task steplabels --label-column is_anomaly -o runs/labels
       edgernn train examples/data/fsdd -o runs/digits --minutes 5     # spoken digits: a keyword model
       edgernn train --resume runs/shakespeare --minutes 4     # four minutes more
+      edgernn train my-recordings -o runs/mine --init-from runs/digits --steps 300   # adapted to a voice
       torchrun --nproc_per_node=2 -m edgernn train data.txt -o runs/ddp --steps 500
     """
     train_module = train_extra("train", "edgernn.train")
@@ -201,6 +210,15 @@ def train(
         raise click.UsageError(
             f"--resume continues the run on its own data and front end: drop {', '.join(given)}"
         )
+    if resume and init_from:
+        raise click.UsageError("--resume continues a run; --init-from starts a new one from a run's weights")
+    if init_from:
+        source = click.get_current_context().get_parameter_source
+        shaped = [f"--{k.replace('_', '-')}" for k in MODEL_KEYS if source(k) != ParameterSource.DEFAULT]
+        if shaped:
+            raise click.UsageError(
+                f"--init-from {init_from} keeps that run's model: drop {', '.join(shaped)}"
+            )
     with warnings.catch_warnings(), _exit_on_interrupt():
         if quiet:  # the summary carries the warning
             warnings.simplefilter("ignore", train_module.FewStepsWarning)
@@ -224,8 +242,8 @@ def train(
             if no_augment:
                 options["augment"] = False
             options.update({k: v for k, v in (("mels", mels), ("running_ms", running_ms)) if v is not None})
-            result = _train_new(train_module, task, data, run_dir, options,
-                                settings, progress=not quiet, tensorboard=tensorboard, overwrite=overwrite)  # fmt: skip
+            result = _train_new(train_module, task, data, run_dir, options, settings, progress=not quiet,
+                                tensorboard=tensorboard, overwrite=overwrite, init_from=init_from)  # fmt: skip
     click.echo(format_training(result.run_dir, result.metrics))
 
 
@@ -241,14 +259,18 @@ def _exit_on_interrupt():
         sys.exit(INTERRUPTED_EXIT_CODE)
 
 
+MODEL_KEYS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
+
+
 def _train_new(train_module, task, data, run_dir, options, settings, **keywords):
     """Defaults for the task (inferred when not given: train_task infers it again and says so)."""
     naming = {k: v for k, v in options.items() if k in ("columns", "targets", "label_column")}
     inferred = task or train_module.infer_task(data, **naming)[0]
-    model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
     model_config, train_config = train_module.configs_for(
-        inferred, {k: settings.pop(k) for k in model_keys}, settings
+        inferred, {k: settings.pop(k) for k in MODEL_KEYS}, settings
     )
+    if keywords.get("init_from"):
+        model_config = None  # the run's
     return train_module.train_task(
         task, data, run_dir, model_config, train_config, data_options=options, **keywords
     )
