@@ -10,6 +10,8 @@ stream of those clips with silence and noise between them (``edgernn.runtime.key
     .venv/bin/python benchmarks/keyword_loso.py --data ../shared/datasets/fsdd --steps 3000
     .venv/bin/python benchmarks/keyword_loso.py --data DIR --speakers lucas --minutes 2 --hidden-size 64
     .venv/bin/python benchmarks/keyword_loso.py --data DIR --reuse     # the table again from OUT's runs
+    .venv/bin/python benchmarks/keyword_loso.py --data DIR --init-from OUT --enroll 3 --steps 500 --out ADAPTED
+        # each fold's model adapted to 3 clips of each word of the speaker it left out, tested on the rest
 
 Writes ``OUT/results.json`` and ``OUT/table.md`` (OUT: build/keyword_loso by default).
 """
@@ -42,10 +44,11 @@ def run_fold(clips, speaker: str, out: Path, args) -> dict:
     from edgernn.models import count_parameters
     from edgernn.runtime.keyword import classify_clips
 
-    held_out = clips.subset([i for i, s in enumerate(clips.speakers) if s == speaker])
+    enroll, tested = enrolled(clips, speaker, args.enroll, args.seed)
+    held_out = clips.subset(tested)
     fold = out / speaker
     if not (args.reuse and _trained(fold / "run")):
-        train_fold(clips, speaker, fold, args)
+        train_fold(clips, speaker, fold, args, enroll * args.enroll_repeat)
     run = load_checkpoint(fold / "run")
     trained = run.metrics if "steps" in run.metrics else _interrupted(fold / "run")
     report = export_run(fold / "run", fold / "model.onnx")
@@ -54,17 +57,22 @@ def run_fold(clips, speaker: str, out: Path, args) -> dict:
     classes = list(report.info.extra["classes"])
     truth = np.array([classes.index(label) for label in held_out.labels])
     trained_weights = {}
+    if args.init_from:  # the model the fold started from, on the same clips
+        start = evaluate_keyword(Stepper(args.init_from / speaker / "model.onnx"), held_out)
+        trained_weights["start"] = {"clip_accuracy": start["clip_accuracy"], "stream": start["stream"]}
     if "weight_average_decay" in run.metrics:  # the same run's last trained weights, not averaged
         last = export_run(trained_copy(fold / "run", fold / "run-trained"), fold / "model-trained.onnx")
         trained_weights = {"trained_weights": evaluate_keyword(Stepper(last.path), held_out)}
     return {
         "speaker": speaker,
+        "enrolled": len(enroll),
         "clips": scores["clips"],
         "clip_accuracy": scores["clip_accuracy"],
         "int8_clip_accuracy": float(np.mean(classify_clips(Stepper(int8.path), held_out) == truth)),
         "int8_method": int8.info.quantization["method"],
         "stream": scores["stream"],
         "parameters": count_parameters(run.model),
+        "model": f"{run.model.config.cell.upper()} {run.model.config.num_layers} x {run.model.config.hidden_size}",
         "onnx_bytes": report.size_bytes,
         "int8_onnx_bytes": int8.size_bytes,
         "train_minutes": trained.get("minutes"),
@@ -146,7 +154,24 @@ def _die_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def train_fold(clips, speaker: str, fold: Path, args) -> None:
+def enrolled(clips, speaker: str, per_word: int, seed: int) -> tuple[list[int], list[int]]:
+    """The held-out speaker's clips: ``per_word`` of each word (drawn with ``seed``) that join the training
+    clips (his own recordings, as a user would enrol), and the others, which test."""
+    rng = np.random.default_rng(seed)
+    enroll, tested = [], []
+    for word in sorted(set(clips.labels)):
+        his = [
+            i
+            for i, (s, w) in enumerate(zip(clips.speakers, clips.labels, strict=True))
+            if (s, w) == (speaker, word)
+        ]
+        chosen = set(rng.permutation(his)[:per_word].tolist()) if per_word else set()
+        enroll += sorted(chosen)
+        tested += [i for i in his if i not in chosen]
+    return enroll, sorted(tested)
+
+
+def train_fold(clips, speaker: str, fold: Path, args, enroll: list[int] = ()) -> None:
     from edgernn import keyword
     from edgernn.train import configs_for, train_task
 
@@ -176,7 +201,7 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
         keyword.AUGMENTATION, **{k: v for k, v in changes.items() if v is not None}
     )
 
-    held_in = [i for i, s in enumerate(clips.speakers) if s != speaker]
+    held_in = [i for i, s in enumerate(clips.speakers) if s != speaker] + list(enroll)
     (fold / "data").mkdir(parents=True, exist_ok=True)
     write_bundle(fold / "data" / "train.npz", clips.subset(held_in))
     model_config, train_config = configs_for(
@@ -192,9 +217,9 @@ def train_fold(clips, speaker: str, fold: Path, args) -> None:
             "average_decay": args.average_decay,
         },
     )
-    train_task(
-        "keyword", fold / "data", fold / "run", model_config, train_config, progress=False, overwrite=True
-    )
+    start = args.init_from / speaker / "run" if args.init_from else None
+    train_task("keyword", fold / "data", fold / "run", None if start else model_config, train_config,
+               progress=False, overwrite=True, init_from=start)  # fmt: skip
 
 
 def table(rows: list[dict], args) -> str:
@@ -216,7 +241,8 @@ def table(rows: list[dict], args) -> str:
             "minutes of wall time per fold on average, 1 thread."
         )
     lines = [
-        f"Model: GRU {args.num_layers} x {args.hidden_size}, {first['parameters']:,} trained parameters (the "
+        f"Model: {first.get('model', f'GRU {args.num_layers} x {args.hidden_size}')}, {first['parameters']:,} "
+        "trained parameters (the "
         f"front end's matrices are constants), {first['onnx_bytes'] / 1024:.0f} KiB float32 ONNX, "
         f"{first['int8_onnx_bytes'] / 1024:.0f} KiB int8 ({first['int8_method']}); " + budget,
         "",
@@ -239,7 +265,38 @@ def table(rows: list[dict], args) -> str:
         f"| **mean** | **{np.mean(accuracies):.1f}%** (lowest {min(accuracies):.1f}%) | {np.mean(int8):.1f}% | "
         f"{np.mean(detected):.1f}% | | {np.mean(alarms):.1f} | |"
     )
-    return "\n".join(lines + trained_weights_table(rows))
+    return "\n".join(lines + trained_weights_table(rows) + adapted_table(rows))
+
+
+def adapted_table(rows: list[dict]) -> list[str]:
+    """With --init-from: the model each fold started from beside it, on the same clips."""
+    rows = [r for r in rows if "start" in r]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "The models the folds started from (--init-from) on the same clips:",
+        "",
+        "| held-out speaker | his clips that trained | clips tested | clip accuracy, started from | adapted | "
+        "words detected, started from | adapted | false alarms / hour, started from | adapted |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        s, t = r["stream"], r["start"]
+        lines.append(
+            f"| {r['speaker']} | {r['enrolled']} | {r['clips']} | {100 * t['clip_accuracy']:.1f}% | "
+            f"{100 * r['clip_accuracy']:.1f}% | {t['stream']['detected_pct']:.1f}% | {s['detected_pct']:.1f}% | "
+            f"{t['stream']['false_alarms_per_hour']:.1f} | {s['false_alarms_per_hour']:.1f} |"
+        )
+    mean = lambda f: np.mean([f(r) for r in rows])  # noqa: E731
+    lines.append(
+        f"| **mean** | | | {100 * mean(lambda r: r['start']['clip_accuracy']):.1f}% | "
+        f"**{100 * mean(lambda r: r['clip_accuracy']):.1f}%** | "
+        f"{mean(lambda r: r['start']['stream']['detected_pct']):.1f}% | {mean(lambda r: r['stream']['detected_pct']):.1f}% | "
+        f"{mean(lambda r: r['start']['stream']['false_alarms_per_hour']):.1f} | "
+        f"{mean(lambda r: r['stream']['false_alarms_per_hour']):.1f} |"
+    )
+    return lines
 
 
 def trained_weights_table(rows: list[dict]) -> list[str]:
@@ -369,6 +426,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="keep an exponential moving average of the weights with this decay per step (0: off; "
         "default: the task's)",
+    )
+    parser.add_argument(
+        "--enroll",
+        type=int,
+        default=0,
+        help="K clips of each word of the held-out speaker join the training clips (the others test)",
+    )
+    parser.add_argument(
+        "--enroll-repeat", type=int, default=1, help="each enrolled clip R times among the training clips"
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="an OUT folder of earlier folds: each fold starts from its model (OUT/SPEAKER/run)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at a time (one process each)")
     parser.add_argument("--out", type=Path, default=Path("build/keyword_loso"))
