@@ -28,6 +28,7 @@ from edgernn.models import ModelConfig, RecurrentModel
 from edgernn.progress import Progress
 from edgernn.runtime.errors import InputError
 from edgernn.runtime.untrusted import guarded, parse_json
+from edgernn.series_eval import evaluate_series, residual_std
 from edgernn.starting_point import starting_point
 from edgernn.tasks import TaskData, infer_task, load_task
 from edgernn.train_config import (
@@ -41,7 +42,7 @@ from edgernn.train_config import (
     TrainConfig,
     configs_for,
 )
-from edgernn.trainer import Trainer, evaluate_series, plot_curves, residual_std
+from edgernn.trainer import Trainer, plot_curves
 
 __all__ = [
     "CURVES_FILE", "DEFAULT_THREADS", "FEW_STEPS", "RESUME_FILE", "RUN_FILES", "TASK_DEFAULTS",

@@ -181,8 +181,8 @@ def _fast(command: str, args: list[str]) -> list[str]:
         resume = "--resume" in args
         args = _drop_option(_drop_option(args, "--minutes"), "--steps")
         args += ["--steps", "1" if resume else "2"]
-        if not resume:
-            args += ["--hidden-size", "8", "--batch-size", "4"]
+        if not resume:  # a run started --init-from another keeps that run's size (8, the workspace's)
+            args += ([] if "--init-from" in args else ["--hidden-size", "8"]) + ["--batch-size", "4"]
     elif command == "bench":
         args = _drop_option(_drop_option(args, "--steps"), "--warmup") + ["--steps", "20", "--warmup", "2"]
     return args

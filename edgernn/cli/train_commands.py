@@ -191,7 +191,7 @@ def train(
       edgernn train examples/data/ucr_internalbleeding16_test.csv --task steplabels --label-column is_anomaly -o runs/labels
       edgernn train examples/data/fsdd -o runs/digits --minutes 5     # spoken digits: a keyword model
       edgernn train --resume runs/shakespeare --minutes 4     # four minutes more
-      edgernn train my-recordings -o runs/mine --init-from runs/digits --steps 300   # adapted to a voice
+      edgernn train examples/data/fsdd/lucas.npz -o runs/lucas --init-from runs/digits --steps 300  # one voice
       torchrun --nproc_per_node=2 -m edgernn train data.txt -o runs/ddp --steps 500
     """
     train_module = train_extra("train", "edgernn.train")
