@@ -30,11 +30,9 @@ from edgernn.export.quantize import QuantizeConfig
 from edgernn.export.verify import States, verify_against
 from edgernn.models import RecurrentModel
 from edgernn.runtime import contract
-from edgernn.runtime.audio import FrontEnd
+from edgernn.runtime.audio import FRONT_END_PREFIX, FrontEnd
 from edgernn.runtime.contract import InputSpec, ModelInfo, OutputSpec
 from edgernn.runtime.errors import InputError
-
-FRONT_END_PREFIX = "frontend"  # every front-end node's name starts with it
 
 
 def keyword_info(model: RecurrentModel, fe: FrontEnd, extra: dict) -> ModelInfo:

@@ -52,6 +52,7 @@ from onnxruntime.quantization.quant_utils import quantize_data
 from onnxruntime.transformers.float16 import convert_tensor_float_to_float16
 
 from edgernn.runtime import Stepper, contract
+from edgernn.runtime.audio import FRONT_END_PREFIX
 from edgernn.runtime.contract import ModelInfo
 from edgernn.runtime.errors import InputError, QuantizationError
 
@@ -179,8 +180,10 @@ def _through_file(quantize, proto: onnx.ModelProto, **kwargs) -> onnx.ModelProto
 def _int8(proto, info, config, calibration) -> tuple[onnx.ModelProto, dict]:
     channels = "per output channel" if config.per_channel else "per tensor"
     method = config.int8_method
-    if method == "auto":
-        weight_bytes = sum(a.nbytes for a in _initializers(proto).values() if a.ndim == 2)
+    front_end = [n.name for n in proto.graph.node if n.name.startswith(FRONT_END_PREFIX)]
+    if method == "auto":  # the trained weights: a keyword model's front-end matrices are constants
+        weights = {k: a for k, a in _initializers(proto).items() if not k.startswith(FRONT_END_PREFIX)}
+        weight_bytes = sum(a.nbytes for a in weights.values() if a.ndim == 2)
         method = "weights" if weight_bytes < AUTO_DYNAMIC_BYTES else "dynamic"
     if method == "weights":
         return _int8_weights(proto, config.per_channel), {
@@ -190,8 +193,9 @@ def _int8(proto, info, config, calibration) -> tuple[onnx.ModelProto, dict]:
             "activations": "float32",
             "calibration": None,
         }
-    common = {
+    common = {  # a front end's DFT of raw samples needs more than 8 bits of input: it stays float32
         "op_types_to_quantize": ["MatMul", "Gather"],
+        "nodes_to_exclude": front_end,
         "per_channel": config.per_channel,
         "weight_type": QuantType.QInt8,
         "extra_options": {"MatMulConstBOnly": True},
@@ -404,7 +408,8 @@ def _weights_summary(fp32: onnx.ModelProto, quantized: onnx.ModelProto) -> dict[
 
 
 def _check_structure(fp32: onnx.ModelProto, quantized: onnx.ModelProto, info: ModelInfo) -> None:
-    problems = [f"weight matrix {name!r} is still float32" for name in _still_float32(fp32, quantized, 2)]
+    left = [name for name in _still_float32(fp32, quantized, 2) if not name.startswith(FRONT_END_PREFIX)]
+    problems = [f"weight matrix {name!r} is still float32" for name in left]  # a front end may keep its own
     compacted = _copy(fp32)
     _compact(compacted.graph)  # a quantizer that did nothing must not pass for the names it shortened
     fp32_bytes, quantized_bytes = compacted.ByteSize(), quantized.ByteSize()

@@ -19,6 +19,7 @@ import numpy as np
 from edgernn.runtime.errors import ContractError, InputError
 
 SAMPLE_RATES = (8000, 16000)
+FRONT_END_PREFIX = "frontend"  # every node and constant of a front end in a step graph starts with it
 MAX_MELS = 2048  # fft / 2 at the largest DFT a front end may have
 PCM_SCALE = 32768.0  # 16-bit PCM -> [-1, 1)
 BUNDLE_SUFFIX = ".npz"

@@ -459,6 +459,28 @@ def test_the_stream_score_counts_words_wrong_words_and_false_alarms_late_ones_ap
     assert doc["false_alarms_per_hour"] == pytest.approx(2 / (9.0 / 3600))
 
 
+@pytest.mark.parametrize("method", ["dynamic", "static"])
+def test_int8_that_computes_in_int8_leaves_the_front_end_in_float32(digits, tmp_path, method):
+    """The DFT of raw samples would lose the quiet bands' power to 8-bit inputs: dynamic and static int8
+    quantize the recurrent part and the head, never the front end's matrices."""
+    from edgernn.export import QuantizeConfig, export_run
+
+    report = export_run(
+        digits / "run", tmp_path / "q.onnx", quantize=QuantizeConfig("int8", int8_method=method, force=True)
+    )
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph  # names compacted: found by shape
+    matrices = {
+        i.name: tuple(i.dims)
+        for i in graph.initializer
+        if i.data_type == TensorProto.FLOAT and len(i.dims) == 2
+    }
+    assert sorted(matrices.values()) == [(200, 258), (258, 32)]  # the DFT and the mel bank; no trained weight
+    assert [n.op_type for n in graph.node if n.input[-1:] and n.input[-1] in matrices] == ["MatMul", "MatMul"]
+    ops = {n.op_type for n in graph.node}
+    assert ("MatMulInteger" if method == "dynamic" else "QuantizeLinear") in ops  # the rest computes in int8
+    assert report.info.quantization["method"] == method
+
+
 def test_a_clips_logits_are_its_last_hops_alone_whatever_the_batch(digits):
     stepper = Stepper(digits / "digits.onnx")
     clips = read_bundle(FSDD / "lucas.npz")
