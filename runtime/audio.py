@@ -191,7 +191,8 @@ def read_bundle(path: str | os.PathLike) -> Clips:
 
 
 def read_clips(source: str | os.PathLike) -> Clips:
-    """Labelled clips from a folder of WAV files, a folder of bundles, or one bundle."""
+    """Labelled clips from a folder of WAV files, a folder of bundles (or of both: the bundles' clips,
+    then the WAV files'), or one bundle."""
     source = Path(source)
     if source.is_file():
         if source.suffix.lower() == BUNDLE_SUFFIX:
@@ -202,10 +203,9 @@ def read_clips(source: str | os.PathLike) -> Clips:
         raise InputError(f"{source}: expected a folder of .wav files or a {BUNDLE_SUFFIX} clip bundle")
     if not source.is_dir():
         raise InputError(f"{source}: no such file or folder; expected a folder of .wav files")
-    bundles = sorted(source.glob(f"*{BUNDLE_SUFFIX}"))
-    if bundles and not any(source.rglob("*.wav")):
-        return merge_clips([read_bundle(b) for b in bundles])
-    return read_wav_folder(source)
+    bundles = [read_bundle(b) for b in sorted(source.glob(f"*{BUNDLE_SUFFIX}"))]
+    wav = any(p.suffix.lower() == ".wav" for p in source.rglob("*"))
+    return merge_clips(bundles + ([read_wav_folder(source)] if wav or not bundles else []))
 
 
 def merge_clips(parts: list[Clips]) -> Clips:

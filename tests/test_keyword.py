@@ -66,6 +66,23 @@ def test_a_folder_of_wav_files_reads_labels_from_names_and_subfolders(tmp_path):
     assert read_clips(nested).labels == ["go", "stop"] and read_clips(nested).rate == 16000
 
 
+def test_a_folder_of_bundles_and_wav_files_reads_both(tmp_path):
+    """Base recordings in bundles beside a user's own WAV files: every clip, the bundles' first."""
+    shutil.copy(FSDD / "george.npz", tmp_path / "george.npz")
+    mine = read_bundle(FSDD / "lucas.npz")
+    write_wav(tmp_path / "3_me_0.wav", mine.audio[0])
+    (tmp_path / "7").mkdir()
+    write_wav(tmp_path / "7" / "take.wav", mine.audio[1])
+    clips = read_clips(tmp_path)
+    george = read_bundle(FSDD / "george.npz")
+    assert len(clips) == 52 and clips.labels[:50] == george.labels and clips.labels[50:] == ["3", "7"]
+    assert clips.speakers[50:] == ["me", ""]
+    np.testing.assert_array_equal(clips.audio[51], mine.audio[1])
+    write_wav(tmp_path / "9_me_1.wav", mine.audio[2], rate=16000)
+    with pytest.raises(InputError, match="16000 Hz, but"):
+        read_clips(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
