@@ -75,11 +75,13 @@ def keyword_task(
     augment: bool = True,
     mels: int = 32,
     running_ms: float | None = None,
+    wav_repeat: int = 1,
 ) -> TaskData:
-    """Clips from ``path`` (a folder of WAV files, or clip bundles) as a TaskData of log-mel sequences."""
+    """Clips from ``path`` (a folder of WAV files, or clip bundles, or both: ``read_clips``, with
+    ``wav_repeat``) as a TaskData of log-mel sequences."""
     return task_from_clips(
-        read_clips(path), validation_fraction, seed, min_validation_cases, augment=augment, mels=mels,
-        running_ms=running_ms,
+        read_clips(path, wav_repeat), validation_fraction, seed, min_validation_cases, augment=augment,
+        mels=mels, running_ms=running_ms,
     )  # fmt: skip
 
 

@@ -440,12 +440,14 @@ def load_task(
     augment=True,
     mels=None,
     running_ms=None,
+    wav_repeat=None,
 ) -> TaskData:
     """Dispatch on the task name. ``columns``, ``targets``, ``label_column`` and ``missing`` are the CSV
     options (``--columns`` ...); a name the file does not have is refused, naming those it has.
-    ``augment``, ``mels``, ``running_ms``: the keyword task's augmentation and front end
-    (``edgernn.keyword``; None: its defaults)."""
-    front_end = {k: v for k, v in (("mels", mels), ("running_ms", running_ms)) if v is not None}
+    ``augment``, ``mels``, ``running_ms``, ``wav_repeat``: the keyword task's augmentation, front end and
+    clips (``edgernn.keyword``; None: its defaults)."""
+    given = (("mels", mels), ("running_ms", running_ms), ("wav_repeat", wav_repeat))
+    front_end = {k: v for k, v in given if v is not None}
     if task == "keyword":
         from edgernn.keyword import keyword_task
 
@@ -454,7 +456,8 @@ def load_task(
         )
     if front_end:
         flags = ", ".join("--" + k.replace("_", "-") for k in front_end)
-        raise InputError(f"{flags}: the keyword task's front end; the {task} task has none")
+        what = "front end" if "wav_repeat" not in front_end else "clips" if len(front_end) == 1 else "options"
+        raise InputError(f"{flags}: the keyword task's {what}; the {task} task has none")
     if Path(path).is_dir():
         raise InputError(
             f"{path}: a folder; the {task} task reads one file (a folder of .wav files is --task keyword)"

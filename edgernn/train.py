@@ -133,7 +133,7 @@ def train_task(
 # what load_task takes from a run's setup, and of what type (a resume state is untrusted)
 DATA_OPTIONS = {
     "columns": list, "targets": list, "label_column": str, "missing": str, "augment": bool, "mels": int,
-    "running_ms": (int, float),
+    "running_ms": (int, float), "wav_repeat": int,
 }  # fmt: skip
 
 

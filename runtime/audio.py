@@ -190,11 +190,14 @@ def read_bundle(path: str | os.PathLike) -> Clips:
     return clips
 
 
-def read_clips(source: str | os.PathLike) -> Clips:
+def read_clips(source: str | os.PathLike, wav_repeat: int = 1) -> Clips:
     """Labelled clips from a folder of WAV files, a folder of bundles (or of both: the bundles' clips,
-    then the WAV files'), or one bundle."""
+    then the WAV files'), or one bundle. ``wav_repeat``: in a folder of both, the WAV files' clips that
+    many times over (a user's own recordings weighed against the bundles of others beside them)."""
     source = Path(source)
     if source.is_file():
+        if wav_repeat != 1:
+            raise InputError(f"{source}: a file; wav_repeat weighs a folder's WAV files against its bundles")
         if source.suffix.lower() == BUNDLE_SUFFIX:
             return read_bundle(source)
         if source.suffix.lower() == ".wav":
@@ -205,7 +208,12 @@ def read_clips(source: str | os.PathLike) -> Clips:
         raise InputError(f"{source}: no such file or folder; expected a folder of .wav files")
     bundles = [read_bundle(b) for b in sorted(source.glob(f"*{BUNDLE_SUFFIX}"))]
     wav = any(p.suffix.lower() == ".wav" for p in source.rglob("*"))
-    return merge_clips(bundles + ([read_wav_folder(source)] if wav or not bundles else []))
+    if wav_repeat != 1 and not (bundles and wav):
+        raise InputError(
+            f"{source}: wav_repeat {wav_repeat} weighs WAV files against the bundles beside them; "
+            f"expected both in the folder, found {'bundles' if bundles else 'WAV files' if wav else 'neither'} only"
+        )
+    return merge_clips(bundles + ([read_wav_folder(source)] * wav_repeat if wav or not bundles else []))
 
 
 def merge_clips(parts: list[Clips]) -> Clips:

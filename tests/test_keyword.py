@@ -78,6 +78,12 @@ def test_a_folder_of_bundles_and_wav_files_reads_both(tmp_path):
     assert len(clips) == 52 and clips.labels[:50] == george.labels and clips.labels[50:] == ["3", "7"]
     assert clips.speakers[50:] == ["me", ""]
     np.testing.assert_array_equal(clips.audio[51], mine.audio[1])
+    repeated = read_clips(tmp_path, wav_repeat=3)  # the own recordings three times over, the bundle once
+    assert len(repeated) == 56 and repeated.labels[50:] == ["3", "7"] * 3
+    with pytest.raises(InputError, match="expected both in the folder, found WAV files only"):
+        read_clips(tmp_path / "7", wav_repeat=2)
+    with pytest.raises(InputError, match="a file; wav_repeat weighs"):
+        read_clips(tmp_path / "george.npz", wav_repeat=2)
     write_wav(tmp_path / "9_me_1.wav", mine.audio[2], rate=16000)
     with pytest.raises(InputError, match="16000 Hz, but"):
         read_clips(tmp_path)

@@ -110,7 +110,9 @@ def test_from_python_a_model_config_may_only_repeat_the_runs_model(base, tmp_pat
     from edgernn.train import TrainConfig, train_task
 
     config = TrainConfig(budget_minutes=None, max_steps=1, batch_size=8)
-    with pytest.raises(InputError, match=r"the model is the run's \(GRU 1x12\); --hidden-size differs: leave them out"):
+    with pytest.raises(
+        InputError, match=r"the model is the run's \(GRU 1x12\); --hidden-size differs: leave them out"
+    ):
         train_task("keyword", FSDD / "lucas.npz", tmp_path / "a", ModelConfig(hidden_size=64), config,
                    init_from=base, progress=False)  # fmt: skip
     same = ModelConfig(cell="gru", hidden_size=12)
@@ -118,3 +120,26 @@ def test_from_python_a_model_config_may_only_repeat_the_runs_model(base, tmp_pat
         "keyword", FSDD / "lucas.npz", tmp_path / "b", same, config, init_from=base, progress=False
     )
     assert result.model.config.hidden_size == 12 and not (tmp_path / "a").exists()
+
+
+def test_own_recordings_beside_the_bundles_weigh_as_wav_repeat_says(base, tmp_path):
+    import wave
+
+    from edgernn.runtime.audio import read_bundle
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "george.npz").write_bytes((FSDD / "george.npz").read_bytes())
+    mine = read_bundle(FSDD / "lucas.npz")
+    for i in range(0, 50, 5):  # one clip of each word
+        with wave.open(str(data / f"{mine.labels[i]}_me_{i}.wav"), "wb") as f:
+            f.setnchannels(1), f.setsampwidth(2), f.setframerate(8000), f.writeframes(mine.audio[i].tobytes())
+    fine = tmp_path / "fine"
+    result = train(data, "-o", fine, "--init-from", base, "--wav-repeat", "4", "--steps", "1", *TINY)
+    assert result.exit_code == 0, result.output
+    config = json.loads((fine / "config.json").read_text())["train"]
+    assert config["data_options"]["wav_repeat"] == 4
+    metrics = json.loads((fine / "metrics.json").read_text())
+    assert metrics["clips"]["train"] + metrics["clips"]["validation"] == 50 + 4 * 10
+    one_line(train("--resume", fine, "--wav-repeat", "2"), "--resume continues the run on its own data")
+    one_line(train(FSDD, "-o", tmp_path / "x", "--wav-repeat", "2", "--steps", "1"), "found bundles only")

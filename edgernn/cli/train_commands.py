@@ -45,6 +45,12 @@ from edgernn.runtime.contract import QUANTIZATION_MODES
     "constant (default 0: off).",
 )
 @click.option(
+    "--wav-repeat",
+    type=click.IntRange(min=1),
+    help="keyword: in a folder of clip bundles and WAV files, each WAV file's clip N times among the "
+    "training clips: your own recordings weighed against the others' (with --init-from: adapting to a voice).",
+)
+@click.option(
     "--columns",
     help="Comma-separated input columns of a CSV (default: numeric columns except timestamps and labels).",
 )
@@ -167,6 +173,7 @@ def train(
     no_augment,
     mels,
     running_ms,
+    wav_repeat,
     resume,
     init_from,
     overwrite,
@@ -203,7 +210,7 @@ def train(
         raise click.UsageError("give DATA and -o RUN_DIR (or --resume RUN_DIR)")
     data_flags = {
         "--columns": columns, "--targets": targets, "--label-column": label_column, "--task": task,
-        "--no-augment": no_augment, "--mels": mels, "--running-ms": running_ms,
+        "--no-augment": no_augment, "--mels": mels, "--running-ms": running_ms, "--wav-repeat": wav_repeat,
     }  # fmt: skip
     given = [flag for flag, value in data_flags.items() if value not in (None, False)]
     if resume and given:
@@ -241,7 +248,8 @@ def train(
             options = {k: v for k, v in options.items() if v}
             if no_augment:
                 options["augment"] = False
-            options.update({k: v for k, v in (("mels", mels), ("running_ms", running_ms)) if v is not None})
+            keyword = (("mels", mels), ("running_ms", running_ms), ("wav_repeat", wav_repeat))
+            options.update({k: v for k, v in keyword if v is not None})
             result = _train_new(train_module, task, data, run_dir, options, settings, progress=not quiet,
                                 tensorboard=tensorboard, overwrite=overwrite, init_from=init_from)  # fmt: skip
     click.echo(format_training(result.run_dir, result.metrics))
