@@ -270,56 +270,48 @@ def table(rows: list[dict], args) -> str:
 
 def adapted_table(rows: list[dict]) -> list[str]:
     """With --init-from: the model each fold started from beside it, on the same clips."""
-    rows = [r for r in rows if "start" in r]
-    if not rows:
-        return []
-    lines = [
-        "",
-        "The models the folds started from (--init-from) on the same clips:",
-        "",
-        "| held-out speaker | his clips that trained | clips tested | clip accuracy, started from | adapted | "
-        "words detected, started from | adapted | false alarms / hour, started from | adapted |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for r in rows:
-        s, t = r["stream"], r["start"]
-        lines.append(
-            f"| {r['speaker']} | {r['enrolled']} | {r['clips']} | {100 * t['clip_accuracy']:.1f}% | "
-            f"{100 * r['clip_accuracy']:.1f}% | {t['stream']['detected_pct']:.1f}% | {s['detected_pct']:.1f}% | "
-            f"{t['stream']['false_alarms_per_hour']:.1f} | {s['false_alarms_per_hour']:.1f} |"
-        )
-    mean = lambda f: np.mean([f(r) for r in rows])  # noqa: E731
-    lines.append(
-        f"| **mean** | | | {100 * mean(lambda r: r['start']['clip_accuracy']):.1f}% | "
-        f"**{100 * mean(lambda r: r['clip_accuracy']):.1f}%** | "
-        f"{mean(lambda r: r['start']['stream']['detected_pct']):.1f}% | {mean(lambda r: r['stream']['detected_pct']):.1f}% | "
-        f"{mean(lambda r: r['start']['stream']['false_alarms_per_hour']):.1f} | "
-        f"{mean(lambda r: r['stream']['false_alarms_per_hour']):.1f} |"
-    )
-    return lines
+    lead = (("his clips that trained", lambda r: r["enrolled"]), ("clips tested", lambda r: r["clips"]))
+    intro = "The models the folds started from (--init-from) on the same clips:"
+    return side_by_side(rows, "start", intro, ("started from", lambda r: r["start"]), ("adapted", dict), lead)
 
 
 def trained_weights_table(rows: list[dict]) -> list[str]:
     """With averaged weights: the same runs' last trained weights beside them."""
     rows = [r for r in rows if "trained_weights" in r]
+    intro = (
+        f"Averaged weights (decay {rows[0]['weight_average_decay']:g} per step) against the same runs' last "
+        "trained weights:"
+        if rows
+        else ""
+    )
+    return side_by_side(
+        rows, "trained_weights", intro, ("averaged", dict), ("trained", lambda r: r["trained_weights"])
+    )
+
+
+def side_by_side(rows: list[dict], key: str, intro: str, first, second, lead=()) -> list[str]:
+    """The rows holding ``key``: clip accuracy, words detected and false alarms of two evaluations of
+    each fold side by side (``first``, ``second``: a column name and where its evaluation is in a row),
+    after the ``lead`` columns, and their means."""
+    rows = [r for r in rows if key in r]
     if not rows:
         return []
-    lines = [
-        "",
-        f"Averaged weights (decay {rows[0]['weight_average_decay']:g} per step) against the same runs' last "
-        "trained weights:",
-        "",
-        "| held-out speaker | clip accuracy, averaged | trained | words detected, averaged | trained | "
-        "false alarms / hour, averaged | trained |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        s, t = r["stream"], r["trained_weights"]
-        lines.append(
-            f"| {r['speaker']} | {100 * r['clip_accuracy']:.1f}% | {100 * t['clip_accuracy']:.1f}% | "
-            f"{s['detected_pct']:.1f}% | {t['stream']['detected_pct']:.1f}% | {s['false_alarms_per_hour']:.1f} | "
-            f"{t['stream']['false_alarms_per_hour']:.1f} |"
-        )
+    metrics = (
+        ("clip accuracy", lambda e: 100 * e["clip_accuracy"], "%"),
+        ("words detected", lambda e: e["stream"]["detected_pct"], "%"),
+        ("false alarms / hour", lambda e: e["stream"]["false_alarms_per_hour"], ""),
+    )
+    head = [name for name, _ in lead]
+    for metric, _, _ in metrics:
+        head += [f"{metric}, {first[0]}", second[0]]
+    lines = ["", intro, "", f"| held-out speaker | {' | '.join(head)} |", "|---|" + "--:|" * len(head)]
+    values = [[get(pick(r)) for _, get, _ in metrics for _, pick in (first, second)] for r in rows]
+    units = [unit for _, _, unit in metrics for _ in range(2)]
+    for r, row in zip(rows, values, strict=True):
+        cells = [str(f(r)) for _, f in lead] + [f"{v:.1f}{u}" for v, u in zip(row, units, strict=True)]
+        lines.append(f"| {r['speaker']} | {' | '.join(cells)} |")
+    mean = [""] * len(lead) + [f"{v:.1f}{u}" for v, u in zip(np.mean(values, axis=0), units, strict=True)]
+    lines.append(f"| **mean** | {' | '.join(mean)} |")
     return lines
 
 

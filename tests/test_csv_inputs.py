@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import assert_refused
 from click.testing import CliRunner
 from sensor_data import CHANNELS, write_sensor_csv
 
@@ -22,15 +23,6 @@ TINY = ["--steps", "4", "--eval-every", "2", "--batch-size", "4", "--seq-len", "
 
 def run_cli(*args) -> object:
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_refused(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import assert_refused
 from click.testing import CliRunner
 from conftest import VOCABULARY, TinyModel
 from task_models import anomaly_model, task_model, write_csv
@@ -123,14 +124,6 @@ def test_training_split_is_the_default_for_quantization_data(root, char):
     data = evaluation_data_from_model(char.path, root / "split.txt")
     assert len(data.calibration) == 1800 and len(data.inputs) == 199  # first 90% calibrates
     assert data.describe() == "split.txt: validation split, 199 steps"
-
-
-def assert_refused(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_data_that_does_not_fit_the_model_is_refused_in_one_line(root, char, feature_model):
