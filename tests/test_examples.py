@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -71,6 +72,27 @@ def test_vowels_stream_example(tmp_path):
     assert "370 test utterances streamed frame by frame" in out
     accuracy = float(out.split("accuracy after the last frame: ")[1].split()[0])
     assert accuracy > 0.5  # 60 steps already separates most speakers; the full run is in the README
+
+
+def test_adapt_to_a_voice_example(tmp_path):
+    out = run_example(
+        "adapt_to_a_voice.py",
+        "--base-steps",
+        "30",
+        "--steps",
+        "5",
+        "--out",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
+    lines = out.strip().splitlines()
+    assert lines[0] == "lucas: 30 recordings to adapt to, 20 others to hear"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["base", "adapted"]
+    assert all(" of 20 right (" in line for line in lines[1:])
+    config = json.loads((tmp_path / "run" / "adapted" / "config.json").read_text())["train"]
+    assert config["init_from"]["run"] == str(tmp_path / "run" / "base")
+    assert config["data_options"]["wav_repeat"] == 4
+    assert len(list((tmp_path / "run" / "mine").glob("*_lucas_*.wav"))) == 30
 
 
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
