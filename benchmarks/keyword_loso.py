@@ -56,13 +56,13 @@ def run_fold(clips, speaker: str, out: Path, args) -> dict:
     int8 = export_run(fold / "run", fold / "model-int8.onnx", quantize=QuantizeConfig("int8", force=True))
     classes = list(report.info.extra["classes"])
     truth = np.array([classes.index(label) for label in held_out.labels])
-    trained_weights = {}
-    if args.init_from:  # the model the fold started from, on the same clips
+    beside = {}  # other evaluations of the same clips, each table's second column
+    if args.init_from:  # the model the fold started from
         start = evaluate_keyword(Stepper(args.init_from / speaker / "model.onnx"), held_out)
-        trained_weights["start"] = {"clip_accuracy": start["clip_accuracy"], "stream": start["stream"]}
+        beside["start"] = {"clip_accuracy": start["clip_accuracy"], "stream": start["stream"]}
     if "weight_average_decay" in run.metrics:  # the same run's last trained weights, not averaged
         last = export_run(trained_copy(fold / "run", fold / "run-trained"), fold / "model-trained.onnx")
-        trained_weights = {"trained_weights": evaluate_keyword(Stepper(last.path), held_out)}
+        beside["trained_weights"] = evaluate_keyword(Stepper(last.path), held_out)
     return {
         "speaker": speaker,
         "enrolled": len(enroll),
@@ -81,7 +81,7 @@ def run_fold(clips, speaker: str, out: Path, args) -> dict:
         "kept_step": trained.get("kept_step", trained.get("best_step")),
         "schedule_steps": trained.get("schedule_steps"),
         "weight_average_decay": run.metrics.get("weight_average_decay"),
-        **trained_weights,
+        **beside,
     }
 
 
@@ -165,7 +165,7 @@ def enrolled(clips, speaker: str, per_word: int, seed: int) -> tuple[list[int], 
             for i, (s, w) in enumerate(zip(clips.speakers, clips.labels, strict=True))
             if (s, w) == (speaker, word)
         ]
-        chosen = set(rng.permutation(his)[:per_word].tolist()) if per_word else set()
+        chosen = set(rng.permutation(his)[:per_word].tolist())
         enroll += sorted(chosen)
         tested += [i for i in his if i not in chosen]
     return enroll, sorted(tested)

@@ -456,7 +456,7 @@ def load_task(
         )
     if front_end:
         flags = ", ".join("--" + k.replace("_", "-") for k in front_end)
-        what = "front end" if "wav_repeat" not in front_end else "clips" if len(front_end) == 1 else "options"
+        what = "front end" if set(front_end) <= {"mels", "running_ms"} else "options"
         raise InputError(f"{flags}: the keyword task's {what}; the {task} task has none")
     if Path(path).is_dir():
         raise InputError(

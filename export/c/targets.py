@@ -92,9 +92,7 @@ def _cortex_m4() -> Target:
     semihosting (rdimon) and this folder's start-up code instead of the device firmware's small C library."""
     device = get_device("cortex-m4")
     [board] = device.boards
-    runner = emulator_command(Build(Path("PROGRAM"), device, board))[
-        :-1
-    ]  # ... "-kernel"; the program follows
+    *runner, _program = emulator_command(Build(Path("PROGRAM"), device, board))  # ends "-kernel PROGRAM"
     return Target(
         name="cortex-m4",
         description=f"Cortex-M4F bare metal ({board.machine} under {device.emulator}, newlib semihosting)",

@@ -39,10 +39,6 @@ class DeviceKit:
     build: str
     run: str
 
-    @property
-    def script(self) -> Path:
-        return Path(f"{self.board.machine}.ld")
-
 
 def device_kit(
     name: str, sources: tuple[str, ...] = ("app.c", "model.c"), program: str = "app.elf"
