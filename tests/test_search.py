@@ -236,10 +236,16 @@ def test_a_new_study_starts_from_the_recipe(tmp_path):
     space = SearchSpace(cells=("lstm", "gru"), precisions=("int8",), max_layers=2, max_hidden=48)
     recipe = recipe_params(space, Io("features", 12, 9), "classify")
     assert recipe == {"cell": "gru", "num_layers": 2, "hidden_size": 48, "learning_rate": 3e-3,
-                      "precision": "int8", "dropout": 0.2, "input_noise": 0.0}  # fmt: skip
+                      "precision": "int8", "dropout": 0.2, "input_noise": 0.4}  # fmt: skip
     one = recipe_params(SearchSpace(max_layers=1), Io("tokens", 30, 30), "charlm")
     assert one["num_layers"] == 1 and one["embedding_size"] == 32 and one["seq_len"] == 32
     assert "dropout" not in one and "input_noise" not in one
+    # the noise was measured for classifiers; forecasting starts without, a narrower space caps it
+    assert recipe_params(space, Io("features", 3, 3), "forecast")["input_noise"] == 0.0
+    assert (
+        recipe_params(SearchSpace(max_input_noise=0.25), Io("features", 12, 9), "classify")["input_noise"]
+        == 0.25
+    )
     settings = SearchSettings(space=space)
     study = open_study(tmp_path, None, "s", "maximize", settings, {"data": "x"}, False, recipe)
     waiting = study.get_trials(deepcopy=False)
@@ -364,8 +370,8 @@ def test_a_recipe_that_does_not_fit_starts_from_its_nearest_fitting_configuratio
         64,
         "int8",
     )
-    assert said == ["the hand-set recipe (gru 2x64 float32) does not fit the budget (flash): the first trial is "
-                    "its nearest configuration that does, gru 2x64 int8"]  # fmt: skip
+    assert said == ["the hand-set recipe (gru 2x64 float32, input noise 0.4) does not fit the budget (flash): the "
+                    "first trial is its nearest configuration that does, gru 2x64 int8, input noise 0.4"]  # fmt: skip
     search, said = _search("flash=16K,ram=8K,rate=100", precisions=("float32",))
     recipe = search.recipe()
     assert recipe["num_layers"] == 2 and 8 <= recipe["hidden_size"] < 64 and search.fits(recipe)
