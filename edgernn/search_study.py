@@ -138,4 +138,6 @@ def describe_trial(trial, direction: str) -> str:
     costs = (
         f"; {cost['cycles']:,} cycles, {cost['flash_bytes']:,} B flash ({where})" if "cycles" in cost else ""
     )
-    return f"trial {trial.number}: {shape} {params.get('precision', '')} lr {params.get('learning_rate', 0):.4g}: {outcome}{costs}"
+    noise = f" input noise {params['input_noise']:g}" if params.get("input_noise") else ""
+    settings = f"{params.get('precision', '')} lr {params.get('learning_rate', 0):.4g}{noise}"
+    return f"trial {trial.number}: {shape} {settings}: {outcome}{costs}"

@@ -588,3 +588,30 @@ def test_a_trial_another_worker_finished_first_is_left_to_it_and_the_worker_goes
     with pytest.raises(ValueError, match="Cannot tell"):
         run_trials(search, endless)
     assert endless.calls == 11  # RACED_TRIALS_LIMIT retries, then the error
+
+
+def test_a_trial_line_names_its_input_noise():
+    import optuna
+
+    from edgernn.search_study import describe_trial
+
+    params = {
+        "cell": "gru",
+        "num_layers": 2,
+        "hidden_size": 64,
+        "precision": "float32",
+        "learning_rate": 3e-3,
+    }
+    space = {**_space("gru"), "input_noise": optuna.distributions.FloatDistribution(0.0, 0.6, step=0.05)}
+    cost = {"measured": {"cycles": 208714, "flash_bytes": 163002}}
+    study = optuna.create_study()
+    study.add_trials([
+        optuna.trial.create_trial(params={**params, "input_noise": 0.4}, distributions=space, value=0.9778,
+                                  user_attrs=cost),
+        optuna.trial.create_trial(params={**params, "input_noise": 0.0}, distributions=space, value=0.5),
+    ])  # fmt: skip
+    noisy, quiet = study.get_trials()
+    assert describe_trial(noisy, "maximize") == (
+        "trial 0: gru 2x64 float32 lr 0.003 input noise 0.4: accuracy 0.9778; 208,714 cycles, 163,002 B flash (measured)"
+    )
+    assert describe_trial(quiet, "minimize") == "trial 1: gru 2x64 float32 lr 0.003: val loss 0.5000"
