@@ -33,17 +33,24 @@ RECIPES = {"10% validation": {"min_validation_cases": 0}, "a quarter, at most 20
 MODEL = ModelConfig(hidden_size=64, num_layers=2, dropout=0.2)
 
 
+def write_ts(path: Path, cases: list[tuple[np.ndarray, str]], name: str) -> Path:
+    """``cases`` (frames of shape (T, 12), label) as a .ts file named ``name``."""
+    lines = [f"@problemName {name}", "@timeStamps false", "@univariate false", "@data"]
+    for frames, label in cases:  # one dimension per coefficient, values over time
+        dims = [",".join(f"{v:.6g}" for v in frames[:, d]) for d in range(frames.shape[1])]
+        lines.append(":".join([*dims, label]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_small_set(path: Path) -> Path:
     """The first ``PER_SPEAKER`` training utterances of each of ``SPEAKERS``, as a .ts file."""
     sequences, labels = read_ts(DATA / "japanese_vowels_train.ts")
-    lines = ["@problemName JapaneseVowels4x10", "@timeStamps false", "@univariate false", "@data"]
+    cases = []
     for speaker in SPEAKERS:
         mine = [s for s, label in zip(sequences, labels, strict=True) if label == speaker][:PER_SPEAKER]
-        for frames in mine:  # (T, 12): one dimension per coefficient, values over time
-            dims = [",".join(f"{v:.6g}" for v in frames[:, d]) for d in range(frames.shape[1])]
-            lines.append(":".join([*dims, speaker]))
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        cases += [(frames, speaker) for frames in mine]
+    return write_ts(path, cases, "JapaneseVowels4x10")
 
 
 def write_test_set(path: Path, speakers: tuple[str, ...] = SPEAKERS) -> Path:
@@ -59,18 +66,22 @@ def write_test_set(path: Path, speakers: tuple[str, ...] = SPEAKERS) -> Path:
     return path
 
 
+def right_answers(model, classes: list[str], cases: list[tuple[np.ndarray, str]]) -> int:
+    """How many of ``cases`` (frames, label) the model classifies right after their last frame."""
+    model.eval()
+    with torch.no_grad():
+        return sum(classes[int(model(torch.from_numpy(x)[None])[0][0, -1].argmax())] == y for x, y in cases)
+
+
 def test_accuracy(model, classes: list[str], speakers: tuple[str, ...] | None = SPEAKERS) -> float:
     """Accuracy after the last frame over every test utterance of ``speakers`` (None: all of them)."""
     sequences, labels = read_ts(DATA / "japanese_vowels_test.ts")
     cases = [
-        (torch.from_numpy(s), label)
+        (s, label)
         for s, label in zip(sequences, labels, strict=True)
         if speakers is None or label in speakers
     ]
-    model.eval()
-    with torch.no_grad():
-        correct = sum(classes[int(model(x[None])[0][0, -1].argmax())] == label for x, label in cases)
-    return correct / len(cases)
+    return right_answers(model, classes, cases) / len(cases)
 
 
 def main(seeds: int, steps: int, out: Path) -> None:

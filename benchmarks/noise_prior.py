@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from keyword_loso import fold_pool  # noqa: E402  (siblings)
-from model_selection import DATA, MODEL  # noqa: E402
+from model_selection import DATA, MODEL, right_answers, write_ts  # noqa: E402
 
 REFIT_STEPS = 600  # as many passes over the data as a 3-fold trial of 400 steps (edgernn search's refit)
 SUBSETS = (("1", "2", "3", "4"), ("5", "6", "7", "8"), ("6", "7", "8", "9"))
@@ -52,16 +52,6 @@ def parts(name: str, draw: int, seed: int, cases: list) -> tuple[list, list]:
     return ([c for i, c in enumerate(cases) if i not in held], [c for i, c in enumerate(cases) if i in held])
 
 
-def write_ts(path: Path, cases: list) -> Path:
-    lines = ["@problemName JapaneseVowelsPart", "@timeStamps false", "@univariate false", "@data"]
-    for frames, label in cases:  # (T, 12): one dimension per coefficient, values over time
-        lines.append(
-            ":".join([*(",".join(f"{v:.6g}" for v in frames[:, d]) for d in range(frames.shape[1])), label])
-        )
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def one_model(job: tuple[str, int, int, float, Path]) -> tuple[str, int, int, float, int, int]:
     """Train the recipe with ``noise`` on one draw or fold; its right answers on the held-out part."""
     import torch
@@ -77,11 +67,9 @@ def one_model(job: tuple[str, int, int, float, Path]) -> tuple[str, int, int, fl
     where.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(budget_minutes=None, max_steps=REFIT_STEPS, batch_size=16, eval_every=25, seed=seed,
                          all_data=True, input_noise=noise)  # fmt: skip
-    result = train_task("classify", write_ts(where / "train.ts", train), where / "run", MODEL, config,
-                        progress=False, overwrite=True)  # fmt: skip
-    classes, model = result.task.metadata["classes"], result.model.eval()
-    with torch.no_grad():
-        right = sum(classes[int(model(torch.from_numpy(x)[None])[0][0, -1].argmax())] == y for x, y in test)
+    result = train_task("classify", write_ts(where / "train.ts", train, "JapaneseVowelsPart"), where / "run",
+                        MODEL, config, progress=False, overwrite=True)  # fmt: skip
+    right = right_answers(result.model, result.task.metadata["classes"], test)
     return name, draw, seed, noise, int(right), len(test)
 
 

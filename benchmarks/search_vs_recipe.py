@@ -28,30 +28,16 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_selection import DATA, MODEL, SPEAKERS, write_small_set, write_test_set  # noqa: E402  (a sibling)
+from model_selection import DATA, MODEL, SPEAKERS, test_accuracy, write_small_set, write_test_set  # noqa: E402  (a sibling)
 
 from edgernn.cost_model import load_cost_model  # noqa: E402
 from edgernn.search import Search, SearchSettings, SearchSpace, parse_budget  # noqa: E402
 from edgernn.search_result import run_search  # noqa: E402
-from edgernn.tasks import read_ts  # noqa: E402
 from edgernn.train import TrainConfig, train_task  # noqa: E402
 
 STEPS = 400
 SETS = {"small": f"{len(SPEAKERS)} speakers x 10", "full": "all 270"}
-
-
-def test_accuracy(model, classes: list[str], speakers: tuple[str, ...] | None) -> float:
-    """Accuracy after the last frame over the test utterances (of ``speakers``, None: all)."""
-    sequences, labels = read_ts(DATA / "japanese_vowels_test.ts")
-    cases = [(torch.from_numpy(s), label) for s, label in zip(sequences, labels, strict=True)
-             if speakers is None or label in speakers]  # fmt: skip
-    model.eval()
-    with torch.no_grad():
-        correct = sum(classes[int(model(x[None])[0][0, -1].argmax())] == label for x, label in cases)
-    return correct / len(cases)
 
 
 def recipe(data: Path, out: Path, seed: int, speakers, resume: bool) -> float:

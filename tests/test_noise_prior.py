@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from noise_prior import SUBSETS, parts, write_ts  # noqa: E402
+from model_selection import write_ts  # noqa: E402
+from noise_prior import SUBSETS, parts  # noqa: E402
 
 from edgernn.tasks import read_ts  # noqa: E402
 
@@ -47,7 +48,7 @@ def test_full_folds_partition_the_training_file():
 
 def test_a_written_part_reads_back_as_written(tmp_path):
     train, _ = parts("small", 1, 0, _cases())
-    sequences, labels = read_ts(write_ts(tmp_path / "part.ts", train))
+    sequences, labels = read_ts(write_ts(tmp_path / "part.ts", train, "part"))
     assert labels == [label for _, label in train]
     assert all(s.shape == x.shape and abs(s - x).max() < 1e-4 * (1 + abs(x).max()) for s, (x, _) in
                zip(sequences, train, strict=True))  # fmt: skip
